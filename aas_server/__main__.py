@@ -1,0 +1,3 @@
+from aas_server.cli import main
+
+raise SystemExit(main())

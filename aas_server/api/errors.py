@@ -1,0 +1,139 @@
+"""The one place where the hub's error tree becomes HTTP (IDTA-01002 Part 2, 12.4 *Result*).
+
+Every error answer, including aiohttp's own (unknown route 404, wrong method 405, body too large
+413), carries a ``Result`` body::
+
+    {"messages": [{"code": "NotFound", "messageType": "Error", "text": "...", "timestamp": "..."}]}
+
+Unexpected exceptions become ``500`` with a generic text and a ``correlationId`` that the server
+log repeats next to the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from aas_server.api.serialization import JSON_CONTENT_TYPE
+from aas_server.errors import (
+    AccessDeniedError,
+    ConflictError,
+    DeviceError,
+    DeviceTimeoutError,
+    HubError,
+    InvalidRequestError,
+    NotFoundError,
+    NotWritableError,
+    PersistenceError,
+    TypeMismatchError,
+)
+from aas_server.model.events import utc_now
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMapping:
+    """HTTP status and ``Message.code`` for one class of the error tree."""
+
+    status: int
+    code: str
+
+
+ERROR_MAPPINGS: Mapping[type[HubError], ErrorMapping] = {
+    NotFoundError: ErrorMapping(404, "NotFound"),
+    InvalidRequestError: ErrorMapping(400, "BadRequest"),
+    TypeMismatchError: ErrorMapping(400, "TypeMismatch"),
+    ConflictError: ErrorMapping(409, "Conflict"),
+    NotWritableError: ErrorMapping(403, "NotWritable"),
+    AccessDeniedError: ErrorMapping(403, "Forbidden"),
+    DeviceError: ErrorMapping(502, "DeviceError"),
+    DeviceTimeoutError: ErrorMapping(504, "DeviceTimeout"),
+    PersistenceError: ErrorMapping(500, "PersistenceError"),
+}
+"""The most specific class in an error's MRO decides; ``HubError`` subclasses not listed give 500."""
+
+
+def timestamp() -> str:
+    """The current UTC time as the ``Message.timestamp`` pattern wants it (``...Z``)."""
+    return utc_now().isoformat().replace("+00:00", "Z")
+
+
+def result_body(status: int, code: str, text: str, correlation_id: str | None = None) -> bytes:
+    """A Part 2 ``Result`` with one error message."""
+    message_type = "Exception" if status >= 500 and correlation_id else "Error"
+    message: dict[str, str] = {"code": code, "messageType": message_type, "text": text, "timestamp": timestamp()}
+    if correlation_id is not None:
+        message["correlationId"] = correlation_id
+    return orjson.dumps({"messages": [message]})
+
+
+def result_response(
+    status: int, code: str, text: str, *, correlation_id: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """An error response with a ``Result`` body."""
+    return web.Response(
+        status=status,
+        body=result_body(status, code, text, correlation_id),
+        content_type=JSON_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def mapping_for(error: HubError) -> ErrorMapping | None:
+    """The ``ErrorMapping`` of the most specific listed class ``error`` is an instance of."""
+    for kind in type(error).__mro__:
+        mapping = ERROR_MAPPINGS.get(kind)
+        if mapping is not None:
+            return mapping
+    return None
+
+
+def _internal_error(request: web.Request, error: BaseException) -> web.Response:
+    correlation_id = uuid.uuid4().hex[:16]
+    _LOG.error(
+        "unexpected error on %s %s (correlationId %s)",
+        request.method,
+        request.rel_url,
+        correlation_id,
+        exc_info=error,
+    )
+    return result_response(
+        500,
+        "InternalServerError",
+        "internal server error; the server log has the details under this correlationId",
+        correlation_id=correlation_id,
+    )
+
+
+def _http_error(error: web.HTTPException) -> web.Response:
+    status = HTTPStatus(error.status)
+    code = status.phrase.replace(" ", "").replace("-", "")
+    text = error.text if error.text and error.text != f"{error.status}: {error.reason}" else status.description
+    headers = {key: value for key, value in error.headers.items() if key in ("Allow", "Retry-After")}
+    return result_response(error.status, code, text or status.phrase, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into a ``Result`` response with the status of ``ERROR_MAPPINGS``."""
+    try:
+        return await handler(request)
+    except HubError as error:
+        mapping = mapping_for(error)
+        if mapping is None:
+            return _internal_error(request, error)
+        return result_response(mapping.status, mapping.code, str(error))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _http_error(error)
+    except Exception as error:
+        return _internal_error(request, error)

@@ -1,0 +1,171 @@
+"""Hub settings: one pydantic model, loaded from a YAML file, validated once.
+
+Errors name the file and the field (``hub.yaml: opcua.port: ...``). Nothing else in the hub reads
+environment variables or files for configuration.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from aas_server.errors import ConfigurationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(enum.Enum):
+    """Roles of OPC UA (and later REST) users."""
+
+    READ_ONLY = "read-only"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class UserSettings(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    password: SecretStr
+    role: Role = Role.READ_ONLY
+
+
+class SecurityPolicyName(enum.Enum):
+    NONE = "None"
+    BASIC256SHA256 = "Basic256Sha256"
+    AES128_SHA256_RSAOAEP = "Aes128_Sha256_RsaOaep"
+    AES256_SHA256_RSAPSS = "Aes256_Sha256_RsaPss"
+
+
+class RestSettings(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    """0 lets the operating system choose a free port."""
+
+
+class OpcUaSettings(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 4840
+    """0 picks a free port at start."""
+    namespace_uri: str = "urn:aas-server:twins"
+    application_uri: str = "urn:aas-server:hub"
+    server_name: str = "AAS twin hub"
+    security_policies: list[SecurityPolicyName] = Field(
+        default_factory=lambda: [
+            SecurityPolicyName.BASIC256SHA256,
+            SecurityPolicyName.AES128_SHA256_RSAOAEP,
+            SecurityPolicyName.AES256_SHA256_RSAPSS,
+        ]
+    )
+    """Sign and SignAndEncrypt endpoints are offered for each; ``None`` only if listed here (warned)."""
+    certificate: Path | None = None
+    private_key: Path | None = None
+    """Server certificate (DER or PEM) and key; generated in the data directory on first start if unset."""
+    allow_anonymous_read: bool = False
+    """Anonymous sessions may browse and read, never write."""
+    users: list[UserSettings] = Field(default_factory=list)
+
+
+class PersistenceSettings(_Strict):
+    backend: Literal["sqlite"] = "sqlite"
+    sqlite_path: Path | None = None
+    """Defaults to ``<data_dir>/hub.sqlite``."""
+
+
+class SimulatorSettings(_Strict):
+    """The simulated bottling-line Modbus device (demo and tests)."""
+
+    enabled: bool = False
+    device: str = "bottling-plc"
+    """The mapping device the simulator plays; that device's endpoint is pointed at the simulator."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 5020
+    """0 picks a free port."""
+    update_interval: Annotated[float, Field(gt=0, le=60)] = 0.2
+    seed: int | None = None
+
+
+class HubSettings(_Strict):
+    """Everything the hub needs to start. Relative paths are relative to the settings file."""
+
+    data_dir: Path = Path("data")
+    twins: list[Path] = Field(default_factory=list)
+    """Twin definition files (``submodels/`` format) or AAS JSON environments, loaded on first start."""
+    mappings: list[Path] = Field(default_factory=list)
+    device_endpoints: dict[str, str] = Field(default_factory=dict)
+    """Overrides of mapping devices' ``host:port`` by device name (e.g. to reach a device through a tunnel)."""
+    simulator: SimulatorSettings = SimulatorSettings()
+    rest: RestSettings = RestSettings()
+    opcua: OpcUaSettings = OpcUaSettings()
+    persistence: PersistenceSettings = PersistenceSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def resolved(self, base: Path) -> HubSettings:
+        """A copy whose relative paths are made absolute against ``base``."""
+
+        def fix(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        opcua = self.opcua.model_copy(
+            update={
+                "certificate": fix(self.opcua.certificate) if self.opcua.certificate else None,
+                "private_key": fix(self.opcua.private_key) if self.opcua.private_key else None,
+            }
+        )
+        sqlite = self.persistence.sqlite_path
+        return self.model_copy(
+            update={
+                "data_dir": fix(self.data_dir),
+                "twins": [fix(path) for path in self.twins],
+                "mappings": [fix(path) for path in self.mappings],
+                "opcua": opcua,
+                "persistence": self.persistence.model_copy(update={"sqlite_path": fix(sqlite) if sqlite else None}),
+            }
+        )
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.persistence.sqlite_path or self.data_dir / "hub.sqlite"
+
+
+def format_validation_error(error: ValidationError, location: str) -> str:
+    """One line per problem: ``location: a.b[2].c: message``."""
+    lines = []
+    for item in error.errors():
+        field_path = ""
+        for part in item["loc"]:
+            field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else str(part))
+        lines.append(f"{location}: {field_path or '(top level)'}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> object:
+    """Parse a YAML file safely; a syntax error becomes a ``ConfigurationError`` with line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot read file: {error.strerror}", str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigurationError(f"YAML syntax error: {error.problem}", where) from None
+    except yaml.YAMLError as error:
+        raise ConfigurationError(f"YAML error: {error}", str(path)) from None
+
+
+def load_settings(path: Path) -> HubSettings:
+    """Load and validate a settings file; relative paths in it are taken relative to the file."""
+    data = load_yaml(path)
+    try:
+        settings = HubSettings.model_validate(data or {})
+    except ValidationError as error:
+        raise ConfigurationError(format_validation_error(error, str(path))) from None
+    return settings.resolved(path.parent.resolve())

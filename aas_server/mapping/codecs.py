@@ -1,0 +1,119 @@
+"""Register codecs: numbers to and from 16-bit Modbus register words (pure, ``struct`` based).
+
+Modbus itself transfers each register big-endian (Modbus Application Protocol V1.1b3, section 4.2)
+and says nothing about values wider than one register, so devices differ: ``word_order`` says
+whether the most significant register comes first (``big``) or last (``little``); ``byte_order``
+whether the two bytes inside each register are in the standard order (``big``) or swapped.
+
+Left out: strings, BCD, bit fields inside registers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from aas_server.mapping.schema import DataType, Order
+
+_FORMATS = {
+    DataType.INT16: "h",
+    DataType.UINT16: "H",
+    DataType.INT32: "i",
+    DataType.UINT32: "I",
+    DataType.INT64: "q",
+    DataType.UINT64: "Q",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
+}
+
+_INTEGER_RANGES = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""Largest finite IEEE 754 binary32 value."""
+
+
+class CodecError(ValueError):
+    """Register words or a value do not fit the data type."""
+
+
+def integer_range(data_type: DataType) -> tuple[int, int] | None:
+    """The inclusive range of an integer data type, ``None`` for floats and bool."""
+    return _INTEGER_RANGES.get(data_type)
+
+
+def _format(data_type: DataType) -> str:
+    try:
+        return _FORMATS[data_type]
+    except KeyError:
+        raise CodecError(f"{data_type.value} is not a register data type") from None
+
+
+def _words_from_bytes(data: bytes, word_order: Order, byte_order: Order) -> tuple[int, ...]:
+    words = [data[index : index + 2] for index in range(0, len(data), 2)]
+    if byte_order is Order.LITTLE:
+        words = [word[::-1] for word in words]
+    if word_order is Order.LITTLE:
+        words.reverse()
+    return tuple(int.from_bytes(word, "big") for word in words)
+
+
+def _bytes_from_words(words: Sequence[int], word_order: Order, byte_order: Order) -> bytes:
+    ordered = list(reversed(words)) if word_order is Order.LITTLE else list(words)
+    parts = []
+    for word in ordered:
+        if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFF:
+            raise CodecError(f"register word {word!r} is not an unsigned 16-bit integer")
+        part = word.to_bytes(2, "big")
+        parts.append(part[::-1] if byte_order is Order.LITTLE else part)
+    return b"".join(parts)
+
+
+def decode(
+    data_type: DataType,
+    words: Sequence[int],
+    word_order: Order = Order.BIG,
+    byte_order: Order = Order.BIG,
+) -> int | float:
+    """Decode register words (as the device returned them) into an ``int`` or ``float``.
+
+    Raises ``CodecError`` if the number of words or a word's value does not fit.
+    """
+    code = _format(data_type)
+    if len(words) != data_type.register_count:
+        raise CodecError(f"{data_type.value} needs {data_type.register_count} registers, got {len(words)}")
+    value: int | float = struct.unpack(">" + code, _bytes_from_words(words, word_order, byte_order))[0]
+    return value
+
+
+def encode(
+    data_type: DataType,
+    value: int | float,
+    word_order: Order = Order.BIG,
+    byte_order: Order = Order.BIG,
+) -> tuple[int, ...]:
+    """Encode a value into register words in the device's order.
+
+    Integer types take an ``int`` within their range; float types any finite number within range
+    (float32 rounds to the nearest binary32). Raises ``CodecError`` otherwise.
+    """
+    code = _format(data_type)
+    bounds = _INTEGER_RANGES.get(data_type)
+    if bounds is not None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CodecError(f"{data_type.value} needs an integer, got {value!r}")
+        if not bounds[0] <= value <= bounds[1]:
+            raise CodecError(f"{value} is out of range for {data_type.value} [{bounds[0]}, {bounds[1]}]")
+    elif data_type is DataType.FLOAT32 and abs(value) > FLOAT32_MAX:
+        raise CodecError(f"{value} is out of range for float32 [-{FLOAT32_MAX:.7g}, {FLOAT32_MAX:.7g}]")
+    try:
+        data = struct.pack(">" + code, value)
+    except (struct.error, OverflowError) as error:
+        raise CodecError(f"{value!r} cannot be encoded as {data_type.value}: {error}") from None
+    return _words_from_bytes(data, word_order, byte_order)

@@ -1,0 +1,84 @@
+"""Events that flow through the hub (``ARCHITECTURE.md``, *Data flow*).
+
+All are frozen dataclasses over plain data so that the pure core (mapping engine, projection
+planning) can create and compare them without I/O. Timestamps are always timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC ``datetime``."""
+    return datetime.now(UTC)
+
+
+class Quality(enum.Enum):
+    """Quality of a value, in the spirit of OPC UA status code severities."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+class QualityReason(enum.Enum):
+    """Why a value is not good; maps to a specific OPC UA status code."""
+
+    NONE = "none"
+    NO_COMMUNICATION = "no_communication"  # device unreachable -> BadNoCommunication
+    COMMUNICATION_ERROR = "communication_error"  # device answered with an error -> BadCommunicationError
+    SENSOR_FAILURE = "sensor_failure"
+    OUT_OF_RANGE = "out_of_range"
+    DECODE_ERROR = "decode_error"  # frame could not be decoded -> BadDecodingError
+    LAST_USABLE = "last_usable"  # uncertain: last usable value
+    NOT_YET_READ = "not_yet_read"  # no sample since start -> BadWaitingForInitialData
+
+
+@dataclass(frozen=True, slots=True)
+class RawSample:
+    """What a connector read for one point: register words, bits, or nothing on failure.
+
+    ``raw`` holds 16-bit register words for register tables and booleans for coils and discrete
+    inputs, in the order the device returned them. On a failed read ``raw`` is ``None`` and
+    ``quality`` says why.
+    """
+
+    source: str
+    point: str
+    raw: tuple[int, ...] | tuple[bool, ...] | None
+    source_time: datetime
+    quality: Quality = Quality.GOOD
+    reason: QualityReason = QualityReason.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class RawWrite:
+    """What a connector must write to a device for one point (the inverse of a ``RawSample``)."""
+
+    source: str
+    point: str
+    raw: tuple[int, ...] | tuple[bool, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueChanged:
+    """A submodel element's value, time and quality changed.
+
+    ``value`` is the native Python value of the element's ``valueType`` (``float`` for xs:double,
+    ``int`` for xs:int, ``bool`` for xs:boolean, ...). When a device fails, ``value`` is the last
+    value kept and ``quality`` is bad: a value is never replaced by a fake 0.
+    ``origin`` names who caused it: ``device:<name>``, ``rest``, ``opcua``, ``restore``.
+    """
+
+    submodel_id: str
+    id_short_path: str
+    value: Any
+    source_time: datetime
+    quality: Quality = Quality.GOOD
+    reason: QualityReason = QualityReason.NONE
+    server_time: datetime = field(default_factory=utc_now)
+    origin: str = "device"

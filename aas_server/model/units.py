@@ -1,0 +1,76 @@
+"""Engineering units: UNECE Recommendation 20 common codes, as OPC UA ``EUInformation`` uses them.
+
+A small hand table of the units the hub's templates and mappings use. pint (issue 5) converts
+between units; this table only names them, because no maintained Python package ships the
+UNECE code list with the OPC UA ``UnitId`` encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aas_server.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class EngineeringUnit:
+    """A unit as OPC UA Part 8 ``EUInformation`` carries it."""
+
+    unece_code: str
+    symbol: str
+    description: str
+
+    @property
+    def unit_id(self) -> int:
+        """The OPC UA ``UnitId``: the UNECE code's ASCII characters packed into an Int32."""
+        result = 0
+        for character in self.unece_code:
+            result = (result << 8) | ord(character)
+        return result
+
+
+_UNITS = [
+    EngineeringUnit("CEL", "°C", "degree Celsius"),
+    EngineeringUnit("KEL", "K", "kelvin"),
+    EngineeringUnit("FAH", "°F", "degree Fahrenheit"),
+    EngineeringUnit("RPM", "r/min", "revolutions per minute"),
+    EngineeringUnit("HTZ", "Hz", "hertz"),
+    EngineeringUnit("KMH", "km/h", "kilometre per hour"),
+    EngineeringUnit("MTS", "m/s", "metre per second"),
+    EngineeringUnit("MMT", "mm", "millimetre"),
+    EngineeringUnit("MTR", "m", "metre"),
+    EngineeringUnit("AMP", "A", "ampere"),
+    EngineeringUnit("VLT", "V", "volt"),
+    EngineeringUnit("WTT", "W", "watt"),
+    EngineeringUnit("KWT", "kW", "kilowatt"),
+    EngineeringUnit("KWH", "kW·h", "kilowatt hour"),
+    EngineeringUnit("BAR", "bar", "bar"),
+    EngineeringUnit("PAL", "Pa", "pascal"),
+    EngineeringUnit("KPA", "kPa", "kilopascal"),
+    EngineeringUnit("P1", "%", "percent"),
+    EngineeringUnit("C62", "1", "one (count)"),
+    EngineeringUnit("H87", "piece", "piece"),
+    EngineeringUnit("HUR", "h", "hour"),
+    EngineeringUnit("SEC", "s", "second"),
+    EngineeringUnit("MIN", "min", "minute"),
+    EngineeringUnit("LTR", "l", "litre"),
+    EngineeringUnit("MLT", "ml", "millilitre"),
+    EngineeringUnit("NEW", "N", "newton"),
+    EngineeringUnit("NU", "N·m", "newton metre"),
+    EngineeringUnit("KGM", "kg", "kilogram"),
+    EngineeringUnit("GRM", "g", "gram"),
+    EngineeringUnit("MMS", "mm/s", "millimetre per second"),
+    EngineeringUnit("E32", "1/h", "piece per hour"),
+]
+
+UNITS_BY_CODE: dict[str, EngineeringUnit] = {unit.unece_code: unit for unit in _UNITS}
+UNITS_BY_SYMBOL: dict[str, EngineeringUnit] = {unit.symbol: unit for unit in _UNITS}
+
+
+def lookup_unit(name: str) -> EngineeringUnit:
+    """Find a unit by UNECE code (``CEL``) or symbol (``°C``); raise ``ConfigurationError`` if unknown."""
+    unit = UNITS_BY_CODE.get(name) or UNITS_BY_SYMBOL.get(name)
+    if unit is None:
+        known = ", ".join(sorted(UNITS_BY_CODE))
+        raise ConfigurationError(f"unknown engineering unit {name!r} (UNECE codes known: {known})")
+    return unit

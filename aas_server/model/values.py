@@ -1,0 +1,96 @@
+"""Typed values of Properties: coercion from client input and the Part 2 value-only JSON form.
+
+Coercion never truncates or guesses: ``3.5`` is not an ``xs:int``, ``70000`` is not an
+``xs:short``, ``True`` is not a number. Strings are parsed with the XSD lexical rules.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+from typing import Any
+
+from basyx.aas import model
+from basyx.aas.model import datatypes
+
+from aas_server.errors import TypeMismatchError
+
+ValueType = Any
+"""A basyx XSD value type class such as ``float`` or ``datatypes.Int`` (mypy cannot express the union)."""
+
+_INTEGER_TYPES: tuple[type, ...] = (int,)
+_FLOAT_TYPES: tuple[type, ...] = (float, datatypes.Float)
+
+
+def xsd_name(value_type: ValueType) -> str:
+    """``xs:double`` for ``float`` and so on."""
+    return datatypes.XSD_TYPE_NAMES[value_type]
+
+
+def is_numeric(value_type: ValueType) -> bool:
+    return issubclass(value_type, (int, float, decimal.Decimal)) and value_type is not bool
+
+
+def coerce(value_type: ValueType, value: Any) -> Any:
+    """Turn ``value`` (JSON value, OPC UA value or XSD string) into an instance of ``value_type``.
+
+    Raises ``TypeMismatchError`` with the reason when it does not fit exactly.
+    """
+    name = xsd_name(value_type)
+    try:
+        if isinstance(value, str) and value_type is not str and not issubclass(value_type, str):
+            return datatypes.from_xsd(value, value_type)
+        if value_type is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeMismatchError(f"{value!r} is not an {name}")
+        if isinstance(value, bool):
+            raise TypeMismatchError(f"{value!r} is a boolean, not an {name}")
+        if issubclass(value_type, _FLOAT_TYPES):
+            if isinstance(value, int | float | decimal.Decimal):
+                result = value_type(value)
+                if math.isinf(result) and not math.isinf(float(value)):
+                    raise TypeMismatchError(f"{value!r} is out of range for {name}")
+                return result
+            raise TypeMismatchError(f"{value!r} is not an {name}")
+        if issubclass(value_type, decimal.Decimal):
+            if isinstance(value, int | float | decimal.Decimal):
+                return decimal.Decimal(str(value))
+            raise TypeMismatchError(f"{value!r} is not an {name}")
+        if issubclass(value_type, _INTEGER_TYPES):
+            if isinstance(value, float | decimal.Decimal):
+                if value != int(value):
+                    raise TypeMismatchError(f"{value!r} is not an integer ({name}); it would be truncated")
+                value = int(value)
+            if isinstance(value, int):
+                return value_type(value)
+            raise TypeMismatchError(f"{value!r} is not an {name}")
+        if issubclass(value_type, str):  # xs:string, xs:anyURI, xs:normalizedString
+            if isinstance(value, str):
+                return value_type(value)
+            raise TypeMismatchError(f"{value!r} is not an {name}")
+        return datatypes.trivial_cast(value, value_type)
+    except TypeMismatchError:
+        raise
+    except (ValueError, TypeError, OverflowError, decimal.InvalidOperation) as error:
+        raise TypeMismatchError(f"{value!r} does not fit {name}: {error}") from None
+
+
+def to_json_value(value: Any) -> Any:
+    """The value-only JSON form (Part 2, *ValueOnly*): numbers and booleans native, the rest lexical."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else datatypes.xsd_repr(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value == value.to_integral_value() or abs(value) < 2**53 else str(value)
+    return datatypes.xsd_repr(value)
+
+
+def property_value_type(element: model.SubmodelElement) -> ValueType | None:
+    """The ``valueType`` of a Property or Range, else ``None``."""
+    if isinstance(element, model.Property | model.Range):
+        return element.value_type
+    return None

@@ -1,0 +1,240 @@
+"""Embedded SQLite persistence: the AAS model (one row per identifiable) and the last value of each Property.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``, so a transaction that returned
+is on disk, not only in the OS cache; an acknowledged client write survives a crash of the hub or
+the machine. Device samples are written in batches (one transaction per batch); client writes
+(REST ``PATCH $value``, OPC UA writes) are journaled one by one *before* they are acknowledged.
+
+All SQLite calls run on one dedicated worker thread that owns the connection, never on the event
+loop. The model is never rewritten as a whole on a change: identifiables are upserted one by one.
+
+Not done here (later issues): PostgreSQL, value history, model-change persistence through REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from basyx.aas import model
+from basyx.aas.adapter.json import AASToJsonEncoder, StrictAASFromJsonDecoder
+from basyx.aas.model import datatypes
+
+from aas_server.errors import PersistenceError
+from aas_server.model.events import Quality, QualityReason, ValueChanged
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identifiables (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS property_values (
+    submodel_id TEXT NOT NULL,
+    id_short_path TEXT NOT NULL,
+    value TEXT,
+    source_time TEXT NOT NULL,
+    server_time TEXT NOT NULL,
+    quality TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (submodel_id, id_short_path)
+);
+"""
+
+_KINDS: dict[type[model.Identifiable], str] = {
+    model.AssetAdministrationShell: "shell",
+    model.Submodel: "submodel",
+    model.ConceptDescription: "concept_description",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """The last value of a Property as persisted, in XSD lexical form."""
+
+    submodel_id: str
+    id_short_path: str
+    lexical_value: str | None
+    source_time: datetime
+    server_time: datetime
+    quality: Quality
+    reason: QualityReason
+    origin: str
+
+    def typed_value(self, value_type: Any) -> Any:
+        """The value parsed with the element's current ``valueType``."""
+        if self.lexical_value is None:
+            return None
+        return datatypes.from_xsd(self.lexical_value, value_type)
+
+
+def _lexical(value: Any) -> str | None:
+    return None if value is None else datatypes.xsd_repr(value)
+
+
+class SqliteRepository:
+    """The hub's embedded database. Use as an async context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._connection: sqlite3.Connection | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._run(self._open)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except sqlite3.Error as error:
+            raise PersistenceError(f"{self.path}: {error}") from error
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.executescript(_SCHEMA)
+        self._connection = connection
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise PersistenceError(f"{self.path}: database is not open")
+        return self._connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        database = self._db
+        database.execute("BEGIN IMMEDIATE")
+        try:
+            yield database
+        except BaseException:
+            database.execute("ROLLBACK")
+            raise
+        database.execute("COMMIT")
+
+    # --- model ---------------------------------------------------------------------------------
+
+    async def has_model(self) -> bool:
+        return await self._run(lambda: self._db.execute("SELECT 1 FROM identifiables LIMIT 1").fetchone() is not None)
+
+    async def save_identifiables(self, identifiables: Iterable[model.Identifiable]) -> None:
+        """Insert or replace identifiables, keeping the order of first insertion."""
+        rows = [
+            (identifiable.id, _KINDS[type(identifiable)], json.dumps(identifiable, cls=AASToJsonEncoder))
+            for identifiable in identifiables
+        ]
+        await self._run(self._save_identifiables, rows)
+
+    def _save_identifiables(self, rows: list[tuple[str, str, str]]) -> None:
+        with self._transaction() as database:
+            (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
+            for identifier, kind, document in rows:
+                position += 1
+                database.execute(
+                    "INSERT INTO identifiables (id, kind, position, document) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, document=excluded.document",
+                    (identifier, kind, position, document),
+                )
+
+    async def delete_identifiable(self, identifier: str) -> None:
+        def delete() -> None:
+            with self._transaction() as database:
+                database.execute("DELETE FROM identifiables WHERE id = ?", (identifier,))
+                database.execute("DELETE FROM property_values WHERE submodel_id = ?", (identifier,))
+
+        await self._run(delete)
+
+    async def load_identifiables(self) -> list[model.Identifiable]:
+        """Every stored identifiable, in insertion order, decoded strictly (the database holds only valid objects)."""
+        rows = await self._run(
+            lambda: self._db.execute("SELECT id, document FROM identifiables ORDER BY position").fetchall()
+        )
+        result: list[model.Identifiable] = []
+        for identifier, document in rows:
+            try:
+                result.append(json.loads(document, cls=StrictAASFromJsonDecoder))
+            except (ValueError, TypeError, KeyError) as error:
+                raise PersistenceError(
+                    f"{self.path}: stored identifiable {identifier!r} is unreadable: {error}"
+                ) from error
+        return result
+
+    # --- values --------------------------------------------------------------------------------
+
+    async def persist_values(self, changes: Sequence[ValueChanged]) -> None:
+        """Upsert the last value of each changed Property in one durable transaction."""
+        if not changes:
+            return
+        rows = [
+            (
+                change.submodel_id,
+                change.id_short_path,
+                _lexical(change.value),
+                change.source_time.isoformat(),
+                change.server_time.isoformat(),
+                change.quality.value,
+                change.reason.value,
+                change.origin,
+            )
+            for change in changes
+        ]
+        await self._run(self._persist_values, rows)
+
+    def _persist_values(self, rows: list[tuple[Any, ...]]) -> None:
+        with self._transaction() as database:
+            database.executemany(
+                "INSERT INTO property_values VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(submodel_id, id_short_path) DO UPDATE SET "
+                "value = COALESCE(excluded.value, property_values.value), source_time = excluded.source_time, "
+                "server_time = excluded.server_time, quality = excluded.quality, reason = excluded.reason, "
+                "origin = excluded.origin",
+                rows,
+            )
+
+    async def load_values(self) -> list[StoredValue]:
+        rows = await self._run(lambda: self._db.execute("SELECT * FROM property_values").fetchall())
+        return [
+            StoredValue(
+                submodel_id,
+                path,
+                value,
+                datetime.fromisoformat(source_time),
+                datetime.fromisoformat(server_time),
+                Quality(quality),
+                QualityReason(reason),
+                origin,
+            )
+            for submodel_id, path, value, source_time, server_time, quality, reason, origin in rows
+        ]
+
+    async def integrity_check(self) -> str:
+        return await self._run(lambda: str(self._db.execute("PRAGMA integrity_check").fetchone()[0]))

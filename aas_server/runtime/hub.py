@@ -1,0 +1,313 @@
+"""The composition root: builds the store, loads twins and mappings, and owns every running part.
+
+Start order: database → store (model loaded from the database, or built from the twin files on
+first start) → mappings bound to store elements → simulator (if configured) → OPC UA and REST
+views → device connectors → persistence of device values. Everything is entered into one
+``AsyncExitStack`` so that it is stopped in reverse order, also when starting fails half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+from basyx.aas import model
+
+from aas_server.api.app import create_app
+from aas_server.config import HubSettings
+from aas_server.connectors.modbus import ModbusConnector
+from aas_server.connectors.simulator import BottlingLineSimulator
+from aas_server.errors import ConfigurationError, MappingError, NotFoundError, PersistenceError, TypeMismatchError
+from aas_server.mapping.engine import MappingEngine
+from aas_server.mapping.schema import MappingFile, load_mapping
+from aas_server.model import values
+from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
+from aas_server.model.twins import build_environment, load_twins
+from aas_server.opcua.server import OpcUaProjection
+from aas_server.persistence.sqlite import SqliteRepository
+from aas_server.store.twin_store import ElementBinding, TwinStore
+
+_LOG = logging.getLogger(__name__)
+
+_PERSIST_PERIOD = 1.0
+"""Seconds between batched writes of device values to the database."""
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundPoint:
+    engine: MappingEngine
+    point_name: str
+    submodel_id: str
+    id_short_path: str
+    value_type: Any
+
+
+def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
+    """Build identifiables from twin definition files (YAML) and AAS JSON environments."""
+    result: list[model.Identifiable] = []
+    for path in paths:
+        if path.suffix.lower() == ".json":
+            from basyx.aas.adapter.json import read_aas_json_file
+
+            try:
+                with path.open(encoding="utf-8") as file:
+                    result.extend(read_aas_json_file(file, failsafe=False))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise ConfigurationError(f"cannot read AAS JSON: {error}", str(path)) from None
+        else:
+            result.extend(build_environment(load_twins(path)))
+    return result
+
+
+class Hub:
+    """One running twin hub. ``async with Hub(settings) as hub:`` starts it; leaving the block stops it."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self._stack = AsyncExitStack()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bound: dict[tuple[str, str], _BoundPoint] = {}
+        self._connectors: dict[str, ModbusConnector] = {}
+        self.store: TwinStore
+        self.repository: SqliteRepository
+        self.opcua: OpcUaProjection | None = None
+        self.simulator: BottlingLineSimulator | None = None
+        self.rest_url: str | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    @property
+    def opcua_url(self) -> str | None:
+        return self.opcua.endpoint_url if self.opcua else None
+
+    def connector(self, device: str) -> ModbusConnector:
+        return self._connectors[device]
+
+    async def _start(self) -> None:
+        settings = self.settings
+        mappings = [load_mapping(path) for path in settings.mappings]
+        self.repository = await self._stack.enter_async_context(SqliteRepository(settings.sqlite_path))
+        self.store = TwinStore(journal=self.repository)
+        if await self.repository.has_model():
+            identifiables = await self.repository.load_identifiables()
+            _LOG.info("loaded %d identifiables from %s", len(identifiables), settings.sqlite_path)
+        else:
+            identifiables = await asyncio.to_thread(load_model_files, settings.twins)
+            await self.repository.save_identifiables(identifiables)
+            _LOG.info("built %d identifiables from %d twin files", len(identifiables), len(settings.twins))
+        self.store.add_all(identifiables)
+
+        engines = [(mapping, MappingEngine(mapping)) for mapping in mappings]
+        for path, (mapping, engine) in zip(settings.mappings, engines, strict=True):
+            self._bind_points(path, mapping, engine)
+        await self._restore_values()
+
+        endpoints = dict(settings.device_endpoints)
+        if settings.simulator.enabled:
+            endpoints[settings.simulator.device] = await self._start_simulator(mappings)
+
+        if settings.opcua.enabled:
+            self.opcua = await self._stack.enter_async_context(
+                OpcUaProjection(self.store, settings.opcua, settings.data_dir)
+            )
+        if settings.rest.enabled:
+            await self._start_rest()
+
+        for mapping, engine in engines:
+            await self._start_connectors(mapping, engine, endpoints)
+        self._spawn(self._persist_device_values(), "persist-device-values")
+        self._stack.push_async_callback(self._stop_tasks)
+
+    def _bind_points(self, path: Path, mapping: MappingFile, engine: MappingEngine) -> None:
+        for index, point in enumerate(mapping.points):
+            where = f"{path}: points[{index}] ({point.name}).target"
+            submodel_id, id_short_path = point.target.submodel, point.target.path
+            try:
+                element = self.store.element(submodel_id, id_short_path)
+            except NotFoundError as error:
+                raise MappingError(str(error), where) from None
+            if not isinstance(element, model.Property):
+                raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not a Property", where)
+            declared = point.semantic_id
+            if declared and element.semantic_id is not None:
+                actual = element.semantic_id.key[0].value if element.semantic_id.key else None
+                if actual != declared:
+                    raise MappingError(
+                        f"semanticId {declared!r} conflicts with the element's semanticId {actual!r}",
+                        f"{path}: points[{index}] ({point.name}).semantic_id",
+                    )
+            key = (submodel_id, id_short_path)
+            if key in self._bound:
+                raise MappingError(f"{submodel_id} {id_short_path} is the target of another point already", where)
+            self._bound[key] = _BoundPoint(engine, point.name, submodel_id, id_short_path, element.value_type)
+            handler = self._write_handler(engine, point.name, point.device) if point.writable else None
+            binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
+            self.store.bind(submodel_id, id_short_path, binding, handler)
+
+    def _write_handler(self, engine: MappingEngine, point_name: str, device: str) -> Callable[[Any], Any]:
+        async def write(value: Any) -> None:
+            raw = engine.to_raw(point_name, value)
+            await self._connectors[device].write(raw)
+
+        return write
+
+    async def _restore_values(self) -> None:
+        for stored in await self.repository.load_values():
+            key = (stored.submodel_id, stored.id_short_path)
+            try:
+                element = self.store.element(*key)
+            except NotFoundError:
+                _LOG.warning("stored value of %s %s has no element any more; ignored", *key)
+                continue
+            if not isinstance(element, model.Property) or stored.lexical_value is None:
+                continue
+            try:
+                value = stored.typed_value(element.value_type)
+            except ValueError as error:
+                _LOG.warning("stored value of %s %s does not fit its valueType (%s); ignored", *key, error)
+                continue
+            if key in self._bound:
+                quality, reason = Quality.UNCERTAIN, QualityReason.LAST_USABLE
+            else:
+                quality, reason = stored.quality, stored.reason
+            self.store.apply(
+                ValueChanged(*key, value, stored.source_time, quality, reason, stored.server_time, "restore")
+            )
+
+    async def _start_simulator(self, mappings: list[MappingFile]) -> str:
+        simulated = self.settings.simulator
+        mapping = next((m for m in mappings if any(d.name == simulated.device for d in m.devices)), None)
+        if mapping is None:
+            raise ConfigurationError(f"simulator.device {simulated.device!r} is not a device of any mapping file")
+        simulator = BottlingLineSimulator(
+            mapping,
+            device_name=simulated.device,
+            host=simulated.host,
+            port=simulated.port,
+            update_interval=simulated.update_interval,
+            seed=simulated.seed,
+        )
+        await simulator.start()
+        self._stack.push_async_callback(simulator.stop)
+        self.simulator = simulator
+        _LOG.info("simulated device %s on %s:%d", simulated.device, simulated.host, simulator.port)
+        return f"{simulated.host}:{simulator.port}"
+
+    async def _start_rest(self) -> None:
+        rest = self.settings.rest
+        runner = web.AppRunner(create_app(self.store), access_log=None)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        listener = socket.create_server((rest.host, rest.port), reuse_port=False)
+        site = web.SockSite(runner, listener)
+        await site.start()
+        host, port = listener.getsockname()[:2]
+        self.rest_url = f"http://{host}:{port}/api/v3.0"
+        _LOG.info("REST API on %s", self.rest_url)
+
+    async def _start_connectors(self, mapping: MappingFile, engine: MappingEngine, endpoints: dict[str, str]) -> None:
+        for device in mapping.devices:
+            override = endpoints.get(device.name)
+            if override:
+                host, _, port = override.rpartition(":")
+                device = device.model_copy(update={"host": host, "port": int(port)})
+            connector = ModbusConnector(device, mapping.points_of(device.name), self._sink(engine))
+            self._connectors[device.name] = await self._stack.enter_async_context(connector)
+
+    def _sink(self, engine: MappingEngine) -> Callable[[RawSample], None]:
+        def on_sample(sample: RawSample) -> None:
+            change = engine.on_sample(sample)
+            bound = self._bound.get((change.submodel_id, change.id_short_path))
+            if bound is None:
+                return
+            if change.quality is not Quality.BAD and change.value is not None:
+                try:
+                    value = values.coerce(bound.value_type, change.value)
+                except TypeMismatchError as error:
+                    _LOG.debug("point %s: %s", bound.point_name, error)
+                    change = ValueChanged(
+                        change.submodel_id,
+                        change.id_short_path,
+                        None,
+                        change.source_time,
+                        Quality.BAD,
+                        QualityReason.OUT_OF_RANGE,
+                        change.server_time,
+                        change.origin,
+                    )
+                else:
+                    if value != change.value or type(value) is not type(change.value):
+                        change = ValueChanged(
+                            change.submodel_id,
+                            change.id_short_path,
+                            value,
+                            change.source_time,
+                            change.quality,
+                            change.reason,
+                            change.server_time,
+                            change.origin,
+                        )
+            self.store.apply(change)
+
+        return on_sample
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _persist_device_values(self) -> None:
+        """Batch device values into the database once per period, keeping only the last per Property."""
+        subscription = self.store.bus.subscribe("persistence", maxsize=100_000)
+        pending: list[Any] = []
+        try:
+            while True:
+                pending.append(await subscription.get())
+                await asyncio.sleep(_PERSIST_PERIOD)  # batching window (a rate limit), not synchronisation
+                pending.extend(subscription.get_nowait_all())
+                batch, pending = pending, []
+                await self._flush(batch)
+        except asyncio.CancelledError:
+            pending.extend(subscription.get_nowait_all())
+            await self._flush(pending)
+            raise
+        finally:
+            subscription.close()
+
+    async def _flush(self, events: list[Any]) -> None:
+        latest: dict[tuple[str, str], ValueChanged] = {}
+        for event in events:
+            if isinstance(event, ValueChanged) and event.origin.startswith("device"):
+                latest[(event.submodel_id, event.id_short_path)] = event
+        if latest:
+            try:
+                await self.repository.persist_values(list(latest.values()))
+            except PersistenceError as error:
+                _LOG.error("could not persist %d device values: %s", len(latest), error)

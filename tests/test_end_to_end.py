@@ -1,0 +1,208 @@
+"""The spine, end to end: simulated PLC → Modbus connector → mapping → store → REST and OPC UA, and back.
+
+Everything runs for real on loopback with OS-chosen ports: the pymodbus device server (the demo
+simulator with its physics paused, so the test owns the registers), the hub with its SQLite
+database, its aiohttp REST API and its asyncua OPC UA server, and an asyncua client subscribing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from asyncua import Client, Node, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+from aas_server.cli import demo_settings_path
+from aas_server.config import HubSettings, load_settings
+from aas_server.mapping.schema import Table
+from aas_server.opcua.node_ids import node_id_for
+from aas_server.runtime.hub import Hub
+from tests.support import CLIENT_URI, ROOT, ClientCertificate, eventually, wait_until
+
+SENSOR = "urn:aas-server:demo:sm:filler-temperature-sensor:operational-data"
+FILLER_MOTOR = "urn:aas-server:demo:sm:filler-motor:operational-data"
+FILLER = "urn:aas-server:demo:sm:filler:operational-data"
+NAMEPLATE = "urn:aas-server:demo:sm:filler-motor:nameplate"
+
+
+def b64(identifier: str) -> str:
+    return base64.urlsafe_b64encode(identifier.encode()).decode().rstrip("=")
+
+
+def settings_for(data_dir: Path, modbus_port: int = 0) -> HubSettings:
+    settings = load_settings(demo_settings_path())
+    return settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "rest": settings.rest.model_copy(update={"port": 0}),
+            "opcua": settings.opcua.model_copy(update={"port": 0}),
+            "simulator": settings.simulator.model_copy(update={"port": modbus_port}),
+        }
+    )
+
+
+@asynccontextmanager
+async def opcua_session(url: str, certificate: ClientCertificate, user: str, password: str) -> AsyncIterator[Client]:
+    client = Client(url, timeout=5)
+    client.application_uri = CLIENT_URI
+    await client.set_security(
+        SecurityPolicyBasic256Sha256,
+        str(certificate.certificate),
+        str(certificate.private_key),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+    client.set_user(user)
+    client.set_password(password)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.disconnect()
+
+
+class DataChanges:
+    """asyncua subscription handler collecting data values per node."""
+
+    def __init__(self) -> None:
+        self.values: list[ua.DataValue] = []
+        self.arrived = asyncio.Event()
+
+    def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
+        self.values.append(data.monitored_item.Value)
+        self.arrived.set()
+
+
+def element_url(rest_url: str, submodel_id: str, path: str) -> str:
+    return f"{rest_url}/submodels/{b64(submodel_id)}/submodel-elements/{path}"
+
+
+async def get_value(http: aiohttp.ClientSession, url: str) -> tuple[Any, str]:
+    async with http.get(f"{url}/$value") as response:
+        assert response.status == 200, await response.text()
+        return await response.json(), response.headers["X-AAS-Quality"]
+
+
+async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aas_server")
+    async with Hub(settings_for(tmp_path)) as hub, aiohttp.ClientSession() as http:
+        simulator = hub.simulator
+        assert simulator is not None and hub.opcua is not None and hub.rest_url is not None
+        simulator.pause()
+        namespace = hub.opcua.namespace_index
+        temperature_url = element_url(hub.rest_url, SENSOR, "Temperature")
+
+        async with opcua_session(hub.opcua.endpoint_url, opcua_client_certificate, "operator", "demo-operator") as client:
+            temperature_node = client.get_node(ua.NodeId(node_id_for(SENSOR, "Temperature"), namespace))
+            assert await temperature_node.read_data_type_as_variant_type() == ua.VariantType.Double
+            changes = DataChanges()
+            subscription = await client.create_subscription(10, changes)
+            await subscription.subscribe_data_change(temperature_node)
+
+            # 1. A holding register changes on the device: the scaled value reaches REST and OPC UA within 1 s.
+            simulator.server.set_registers(Table.HOLDING_REGISTER, 20, [253])  # int16, scale 0.1 -> 25.3 °C
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await eventually(lambda: get_value(http, temperature_url), lambda result: result == (25.3, "good"), 1.0)
+            await wait_until(
+                lambda: any(v.Value.Value == 25.3 and v.StatusCode.is_good() for v in changes.values),
+                timeout=1.0 - (loop.time() - started) + 0.05,
+                what="OPC UA notification of 25.3",
+            )
+            notification = next(v for v in changes.values if v.Value.Value == 25.3)
+            assert notification.SourceTimestamp is not None
+
+            # 2. A set-point written through REST reaches the device's registers before the answer.
+            async with http.patch(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value", json=1234.5) as r:
+                assert r.status == 204, await r.text()
+            assert simulator.read_point("filler-motor.SpeedSetpoint") == pytest.approx(1234.5)
+
+            # 3. A set-point written through OPC UA reaches the device the same way.
+            fill_node = client.get_node(ua.NodeId(node_id_for(FILLER, "FillVolumeSetpoint"), namespace))
+            await fill_node.write_value(ua.DataValue(ua.Variant(512.5, ua.VariantType.Double)))
+            assert simulator.read_point("filler.FillVolumeSetpoint") == pytest.approx(512.5)
+            assert list(simulator.server.get_registers(Table.HOLDING_REGISTER, 32, 1)) == [5125]
+            # A wrong type is refused by OPC UA and changes nothing on the device.
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                await fill_node.write_value(ua.DataValue(ua.Variant("lots", ua.VariantType.String)))
+            assert refused.value.code == ua.StatusCodes.BadTypeMismatch
+            assert simulator.read_point("filler.FillVolumeSetpoint") == pytest.approx(512.5)
+            # A read-only point is refused on REST with an AAS Result.
+            async with http.patch(f"{temperature_url}/$value", json=30.0) as r:
+                assert r.status == 403
+                assert (await r.json())["messages"][0]["messageType"] == "Error"
+
+            # 4. The device goes away: the last value stays, with a bad status on OPC UA and REST.
+            await simulator.stop()
+            await wait_until(
+                lambda: any(v.StatusCode.value == ua.StatusCodes.BadNoCommunication for v in changes.values),
+                timeout=5.0,
+                what="BadNoCommunication",
+            )
+            bad = await temperature_node.read_data_value(raise_on_bad_status=False)
+            assert bad.StatusCode.value == ua.StatusCodes.BadNoCommunication
+            assert bad.Value.Value is None  # OPC 10000-4 §7.7.1: a Bad DataValue carries no value
+            async with http.get(f"{temperature_url}/$value") as r:
+                assert await r.json() == 25.3
+                assert r.headers["X-AAS-Quality"] == "bad"
+                assert r.headers["X-AAS-Quality-Reason"] == "no_communication"
+            # A write while the device is away is an AAS Result error, and nothing changes.
+            async with http.patch(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value", json=99.0) as r:
+                assert r.status in (502, 504), await r.text()
+                assert "messages" in await r.json()
+
+            # 5. The device comes back on the same port: values recover by themselves.
+            await simulator.start()
+            await wait_until(
+                lambda: changes.values[-1].StatusCode.is_good() and changes.values[-1].Value.Value == 25.3,
+                timeout=10.0,
+                what="recovery to Good",
+            )
+            assert await get_value(http, temperature_url) == (25.3, "good")
+
+        # 6. The REST-written values are kept across a restart.
+        async with http.patch(f"{element_url(hub.rest_url, NAMEPLATE, 'SerialNumber')}/$value", json="SN-E2E-1") as r:
+            assert r.status == 204, await r.text()
+
+    outages = [r for r in caplog.records if r.levelno == logging.WARNING and "unreachable" in r.getMessage()]
+    recoveries = [r for r in caplog.records if "reachable again" in r.getMessage()]
+    assert len(outages) == 1, [r.getMessage() for r in outages]
+    assert len(recoveries) == 1, [r.getMessage() for r in recoveries]
+
+    async with Hub(settings_for(tmp_path)) as hub, aiohttp.ClientSession() as http:
+        assert hub.rest_url is not None
+        async with http.get(f"{element_url(hub.rest_url, NAMEPLATE, 'SerialNumber')}/$value") as r:
+            assert await r.json() == "SN-E2E-1"
+        async with http.get(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value") as r:
+            assert await r.json() == pytest.approx(1234.5)
+
+
+def test_check_rejects_a_broken_mapping_with_file_item_field_and_exit_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    text = (ROOT / "mappings" / "bottling-line.yaml").read_text(encoding="utf-8")
+    broken.write_text(text.replace("data_type: int16", "data_type: int17", 1), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "aas_server", "check", str(broken)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"{broken}: points[" in result.stderr
+    assert "(filler-temperature-sensor.Temperature).data_type" in result.stderr
+    assert "Traceback" not in result.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "aas_server", "check", str(ROOT / "mappings" / "bottling-line.yaml"),
+         str(demo_settings_path())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "20 points" in ok.stdout
