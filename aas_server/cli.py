@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(error), file=sys.stderr)
         return EXIT_INVALID
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # asyncua logs every node of its standard address space at INFO while starting.
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     try:
         asyncio.run(_serve(settings))
     except ConfigurationError as error:

@@ -20,25 +20,25 @@ def reference_dir() -> Path:
     return Path(os.environ.get("AAS_REFERENCE_DIR", ROOT.parent / "shared" / "reference")).resolve()
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0, what: str = "condition") -> None:
-    """Poll ``condition`` on the event loop until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def wait_until(condition: Callable[[], bool], within: float = 2.0, what: str = "condition") -> None:
+    """Poll ``condition`` on the event loop until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.01)
 
 
-async def eventually(read: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], timeout: float = 2.0) -> Any:
-    """Call ``read`` until ``check`` accepts its result; return that result or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+async def eventually(read: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], within: float = 2.0) -> Any:
+    """Call ``read`` until ``check`` accepts its result; return that result or fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     last: Any = None
     while True:
         last = await read()
         if check(last):
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s; last result: {last!r}")
+            raise AssertionError(f"timed out after {within} s; last result: {last!r}")
         await asyncio.sleep(0.02)
 
 
@@ -67,3 +67,13 @@ def make_client_certificate(folder: Path) -> ClientCertificate:
     paths.certificate.write_bytes(certificate.public_bytes(Encoding.DER))
     paths.private_key.write_bytes(cert_gen.dump_private_key_as_pem(private_key))
     return paths
+
+
+def status_of(data_value: Any) -> int:
+    """The numeric status code of an asyncua ``DataValue`` (Good when absent, as OPC UA defines)."""
+    return 0 if data_value.StatusCode is None else int(data_value.StatusCode.value)
+
+
+def value_of(data_value: Any) -> Any:
+    """The plain value of an asyncua ``DataValue`` (``None`` when it carries none)."""
+    return None if data_value.Value is None else data_value.Value.Value

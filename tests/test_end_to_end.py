@@ -21,13 +21,15 @@ import aiohttp
 import pytest
 from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from aas_server.cli import demo_settings_path
 from aas_server.config import HubSettings, load_settings
 from aas_server.mapping.schema import Table
 from aas_server.opcua.node_ids import node_id_for
 from aas_server.runtime.hub import Hub
-from tests.support import CLIENT_URI, ROOT, ClientCertificate, eventually, wait_until
+from tests.support import CLIENT_URI, ROOT, ClientCertificate, eventually, status_of, value_of, wait_until
 
 SENSOR = "urn:aas-server:demo:sm:filler-temperature-sensor:operational-data"
 FILLER_MOTOR = "urn:aas-server:demo:sm:filler-motor:operational-data"
@@ -70,6 +72,10 @@ async def opcua_session(url: str, certificate: ClientCertificate, user: str, pas
         await client.disconnect()
 
 
+def opcua_node(client: Client, identifier: str, namespace: int) -> Node:
+    return client.get_node(ua.NodeId(ua.String(identifier), ua.Int16(namespace)))
+
+
 class DataChanges:
     """asyncua subscription handler collecting data values per node."""
 
@@ -98,13 +104,17 @@ async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
     caplog.set_level(logging.INFO, logger="aas_server")
     async with Hub(settings_for(tmp_path)) as hub, aiohttp.ClientSession() as http:
         simulator = hub.simulator
-        assert simulator is not None and hub.opcua is not None and hub.rest_url is not None
+        assert simulator is not None
+        assert hub.opcua is not None
+        assert hub.rest_url is not None
         simulator.pause()
         namespace = hub.opcua.namespace_index
         temperature_url = element_url(hub.rest_url, SENSOR, "Temperature")
 
-        async with opcua_session(hub.opcua.endpoint_url, opcua_client_certificate, "operator", "demo-operator") as client:
-            temperature_node = client.get_node(ua.NodeId(node_id_for(SENSOR, "Temperature"), namespace))
+        async with opcua_session(
+            hub.opcua.endpoint_url, opcua_client_certificate, "operator", "demo-operator"
+        ) as client:
+            temperature_node = opcua_node(client, node_id_for(SENSOR, "Temperature"), namespace)
             assert await temperature_node.read_data_type_as_variant_type() == ua.VariantType.Double
             changes = DataChanges()
             subscription = await client.create_subscription(10, changes)
@@ -116,27 +126,28 @@ async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
             started = loop.time()
             await eventually(lambda: get_value(http, temperature_url), lambda result: result == (25.3, "good"), 1.0)
             await wait_until(
-                lambda: any(v.Value.Value == 25.3 and v.StatusCode.is_good() for v in changes.values),
-                timeout=1.0 - (loop.time() - started) + 0.05,
+                lambda: any(value_of(v) == 25.3 and status_of(v) == 0 for v in changes.values),
+                within=1.0 - (loop.time() - started) + 0.05,
                 what="OPC UA notification of 25.3",
             )
-            notification = next(v for v in changes.values if v.Value.Value == 25.3)
+            notification = next(v for v in changes.values if value_of(v) == 25.3)
             assert notification.SourceTimestamp is not None
 
             # 2. A set-point written through REST reaches the device's registers before the answer.
-            async with http.patch(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value", json=1234.5) as r:
+            set_point_url = f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value"
+            async with http.patch(set_point_url, json=1234.5) as r:
                 assert r.status == 204, await r.text()
             assert simulator.read_point("filler-motor.SpeedSetpoint") == pytest.approx(1234.5)
 
             # 3. A set-point written through OPC UA reaches the device the same way.
-            fill_node = client.get_node(ua.NodeId(node_id_for(FILLER, "FillVolumeSetpoint"), namespace))
+            fill_node = opcua_node(client, node_id_for(FILLER, "FillVolumeSetpoint"), namespace)
             await fill_node.write_value(ua.DataValue(ua.Variant(512.5, ua.VariantType.Double)))
             assert simulator.read_point("filler.FillVolumeSetpoint") == pytest.approx(512.5)
             assert list(simulator.server.get_registers(Table.HOLDING_REGISTER, 32, 1)) == [5125]
             # A wrong type is refused by OPC UA and changes nothing on the device.
-            with pytest.raises(ua.UaStatusCodeError) as refused:
+            with pytest.raises(UaStatusCodeError) as refused:
                 await fill_node.write_value(ua.DataValue(ua.Variant("lots", ua.VariantType.String)))
-            assert refused.value.code == ua.StatusCodes.BadTypeMismatch
+            assert refused.value.code == StatusCodes.BadTypeMismatch
             assert simulator.read_point("filler.FillVolumeSetpoint") == pytest.approx(512.5)
             # A read-only point is refused on REST with an AAS Result.
             async with http.patch(f"{temperature_url}/$value", json=30.0) as r:
@@ -146,27 +157,27 @@ async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
             # 4. The device goes away: the last value stays, with a bad status on OPC UA and REST.
             await simulator.stop()
             await wait_until(
-                lambda: any(v.StatusCode.value == ua.StatusCodes.BadNoCommunication for v in changes.values),
-                timeout=5.0,
+                lambda: any(status_of(v) == StatusCodes.BadNoCommunication for v in changes.values),
+                within=5.0,
                 what="BadNoCommunication",
             )
             bad = await temperature_node.read_data_value(raise_on_bad_status=False)
-            assert bad.StatusCode.value == ua.StatusCodes.BadNoCommunication
-            assert bad.Value.Value is None  # OPC 10000-4 §7.7.1: a Bad DataValue carries no value
+            assert status_of(bad) == StatusCodes.BadNoCommunication
+            assert value_of(bad) is None  # OPC 10000-4 §7.7.1: a Bad DataValue carries no value
             async with http.get(f"{temperature_url}/$value") as r:
                 assert await r.json() == 25.3
                 assert r.headers["X-AAS-Quality"] == "bad"
                 assert r.headers["X-AAS-Quality-Reason"] == "no_communication"
             # A write while the device is away is an AAS Result error, and nothing changes.
-            async with http.patch(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value", json=99.0) as r:
+            async with http.patch(set_point_url, json=99.0) as r:
                 assert r.status in (502, 504), await r.text()
                 assert "messages" in await r.json()
 
             # 5. The device comes back on the same port: values recover by themselves.
             await simulator.start()
             await wait_until(
-                lambda: changes.values[-1].StatusCode.is_good() and changes.values[-1].Value.Value == 25.3,
-                timeout=10.0,
+                lambda: status_of(changes.values[-1]) == 0 and value_of(changes.values[-1]) == 25.3,
+                within=10.0,
                 what="recovery to Good",
             )
             assert await get_value(http, temperature_url) == (25.3, "good")

@@ -91,10 +91,9 @@ def test_module_respects_layers_and_protocol_homes(path: Path) -> None:
         if layer <= 1:
             assert name not in LOW_LEVEL_FORBIDDEN, f"{relative} (L{layer}) does I/O through {name}"
             assert root not in {"socket", "ssl", "sqlite3"}, f"{relative} (L{layer}) does I/O through {name}"
-        if layer == 0 and root not in {"aas_server", "__future__"}:
-            if root not in sys.stdlib_module_names:
-                assert root in L0_ALLOWED_THIRD_PARTY, f"{relative} (L0) imports third-party {name}"
-                if root == "basyx":
-                    assert name.startswith("basyx.aas.model") or name == "basyx.aas", (
-                        f"{relative} (L0) imports {name}; only basyx.aas.model belongs in L0"
-                    )
+        if layer == 0 and root not in {"aas_server", "__future__"} and root not in sys.stdlib_module_names:
+            assert root in L0_ALLOWED_THIRD_PARTY, f"{relative} (L0) imports third-party {name}"
+            if root == "basyx":
+                assert name.startswith("basyx.aas.model") or name == "basyx.aas", (
+                    f"{relative} (L0) imports {name}; only basyx.aas.model belongs in L0"
+                )

@@ -232,7 +232,7 @@ async def test_store_changes_reach_a_subscription_with_source_time_and_status(
 
         source_time = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
         twin.store.apply(ValueChanged(SUBMODEL_ID, "Temperature", 23.5, source_time, origin="device:test"))
-        await wait_until(lambda: len(changes.values) == 2, timeout=1.0, what="the good value")
+        await wait_until(lambda: len(changes.values) == 2, within=1.0, what="the good value")
         good = changes.values[1]
         assert _value(good) == 23.5
         assert _status(good) == StatusCodes.Good
@@ -250,7 +250,7 @@ async def test_store_changes_reach_a_subscription_with_source_time_and_status(
                 origin="device:test",
             )
         )
-        await wait_until(lambda: len(changes.values) == 3, timeout=1.0, what="the outage")
+        await wait_until(lambda: len(changes.values) == 3, within=1.0, what="the outage")
         outage = changes.values[2]
         assert _status(outage) == StatusCodes.BadNoCommunication
         assert outage.SourceTimestamp == outage_time
@@ -332,7 +332,7 @@ async def test_anonymous_and_wrong_passwords_are_rejected(
     with pytest.raises(UaStatusCodeError) as anonymous:
         async with _session(projection.endpoint_url, opcua_client_certificate, None):
             pass
-    assert anonymous.value.code in (StatusCodes.BadIdentityTokenRejected, StatusCodes.BadUserAccessDenied)
+    assert anonymous.value.code == StatusCodes.BadIdentityTokenRejected
     with pytest.raises(UaStatusCodeError) as wrong_password:
         async with _session(projection.endpoint_url, opcua_client_certificate, ADMIN, password="guess"):
             pass

@@ -83,6 +83,8 @@ def identity_token_types(settings: OpcUaSettings) -> list[type]:
     if settings.allow_anonymous_read:
         _LOG.warning("OPC UA anonymous sessions are allowed (read-only)")
         tokens.append(ua.AnonymousIdentityToken)
+    elif not settings.users:
+        _LOG.warning("no OPC UA users are configured and anonymous read is off: no client can connect")
     return tokens
 
 

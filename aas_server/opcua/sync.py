@@ -50,10 +50,10 @@ class ValueSync:
         if target is None:
             return
         node_id, variant_type = target
-        value = data_value(
-            change.value, variant_type, change.quality, change.reason, change.source_time, change.server_time
-        )
         try:
+            value = data_value(
+                change.value, variant_type, change.quality, change.reason, change.source_time, change.server_time
+            )
             await self._write_attribute_value(node_id, value)
         except Exception:
             _LOG.exception("could not write %s %s into the OPC UA node", change.submodel_id, change.id_short_path)
