@@ -191,12 +191,24 @@ async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
     assert len(outages) == 1, [r.getMessage() for r in outages]
     assert len(recoveries) == 1, [r.getMessage() for r in recoveries]
 
-    async with Hub(settings_for(tmp_path)) as hub, aiohttp.ClientSession() as http:
+    # Restart without the device (its port refuses connections): the values written through REST come back
+    # from the database; the device-bound set-point keeps its last value, marked as no longer good.
+    restarted = settings_for(tmp_path).model_copy(
+        update={
+            "simulator": settings_for(tmp_path).simulator.model_copy(update={"enabled": False}),
+            "device_endpoints": {"bottling-plc": "127.0.0.1:1"},
+        }
+    )
+    async with Hub(restarted) as hub, aiohttp.ClientSession() as http:
         assert hub.rest_url is not None
         async with http.get(f"{element_url(hub.rest_url, NAMEPLATE, 'SerialNumber')}/$value") as r:
             assert await r.json() == "SN-E2E-1"
+            assert r.headers["X-AAS-Quality"] == "good"
         async with http.get(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value") as r:
             assert await r.json() == pytest.approx(1234.5)
+            assert r.headers["X-AAS-Quality"] in ("uncertain", "bad")
+        async with http.get(f"{element_url(hub.rest_url, FILLER, 'FillVolumeSetpoint')}/$value") as r:
+            assert await r.json() == pytest.approx(512.5)
 
 
 def test_check_rejects_a_broken_mapping_with_file_item_field_and_exit_2(tmp_path: Path) -> None:

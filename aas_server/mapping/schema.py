@@ -27,7 +27,7 @@ from pydantic_core import PydanticCustomError
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError, InvalidRequestError, MappingError
 from aas_server.model.paths import parse_id_short_path
-from aas_server.model.units import EngineeringUnit, lookup_unit
+from aas_server.model.units import EngineeringUnit, UnitCode, lookup_unit
 
 _CROSS_REFERENCE_ERROR = "mapping_cross_reference"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
@@ -192,23 +192,13 @@ class _PointBase(_Strict):
     device: str
     unit_id: Annotated[int | None, Field(ge=0, le=255)] = None
     address: Annotated[int, Field(ge=0, le=65535)]
-    unit: str | None = None
+    unit: UnitCode | None = None
     """UNECE Recommendation 20 code (or its symbol); stored as the code."""
     semantic_id: Annotated[str | None, Field(min_length=1)] = None
     target: Target
     access: Access = Access.READ
     poll_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
     description: str | None = None
-
-    @field_validator("unit")
-    @classmethod
-    def _known_unit(cls, unit: str | None) -> str | None:
-        if unit is None:
-            return None
-        try:
-            return lookup_unit(unit).unece_code
-        except ConfigurationError as error:
-            raise ValueError(error.reason) from None
 
     @property
     def engineering_unit(self) -> EngineeringUnit | None:

@@ -44,7 +44,7 @@ from aas_server.model.templates import (
     SubmodelTemplate,
     global_reference,
 )
-from aas_server.model.units import EngineeringUnit, lookup_unit
+from aas_server.model.units import EngineeringUnit, UnitCode, lookup_unit
 
 IEC61360_DATA_SPECIFICATION = "https://admin-shell.io/DataSpecificationTemplates/DataSpecificationIEC61360/3/0"
 COMPOSITION_LEVEL_EXTENSION = "CompositionLevel"
@@ -108,7 +108,7 @@ class PropertyDefinition(_Strict):
     value_type: str
     """XSD name, e.g. ``xs:double``."""
     semantic_id: Annotated[str, Field(min_length=1, max_length=2000)]
-    unit: str | None = None
+    unit: UnitCode | None = None
     """UNECE Recommendation 20 code (``RPM``) or symbol; stored as the code."""
     preferred_name: LangText | None = None
     """For the concept description; defaults to the idShort split into words."""
@@ -122,16 +122,6 @@ class PropertyDefinition(_Strict):
         if value_type not in datatypes.XSD_TYPE_CLASSES:
             raise ValueError(f"unknown valueType {value_type!r} (expected an XSD name such as 'xs:double')")
         return value_type
-
-    @field_validator("unit")
-    @classmethod
-    def _check_unit(cls, unit: str | None) -> str | None:
-        if unit is None:
-            return None
-        try:
-            return lookup_unit(unit).unece_code
-        except ConfigurationError as error:
-            raise ValueError(error.reason) from None
 
     @property
     def engineering_unit(self) -> EngineeringUnit | None:

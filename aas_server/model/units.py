@@ -8,6 +8,9 @@ UNECE code list with the OPC UA ``UnitId`` encoding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from aas_server.errors import ConfigurationError
 
@@ -74,3 +77,14 @@ def lookup_unit(name: str) -> EngineeringUnit:
         known = ", ".join(sorted(UNITS_BY_CODE))
         raise ConfigurationError(f"unknown engineering unit {name!r} (UNECE codes known: {known})")
     return unit
+
+
+def _unit_code(name: str) -> str:
+    try:
+        return lookup_unit(name).unece_code
+    except ConfigurationError as error:
+        raise ValueError(error.reason) from None
+
+
+UnitCode = Annotated[str, AfterValidator(_unit_code)]
+"""A pydantic field type: a UNECE code or symbol, validated and stored as the code."""

@@ -14,13 +14,14 @@ import logging
 import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 from basyx.aas import model
+from basyx.aas.adapter.json import read_aas_json_file
 
 from aas_server.api.app import create_app
 from aas_server.config import HubSettings
@@ -34,7 +35,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteRepository
-from aas_server.store.twin_store import ElementBinding, TwinStore
+from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
     result: list[model.Identifiable] = []
     for path in paths:
         if path.suffix.lower() == ".json":
-            from basyx.aas.adapter.json import read_aas_json_file
-
             try:
                 with path.open(encoding="utf-8") as file:
                     result.extend(read_aas_json_file(file, failsafe=False))
@@ -164,7 +163,9 @@ class Hub:
             binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
             self.store.bind(submodel_id, id_short_path, binding, handler)
 
-    def _write_handler(self, engine: MappingEngine, point_name: str, device: str) -> Callable[[Any], Any]:
+    def _write_handler(self, engine: MappingEngine, point_name: str, device: str) -> WriteHandler:
+        """The inverse path: element value → register words → the device, awaiting its acknowledgement."""
+
         async def write(value: Any) -> None:
             raw = engine.to_raw(point_name, value)
             await self._connectors[device].write(raw)
@@ -235,6 +236,8 @@ class Hub:
             self._connectors[device.name] = await self._stack.enter_async_context(connector)
 
     def _sink(self, engine: MappingEngine) -> Callable[[RawSample], None]:
+        """Decode each sample and fit its value to the target element's valueType, then apply it."""
+
         def on_sample(sample: RawSample) -> None:
             change = engine.on_sample(sample)
             bound = self._bound.get((change.submodel_id, change.id_short_path))
@@ -242,31 +245,10 @@ class Hub:
                 return
             if change.quality is not Quality.BAD and change.value is not None:
                 try:
-                    value = values.coerce(bound.value_type, change.value)
+                    change = replace(change, value=values.coerce(bound.value_type, change.value))
                 except TypeMismatchError as error:
                     _LOG.debug("point %s: %s", bound.point_name, error)
-                    change = ValueChanged(
-                        change.submodel_id,
-                        change.id_short_path,
-                        None,
-                        change.source_time,
-                        Quality.BAD,
-                        QualityReason.OUT_OF_RANGE,
-                        change.server_time,
-                        change.origin,
-                    )
-                else:
-                    if value != change.value or type(value) is not type(change.value):
-                        change = ValueChanged(
-                            change.submodel_id,
-                            change.id_short_path,
-                            value,
-                            change.source_time,
-                            change.quality,
-                            change.reason,
-                            change.server_time,
-                            change.origin,
-                        )
+                    change = replace(change, value=None, quality=Quality.BAD, reason=QualityReason.OUT_OF_RANGE)
             self.store.apply(change)
 
         return on_sample

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -219,16 +219,7 @@ class TwinStore:
         state.reason = change.reason
         if changed:
             if change.quality is Quality.BAD and change.value != state.value:
-                change = ValueChanged(
-                    change.submodel_id,
-                    change.id_short_path,
-                    state.value,
-                    state.source_time,
-                    change.quality,
-                    change.reason,
-                    change.server_time,
-                    change.origin,
-                )
+                change = replace(change, value=state.value, source_time=state.source_time)
             self.bus.publish(change)
         return changed
 
