@@ -16,6 +16,7 @@ from aas_server.errors import (
     InvalidRequestError,
     NotFoundError,
     NotWritableError,
+    PersistenceError,
     TypeMismatchError,
 )
 from aas_server.model import paths, values
@@ -62,11 +63,29 @@ class _Recorder:
 
 
 class _Journal:
+    """Records what the store journals; ``fail`` makes the next journal call raise like a full disk."""
+
     def __init__(self) -> None:
         self.changes: list[ValueChanged] = []
+        self.saved: list[str] = []
+        self.deleted: list[str] = []
+        self.fail = False
+
+    def _check(self) -> None:
+        if self.fail:
+            raise PersistenceError("disk full")
 
     async def persist_values(self, changes: Any) -> None:
+        self._check()
         self.changes.extend(changes)
+
+    async def save_identifiables(self, identifiables: Any) -> None:
+        self._check()
+        self.saved.extend(identifiable.id for identifiable in identifiables)
+
+    async def delete_identifiable(self, identifier: str) -> None:
+        self._check()
+        self.deleted.append(identifier)
 
 
 def test_paths_parse_and_resolve_nested_and_list_elements() -> None:
@@ -218,3 +237,103 @@ async def test_writes_are_type_checked_and_read_only_points_refused() -> None:
         await store.write_value(SUBMODEL_ID, "Motor", 4, origin="rest")
     await store.write_value(SUBMODEL_ID, "Motor.Temperature", 21, origin="rest")
     assert _value(store.element(SUBMODEL_ID, "Motor.Temperature")) == 21.0
+
+
+def _events(subscription: Any) -> list[tuple[str, str, str | None]]:
+    return [
+        (event.kind.value, event.identifiable_id, event.id_short_path)
+        for event in subscription.get_nowait_all()
+        if isinstance(event, ModelChanged)
+    ]
+
+
+async def test_identifiables_are_created_replaced_and_deleted_with_events_and_journal() -> None:
+    journal = _Journal()
+    store = TwinStore(journal=journal)
+    subscription = store.bus.subscribe("test")
+    await store.create(_submodel())
+    with pytest.raises(ConflictError):
+        await store.create(_submodel())
+    replacement = _submodel()
+    replacement.id_short = "Renamed"
+    version = store.version
+    await store.replace(replacement)
+    assert store.submodel(SUBMODEL_ID).id_short == "Renamed"
+    assert store.version > version
+    await store.delete(SUBMODEL_ID)
+    with pytest.raises(NotFoundError):
+        store.submodel(SUBMODEL_ID)
+    assert store.state(SUBMODEL_ID, "Speed") is None
+    assert journal.saved == [SUBMODEL_ID, SUBMODEL_ID]
+    assert journal.deleted == [SUBMODEL_ID]
+    assert _events(subscription) == [
+        ("created", SUBMODEL_ID, None),
+        ("updated", SUBMODEL_ID, None),
+        ("deleted", SUBMODEL_ID, None),
+    ]
+
+
+async def test_elements_are_created_replaced_and_deleted_in_place() -> None:
+    journal = _Journal()
+    store = TwinStore(journal=journal)
+    await store.create(_submodel())
+    subscription = store.bus.subscribe("test")
+    version = store.content_version(SUBMODEL_ID)
+    path = await store.create_element(SUBMODEL_ID, "Motor", model.Property("Pressure", float, 1.5))
+    assert path == "Motor.Pressure"
+    assert _value(store.element(SUBMODEL_ID, "Motor.Pressure")) == 1.5
+    state = store.state(SUBMODEL_ID, "Motor.Pressure")
+    assert state is not None
+    assert state.value == 1.5
+    assert await store.create_element(SUBMODEL_ID, "Readings", model.Property(None, float, 3.0)) == "Readings[2]"
+    with pytest.raises(ConflictError):
+        await store.create_element(SUBMODEL_ID, None, model.Property("Speed", float, 0.0))
+    with pytest.raises(InvalidRequestError):  # a list of xs:double cannot take an xs:int
+        await store.create_element(SUBMODEL_ID, "Readings", model.Property(None, datatypes.Int, 3))
+    await store.replace_element(SUBMODEL_ID, "Count", model.Property("Count", datatypes.Int, 99))
+    submodel = store.submodel(SUBMODEL_ID)
+    assert [element.id_short for element in submodel.submodel_element] == ["Speed", "Count", "Motor", "Readings"]
+    await store.delete_element(SUBMODEL_ID, "Motor.Temperature")
+    with pytest.raises(NotFoundError):
+        store.element(SUBMODEL_ID, "Motor.Temperature")
+    assert store.content_version(SUBMODEL_ID) > version
+    assert _events(subscription) == [
+        ("created", SUBMODEL_ID, "Motor.Pressure"),
+        ("created", SUBMODEL_ID, "Readings[2]"),
+        ("updated", SUBMODEL_ID, "Count"),
+        ("deleted", SUBMODEL_ID, "Motor.Temperature"),
+    ]
+
+
+async def test_a_failed_journal_rolls_the_model_back() -> None:
+    journal = _Journal()
+    store = TwinStore(journal=journal)
+    await store.create(_submodel())
+    journal.fail = True
+    with pytest.raises(PersistenceError):
+        await store.create_element(SUBMODEL_ID, None, model.Property("Pressure", float, 1.5))
+    with pytest.raises(PersistenceError):
+        await store.delete_element(SUBMODEL_ID, "Motor")
+    with pytest.raises(PersistenceError):
+        await store.delete(SUBMODEL_ID)
+    submodel = store.submodel(SUBMODEL_ID)
+    assert [element.id_short for element in submodel.submodel_element] == ["Speed", "Count", "Motor", "Readings"]
+    assert _value(store.element(SUBMODEL_ID, "Motor.Temperature")) == 20.5
+
+
+async def test_device_bound_elements_cannot_be_removed_by_model_changes() -> None:
+    store = TwinStore(journal=_Journal())
+    await store.create(_submodel())
+    store.bind(SUBMODEL_ID, "Motor.Temperature", ElementBinding("device:plc", False))
+    with pytest.raises(ConflictError):
+        await store.delete_element(SUBMODEL_ID, "Motor")
+    with pytest.raises(ConflictError):
+        await store.replace_element(SUBMODEL_ID, "Motor", model.SubmodelElementCollection("Motor"))
+    with pytest.raises(ConflictError):
+        await store.delete(SUBMODEL_ID)
+    await store.replace_element(
+        SUBMODEL_ID,
+        "Motor",
+        model.SubmodelElementCollection("Motor", value=[model.Property("Temperature", float, 1.0)]),
+    )
+    assert _value(store.element(SUBMODEL_ID, "Motor.Temperature")) == 1.0

@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 from basyx.aas import model
 
-from aas_server.errors import ConflictError, NotFoundError, NotWritableError, TypeMismatchError
+from aas_server.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    NotWritableError,
+    TypeMismatchError,
+)
 from aas_server.model import paths, values
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.model.units import EngineeringUnit
@@ -66,16 +72,37 @@ class ElementBinding:
     unit: EngineeringUnit | None = None
 
 
-class ValueJournal(Protocol):
-    """Durable storage for acknowledged client writes (implemented in ``persistence``)."""
+class Journal(Protocol):
+    """Durable storage of acknowledged changes: values, and identifiables one by one (see ``persistence``)."""
 
     async def persist_values(self, changes: Sequence[ValueChanged]) -> None: ...
+
+    async def save_identifiables(self, identifiables: Iterable[model.Identifiable]) -> None: ...
+
+    async def delete_identifiable(self, identifier: str) -> None: ...
+
+
+Container = model.Submodel | model.SubmodelElementCollection | model.SubmodelElementList[Any] | model.Entity
+
+
+def _children_set(container: Container) -> model.NamespaceSet[Any]:
+    if isinstance(container, model.Submodel):
+        return container.submodel_element
+    if isinstance(container, model.Entity):
+        return container.statement
+    return container.value
+
+
+def _restore_children(children: model.NamespaceSet[Any], items: list[Any]) -> None:
+    children.clear()
+    for item in items:
+        children.add(item)
 
 
 class TwinStore:
     """Shells, submodels and concept descriptions, their live values, and the change bus."""
 
-    def __init__(self, journal: ValueJournal | None = None) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self.bus: ChangeBus[StoreEvent] = ChangeBus()
         self.journal = journal
         self._shells: dict[str, model.AssetAdministrationShell] = {}
@@ -84,8 +111,11 @@ class TwinStore:
         self._states: dict[tuple[str, str], ValueState] = {}
         self._bindings: dict[tuple[str, str], ElementBinding] = {}
         self._write_handlers: dict[tuple[str, str], WriteHandler] = {}
-        self._write_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._bound_value_types: dict[tuple[str, str], Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._content_versions: dict[str, int] = {}
         self.version = 0
+        """Structure version: changes when identifiables are created, replaced or deleted (not on value changes)."""
 
     # --- identifiables -------------------------------------------------------------------------
 
@@ -98,6 +128,7 @@ class TwinStore:
         if isinstance(identifiable, model.Submodel):
             self._index_submodel(identifiable)
         self.version += 1
+        self._touch(identifiable.id)
         self.bus.publish(ModelChanged(ModelChangeKind.CREATED, identifiable.id))
 
     def add_all(self, identifiables: Iterable[model.Identifiable]) -> None:
@@ -114,10 +145,27 @@ class TwinStore:
         raise TypeError(f"not a storable identifiable: {type(identifiable).__name__}")
 
     def _index_submodel(self, submodel: model.Submodel) -> None:
+        """(Re)build the value states of a submodel's Properties, keeping those whose value did not change."""
         now = utc_now()
+        present: set[str] = set()
         for path, element in paths.walk(submodel):
             if isinstance(element, model.Property):
-                self._states[(submodel.id, path)] = ValueState(element.value, now, now, Quality.GOOD)
+                present.add(path)
+                state = self._states.get((submodel.id, path))
+                if state is None or state.value != element.value:
+                    self._states[(submodel.id, path)] = ValueState(element.value, now, now, Quality.GOOD)
+        for key in [key for key in self._states if key[0] == submodel.id and key[1] not in present]:
+            del self._states[key]
+
+    def _touch(self, identifier: str) -> None:
+        self._content_versions[identifier] = self._content_versions.get(identifier, 0) + 1
+
+    def content_version(self, identifier: str) -> int:
+        """Changes whenever anything in the identifiable changes, values included (for caches)."""
+        return self._content_versions.get(identifier, 0)
+
+    def _lock(self, identifier: str) -> asyncio.Lock:
+        return self._locks.setdefault(identifier, asyncio.Lock())
 
     def shells(self) -> list[model.AssetAdministrationShell]:
         return list(self._shells.values())
@@ -181,6 +229,7 @@ class TwinStore:
             raise ValueError("a writable binding needs a write handler")
         key = (submodel_id, id_short_path)
         self._bindings[key] = binding
+        self._bound_value_types[key] = element.value_type
         if write_handler is not None:
             self._write_handlers[key] = write_handler
         state = self._states[key]
@@ -211,6 +260,7 @@ class TwinStore:
             assert isinstance(element, model.Property)
             element.value = change.value
             state.value = change.value
+            self._touch(change.submodel_id)
             changed = True
         if change.quality is not Quality.BAD or changed:
             state.source_time = change.source_time
@@ -240,8 +290,7 @@ class TwinStore:
         binding = self._bindings.get(key)
         if binding is not None and not binding.writable:
             raise NotWritableError(f"{id_short_path!r} is read-only: it is fed by {binding.source}")
-        lock = self._write_locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self._lock(submodel_id):
             handler = self._write_handlers.get(key)
             if handler is not None:
                 await handler(typed)
@@ -251,3 +300,187 @@ class TwinStore:
                 await self.journal.persist_values([change])
             self.apply(change)
         return change
+
+    # --- model changes (REST) ------------------------------------------------------------------
+    #
+    # Each change is validated, applied in memory, journaled, and only then announced; a journal
+    # failure rolls the in-memory change back. Changes to one identifiable are serialised by its lock.
+
+    def _find(self, identifier: str) -> model.Identifiable | None:
+        return (
+            self._shells.get(identifier)
+            or self._submodels.get(identifier)
+            or self._concept_descriptions.get(identifier)
+        )
+
+    def _bound_paths(self, submodel_id: str, prefix: str | None = None) -> list[str]:
+        result = []
+        for bound_submodel, path in self._bindings:
+            if bound_submodel != submodel_id:
+                continue
+            if prefix is None or path == prefix or path.startswith((prefix + ".", prefix + "[")):
+                result.append(path)
+        return sorted(result)
+
+    def _check_bindings_survive(self, submodel: model.Submodel) -> None:
+        for path in self._bound_paths(submodel.id):
+            binding = self._bindings[(submodel.id, path)]
+            try:
+                element = paths.resolve(submodel, path)
+            except NotFoundError:
+                element = None
+            value_type = self._bound_value_types[(submodel.id, path)]
+            if not isinstance(element, model.Property) or element.value_type is not value_type:
+                raise ConflictError(
+                    f"{path!r} in {submodel.id!r} is bound to {binding.source}; it must stay a Property "
+                    f"of valueType {values.xsd_name(value_type)} (change the mapping first)"
+                )
+
+    async def _save(self, identifiable: model.Identifiable) -> None:
+        if self.journal is not None:
+            await self.journal.save_identifiables([identifiable])
+
+    async def create(self, identifiable: model.Identifiable) -> None:
+        """Add a new identifiable (POST); ``ConflictError`` if any identifiable has its id."""
+        async with self._lock(identifiable.id):
+            if self._find(identifiable.id) is not None:
+                raise ConflictError(f"an identifiable with id {identifiable.id!r} exists already")
+            table = self._table_for(identifiable)
+            table[identifiable.id] = identifiable
+            try:
+                await self._save(identifiable)
+            except BaseException:
+                del table[identifiable.id]
+                raise
+            if isinstance(identifiable, model.Submodel):
+                self._index_submodel(identifiable)
+            self.version += 1
+            self._touch(identifiable.id)
+        self.bus.publish(ModelChanged(ModelChangeKind.CREATED, identifiable.id))
+
+    async def replace(self, identifiable: model.Identifiable) -> None:
+        """Replace an existing identifiable of the same kind by a new one with the same id (PUT)."""
+        async with self._lock(identifiable.id):
+            table = self._table_for(identifiable)
+            old = table.get(identifiable.id)
+            if old is None:
+                raise NotFoundError(f"{type(identifiable).__name__} {identifiable.id!r} not found")
+            if isinstance(identifiable, model.Submodel):
+                self._check_bindings_survive(identifiable)
+            table[identifiable.id] = identifiable
+            try:
+                await self._save(identifiable)
+            except BaseException:
+                table[identifiable.id] = old
+                raise
+            if isinstance(identifiable, model.Submodel):
+                self._index_submodel(identifiable)
+            self.version += 1
+            self._touch(identifiable.id)
+        self.bus.publish(ModelChanged(ModelChangeKind.UPDATED, identifiable.id))
+
+    async def delete(self, identifier: str) -> None:
+        """Delete an identifiable; a submodel with device-bound elements cannot be deleted."""
+        async with self._lock(identifier):
+            identifiable = self._find(identifier)
+            if identifiable is None:
+                raise NotFoundError(f"no identifiable with id {identifier!r}")
+            bound = self._bound_paths(identifier)
+            if bound:
+                raise ConflictError(
+                    f"{identifier!r} has device-bound elements ({', '.join(bound)}); change the mapping first"
+                )
+            table = self._table_for(identifiable)
+            del table[identifier]
+            if self.journal is not None:
+                try:
+                    await self.journal.delete_identifiable(identifier)
+                except BaseException:
+                    table[identifier] = identifiable
+                    raise
+            for key in [key for key in self._states if key[0] == identifier]:
+                del self._states[key]
+            self.version += 1
+            self._touch(identifier)
+        self.bus.publish(ModelChanged(ModelChangeKind.DELETED, identifier))
+
+    def _container(self, submodel: model.Submodel, parent_path: str | None) -> Container:
+        if not parent_path:
+            return submodel
+        parent = paths.resolve(submodel, parent_path)
+        if not isinstance(parent, model.SubmodelElementCollection | model.SubmodelElementList | model.Entity):
+            raise InvalidRequestError(
+                f"{parent_path!r} is a {type(parent).__name__}; elements can only be added to a submodel, "
+                "a collection, a list or an entity"
+            )
+        return parent
+
+    async def _change_elements(
+        self, submodel_id: str, container: Container, change: Callable[[model.NamespaceSet[Any]], None]
+    ) -> None:
+        """Apply ``change`` to a container's children, check bindings, journal; roll back on any failure."""
+        submodel = self.submodel(submodel_id)
+        children = _children_set(container)
+        before = list(children)
+        try:
+            try:
+                change(children)
+            except (KeyError, ValueError, TypeError, model.AASConstraintViolation) as error:
+                raise InvalidRequestError(str(error).strip("'\"")) from None
+            self._check_bindings_survive(submodel)
+            await self._save(submodel)
+        except BaseException:
+            _restore_children(children, before)
+            raise
+        self._index_submodel(submodel)
+        self._touch(submodel_id)
+
+    async def create_element(self, submodel_id: str, parent_path: str | None, element: model.SubmodelElement) -> str:
+        """Add ``element`` under ``parent_path`` (or at the top of the submodel); return its idShort path."""
+        async with self._lock(submodel_id):
+            submodel = self.submodel(submodel_id)
+            container = self._container(submodel, parent_path)
+            children = _children_set(container)
+            if not isinstance(container, model.SubmodelElementList):
+                if element.id_short is None:
+                    raise InvalidRequestError("the new element needs an idShort")
+                if any(child.id_short == element.id_short for child in children):
+                    raise ConflictError(f"an element with idShort {element.id_short!r} exists already there")
+            await self._change_elements(submodel_id, container, lambda items: items.add(element))
+            path = paths.path_of(element)
+        self.bus.publish(ModelChanged(ModelChangeKind.CREATED, submodel_id, path))
+        return path
+
+    async def replace_element(self, submodel_id: str, id_short_path: str, element: model.SubmodelElement) -> None:
+        """Replace the element at ``id_short_path`` by ``element``, keeping its position (PUT)."""
+        async with self._lock(submodel_id):
+            submodel = self.submodel(submodel_id)
+            old = paths.resolve(submodel, id_short_path)
+            container = old.parent
+            assert isinstance(container, Container)
+            if not isinstance(container, model.SubmodelElementList) and element.id_short != old.id_short:
+                raise InvalidRequestError(
+                    f"the idShort in the body ({element.id_short!r}) differs from the path's ({old.id_short!r})"
+                )
+
+            def swap(items: model.NamespaceSet[Any]) -> None:
+                replaced = [element if item is old else item for item in items]
+                _restore_children(items, replaced)
+
+            await self._change_elements(submodel_id, container, swap)
+        self.bus.publish(ModelChanged(ModelChangeKind.UPDATED, submodel_id, id_short_path))
+
+    async def delete_element(self, submodel_id: str, id_short_path: str) -> None:
+        """Delete the element at ``id_short_path``; device-bound elements cannot be deleted."""
+        async with self._lock(submodel_id):
+            submodel = self.submodel(submodel_id)
+            old = paths.resolve(submodel, id_short_path)
+            bound = self._bound_paths(submodel_id, id_short_path)
+            if bound:
+                raise ConflictError(
+                    f"{id_short_path!r} holds device-bound elements ({', '.join(bound)}); change the mapping first"
+                )
+            container = old.parent
+            assert isinstance(container, Container)
+            await self._change_elements(submodel_id, container, lambda items: items.remove(old))
+        self.bus.publish(ModelChanged(ModelChangeKind.DELETED, submodel_id, id_short_path))
