@@ -108,7 +108,8 @@ class TwinStore:
         self._shells: dict[str, model.AssetAdministrationShell] = {}
         self._submodels: dict[str, model.Submodel] = {}
         self._concept_descriptions: dict[str, model.ConceptDescription] = {}
-        self._states: dict[tuple[str, str], ValueState] = {}
+        self._states: dict[str, dict[str, ValueState]] = {}
+        """Value states by submodel id, then idShort path."""
         self._bindings: dict[tuple[str, str], ElementBinding] = {}
         self._write_handlers: dict[tuple[str, str], WriteHandler] = {}
         self._bound_value_types: dict[tuple[str, str], Any] = {}
@@ -147,15 +148,15 @@ class TwinStore:
     def _index_submodel(self, submodel: model.Submodel) -> None:
         """(Re)build the value states of a submodel's Properties, keeping those whose value did not change."""
         now = utc_now()
-        present: set[str] = set()
+        old = self._states.get(submodel.id, {})
+        new: dict[str, ValueState] = {}
         for path, element in paths.walk(submodel):
             if isinstance(element, model.Property):
-                present.add(path)
-                state = self._states.get((submodel.id, path))
+                state = old.get(path)
                 if state is None or state.value != element.value:
-                    self._states[(submodel.id, path)] = ValueState(element.value, now, now, Quality.GOOD)
-        for key in [key for key in self._states if key[0] == submodel.id and key[1] not in present]:
-            del self._states[key]
+                    state = ValueState(element.value, now, now, Quality.GOOD)
+                new[path] = state
+        self._states[submodel.id] = new
 
     def _touch(self, identifier: str) -> None:
         self._content_versions[identifier] = self._content_versions.get(identifier, 0) + 1
@@ -206,10 +207,13 @@ class TwinStore:
 
     def state(self, submodel_id: str, id_short_path: str) -> ValueState | None:
         """Value, times and quality of a Property; ``None`` for elements that carry no such state."""
-        return self._states.get((submodel_id, id_short_path))
+        states = self._states.get(submodel_id)
+        return None if states is None else states.get(id_short_path)
 
     def states(self) -> Iterator[tuple[tuple[str, str], ValueState]]:
-        yield from self._states.items()
+        for submodel_id, states in self._states.items():
+            for path, state in states.items():
+                yield (submodel_id, path), state
 
     def bind(
         self,
@@ -232,7 +236,7 @@ class TwinStore:
         self._bound_value_types[key] = element.value_type
         if write_handler is not None:
             self._write_handlers[key] = write_handler
-        state = self._states[key]
+        state = self._states[submodel_id][id_short_path]
         if state.quality is Quality.GOOD and state.reason is QualityReason.NONE:
             state.quality = Quality.UNCERTAIN
             state.reason = QualityReason.NOT_YET_READ
@@ -251,7 +255,7 @@ class TwinStore:
         Returns whether anything a client would see changed.
         """
         key = (change.submodel_id, change.id_short_path)
-        state = self._states.get(key)
+        state = self.state(*key)
         if state is None:
             raise NotFoundError(f"no Property {change.id_short_path!r} in submodel {change.submodel_id!r}")
         changed = state.quality is not change.quality or state.reason is not change.reason
@@ -398,8 +402,7 @@ class TwinStore:
                 except BaseException:
                     table[identifier] = identifiable
                     raise
-            for key in [key for key in self._states if key[0] == identifier]:
-                del self._states[key]
+            self._states.pop(identifier, None)
             self.version += 1
             self._touch(identifier)
         self.bus.publish(ModelChanged(ModelChangeKind.DELETED, identifier))
