@@ -1,4 +1,4 @@
-"""``aas-server``: serve | demo | check.
+"""``aas-server``: serve | demo | check | import | export.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid input (a settings, twin or mapping file that
 does not validate), each reported as ``file: item.field: reason`` without a traceback.
@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aas_server import __version__
 from aas_server.config import HubSettings, load_settings, load_yaml
-from aas_server.errors import ConfigurationError, HubError
+from aas_server.errors import ConfigurationError, HubError, PackageError
 
 _LOG = logging.getLogger("aas_server")
 
@@ -55,6 +57,22 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate settings, twin definition or mapping files")
     check.add_argument("files", type=Path, nargs="+")
+
+    importing = commands.add_parser(
+        "import",
+        help="read AAS packages (AASX, JSON, XML; v3.0 or v3.1) and report every repair and dropped element; "
+        "with --config, add them to the hub's database",
+    )
+    importing.add_argument("files", type=Path, nargs="+")
+    importing.add_argument("--config", "-c", type=Path, help="settings file whose database receives the objects")
+    importing.add_argument("--strict", action="store_true", help="reject a package that needs any repair")
+    importing.add_argument("--replace", action="store_true", help="replace objects whose id exists already")
+    importing.add_argument("--report", type=Path, help="write the import reports as JSON to this file")
+
+    exporting = commands.add_parser("export", help="write the hub's model as an AASX, JSON or XML package")
+    exporting.add_argument("output", type=Path, help="file to write; the format follows its extension")
+    exporting.add_argument("--config", "-c", type=Path, required=True, help="settings file of the hub")
+    exporting.add_argument("--format", choices=["aasx", "json", "xml"], help="overrides the extension")
     return parser
 
 
@@ -77,6 +95,63 @@ def check_file(path: Path) -> str:
         if twin_path.suffix.lower() != ".json":
             build_environment(load_twins(twin_path))
     return f"{path}: settings ok ({len(settings.twins)} twin files, {len(settings.mappings)} mapping files)"
+
+
+async def _import(arguments: argparse.Namespace) -> int:
+    """Read each package; with ``--config``, store what was taken (skip or replace existing ids)."""
+    from aas_server.exchange import ImportResult, read_package_file
+    from aas_server.persistence.sqlite import SqliteRepository
+
+    results: list[ImportResult] = []
+    status = EXIT_OK
+    for path in arguments.files:
+        try:
+            result = await asyncio.to_thread(read_package_file, path, strict=arguments.strict)
+        except PackageError as error:
+            print(f"{path}: {error}", file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        print(result.report.summary())
+        results.append(result)
+    if arguments.report:
+        arguments.report.write_text(
+            json.dumps([result.report.to_json() for result in results], indent=2), encoding="utf-8"
+        )
+    if arguments.config is None or not results:
+        return status
+    settings = load_settings(arguments.config)
+    async with SqliteRepository(settings.sqlite_path) as repository:
+        existing = {identifiable.id for identifiable in await repository.load_identifiables()}
+        for result in results:
+            taken = [i for i in result.identifiables if arguments.replace or i.id not in existing]
+            for skipped in sorted({i.id for i in result.identifiables} - {i.id for i in taken}):
+                print(f"{result.report.source}: {skipped!r} exists already; skipped (use --replace)", file=sys.stderr)
+            await repository.save_identifiables(taken)
+            await repository.save_files(result.supplementary_files)
+            existing.update(identifiable.id for identifiable in taken)
+            print(f"{result.report.source}: {len(taken)} identifiables stored in {settings.sqlite_path}")
+    return status
+
+
+async def _export(arguments: argparse.Namespace) -> int:
+    from aas_server.exchange import write_package_file
+    from aas_server.persistence.sqlite import SqliteRepository
+
+    settings = load_settings(arguments.config)
+    async with SqliteRepository(settings.sqlite_path) as repository:
+        identifiables = await repository.load_identifiables()
+        if not identifiables:
+            identifiables = await asyncio.to_thread(_model_from_settings, settings)
+        files = await repository.load_files()
+    await asyncio.to_thread(write_package_file, arguments.output, identifiables, files, arguments.format)
+    print(f"{arguments.output}: {len(identifiables)} identifiables, {len(files)} supplementary files")
+    return EXIT_OK
+
+
+def _model_from_settings(settings: HubSettings) -> list[Any]:
+    from aas_server.runtime.hub import load_model_files
+
+    return load_model_files(settings.twins)
 
 
 async def _serve(settings: HubSettings) -> None:
@@ -119,6 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(str(error), file=sys.stderr)
                 status = EXIT_INVALID
         return status
+    if arguments.command in ("import", "export"):
+        try:
+            return asyncio.run(_import(arguments) if arguments.command == "import" else _export(arguments))
+        except (ConfigurationError, PackageError) as error:
+            print(str(error), file=sys.stderr)
+            return EXIT_INVALID
+        except HubError as error:
+            print(str(error), file=sys.stderr)
+            return EXIT_FAILURE
     try:
         settings = load_settings(arguments.config) if arguments.command == "serve" else _demo_settings(arguments)
     except ConfigurationError as error:

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS identifiables (
     position INTEGER NOT NULL,
     document TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS supplementary_files (
+    path TEXT PRIMARY KEY,
+    content_type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS property_values (
     submodel_id TEXT NOT NULL,
     id_short_path TEXT NOT NULL,
@@ -187,6 +192,36 @@ class SqliteRepository:
                     f"{self.path}: stored identifiable {identifier!r} is unreadable: {error}"
                 ) from error
         return result
+
+    # --- supplementary files (AASX parts named by File elements and thumbnails) ----------------
+
+    async def save_files(self, files: dict[str, tuple[bytes, str]]) -> None:
+        """Insert or replace files by their package path (``/aasx/files/logo.png``)."""
+        rows = [(path, content_type, data) for path, (data, content_type) in files.items()]
+
+        def save() -> None:
+            with self._transaction() as database:
+                database.executemany(
+                    "INSERT INTO supplementary_files VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "content_type = excluded.content_type, data = excluded.data",
+                    rows,
+                )
+
+        if rows:
+            await self._run(save)
+
+    async def delete_file(self, path: str) -> None:
+        def delete() -> None:
+            with self._transaction() as database:
+                database.execute("DELETE FROM supplementary_files WHERE path = ?", (path,))
+
+        await self._run(delete)
+
+    async def load_files(self) -> dict[str, tuple[bytes, str]]:
+        rows = await self._run(
+            lambda: self._db.execute("SELECT path, content_type, data FROM supplementary_files").fetchall()
+        )
+        return {path: (bytes(data), content_type) for path, content_type, data in rows}
 
     # --- values --------------------------------------------------------------------------------
 

@@ -21,13 +21,20 @@ from typing import Any, Self
 
 from aiohttp import web
 from basyx.aas import model
-from basyx.aas.adapter.json import read_aas_json_file
 
 from aas_server.api.app import create_app
 from aas_server.config import HubSettings
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.simulator import BottlingLineSimulator
-from aas_server.errors import ConfigurationError, MappingError, NotFoundError, PersistenceError, TypeMismatchError
+from aas_server.errors import (
+    ConfigurationError,
+    MappingError,
+    NotFoundError,
+    PackageError,
+    PersistenceError,
+    TypeMismatchError,
+)
+from aas_server.exchange import read_package_file
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import MappingFile, load_mapping
 from aas_server.model import values
@@ -53,17 +60,22 @@ class _BoundPoint:
 
 
 def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
-    """Build identifiables from twin definition files (YAML) and AAS JSON environments."""
+    """Build identifiables from twin definition files (YAML) and AAS packages (AASX, JSON, XML).
+
+    Packages are read leniently; every repair or dropped element is logged with its place.
+    """
     result: list[model.Identifiable] = []
     for path in paths:
-        if path.suffix.lower() == ".json":
-            try:
-                with path.open(encoding="utf-8") as file:
-                    result.extend(read_aas_json_file(file, failsafe=False))
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise ConfigurationError(f"cannot read AAS JSON: {error}", str(path)) from None
-        else:
+        if path.suffix.lower() in {".yaml", ".yml"}:
             result.extend(build_environment(load_twins(path)))
+            continue
+        try:
+            imported = read_package_file(path)
+        except PackageError as error:
+            raise ConfigurationError(str(error), str(path)) from None
+        if imported.report.issues:
+            _LOG.warning("%s", imported.report.summary())
+        result.extend(imported.identifiables)
     return result
 
 
