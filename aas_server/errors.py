@@ -68,3 +68,7 @@ class DeviceTimeoutError(DeviceError):
 
 class PersistenceError(HubError):
     """The database could not store or load data."""
+
+
+class PackageError(InvalidRequestError):
+    """An AASX, JSON or XML package cannot be read: unsafe, malformed, over a limit, or rejected in strict mode."""

@@ -1,0 +1,273 @@
+"""Repairs on the raw document (the JSON form, also for XML sources) before basyx constructs objects.
+
+Each repair is made only where the result is determined by the source and the metamodel (IDTA-01001
+Part 1 v3.1), never by guessing, and each is recorded in the :class:`ImportReport` with its path:
+
+* ``empty-string``: an optional string attribute holding ``""`` (which no string type of the
+  metamodel admits, e.g. ``assetType``, ``File/value``, ``contentType``) is removed.
+* ``placeholder-reference``: a template placeholder Reference (no keys, or every key value ``""`` or
+  ``EMPTY``) in an optional place (``semanticId``, ``first``/``second``, ``valueId``, list items of
+  ``supplementalSemanticIds``, ``isCaseOf``, a shell's ``submodels``...) is removed.
+* ``empty-lang-string``: a language string with empty text is removed from its set; an optional
+  set left empty is removed.
+* ``list-item-id-short``: an empty or invalid idShort of a SubmodelElementList item is removed (AASd-120:
+  list items shall have no idShort).
+* ``value-type-list-element``: a SubmodelElementList of Property or Range without
+  ``valueTypeListElement`` gets the valueType that all its items share (AASd-109); with no items
+  or differing valueTypes it is left alone (and dropped later).
+* ``file-path``: a File value or thumbnail path that is a package path is normalised (``.``, ``..``,
+  ``//``; relative paths in an AASX resolved against the part that holds them); one that escapes
+  the package root, holds a backslash or NUL, or names a drive is dropped.
+* ``identifiable-id-short``: an idShort of a shell, submodel or concept description that violates
+  AASd-002 is dropped (it is optional there), reported as ``dropped``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from basyx.aas import model
+
+from aas_server.exchange.report import ImportReport
+
+IDENTIFIABLE_TYPES = frozenset({"AssetAdministrationShell", "Submodel", "ConceptDescription"})
+TOP_LEVEL_KEYS = {
+    "assetAdministrationShells": "shells",
+    "submodels": "submodels",
+    "conceptDescriptions": "concept_descriptions",
+}
+
+_OPTIONAL_STRINGS = frozenset(
+    {
+        "category",
+        "assetType",
+        "globalAssetId",
+        "version",
+        "revision",
+        "templateId",
+        "unit",
+        "sourceOfDefinition",
+        "symbol",
+        "valueFormat",
+        "dataType",
+        "messageTopic",
+        "lastUpdate",
+        "minInterval",
+        "maxInterval",
+        "valueTypeListElement",
+        "contentType",
+    }
+)
+_OPTIONAL_STRING_VALUE_OWNERS = frozenset({"File", "DataSpecificationIec61360", "ReferenceElement"})
+_OPTIONAL_REFERENCES = frozenset(
+    {
+        "semanticId",
+        "valueId",
+        "first",
+        "second",
+        "semanticIdListElement",
+        "externalSubjectId",
+        "unitId",
+        "derivedFrom",
+        "creator",
+        "messageBroker",
+    }
+)
+_REFERENCE_LISTS = frozenset({"supplementalSemanticIds", "isCaseOf", "refersTo"})
+_OPTIONAL_LANG_STRING_SETS = frozenset({"displayName", "description", "shortName", "definition"})
+_PLACEHOLDER_KEY_VALUES = frozenset({"", "EMPTY"})
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def is_placeholder_reference(value: Any) -> bool:
+    """A Reference with no keys, or whose key values are all empty or ``EMPTY`` (template placeholders)."""
+    if not isinstance(value, dict) or "keys" not in value or not isinstance(value["keys"], list):
+        return False
+    return all(isinstance(key, dict) and key.get("value", "") in _PLACEHOLDER_KEY_VALUES for key in value["keys"])
+
+
+def valid_id_short(value: str) -> bool:
+    try:
+        model.Referable.validate_id_short(value)
+    except (ValueError, model.AASConstraintViolation):
+        return False
+    return True
+
+
+def normalise_file_reference(value: str, base_part: str | None) -> tuple[str | None, str]:
+    """Normalise a File value or thumbnail path; ``(None, reason)`` if it must not be taken.
+
+    URIs with a scheme (``https:``) and network-path references (``//host/x``) are external and
+    kept as they are. A path is resolved (``.``, ``..``, empty segments); a relative one against the
+    folder of ``base_part`` (the AASX part holding the document) when given. A path that climbs
+    above the root, contains a backslash or NUL, or starts with a drive letter is refused.
+    """
+    if "\\" in value or "\x00" in value:
+        return None, "contains a backslash or NUL character"
+    if value.startswith("//"):
+        return value, ""
+    scheme = _SCHEME.match(value)
+    if scheme:
+        if len(scheme.group()) == 2:
+            return None, "starts with a drive letter"
+        return value, ""
+    absolute = value.startswith("/")
+    segments: list[str] = [] if absolute or base_part is None else base_part.split("/")[1:-1]
+    for segment in value.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                return None, "climbs above the package root"
+            segments.pop()
+        else:
+            segments.append(segment)
+    if not segments:
+        return None, "names no file"
+    if absolute or base_part is not None:
+        return "/" + "/".join(segments), ""
+    return "/".join(segments), ""
+
+
+class Repairer:
+    """Runs the repairs over a document in place; ``base_part`` is the AASX part name, if any."""
+
+    def __init__(self, report: ImportReport, base_part: str | None = None) -> None:
+        self.report = report
+        self.base_part = base_part
+
+    def document(self, document: dict[str, Any]) -> None:
+        for key in TOP_LEVEL_KEYS:
+            items = document.get(key)
+            if isinstance(items, list):
+                for index, item in enumerate(items):
+                    self.node(item, f"{key}[{index}]")
+
+    def node(self, node: Any, path: str) -> None:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                self.node(item, f"{path}[{index}]")
+        elif isinstance(node, dict):
+            for key, value in list(node.items()):
+                if isinstance(value, (dict, list)):
+                    self.node(value, f"{path}.{key}")
+            self._repair(node, path)
+
+    def _repair(self, node: dict[str, Any], path: str) -> None:
+        model_type = node.get("modelType")
+        self._empty_strings(node, path, model_type)
+        self._placeholder_references(node, path, model_type)
+        self._lang_strings(node, path, model_type)
+        if model_type == "File" and isinstance(node.get("value"), str):
+            self._file_path(node, "value", path, "value removed")
+        thumbnail = node.get("defaultThumbnail")
+        if (
+            isinstance(thumbnail, dict)
+            and isinstance(thumbnail.get("path"), str)
+            and not self._file_path(thumbnail, "path", f"{path}.defaultThumbnail", "thumbnail removed")
+        ):
+            del node["defaultThumbnail"]
+        if model_type == "SubmodelElementList":
+            self._list_items(node, path)
+        if model_type in IDENTIFIABLE_TYPES:
+            id_short = node.get("idShort")
+            if isinstance(id_short, str) and id_short and not valid_id_short(id_short):
+                del node["idShort"]
+                self.report.add(
+                    "dropped",
+                    f"{path}.idShort",
+                    f"idShort {id_short!r} violates AASd-002; removed (optional for {model_type})",
+                )
+
+    def _empty_strings(self, node: dict[str, Any], path: str, model_type: Any) -> None:
+        for key in [key for key, value in node.items() if value == ""]:
+            optional = (
+                key in _OPTIONAL_STRINGS
+                or (key == "value" and model_type in _OPTIONAL_STRING_VALUE_OWNERS)
+                or (key == "idShort" and model_type in IDENTIFIABLE_TYPES)
+            )
+            if optional:
+                del node[key]
+                self.report.add("repaired", f"{path}.{key}", "empty optional string removed")
+
+    def _placeholder_references(self, node: dict[str, Any], path: str, model_type: Any) -> None:
+        single = set(_OPTIONAL_REFERENCES)
+        if model_type == "ReferenceElement":
+            single.add("value")
+        for key in [key for key in node if key in single and is_placeholder_reference(node[key])]:
+            del node[key]
+            self.report.add("repaired", f"{path}.{key}", "template placeholder reference (no real key) removed")
+        lists = set(_REFERENCE_LISTS)
+        if model_type == "AssetAdministrationShell":
+            lists.add("submodels")
+        for key in [key for key in node if key in lists and isinstance(node[key], list)]:
+            kept = []
+            for index, item in enumerate(node[key]):
+                if is_placeholder_reference(item):
+                    self.report.add(
+                        "repaired", f"{path}.{key}[{index}]", "template placeholder reference (no real key) removed"
+                    )
+                else:
+                    kept.append(item)
+            if kept:
+                node[key] = kept
+            else:
+                del node[key]
+
+    def _lang_strings(self, node: dict[str, Any], path: str, model_type: Any) -> None:
+        keys = set(_OPTIONAL_LANG_STRING_SETS)
+        if model_type == "MultiLanguageProperty":
+            keys.add("value")
+        if model_type == "DataSpecificationIec61360":
+            keys.add("preferredName")
+        for key in [key for key in node if key in keys and isinstance(node[key], list)]:
+            kept = []
+            for index, item in enumerate(node[key]):
+                if isinstance(item, dict) and item.get("text") == "":
+                    self.report.add("repaired", f"{path}.{key}[{index}]", "language string with empty text removed")
+                else:
+                    kept.append(item)
+            if kept or key == "preferredName":
+                node[key] = kept
+            else:
+                del node[key]
+                self.report.add("repaired", f"{path}.{key}", "empty optional language string set removed")
+
+    def _file_path(self, node: dict[str, Any], key: str, path: str, consequence: str) -> bool:
+        original = node[key]
+        normalised, reason = normalise_file_reference(original, self.base_part)
+        if normalised is None:
+            del node[key]
+            self.report.add("dropped", f"{path}.{key}", f"file reference {original!r} {reason}; {consequence}")
+            return False
+        if normalised != original:
+            node[key] = normalised
+            self.report.add("repaired", f"{path}.{key}", f"file reference {original!r} normalised to {normalised!r}")
+        return True
+
+    def _list_items(self, node: dict[str, Any], path: str) -> None:
+        items = node.get("value")
+        if not isinstance(items, list):
+            return
+        for index, item in enumerate(items):
+            if isinstance(item, dict) and isinstance(item.get("idShort"), str):
+                id_short = item["idShort"]
+                if not id_short or not valid_id_short(id_short):
+                    del item["idShort"]
+                    self.report.add(
+                        "repaired",
+                        f"{path}.value[{index}].idShort",
+                        f"idShort {id_short!r} of a list item removed (AASd-120: list items have no idShort)",
+                    )
+        if node.get("typeValueListElement") in ("Property", "Range") and "valueTypeListElement" not in node:
+            value_types = {item.get("valueType") if isinstance(item, dict) else None for item in items}
+            if items and len(value_types) == 1:
+                (value_type,) = value_types
+                if isinstance(value_type, str) and value_type:
+                    node["valueTypeListElement"] = value_type
+                    self.report.add(
+                        "repaired",
+                        f"{path}.valueTypeListElement",
+                        f"missing valueTypeListElement set to {value_type!r}, the valueType of all items (AASd-109)",
+                    )
