@@ -83,6 +83,8 @@ class Journal(Protocol):
 
 
 Container = model.Submodel | model.SubmodelElementCollection | model.SubmodelElementList[Any] | model.Entity
+_CONTAINER_TYPES = (model.Submodel, model.SubmodelElementCollection, model.SubmodelElementList, model.Entity)
+"""``Container`` for ``isinstance`` (a subscripted generic cannot be checked)."""
 
 
 def _children_set(container: Container) -> model.NamespaceSet[Any]:
@@ -460,7 +462,7 @@ class TwinStore:
             submodel = self.submodel(submodel_id)
             old = paths.resolve(submodel, id_short_path)
             container = old.parent
-            assert isinstance(container, Container)
+            assert isinstance(container, _CONTAINER_TYPES)
             if not isinstance(container, model.SubmodelElementList) and element.id_short != old.id_short:
                 raise InvalidRequestError(
                     f"the idShort in the body ({element.id_short!r}) differs from the path's ({old.id_short!r})"
@@ -484,6 +486,6 @@ class TwinStore:
                     f"{id_short_path!r} holds device-bound elements ({', '.join(bound)}); change the mapping first"
                 )
             container = old.parent
-            assert isinstance(container, Container)
+            assert isinstance(container, _CONTAINER_TYPES)
             await self._change_elements(submodel_id, container, lambda items: items.remove(old))
         self.bus.publish(ModelChanged(ModelChangeKind.DELETED, submodel_id, id_short_path))
