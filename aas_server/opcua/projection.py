@@ -8,12 +8,15 @@ simplified form::
     Objects/AASEnvironment (Folder)
         Shells (Folder)/<shell idShort> (Object): Id, IdShort, GlobalAssetId; Organizes -> submodels
         Submodels (Folder)/<submodel idShort> (Object): Id, IdShort, SemanticId
-            <element idShort> (Object for collections, lists, entities, annotated relationships
-                               and other elements; Variable for Property and MultiLanguageProperty)
+            <element idShort> (Variable for Property, MultiLanguageProperty, Blob and
+                               ReferenceElement; Object for the others: Range with Min/Max,
+                               File with Value/ContentType, relationships with First/Second)
 
-Left out for now: values of Range, File, Blob, ReferenceElement, RelationshipElement, Operation,
-Capability and BasicEventElement (they appear as objects without value), qualifiers, extensions,
-embedded data specifications and concept descriptions.
+The planners are usable on a part of the environment (:func:`plan_shell`, :func:`plan_submodel`,
+:func:`plan_element`) so that a model change re-plans only the subtree it touched.
+
+Left out for now: values of Operation, Capability and BasicEventElement (objects without value),
+qualifiers, extensions, embedded data specifications and concept descriptions.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from asyncua import ua
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from basyx.aas import model
 
 from aas_server.model import paths
 from aas_server.model.events import Quality, utc_now
 from aas_server.model.units import EngineeringUnit
 from aas_server.opcua import node_ids
-from aas_server.opcua.variants import data_value, variant_type_for
+from aas_server.opcua.status import status
+from aas_server.opcua.variants import data_value, to_variant, variant_type_for
 from aas_server.store.twin_store import ElementBinding, ValueState
 
 UNECE_UNITS_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
@@ -103,14 +109,9 @@ class AddressSpacePlan:
     references: list[ExtraReference]
 
 
-def plan_address_space(
-    shells: Iterable[model.AssetAdministrationShell],
-    submodels: Iterable[model.Submodel],
-    states: Mapping[ElementKey, ValueState],
-    bindings: Mapping[ElementKey, ElementBinding],
-) -> AddressSpacePlan:
-    """Plan the nodes of the whole environment; linear in the number of elements."""
-    nodes: list[NodeSpec] = [
+def plan_environment_folders() -> list[NodeSpec]:
+    """The ``AASEnvironment`` folder with its ``Shells`` and ``Submodels`` folders."""
+    return [
         ObjectNode(node_ids.ENVIRONMENT_FOLDER, None, ReferenceKind.ORGANIZES, "AASEnvironment", is_folder=True),
         ObjectNode(
             node_ids.SHELLS_FOLDER, node_ids.ENVIRONMENT_FOLDER, ReferenceKind.ORGANIZES, "Shells", is_folder=True
@@ -123,15 +124,24 @@ def plan_address_space(
             is_folder=True,
         ),
     ]
+
+
+def plan_address_space(
+    shells: Iterable[model.AssetAdministrationShell],
+    submodels: Iterable[model.Submodel],
+    states: Mapping[ElementKey, ValueState],
+    bindings: Mapping[ElementKey, ElementBinding],
+) -> AddressSpacePlan:
+    """Plan the nodes of the whole environment; linear in the number of elements."""
+    nodes = plan_environment_folders()
     references: list[ExtraReference] = []
     submodel_ids: set[str] = set()
     for submodel in submodels:
         submodel_ids.add(submodel.id)
-        nodes.extend(_plan_submodel(submodel, states, bindings))
+        nodes.extend(plan_submodel(submodel, states, bindings))
     for shell in shells:
-        nodes.extend(_plan_shell(shell))
-        for reference in shell.submodel:
-            submodel_id = reference.key[0].value
+        nodes.extend(plan_shell(shell))
+        for submodel_id in shell_submodel_ids(shell):
             if submodel_id in submodel_ids:
                 references.append(
                     ExtraReference(
@@ -143,7 +153,12 @@ def plan_address_space(
     return AddressSpacePlan(nodes, references)
 
 
-def _text_property(node_id: str, parent_id: str, browse_name: str, text: str) -> VariableNode:
+def shell_submodel_ids(shell: model.AssetAdministrationShell) -> list[str]:
+    """The ids of the submodels a shell refers to (the first key of each submodel reference)."""
+    return [str(reference.key[0].value) for reference in shell.submodel if reference.key]
+
+
+def _text_property(node_id: str, parent_id: str, browse_name: str, text: str | None) -> VariableNode:
     return VariableNode(
         node_id,
         parent_id,
@@ -151,11 +166,24 @@ def _text_property(node_id: str, parent_id: str, browse_name: str, text: str) ->
         browse_name,
         VariableKind.PROPERTY,
         ua.VariantType.String,
-        ua.DataValue(ua.Variant(text, ua.VariantType.String)),
+        _static_value(text, ua.VariantType.String),
     )
 
 
-def _plan_shell(shell: model.AssetAdministrationShell) -> list[NodeSpec]:
+def _static_value(value: Any, variant_type: ua.VariantType) -> ua.DataValue:
+    """The value of a variable that is no Property (no quality, no timestamps); ``None`` is a null value."""
+    if value is None:
+        return ua.DataValue(ua.Variant(None, ua.VariantType.Null))
+    if variant_type is ua.VariantType.ByteString and isinstance(value, bytes):
+        return ua.DataValue(ua.Variant(bytes(value), variant_type))
+    try:
+        return ua.DataValue(to_variant(value, variant_type))
+    except (TypeError, ValueError):
+        return ua.DataValue(ua.Variant(None, ua.VariantType.Null), StatusCode=status(StatusCodes.BadTypeMismatch))
+
+
+def plan_shell(shell: model.AssetAdministrationShell) -> list[NodeSpec]:
+    """The nodes of one shell, its object first (its Organizes references to submodels are not nodes)."""
     shell_node = node_ids.shell_node_id(shell.id)
     nodes: list[NodeSpec] = [
         ObjectNode(
@@ -184,11 +212,12 @@ def _plan_shell(shell: model.AssetAdministrationShell) -> list[NodeSpec]:
     return nodes
 
 
-def _plan_submodel(
+def plan_submodel(
     submodel: model.Submodel,
     states: Mapping[ElementKey, ValueState],
     bindings: Mapping[ElementKey, ElementBinding],
 ) -> list[NodeSpec]:
+    """The nodes of one submodel and all its elements, parents first."""
     submodel_node = node_ids.submodel_node_id(submodel.id)
     nodes: list[NodeSpec] = [
         ObjectNode(
@@ -220,13 +249,46 @@ def _plan_submodel(
             )
         )
     for id_short_path, element in paths.walk(submodel):
-        parent_path = _parent_path(id_short_path)
-        parent_id = submodel_node if parent_path is None else node_ids.node_id_for(submodel.id, parent_path)
-        nodes.extend(_plan_element(submodel.id, id_short_path, element, parent_id, states, bindings))
+        nodes.extend(
+            _plan_element_node(
+                submodel.id,
+                id_short_path,
+                element,
+                element_parent_node_id(submodel.id, id_short_path),
+                states,
+                bindings,
+            )
+        )
     return nodes
 
 
-def _plan_element(
+def plan_element(
+    submodel_id: str,
+    id_short_path: str,
+    element: model.SubmodelElement,
+    states: Mapping[ElementKey, ValueState],
+    bindings: Mapping[ElementKey, ElementBinding],
+) -> list[NodeSpec]:
+    """The nodes of one submodel element and everything below it, the element's node first."""
+    nodes = _plan_element_node(
+        submodel_id, id_short_path, element, element_parent_node_id(submodel_id, id_short_path), states, bindings
+    )
+    for child_path, child in paths.walk(element, id_short_path):
+        nodes.extend(
+            _plan_element_node(
+                submodel_id, child_path, child, element_parent_node_id(submodel_id, child_path), states, bindings
+            )
+        )
+    return nodes
+
+
+def element_parent_node_id(submodel_id: str, id_short_path: str) -> str:
+    """The node id of the node an element hangs under: its parent element's, or the submodel's."""
+    parent = parent_path(id_short_path)
+    return node_ids.submodel_node_id(submodel_id) if parent is None else node_ids.node_id_for(submodel_id, parent)
+
+
+def _plan_element_node(
     submodel_id: str,
     id_short_path: str,
     element: model.SubmodelElement,
@@ -234,10 +296,36 @@ def _plan_element(
     states: Mapping[ElementKey, ValueState],
     bindings: Mapping[ElementKey, ElementBinding],
 ) -> list[NodeSpec]:
+    """The node of one element with its properties and value variables, without its child elements."""
     node_id = node_ids.node_id_for(submodel_id, id_short_path)
     browse_name = _last_segment(id_short_path)
     description = _preferred_text(element.description)
     nodes: list[NodeSpec] = []
+
+    def member(name: str, reference: ReferenceKind, variant_type: ua.VariantType, value: Any) -> VariableNode:
+        kind = VariableKind.PROPERTY if reference is ReferenceKind.HAS_PROPERTY else VariableKind.DATA_VARIABLE
+        return VariableNode(
+            node_ids.element_property_node_id(submodel_id, id_short_path, name),
+            node_id,
+            reference,
+            name,
+            kind,
+            variant_type,
+            _static_value(value, variant_type),
+        )
+
+    def value_variable(variant_type: ua.VariantType, value: ua.DataValue) -> VariableNode:
+        return VariableNode(
+            node_id,
+            parent_id,
+            ReferenceKind.HAS_COMPONENT,
+            browse_name,
+            VariableKind.DATA_VARIABLE,
+            variant_type,
+            value,
+            description=description,
+        )
+
     if isinstance(element, model.Property):
         key = (submodel_id, id_short_path)
         binding = bindings.get(key)
@@ -268,19 +356,34 @@ def _plan_element(
     elif isinstance(element, model.MultiLanguageProperty):
         text = _preferred_language_text(element.value)
         nodes.append(
-            VariableNode(
-                node_id,
-                parent_id,
-                ReferenceKind.HAS_COMPONENT,
-                browse_name,
-                VariableKind.DATA_VARIABLE,
+            value_variable(
                 ua.VariantType.LocalizedText,
                 ua.DataValue(ua.Variant(ua.LocalizedText(text[1], text[0]), ua.VariantType.LocalizedText)),
-                description=description,
             )
+        )
+    elif isinstance(element, model.Blob):
+        nodes.append(value_variable(ua.VariantType.ByteString, _static_value(element.value, ua.VariantType.ByteString)))
+        nodes.append(member("ContentType", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, element.content_type))
+    elif isinstance(element, model.ReferenceElement):
+        nodes.append(
+            value_variable(ua.VariantType.String, _static_value(reference_text(element.value), ua.VariantType.String))
         )
     else:
         nodes.append(ObjectNode(node_id, parent_id, ReferenceKind.HAS_COMPONENT, browse_name, description))
+        if isinstance(element, model.Range):
+            variant_type = variant_type_for(element.value_type)
+            nodes.append(member("Min", ReferenceKind.HAS_COMPONENT, variant_type, element.min))
+            nodes.append(member("Max", ReferenceKind.HAS_COMPONENT, variant_type, element.max))
+        elif isinstance(element, model.File):
+            nodes.append(member("Value", ReferenceKind.HAS_COMPONENT, ua.VariantType.String, element.value))
+            nodes.append(member("ContentType", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, element.content_type))
+        elif isinstance(element, model.RelationshipElement):
+            nodes.append(
+                member("First", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, reference_text(element.first))
+            )
+            nodes.append(
+                member("Second", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, reference_text(element.second))
+            )
     semantic_id = semantic_id_text(element.semantic_id)
     if semantic_id is not None:
         nodes.append(
@@ -292,6 +395,19 @@ def _plan_element(
             )
         )
     return nodes
+
+
+def reference_text(reference: model.Reference | None) -> str | None:
+    """A reference as text (AAS Part 1 §5.3.10.2 serialization): ``[ModelRef](Submodel)urn:x, (Property)Speed``."""
+    if reference is None:
+        return None
+    kind = "ModelRef" if isinstance(reference, model.ModelReference) else "ExternalRef"
+    keys = ", ".join(f"({_key_type_name(key.type)}){key.value}" for key in reference.key)
+    return f"[{kind}]{keys}"
+
+
+def _key_type_name(key_type: model.KeyTypes) -> str:
+    return "".join(part.capitalize() for part in key_type.name.split("_"))
 
 
 def engineering_units_information(unit: EngineeringUnit) -> ua.EUInformation:
@@ -325,7 +441,8 @@ def semantic_id_text(reference: model.Reference | None) -> str | None:
     return str(reference.key[-1].value)
 
 
-def _parent_path(id_short_path: str) -> str | None:
+def parent_path(id_short_path: str) -> str | None:
+    """The idShort path of the element's parent element; ``None`` at the top of a submodel."""
     cut = max(id_short_path.rfind("."), id_short_path.rfind("["))
     return id_short_path[:cut] if cut > 0 else None
 

@@ -1,13 +1,14 @@
 """The OPC UA projection of the twin store: an asyncua server that owns its address space, sync and writes.
 
 ``OpcUaProjection`` is an async context manager (``ARCHITECTURE.md``, house rule 4): entering it
-plans the address space from the store (:mod:`aas_server.opcua.projection`), applies the plan,
-starts the server with secure defaults (:mod:`aas_server.opcua.security`) and the value sync
-(:mod:`aas_server.opcua.sync`); client writes go through the store (:mod:`aas_server.opcua.writes`).
+projects the store into the address space (plans from :mod:`aas_server.opcua.projection`, applied
+and kept current by :mod:`aas_server.opcua.address_space`), starts the server with secure defaults
+(:mod:`aas_server.opcua.security`) and the store sync (:mod:`aas_server.opcua.sync`), which follows
+value and model changes live; client writes go through the store (:mod:`aas_server.opcua.writes`).
 Leaving it stops everything. See ``docs/opcua.md``.
 
-Left out for now: structure changes after start (``ModelChanged`` is skipped), per-session
-``UserAccessLevel`` (it equals ``AccessLevel``; the write hook enforces roles).
+Left out for now: per-session ``UserAccessLevel`` (it equals ``AccessLevel``; the write hook
+enforces roles).
 """
 
 from __future__ import annotations
@@ -17,23 +18,15 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Self
 
 from asyncua import ua
 from asyncua.server.server import Server
-from asyncua.ua.object_ids import ObjectIds
 
 from aas_server.config import OpcUaSettings
-from aas_server.opcua.projection import (
-    AddressSpacePlan,
-    ElementKey,
-    ObjectNode,
-    VariableNode,
-    plan_address_space,
-)
+from aas_server.opcua.address_space import ProjectedAddressSpace
 from aas_server.opcua.security import (
     HubUserManager,
     encoding_of,
@@ -41,8 +34,8 @@ from aas_server.opcua.security import (
     identity_token_types,
     security_policy_types,
 )
-from aas_server.opcua.sync import ValueSync
-from aas_server.opcua.writes import ProjectionAttributeService, PropertyTarget, PropertyWriter
+from aas_server.opcua.sync import StoreSync
+from aas_server.opcua.writes import ProjectionAttributeService, PropertyWriter
 from aas_server.store.bus import Subscription
 from aas_server.store.twin_store import StoreEvent, TwinStore
 
@@ -50,8 +43,6 @@ _LOG = logging.getLogger(__name__)
 
 PRODUCT_URI = "urn:aas-server"
 _PORT_ATTEMPTS = 5
-
-_NodeIdFactory = Callable[[str | None], ua.NodeId]
 
 
 class OpcUaProjection:
@@ -74,8 +65,7 @@ class OpcUaProjection:
         self._endpoint_url: str | None = None
         self._certificate_path: Path | None = None
         self._namespace_index: int | None = None
-        self._value_nodes: dict[ElementKey, tuple[ua.NodeId, ua.VariantType]] = {}
-        self._property_targets: dict[ua.NodeId, PropertyTarget] = {}
+        self._address_space: ProjectedAddressSpace | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -124,9 +114,6 @@ class OpcUaProjection:
         )
         self._certificate_path = certificate_path
         self._subscription = self._store.bus.subscribe("opcua")
-        plan = plan_address_space(
-            self._store.shells(), self._store.submodels(), dict(self._store.states()), self._store.bindings()
-        )
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = settings.port or _free_port(settings.host)
             url = f"opc.tcp://{_host_for_url(settings.host)}:{port}/"
@@ -143,9 +130,11 @@ class OpcUaProjection:
             await server.load_certificate(certificate, encoding_of(certificate))
             await server.load_private_key(private_key, None, encoding_of(private_key))
             self._namespace_index = await server.register_namespace(settings.namespace_uri)
-            await self._apply(server, plan, self._namespace_index)
+            address_space = ProjectedAddressSpace(server, self._store, self._namespace_index)
+            await address_space.build()
+            await address_space.enable_model_change_events()
             writer = PropertyWriter(
-                self._store, self._property_targets, server.iserver.aspace.__contains__, self._write_timeout
+                self._store, address_space.property_targets, server.iserver.aspace.__contains__, self._write_timeout
             )
             server.iserver.attribute_service = ProjectionAttributeService(server.iserver.aspace, writer)
             try:
@@ -156,10 +145,18 @@ class OpcUaProjection:
                 _LOG.info("OPC UA port %d was taken meanwhile; trying another", port)
                 continue
             self._server = server
+            self._address_space = address_space
             self._endpoint_url = url
             break
-        sync = ValueSync(self._subscription, self._value_nodes, self._server_write)
-        self._sync_task = asyncio.create_task(sync.run(), name="opcua-value-sync")
+        assert self._address_space is not None
+        sync = StoreSync(
+            self._subscription,
+            self._address_space.value_nodes,
+            self._server_write,
+            self._address_space.apply,
+            self._address_space.resynchronize,
+        )
+        self._sync_task = asyncio.create_task(sync.run(), name="opcua-store-sync")
         _LOG.info(
             "OPC UA server listening at %s (security policies: %s)",
             self._endpoint_url,
@@ -169,43 +166,6 @@ class OpcUaProjection:
     async def _server_write(self, node_id: ua.NodeId, value: ua.DataValue) -> None:
         assert self._server is not None
         await self._server.write_attribute_value(node_id, value)
-
-    async def _apply(self, server: Server, plan: AddressSpacePlan, namespace_index: int) -> None:
-        """Add the planned nodes in one AddNodes call, then the extra references and exact initial values."""
-        self._value_nodes.clear()
-        self._property_targets.clear()
-
-        def node_id(text: str | None) -> ua.NodeId:
-            if text is None:
-                return _node_id(ObjectIds.ObjectsFolder)
-            return _node_id(text, namespace_index)
-
-        items = [_add_nodes_item(spec, node_id, namespace_index) for spec in plan.nodes]
-        results = await server.iserver.isession.add_nodes(items)
-        for spec, result in zip(plan.nodes, results, strict=True):
-            if not result.StatusCode.is_good():
-                raise RuntimeError(f"OPC UA node {spec.node_id!r}: {result.StatusCode.name}")
-        references: list[ua.AddReferencesItem] = []
-        for extra in plan.references:
-            for is_forward in (True, False):
-                item = ua.AddReferencesItem()
-                item.SourceNodeId = node_id(extra.source_id if is_forward else extra.target_id)
-                item.TargetNodeId = node_id(extra.target_id if is_forward else extra.source_id)
-                item.ReferenceTypeId = _node_id(extra.reference.value)
-                item.IsForward = is_forward
-                item.TargetNodeClass = ua.NodeClass.Object
-                references.append(item)
-        if references:
-            for status in await server.iserver.isession.add_references(references):
-                status.check()
-        for spec in plan.nodes:
-            if isinstance(spec, VariableNode) and spec.element is not None:
-                variable_id = node_id(spec.node_id)
-                self._value_nodes[spec.element] = (variable_id, spec.variant_type)
-                self._property_targets[variable_id] = PropertyTarget(
-                    spec.element[0], spec.element[1], spec.variant_type, spec.writable
-                )
-                await server.write_attribute_value(variable_id, spec.value)
 
     async def _stop(self) -> None:
         if self._sync_task is not None:
@@ -221,50 +181,7 @@ class OpcUaProjection:
             await self._server.stop()
             self._server = None
         self._endpoint_url = None
-
-
-def _add_nodes_item(spec: ObjectNode | VariableNode, node_id: _NodeIdFactory, namespace_index: int) -> ua.AddNodesItem:
-    item = ua.AddNodesItem()
-    item.RequestedNewNodeId = node_id(spec.node_id)
-    item.ParentNodeId = node_id(spec.parent_id)
-    item.ReferenceTypeId = _node_id(spec.reference.value)
-    if isinstance(spec, ObjectNode):
-        item.BrowseName = ua.QualifiedName(spec.browse_name, namespace_index)
-        item.NodeClass = ua.NodeClass.Object
-        item.TypeDefinition = _node_id(ObjectIds.FolderType if spec.is_folder else ObjectIds.BaseObjectType)
-        object_attributes = ua.ObjectAttributes()
-        object_attributes.DisplayName = ua.LocalizedText(spec.browse_name)
-        if spec.description:
-            object_attributes.Description = ua.LocalizedText(spec.description)
-        object_attributes.EventNotifier = 0
-        object_attributes.WriteMask = 0
-        object_attributes.UserWriteMask = 0
-        item.NodeAttributes = object_attributes
-        return item
-    item.BrowseName = ua.QualifiedName(spec.browse_name, 0 if spec.standard_browse_name else namespace_index)
-    item.NodeClass = ua.NodeClass.Variable
-    item.TypeDefinition = _node_id(spec.kind.value)
-    access = ua.AccessLevel.CurrentRead.mask
-    if spec.writable:
-        access |= ua.AccessLevel.CurrentWrite.mask
-    attributes = ua.VariableAttributes()
-    attributes.DisplayName = ua.LocalizedText(spec.browse_name)
-    if spec.description:
-        attributes.Description = ua.LocalizedText(spec.description)
-    attributes.DataType = _node_id(spec.data_type if spec.data_type is not None else spec.variant_type.value)
-    attributes.Value = spec.value.Value
-    attributes.ValueRank = ua.ValueRank.Scalar
-    attributes.AccessLevel = access
-    attributes.UserAccessLevel = access
-    attributes.WriteMask = 0
-    attributes.UserWriteMask = 0
-    attributes.Historizing = False
-    item.NodeAttributes = attributes
-    return item
-
-
-def _node_id(identifier: int | str, namespace_index: int = 0) -> ua.NodeId:
-    return ua.NodeId(cast(Any, identifier), cast(Any, namespace_index))
+        self._address_space = None
 
 
 async def _stop_clock(server: Server) -> None:

@@ -1,0 +1,536 @@
+"""The projection's nodes inside a running asyncua server, kept equal to the store subtree by subtree.
+
+:class:`ProjectedAddressSpace` applies plans from :mod:`aas_server.opcua.projection` and follows the
+store's model changes (``ModelChanged``) without a restart: for a changed shell, submodel or element
+it re-plans that subtree only and compares the plan with the nodes it added before. Nodes whose
+structure is unchanged stay (so clients' monitored items survive a ``PUT`` that changes values only);
+their value and description are updated in place. Nodes whose structure changed (another node class,
+``DataType``, type definition, browse name, access level) are deleted with everything below them and
+added again with the same node ids (one DeleteNodes call, AddNodes calls of 1,000 nodes). Each change
+is announced to clients by a ``GeneralModelChangeEvent`` (OPC 10000-3 *ModelChangeEvents*; its
+``ModelChangeStructureDataType``: OPC 10000-5 §12.16) from the ``Server`` object.
+
+asyncua scans its whole address space for every node deleted with ``DeleteTargetReferences``; the
+projection knows every reference into a subtree (the parent's, and shells' ``Organizes`` links) and
+deletes those explicitly instead, so removing a subtree costs time linear in its size.
+
+Left out for now: the ``NodeVersion`` property (OPC 10000-3) and ``SemanticChangeEvent``;
+descendants of an added or deleted node are not listed in the event (the node's verb implies them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from asyncua import ua
+from asyncua.server.server import Server
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from basyx.aas import model
+
+from aas_server.errors import HubError
+from aas_server.model import paths
+from aas_server.opcua import node_ids
+from aas_server.opcua.projection import (
+    ElementKey,
+    NodeSpec,
+    ObjectNode,
+    VariableNode,
+    element_parent_node_id,
+    parent_path,
+    plan_element,
+    plan_environment_folders,
+    plan_shell,
+    plan_submodel,
+    shell_submodel_ids,
+)
+from aas_server.opcua.writes import PropertyTarget
+from aas_server.store.twin_store import (
+    ElementBinding,
+    ModelChanged,
+    ModelChangeKind,
+    TwinStore,
+    ValueState,
+)
+
+_LOG = logging.getLogger(__name__)
+
+_ADD_BATCH = 1000
+"""Nodes per AddNodes call: asyncua adds them synchronously, so a big subtree is added in slices."""
+
+_NodeIdFactory = Callable[[str | None], ua.NodeId]
+
+NODE_ADDED = ua.ModelChangeStructureVerbMask.NodeAdded.value
+NODE_DELETED = ua.ModelChangeStructureVerbMask.NodeDeleted.value
+REFERENCE_ADDED = ua.ModelChangeStructureVerbMask.ReferenceAdded.value
+REFERENCE_DELETED = ua.ModelChangeStructureVerbMask.ReferenceDeleted.value
+DATA_TYPE_CHANGED = ua.ModelChangeStructureVerbMask.DataTypeChanged.value
+
+
+@dataclass(slots=True)
+class ModelChanges:
+    """The ``Changes`` of one ``GeneralModelChangeEvent``: affected node id → (type definition, verb bits)."""
+
+    verbs: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, node_id: str, type_definition: int, verb: int) -> None:
+        known = self.verbs.get(node_id)
+        self.verbs[node_id] = (type_definition, verb | (known[1] if known else 0))
+
+    def __bool__(self) -> bool:
+        return bool(self.verbs)
+
+
+class _StoreStates(Mapping[ElementKey, ValueState]):
+    """The store's value states as a mapping, without copying them."""
+
+    def __init__(self, store: TwinStore) -> None:
+        self._store = store
+
+    def __getitem__(self, key: ElementKey) -> ValueState:
+        state = self._store.state(*key)
+        if state is None:
+            raise KeyError(key)
+        return state
+
+    def __iter__(self) -> Iterator[ElementKey]:
+        return (key for key, _ in self._store.states())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._store.states())
+
+
+class _StoreBindings(Mapping[ElementKey, ElementBinding]):
+    """The store's element bindings as a mapping, without copying them."""
+
+    def __init__(self, store: TwinStore) -> None:
+        self._store = store
+
+    def __getitem__(self, key: ElementKey) -> ElementBinding:
+        binding = self._store.binding(*key)
+        if binding is None:
+            raise KeyError(key)
+        return binding
+
+    def __iter__(self) -> Iterator[ElementKey]:
+        return iter(self._store.bindings())
+
+    def __len__(self) -> int:
+        return len(self._store.bindings())
+
+
+class ProjectedAddressSpace:
+    """The store's shells and submodels as nodes of one asyncua server, and the indexes the sync needs.
+
+    ``value_nodes`` maps each Property to its variable (for the value sync), ``property_targets`` each
+    such variable back to its Property (for client writes); both are updated in place on every change.
+    """
+
+    def __init__(self, server: Server, store: TwinStore, namespace_index: int) -> None:
+        self._server = server
+        self._session = server.iserver.isession
+        self._address_space = server.iserver.aspace
+        self._store = store
+        self._states = _StoreStates(store)
+        self._bindings = _StoreBindings(store)
+        self._namespace_index = namespace_index
+        self._specs: dict[str, NodeSpec] = {}
+        self._children: dict[str | None, dict[str, None]] = {}
+        self._wanted_links: dict[str, frozenset[str]] = {}
+        """Shell id → ids of the submodels it refers to (present in the store or not)."""
+        self._wanted_by: dict[str, set[str]] = {}
+        """Submodel id → ids of the shells referring to it."""
+        self._links: set[tuple[str, str]] = set()
+        """``(shell id, submodel id)`` pairs with an ``Organizes`` reference in the address space."""
+        self._event: Any = None
+        self._lock = asyncio.Lock()
+        self.value_nodes: dict[ElementKey, tuple[ua.NodeId, ua.VariantType]] = {}
+        self.property_targets: dict[ua.NodeId, PropertyTarget] = {}
+
+    def node_id(self, text: str | None) -> ua.NodeId:
+        """The ``NodeId`` of a planned node id (``None``: the standard ``Objects`` folder)."""
+        if text is None:
+            return _node_id(ObjectIds.ObjectsFolder)
+        return _node_id(text, self._namespace_index)
+
+    async def build(self) -> None:
+        """Add the environment folders and every shell and submodel of the store (no events)."""
+        async with self._lock:
+            await self._reconcile(node_ids.ENVIRONMENT_FOLDER, plan_environment_folders(), ModelChanges())
+            await self._reconcile_all(ModelChanges())
+
+    async def enable_model_change_events(self) -> None:
+        """From now on announce each change with a ``GeneralModelChangeEvent`` from the ``Server`` object."""
+        generator = await self._server.get_event_generator(ObjectIds.GeneralModelChangeEventType)
+        event = generator.event
+        event.data_types["Changes"] = ua.VariantType.ExtensionObject
+        self._event = generator
+
+    async def apply(self, change: ModelChanged) -> None:
+        """Make the subtree ``change`` names equal to the store's current state, and announce it."""
+        changes = ModelChanges()
+        async with self._lock:
+            if change.id_short_path is None:
+                await self._reconcile_identifiable(change.identifiable_id, changes)
+            else:
+                await self._reconcile_element(change.identifiable_id, change.id_short_path, change.kind, changes)
+        await self._report(changes, f"{change.kind.value}: {change.identifiable_id} {change.id_short_path or ''}")
+
+    async def resynchronize(self) -> None:
+        """Compare the whole projection with the store (after the change bus dropped events)."""
+        changes = ModelChanges()
+        async with self._lock:
+            await self._reconcile_all(changes)
+        await self._report(changes, "resynchronized with the store")
+
+    # --- reconciling ---------------------------------------------------------------------------
+
+    async def _reconcile_all(self, changes: ModelChanges) -> None:
+        identifiers = dict.fromkeys([shell.id for shell in self._store.shells()])
+        identifiers.update(dict.fromkeys(submodel.id for submodel in self._store.submodels()))
+        for folder in (node_ids.SHELLS_FOLDER, node_ids.SUBMODELS_FOLDER):
+            for child in self._children.get(folder, {}):
+                identifiers[child.rsplit("/", 1)[0]] = None
+        for identifier in identifiers:
+            await self._reconcile_identifiable(identifier, changes)
+
+    async def _reconcile_identifiable(self, identifier: str, changes: ModelChanges) -> None:
+        shell = _find(self._store.shell, identifier)
+        shell_node = node_ids.shell_node_id(identifier)
+        if shell is not None or shell_node in self._specs:
+            planned = plan_shell(shell) if shell is not None else []
+            await self._reconcile(shell_node, planned, changes, identifiable=True)
+            before = self._wanted_links.pop(identifier, frozenset())
+            for submodel_id in before:
+                self._wanted_by.get(submodel_id, set()).discard(identifier)
+            after = frozenset(shell_submodel_ids(shell)) if shell is not None else frozenset()
+            if after:
+                self._wanted_links[identifier] = after
+                for submodel_id in after:
+                    self._wanted_by.setdefault(submodel_id, set()).add(identifier)
+            await self._sync_links([(identifier, submodel_id) for submodel_id in before | after], changes)
+        submodel = _find(self._store.submodel, identifier)
+        submodel_node = node_ids.submodel_node_id(identifier)
+        if submodel is not None or submodel_node in self._specs:
+            planned = plan_submodel(submodel, self._states, self._bindings) if submodel is not None else []
+            await self._reconcile(submodel_node, planned, changes, identifiable=True)
+            shells = self._wanted_by.get(identifier, set())
+            await self._sync_links([(shell_id, identifier) for shell_id in shells], changes)
+
+    async def _reconcile_element(
+        self, submodel_id: str, id_short_path: str, kind: ModelChangeKind, changes: ModelChanges
+    ) -> None:
+        submodel = _find(self._store.submodel, submodel_id)
+        if submodel is None or node_ids.submodel_node_id(submodel_id) not in self._specs:
+            await self._reconcile_identifiable(submodel_id, changes)
+            return
+        target: str | None = id_short_path
+        if kind is ModelChangeKind.DELETED and id_short_path.endswith("]"):
+            target = parent_path(id_short_path)
+        while target is not None and element_parent_node_id(submodel_id, target) not in self._specs:
+            target = parent_path(target)
+        if target is None:
+            await self._reconcile_identifiable(submodel_id, changes)
+            return
+        try:
+            element: model.SubmodelElement | None = paths.resolve(submodel, target)
+        except HubError:
+            element = None
+        planned = (
+            plan_element(submodel_id, target, element, self._states, self._bindings) if element is not None else []
+        )
+        await self._reconcile(node_ids.node_id_for(submodel_id, target), planned, changes)
+
+    async def _reconcile(
+        self, root: str, planned: list[NodeSpec], changes: ModelChanges, *, identifiable: bool = False
+    ) -> None:
+        """Turn the subtree at ``root`` into ``planned`` (parents first, ``root`` first; empty: remove it)."""
+        old_ids = self._subtree(root)
+        old = set(old_ids)
+        rebuilt: set[str] = set()
+        to_add: list[NodeSpec] = []
+        in_place: list[NodeSpec] = []
+        new_ids: set[str] = set()
+        for spec in planned:
+            new_ids.add(spec.node_id)
+            previous = self._specs.get(spec.node_id) if spec.node_id in old else None
+            if previous is None or spec.parent_id in rebuilt or _structure(previous) != _structure(spec):
+                rebuilt.add(spec.node_id)
+                to_add.append(spec)
+            else:
+                in_place.append(spec)
+        removed = [node for node in old_ids if node not in new_ids or node in rebuilt]
+        removed_specs = await self._remove(removed, changes, identifiable) if removed else {}
+        for spec in to_add:
+            if spec.parent_id in rebuilt:
+                continue
+            verb = NODE_ADDED | (NODE_DELETED if spec.node_id in old else 0)
+            previous_variable = removed_specs.get(spec.node_id)
+            if (
+                isinstance(spec, VariableNode)
+                and isinstance(previous_variable, VariableNode)
+                and (previous_variable.variant_type, previous_variable.data_type) != (spec.variant_type, spec.data_type)
+            ):
+                verb |= DATA_TYPE_CHANGED
+            changes.add(spec.node_id, _type_definition(spec), verb)
+            if spec.parent_id is not None and spec.parent_id in self._specs:
+                parent = self._specs[spec.parent_id]
+                reference_verb = REFERENCE_ADDED | (REFERENCE_DELETED if spec.node_id in old else 0)
+                changes.add(spec.parent_id, _type_definition(parent), reference_verb)
+        if to_add:
+            await self._add(to_add)
+        for spec in in_place:
+            await self._update_in_place(spec)
+
+    def _subtree(self, root: str) -> list[str]:
+        if root not in self._specs:
+            return []
+        result: list[str] = []
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            result.append(node)
+            stack.extend(reversed(self._children.get(node, {})))
+        return result
+
+    async def _remove(self, removed: list[str], changes: ModelChanges, identifiable: bool) -> dict[str, NodeSpec]:
+        """Delete the nodes ``removed`` and every reference into them; return their specifications."""
+        removed_set = set(removed)
+        references: list[ua.DeleteReferencesItem] = []
+        for node in removed:
+            spec = self._specs[node]
+            if spec.parent_id in removed_set:
+                continue
+            references.append(
+                _delete_reference(self.node_id(spec.parent_id), self.node_id(node), spec.reference.value, False)
+            )
+            parent = self._specs.get(spec.parent_id) if spec.parent_id is not None else None
+            if parent is not None:
+                changes.add(parent.node_id, _type_definition(parent), REFERENCE_DELETED)
+            changes.add(node, _type_definition(spec), NODE_DELETED)
+        if identifiable:
+            for shell_id, submodel_id in list(self._links):
+                shell_node = node_ids.shell_node_id(shell_id)
+                submodel_node = node_ids.submodel_node_id(submodel_id)
+                if shell_node in removed_set or submodel_node in removed_set:
+                    references.append(
+                        _delete_reference(
+                            self.node_id(shell_node), self.node_id(submodel_node), ObjectIds.Organizes, True
+                        )
+                    )
+                    self._links.discard((shell_id, submodel_id))
+                    for node in (shell_node, submodel_node):
+                        changes.add(node, ObjectIds.BaseObjectType, REFERENCE_DELETED)
+        for status in await self._session.delete_references(references):
+            if not status.is_good():
+                _LOG.debug("OPC UA reference already gone: %s", status.name)
+        items = [ua.DeleteNodesItem(NodeId=self.node_id(node), DeleteTargetReferences=False) for node in removed]
+        await self._session.delete_nodes(ua.DeleteNodesParameters(NodesToDelete=items))
+        removed_specs: dict[str, NodeSpec] = {}
+        for node in removed:
+            spec = self._specs.pop(node)
+            removed_specs[node] = spec
+            self._children.pop(node, None)
+            siblings = self._children.get(spec.parent_id)
+            if siblings is not None:
+                siblings.pop(node, None)
+            if isinstance(spec, VariableNode) and spec.element is not None:
+                self.value_nodes.pop(spec.element, None)
+                self.property_targets.pop(self.node_id(node), None)
+        return removed_specs
+
+    async def _add(self, specs: list[NodeSpec]) -> None:
+        """Add ``specs`` (parents first) in AddNodes calls of ``_ADD_BATCH`` nodes, yielding to the loop between."""
+        results: list[ua.AddNodesResult] = []
+        for start in range(0, len(specs), _ADD_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            batch = specs[start : start + _ADD_BATCH]
+            results.extend(
+                await self._session.add_nodes(
+                    [_add_nodes_item(spec, self.node_id, self._namespace_index) for spec in batch]
+                )
+            )
+        for spec, result in zip(specs, results, strict=True):
+            if not result.StatusCode.is_good():
+                _LOG.warning("could not add the OPC UA node %r: %s", spec.node_id, result.StatusCode.name)
+                continue
+            self._specs[spec.node_id] = spec
+            self._children.setdefault(spec.parent_id, {})[spec.node_id] = None
+            if isinstance(spec, VariableNode) and spec.element is not None:
+                variable_id = self.node_id(spec.node_id)
+                self.value_nodes[spec.element] = (variable_id, spec.variant_type)
+                self.property_targets[variable_id] = PropertyTarget(
+                    spec.element[0], spec.element[1], spec.variant_type, spec.writable
+                )
+                await self._server.write_attribute_value(variable_id, spec.value)
+
+    async def _update_in_place(self, spec: NodeSpec) -> None:
+        previous = self._specs[spec.node_id]
+        node = self.node_id(spec.node_id)
+        if previous.description != spec.description:
+            await self._server.write_attribute_value(
+                node,
+                ua.DataValue(ua.Variant(ua.LocalizedText(spec.description), ua.VariantType.LocalizedText)),
+                AttributeIds.Description,
+            )
+        if isinstance(spec, VariableNode):
+            current = self._address_space.read_attribute_value(node, AttributeIds.Value)
+            if not _same_value(current, spec.value, exact=spec.element is not None):
+                await self._server.write_attribute_value(node, spec.value)
+        self._specs[spec.node_id] = spec
+
+    async def _sync_links(self, pairs: Iterable[tuple[str, str]], changes: ModelChanges) -> None:
+        """Add or delete the shell → submodel ``Organizes`` references of ``pairs`` as the store wants them."""
+        to_add: list[ua.AddReferencesItem] = []
+        to_delete: list[ua.DeleteReferencesItem] = []
+        for shell_id, submodel_id in pairs:
+            shell_node = node_ids.shell_node_id(shell_id)
+            submodel_node = node_ids.submodel_node_id(submodel_id)
+            wanted = (
+                submodel_id in self._wanted_links.get(shell_id, ())
+                and shell_node in self._specs
+                and submodel_node in self._specs
+            )
+            present = (shell_id, submodel_id) in self._links
+            if wanted and not present:
+                for is_forward in (True, False):
+                    item = ua.AddReferencesItem()
+                    item.SourceNodeId = self.node_id(shell_node if is_forward else submodel_node)
+                    item.TargetNodeId = self.node_id(submodel_node if is_forward else shell_node)
+                    item.ReferenceTypeId = _node_id(ObjectIds.Organizes)
+                    item.IsForward = is_forward
+                    item.TargetNodeClass = ua.NodeClass.Object
+                    to_add.append(item)
+                self._links.add((shell_id, submodel_id))
+                verb = REFERENCE_ADDED
+            elif present and not wanted:
+                to_delete.append(
+                    _delete_reference(self.node_id(shell_node), self.node_id(submodel_node), ObjectIds.Organizes, True)
+                )
+                self._links.discard((shell_id, submodel_id))
+                verb = REFERENCE_DELETED
+            else:
+                continue
+            for node in (shell_node, submodel_node):
+                changes.add(node, ObjectIds.BaseObjectType, verb)
+        if to_add:
+            for status in await self._session.add_references(to_add):
+                status.check()
+        if to_delete:
+            await self._session.delete_references(to_delete)
+
+    async def _report(self, changes: ModelChanges, message: str) -> None:
+        if self._event is None or not changes:
+            return
+        self._event.event.Changes = [
+            ua.ModelChangeStructureDataType(
+                Affected=self.node_id(node),
+                AffectedType=_node_id(type_definition),
+                Verb=cast(ua.Byte, verb),
+            )
+            for node, (type_definition, verb) in changes.verbs.items()
+        ]
+        await self._event.trigger(message=message)
+
+
+def _find(lookup: Callable[[str], Any], identifier: str) -> Any:
+    try:
+        return lookup(identifier)
+    except HubError:
+        return None
+
+
+def _structure(spec: NodeSpec) -> tuple[Any, ...]:
+    """What cannot change without deleting and adding the node again (all but value and description)."""
+    if isinstance(spec, ObjectNode):
+        return ("object", spec.parent_id, spec.reference, spec.browse_name, spec.is_folder)
+    return (
+        "variable",
+        spec.parent_id,
+        spec.reference,
+        spec.browse_name,
+        spec.kind,
+        spec.variant_type,
+        spec.data_type,
+        spec.writable,
+        spec.standard_browse_name,
+        spec.element,
+    )
+
+
+def _type_definition(spec: NodeSpec) -> int:
+    if isinstance(spec, ObjectNode):
+        return ObjectIds.FolderType if spec.is_folder else ObjectIds.BaseObjectType
+    return int(spec.kind.value)
+
+
+def _same_value(current: ua.DataValue, planned: ua.DataValue, *, exact: bool) -> bool:
+    """Whether a node already holds ``planned`` (``exact``: status code and source time too)."""
+    if current.Value != planned.Value:
+        return False
+    if not exact:
+        return True
+    return _status_value(current) == _status_value(planned) and current.SourceTimestamp == planned.SourceTimestamp
+
+
+def _status_value(data_value: ua.DataValue) -> int:
+    return 0 if data_value.StatusCode is None else int(data_value.StatusCode.value)
+
+
+def _delete_reference(
+    source: ua.NodeId, target: ua.NodeId, reference_type: int, bidirectional: bool
+) -> ua.DeleteReferencesItem:
+    item = ua.DeleteReferencesItem()
+    item.SourceNodeId = source
+    item.TargetNodeId = target
+    item.ReferenceTypeId = _node_id(reference_type)
+    item.IsForward = True
+    item.DeleteBidirectional = bidirectional
+    return item
+
+
+def _add_nodes_item(spec: NodeSpec, node_id: _NodeIdFactory, namespace_index: int) -> ua.AddNodesItem:
+    item = ua.AddNodesItem()
+    item.RequestedNewNodeId = node_id(spec.node_id)
+    item.ParentNodeId = node_id(spec.parent_id)
+    item.ReferenceTypeId = _node_id(spec.reference.value)
+    if isinstance(spec, ObjectNode):
+        item.BrowseName = ua.QualifiedName(spec.browse_name, namespace_index)
+        item.NodeClass = ua.NodeClass.Object
+        item.TypeDefinition = _node_id(ObjectIds.FolderType if spec.is_folder else ObjectIds.BaseObjectType)
+        object_attributes = ua.ObjectAttributes()
+        object_attributes.DisplayName = ua.LocalizedText(spec.browse_name)
+        object_attributes.Description = ua.LocalizedText(spec.description)
+        object_attributes.EventNotifier = 0
+        object_attributes.WriteMask = 0
+        object_attributes.UserWriteMask = 0
+        item.NodeAttributes = object_attributes
+        return item
+    item.BrowseName = ua.QualifiedName(spec.browse_name, 0 if spec.standard_browse_name else namespace_index)
+    item.NodeClass = ua.NodeClass.Variable
+    item.TypeDefinition = _node_id(spec.kind.value)
+    access = ua.AccessLevel.CurrentRead.mask
+    if spec.writable:
+        access |= ua.AccessLevel.CurrentWrite.mask
+    attributes = ua.VariableAttributes()
+    attributes.DisplayName = ua.LocalizedText(spec.browse_name)
+    attributes.Description = ua.LocalizedText(spec.description)
+    attributes.DataType = _node_id(spec.data_type if spec.data_type is not None else spec.variant_type.value)
+    attributes.Value = spec.value.Value
+    attributes.ValueRank = ua.ValueRank.Scalar
+    attributes.AccessLevel = access
+    attributes.UserAccessLevel = access
+    attributes.WriteMask = 0
+    attributes.UserWriteMask = 0
+    attributes.Historizing = False
+    item.NodeAttributes = attributes
+    return item
+
+
+def _node_id(identifier: int | str, namespace_index: int = 0) -> ua.NodeId:
+    return ua.NodeId(cast(Any, identifier), cast(Any, namespace_index))
