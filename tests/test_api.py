@@ -483,9 +483,10 @@ async def test_patch_read_only_binding_is_403(client: Client) -> None:
     assert await get_json(client, sm("/submodel-elements/Counter/$value")) == 7
 
 
-async def test_patch_non_property_is_403(client: Client) -> None:
+async def test_patch_range_value_replaces_the_range(client: Client) -> None:
     response = await client.patch(sm("/submodel-elements/Limits/$value"), data=b'{"min": 1, "max": 2}')
-    await assert_result(response, 403, "NotWritable")
+    assert response.status == 204, await response.text()
+    assert await get_json(client, sm("/submodel-elements/Limits/$value")) == {"min": 1.0, "max": 2.0}
 
 
 async def test_device_refusal_is_502_and_keeps_value(client: Client) -> None:

@@ -1,23 +1,41 @@
-"""The AAS HTTP/REST API application (IDTA-01002 Part 2), built over a ``TwinStore``.
+"""The AAS HTTP/REST API application (IDTA-01002 Part 2, release 3.1.2), built over a ``TwinStore``.
 
 ``create_app(store)`` returns an aiohttp application serving the same routes under each of
-``API_PREFIXES`` (``/api/v3.0`` and ``/api/v3.1``). One module per Part 2 interface contributes a
-``routes`` table; ``api/errors.py`` maps every error to a ``Result`` body in one place. What is
-served and what is left for the full Part 2 is listed in ``docs/rest.md``.
+``API_PREFIXES`` (``/api/v3.0`` and ``/api/v3.1``): the AAS Repository and AAS interfaces
+(``shells.py``), the Submodel Repository and Submodel interfaces (``submodels.py``,
+``submodel_elements.py``; the Submodel interface mounted a second time under
+``/shells/{aasIdentifier}/submodels/{submodelIdentifier}``), the Concept Description Repository
+(``concept_descriptions.py``), the AASX File Server and ``/serialization`` (``file_server.py``) and
+``/description``. Routing is a segment trie per base path (``routing.py``); ``api/errors.py`` maps
+every error to a ``Result`` body in one place. ``docs/rest.md`` lists routes, codes and gaps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from aas_server.api import concept_descriptions, description, shells, submodels
-from aas_server.api.context import CATALOG_KEY, STORE_KEY
+from aas_server.api import concept_descriptions, description, file_server, shells, submodel_elements, submodels
+from aas_server.api.attachments import AttachmentStore, MemoryAttachmentStore
+from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
+from aas_server.api.context import (
+    ATTACHMENTS_KEY,
+    CACHE_KEY,
+    CATALOG_KEY,
+    MAX_BODY_KEY,
+    OPERATIONS_KEY,
+    PACKAGES_KEY,
+    RUNS_KEY,
+    STORE_KEY,
+)
 from aas_server.api.cors import cors_middleware
 from aas_server.api.errors import error_middleware
+from aas_server.api.operations import OperationRegistry, OperationRuns
+from aas_server.api.packages import MemoryPackageStore, PackageStore
 from aas_server.api.paging import Catalog
+from aas_server.api.routing import ApiResource, RouteTable
 from aas_server.store.twin_store import TwinStore
 
 API_PREFIXES: tuple[str, ...] = ("/api/v3.0", "/api/v3.1")
@@ -26,12 +44,20 @@ API_PREFIXES: tuple[str, ...] = ("/api/v3.0", "/api/v3.1")
 DEFAULT_CLIENT_MAX_SIZE = 10 * 1024 * 1024
 """Largest accepted request body in bytes; bigger bodies are answered with ``413``."""
 
-ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
+SUBMODEL_BASES: tuple[str, ...] = (
+    "/submodels/{submodelIdentifier}",
+    "/shells/{aasIdentifier}/submodels/{submodelIdentifier}",
+)
+"""Where the Submodel interface is mounted: in the repository and under each shell."""
+
+TOP_LEVEL_TABLES: tuple[RouteTable, ...] = (
     shells.routes,
-    submodels.routes,
+    submodels.repository,
     concept_descriptions.routes,
+    file_server.routes,
     description.routes,
 )
+SUBMODEL_TABLES: tuple[RouteTable, ...] = (submodels.interface, submodel_elements.routes)
 
 
 def create_app(
@@ -40,12 +66,19 @@ def create_app(
     middlewares: Sequence[Middleware] = (),
     client_max_size: int = DEFAULT_CLIENT_MAX_SIZE,
     cors_origins: Collection[str] = (),
+    attachments: AttachmentStore | None = None,
+    packages: PackageStore | None = None,
+    operations: OperationRegistry | None = None,
+    cache_entries: int = DEFAULT_MAX_ENTRIES,
 ) -> web.Application:
     """The REST application over ``store``.
 
     ``middlewares`` (for example authentication) run inside the error middleware, so the errors
     they raise (``AccessDeniedError``) are answered as ``Result`` bodies too. ``cors_origins``
     (empty: CORS off; ``"*"``: any origin) enables browser access from other origins.
+    ``attachments`` and ``packages`` keep file contents and AASX packages (in memory unless the
+    hub passes durable ones); ``operations`` holds the implementations of Operation elements;
+    ``cache_entries`` bounds the response cache (0 disables it).
     """
     chain: list[Middleware] = [error_middleware, *middlewares]
     if cors_origins:
@@ -53,9 +86,26 @@ def create_app(
     app = web.Application(middlewares=chain, client_max_size=client_max_size)
     app[STORE_KEY] = store
     app[CATALOG_KEY] = Catalog(store)
+    app[CACHE_KEY] = ResponseCache(max_entries=cache_entries)
+    app[ATTACHMENTS_KEY] = attachments if attachments is not None else MemoryAttachmentStore()
+    app[PACKAGES_KEY] = packages if packages is not None else MemoryPackageStore()
+    app[OPERATIONS_KEY] = operations if operations is not None else OperationRegistry()
+    app[RUNS_KEY] = OperationRuns()
+    app[MAX_BODY_KEY] = client_max_size
     for prefix in API_PREFIXES:
-        for table in ROUTE_TABLES:
+        resource = ApiResource(prefix)
+        for table in TOP_LEVEL_TABLES:
             for route in table:
-                assert isinstance(route, web.RouteDef)
-                web.RouteDef(route.method, prefix + route.path, route.handler, route.kwargs).register(app.router)
+                resource.add(route.method, route.path, route.handler)
+        for base in SUBMODEL_BASES:
+            for table in SUBMODEL_TABLES:
+                for route in table:
+                    resource.add(route.method, base + route.path, route.handler)
+        app.router.register_resource(resource)
+    app.cleanup_ctx.append(_operation_runs)
     return app
+
+
+async def _operation_runs(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[RUNS_KEY].close()

@@ -1,9 +1,8 @@
-"""Concept Description Repository API, read subset (IDTA-01002 Part 2, 10.4 and 11.x).
+"""Concept Description Repository API (IDTA-01002 Part 2, 10.4 and 11.x).
 
 Served: ``GET /concept-descriptions`` (filters ``idShort``, ``isCaseOf``, ``dataSpecificationRef``;
-``limit``, ``cursor``) and ``GET /concept-descriptions/{cdIdentifier}``.
-
-Left out (issue: full Part 2): POST/PUT/DELETE of concept descriptions.
+``limit``, ``cursor``), ``POST /concept-descriptions``, and ``GET/PUT/DELETE
+/concept-descriptions/{cdIdentifier}``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,21 @@ from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api.context import catalog_of, store_of
+from aas_server.api.deserialization import decode_model
 from aas_server.api.paging import FilterKey, parse_page_request
-from aas_server.api.serialization import decode_identifier, json_response, to_json_object
-from aas_server.errors import InvalidRequestError
+from aas_server.api.resources import cached_body, collection_location, created, no_content, note_change
+from aas_server.api.routing import RouteTable
+from aas_server.api.serialization import (
+    accept_json,
+    bytes_response,
+    decode_identifier,
+    dumps,
+    read_json_body,
+    to_json_object,
+)
+from aas_server.errors import InvalidRequestError, NotFoundError
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 
 
 def parse_reference(encoded: str, name: str) -> tuple[str, ...]:
@@ -54,9 +63,24 @@ def _matches_all(
     return lambda concept_description: all(test(concept_description) for test in tests)
 
 
+def concept_description_body(request: web.Request, identifier: str) -> bytes:
+    store = store_of(request)
+    return cached_body(
+        request,
+        identifier,
+        ("concept-description",),
+        lambda: dumps(to_json_object(store.concept_description(identifier))),
+    )
+
+
+def _identifier(request: web.Request) -> str:
+    return decode_identifier(request.match_info["cdIdentifier"], "cdIdentifier")
+
+
 @routes.get("/concept-descriptions")
 async def get_all_concept_descriptions(request: web.Request) -> web.Response:
     """GetAllConceptDescriptions (ByIdShort/ByIsCaseOf/ByDataSpecificationReference), paged."""
+    accept_json(request)
     page_request = parse_page_request(request.query)
     keys: list[FilterKey] = []
     id_short = request.query.get("idShort")
@@ -77,11 +101,58 @@ async def get_all_concept_descriptions(request: web.Request) -> web.Response:
             )
         )
     page = catalog_of(request).concept_descriptions().page(page_request, keys, _matches_all(tests))
-    return json_response(page.to_json(to_json_object))
+    return bytes_response(page.to_bytes(lambda cd: concept_description_body(request, cd.id)))
+
+
+@routes.post("/concept-descriptions")
+async def post_concept_description(request: web.Request) -> web.Response:
+    """PostConceptDescription: ``201`` with ``Location``; ``409`` if the id exists."""
+    accept_json(request)
+    concept_description = decode_model(await read_json_body(request), model.ConceptDescription, "ConceptDescription")
+    await store_of(request).create(concept_description)
+    note_change(request, concept_description.id, concept_description)
+    return created(
+        request,
+        concept_description_body(request, concept_description.id),
+        collection_location(request, concept_description.id),
+    )
 
 
 @routes.get("/concept-descriptions/{cdIdentifier}")
 async def get_concept_description(request: web.Request) -> web.Response:
     """GetConceptDescriptionById."""
-    concept_description_id = decode_identifier(request.match_info["cdIdentifier"], "cdIdentifier")
-    return json_response(to_json_object(store_of(request).concept_description(concept_description_id)))
+    accept_json(request)
+    return bytes_response(concept_description_body(request, _identifier(request)))
+
+
+@routes.put("/concept-descriptions/{cdIdentifier}")
+async def put_concept_description(request: web.Request) -> web.Response:
+    """PutConceptDescriptionById: replace (``204``) or create (``201``); the body's id must match."""
+    accept_json(request)
+    identifier = _identifier(request)
+    concept_description = decode_model(await read_json_body(request), model.ConceptDescription, "ConceptDescription")
+    if concept_description.id != identifier:
+        raise InvalidRequestError(
+            f"the id in the body ({concept_description.id!r}) differs from the path's ({identifier!r})"
+        )
+    store = store_of(request)
+    try:
+        store.concept_description(identifier)
+    except NotFoundError:
+        await store.create(concept_description)
+        note_change(request, identifier, concept_description)
+        return created(request, concept_description_body(request, identifier), request.path)
+    await store.replace(concept_description)
+    note_change(request, identifier, concept_description)
+    return no_content()
+
+
+@routes.delete("/concept-descriptions/{cdIdentifier}")
+async def delete_concept_description(request: web.Request) -> web.Response:
+    """DeleteConceptDescriptionById."""
+    store = store_of(request)
+    identifier = _identifier(request)
+    store.concept_description(identifier)
+    await store.delete(identifier)
+    note_change(request, identifier, None)
+    return no_content()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aas_server.api.attachments import AttachmentStore
+from aas_server.api.cache import ResponseCache
+from aas_server.api.operations import OperationRegistry, OperationRuns
+from aas_server.api.packages import PackageStore
 from aas_server.api.paging import Catalog
 from aas_server.store.twin_store import TwinStore
 
@@ -12,6 +16,24 @@ STORE_KEY: web.AppKey[TwinStore] = web.AppKey("store", TwinStore)
 
 CATALOG_KEY: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)
 """Ordered indexes over the store's identifiables, for cursor paging and filters."""
+
+CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("cache", ResponseCache)
+"""Serialised response bodies keyed by content version."""
+
+ATTACHMENTS_KEY: web.AppKey[AttachmentStore] = web.AppKey("attachments")
+"""File contents of File elements and thumbnails, by their path in the package (``/aasx/...``)."""
+
+PACKAGES_KEY: web.AppKey[PackageStore] = web.AppKey("packages")
+"""AASX packages kept by the AASX File Server interface."""
+
+OPERATIONS_KEY: web.AppKey[OperationRegistry] = web.AppKey("operations", OperationRegistry)
+"""Implementations of Operation elements."""
+
+MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body", int)
+"""Largest accepted request body in bytes (uploads included)."""
+
+RUNS_KEY: web.AppKey[OperationRuns] = web.AppKey("operation_runs", OperationRuns)
+"""Asynchronous operation invocations and their results."""
 
 
 def store_of(request: web.Request) -> TwinStore:
@@ -22,3 +44,18 @@ def store_of(request: web.Request) -> TwinStore:
 def catalog_of(request: web.Request) -> Catalog:
     """The paging catalog of the application serving ``request``."""
     return request.app[CATALOG_KEY]
+
+
+def cache_of(request: web.Request) -> ResponseCache:
+    """The response cache of the application serving ``request``."""
+    return request.app[CACHE_KEY]
+
+
+def attachments_of(request: web.Request) -> AttachmentStore:
+    """The attachment store of the application serving ``request``."""
+    return request.app[ATTACHMENTS_KEY]
+
+
+def packages_of(request: web.Request) -> PackageStore:
+    """The AASX package store of the application serving ``request``."""
+    return request.app[PACKAGES_KEY]

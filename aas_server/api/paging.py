@@ -2,11 +2,12 @@
 
 Every list response is ``{"paging_metadata": {"cursor": ...}, "result": [...]}``; ``cursor`` appears
 only when more items follow. A cursor is opaque to clients; here it is the base64url of the last
-returned item's key, so a page costs O(log n + page size), not a scan of the repository:
+returned item's position and key, so a page costs O(log n + page size), not a scan of the repository:
 
 - identifiables are held in an ``IdentifiableIndex``: insertion order, a position map by id, and
-  posting lists (sorted positions) per filter key (idShort, asset id, semantic id). The ``Catalog``
-  rebuilds an index only when ``TwinStore.version`` changes, i.e. once per model change.
+  posting lists (sorted positions) per filter key (idShort, asset id, semantic id). The API's own
+  creates, replaces and deletes update the indexes in place (``Catalog.changed``; a delete leaves a
+  hole, so older cursors stay valid); other changes of ``TwinStore.version`` rebuild them once.
 - a submodel's elements are paged by position inside the submodel (``islice`` on its namespace).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
@@ -69,6 +70,13 @@ class Page(Generic[ItemT]):
             paging_metadata["cursor"] = encode_identifier(self.next_cursor)
         return {"paging_metadata": paging_metadata, "result": [serialize(item) for item in self.items]}
 
+    def to_bytes(self, item_bytes: Callable[[ItemT], bytes]) -> bytes:
+        """The ``PagedResult`` body spliced from each item's (cached) JSON bytes."""
+        metadata = (
+            b"{}" if self.next_cursor is None else b'{"cursor":"' + encode_identifier(self.next_cursor).encode() + b'"}'
+        )
+        return b'{"paging_metadata":' + metadata + b',"result":[' + b",".join(map(item_bytes, self.items)) + b"]}"
+
 
 def take_page(candidates: Iterator[ItemT], limit: int | None, cursor_of: Callable[[ItemT], str]) -> Page[ItemT]:
     """Take up to ``limit`` items from ``candidates``; set a cursor when at least one more follows."""
@@ -80,23 +88,77 @@ def take_page(candidates: Iterator[ItemT], limit: int | None, cursor_of: Callabl
     return Page(items)
 
 
-@dataclass(slots=True)
 class IdentifiableIndex(Generic[IdentifiableT]):
-    """Identifiables in insertion order with a position map and per-key posting lists."""
+    """Identifiables in insertion order with a position map and per-key posting lists.
 
-    items: list[IdentifiableT]
-    keys_of: Callable[[IdentifiableT], Iterable[FilterKey]]
-    _positions: dict[str, int] = field(default_factory=dict)
-    _postings: dict[FilterKey, list[int]] = field(default_factory=dict)
-    _item_keys: list[frozenset[FilterKey]] = field(default_factory=list)
+    Kept up to date incrementally by the API's own changes (``append``, ``replace``, ``remove``);
+    a removed item leaves a hole so that positions, and with them the cursors already handed out,
+    stay valid. A cursor is ``"<position>:<id>"`` of the last item returned.
+    """
 
-    def __post_init__(self) -> None:
-        for position, item in enumerate(self.items):
-            self._positions[item.id] = position
-            keys = frozenset(self.keys_of(item))
-            self._item_keys.append(keys)
-            for key in keys:
-                self._postings.setdefault(key, []).append(position)
+    def __init__(self, items: Iterable[IdentifiableT], keys_of: Callable[[IdentifiableT], Iterable[FilterKey]]) -> None:
+        self.keys_of = keys_of
+        self.items: list[IdentifiableT | None] = []
+        self._positions: dict[str, int] = {}
+        self._postings: dict[FilterKey, list[int]] = {}
+        self._item_keys: list[frozenset[FilterKey]] = []
+        self.holes = 0
+        for item in items:
+            self.append(item)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def append(self, item: IdentifiableT) -> None:
+        position = len(self.items)
+        self.items.append(item)
+        self._positions[item.id] = position
+        keys = frozenset(self.keys_of(item))
+        self._item_keys.append(keys)
+        for key in keys:
+            self._postings.setdefault(key, []).append(position)
+
+    def _unpost(self, position: int) -> None:
+        for key in self._item_keys[position]:
+            postings = self._postings[key]
+            del postings[bisect.bisect_left(postings, position)]
+            if not postings:
+                del self._postings[key]
+        self._item_keys[position] = frozenset()
+
+    def replace(self, item: IdentifiableT) -> None:
+        """Put ``item`` at the position of the item with its id (keys recomputed)."""
+        position = self._positions[item.id]
+        self._unpost(position)
+        self.items[position] = item
+        keys = frozenset(self.keys_of(item))
+        self._item_keys[position] = keys
+        for key in keys:
+            bisect.insort(self._postings.setdefault(key, []), position)
+
+    def remove(self, identifier: str) -> None:
+        position = self._positions.pop(identifier)
+        self._unpost(position)
+        self.items[position] = None
+        self.holes += 1
+
+    def __contains__(self, identifier: object) -> bool:
+        return identifier in self._positions
+
+    def _start(self, cursor: str) -> int:
+        head, separator, identifier = cursor.partition(":")
+        if separator and head.isdigit():
+            position = int(head)
+            if position < len(self.items):
+                item = self.items[position]
+                if item is None or item.id == identifier:
+                    return position + 1
+        else:
+            identifier = cursor
+        found = self._positions.get(identifier)
+        if found is None:
+            raise InvalidRequestError("the cursor does not name a position in this listing")
+        return found + 1
 
     def page(
         self,
@@ -105,12 +167,7 @@ class IdentifiableIndex(Generic[IdentifiableT]):
         predicate: Callable[[IdentifiableT], bool] | None = None,
     ) -> Page[IdentifiableT]:
         """The page after ``request.cursor`` of items having every key in ``keys`` and passing ``predicate``."""
-        start = 0
-        if request.cursor is not None:
-            try:
-                start = self._positions[request.cursor] + 1
-            except KeyError:
-                raise InvalidRequestError("the cursor does not name a position in this listing") from None
+        start = 0 if request.cursor is None else self._start(request.cursor)
         positions: Iterable[int]
         if keys:
             postings = min((self._postings.get(key, []) for key in keys), key=len)
@@ -118,15 +175,17 @@ class IdentifiableIndex(Generic[IdentifiableT]):
         else:
             positions = range(start, len(self.items))
         wanted = frozenset(keys)
+        items = self.items
+        item_keys = self._item_keys
 
-        def candidates() -> Iterator[IdentifiableT]:
+        def candidates() -> Iterator[tuple[int, IdentifiableT]]:
             for position in positions:
-                if wanted <= self._item_keys[position]:
-                    item = self.items[position]
-                    if predicate is None or predicate(item):
-                        yield item
+                item = items[position]
+                if item is not None and wanted <= item_keys[position] and (predicate is None or predicate(item)):
+                    yield position, item
 
-        return take_page(candidates(), request.limit, lambda item: str(item.id))
+        page = take_page(candidates(), request.limit, lambda entry: f"{entry[0]}:{entry[1].id}")
+        return Page([item for _, item in page.items], page.next_cursor)
 
 
 def shell_keys(shell: model.AssetAdministrationShell) -> Iterator[FilterKey]:
@@ -156,34 +215,71 @@ def concept_description_keys(concept_description: model.ConceptDescription) -> I
 
 
 class Catalog:
-    """Indexes over a store's shells, submodels and concept descriptions, rebuilt per store version."""
+    """Indexes over a store's shells, submodels and concept descriptions.
+
+    Rebuilt from the store when ``TwinStore.version`` moved on by changes the catalog was not told
+    about; the API's own creates, replaces and deletes are applied incrementally (``changed``), so
+    a write does not make the next page cost O(repository).
+    """
 
     def __init__(self, store: TwinStore) -> None:
         self._store = store
-        self._cache: dict[str, tuple[int, Any]] = {}
+        self._version = -1
+        self._shells: IdentifiableIndex[model.AssetAdministrationShell] = IdentifiableIndex([], shell_keys)
+        self._submodels: IdentifiableIndex[model.Submodel] = IdentifiableIndex([], submodel_keys)
+        self._concept_descriptions: IdentifiableIndex[model.ConceptDescription] = IdentifiableIndex(
+            [], concept_description_keys
+        )
 
-    def _index(
-        self,
-        name: str,
-        load: Callable[[], list[IdentifiableT]],
-        keys_of: Callable[[IdentifiableT], Iterable[FilterKey]],
-    ) -> IdentifiableIndex[IdentifiableT]:
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] == self._store.version:
-            index: IdentifiableIndex[IdentifiableT] = cached[1]
-            return index
-        index = IdentifiableIndex(load(), keys_of)
-        self._cache[name] = (self._store.version, index)
-        return index
+    def _sync(self) -> None:
+        if self._version == self._store.version:
+            return
+        self._shells = IdentifiableIndex(self._store.shells(), shell_keys)
+        self._submodels = IdentifiableIndex(self._store.submodels(), submodel_keys)
+        self._concept_descriptions = IdentifiableIndex(self._store.concept_descriptions(), concept_description_keys)
+        self._version = self._store.version
+
+    def _index_for(self, identifiable: model.Identifiable) -> IdentifiableIndex[Any]:
+        if isinstance(identifiable, model.AssetAdministrationShell):
+            return self._shells
+        if isinstance(identifiable, model.Submodel):
+            return self._submodels
+        return self._concept_descriptions
+
+    def changed(self, identifier: str, identifiable: model.Identifiable | None) -> None:
+        """Note that the API just created/replaced (``identifiable``) or deleted (``None``) ``identifier``.
+
+        Applied in place when it is the only change since the catalog last matched the store;
+        otherwise the next access rebuilds.
+        """
+        if self._version + 1 != self._store.version:
+            return
+        self._version = self._store.version
+        indexes: tuple[IdentifiableIndex[Any], ...] = (self._shells, self._submodels, self._concept_descriptions)
+        if identifiable is None:
+            for index in indexes:
+                if identifier in index:
+                    index.remove(identifier)
+                    if index.holes > max(1024, len(index)):
+                        self._version = -1
+            return
+        index = self._index_for(identifiable)
+        if identifier in index:
+            index.replace(identifiable)
+        else:
+            index.append(identifiable)
 
     def shells(self) -> IdentifiableIndex[model.AssetAdministrationShell]:
-        return self._index("shells", self._store.shells, shell_keys)
+        self._sync()
+        return self._shells
 
     def submodels(self) -> IdentifiableIndex[model.Submodel]:
-        return self._index("submodels", self._store.submodels, submodel_keys)
+        self._sync()
+        return self._submodels
 
     def concept_descriptions(self) -> IdentifiableIndex[model.ConceptDescription]:
-        return self._index("concept_descriptions", self._store.concept_descriptions, concept_description_keys)
+        self._sync()
+        return self._concept_descriptions
 
 
 def page_sorted(items: Iterable[ItemT], request: PageRequest, sort_key: Callable[[ItemT], str]) -> Page[ItemT]:

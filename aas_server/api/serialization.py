@@ -8,8 +8,8 @@
   (``withoutBlobValue`` by default, ``withBlobValue``); content ``$metadata`` and ``$value``
   (ValueOnly, Part 2, 11.4.3).
 
-Left out: ``$reference`` and ``$path`` content, ``extent`` on ValueOnly File attachments, the
-ValueOnly form of Operation and Capability (they have none and are skipped).
+Also here: request body parsing with the ``415`` check, ``Accept`` negotiation (``406``), and the
+plain JSON form PATCH merges into. Operation and Capability have no ValueOnly form (skipped).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from basyx.aas import model
 from basyx.aas.adapter.json import AASToJsonEncoder
 
@@ -42,6 +43,7 @@ def encode_identifier(identifier: str) -> str:
     return base64.urlsafe_b64encode(identifier.encode()).decode("ascii").rstrip("=")
 
 
+@functools.lru_cache(maxsize=8192)
 def decode_identifier(text: str, what: str = "identifier") -> str:
     """Decode a base64url identifier (padding optional); ``InvalidRequestError`` if it is not one."""
     if not text or not _BASE64URL.fullmatch(text):
@@ -77,14 +79,26 @@ class Extent(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Modifiers:
-    """The serialization modifiers of one request."""
+    """The serialization modifiers of one request.
+
+    ``key`` is a short string naming the combination, for cache keys (a string hashes once; the
+    dataclass and its enums would hash in Python on every lookup).
+    """
 
     level: Level = Level.DEEP
     extent: Extent = Extent.WITHOUT_BLOB_VALUE
+    key: str = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.level.value}/{self.extent.value}")
 
     @property
     def with_blob_value(self) -> bool:
         return self.extent is Extent.WITH_BLOB_VALUE
+
+
+DEFAULT_MODIFIERS = Modifiers()
+_MODIFIERS = {(level.value, extent.value): Modifiers(level, extent) for level in Level for extent in Extent}
 
 
 def _enum_parameter(query: Mapping[str, str], name: str, kind: type[enum.Enum], default: Any) -> Any:
@@ -100,17 +114,22 @@ def _enum_parameter(query: Mapping[str, str], name: str, kind: type[enum.Enum], 
 
 def parse_modifiers(query: Mapping[str, str]) -> Modifiers:
     """Read ``level`` and ``extent`` from a query; ``InvalidRequestError`` for unknown values."""
-    return Modifiers(
-        _enum_parameter(query, "level", Level, Level.DEEP),
-        _enum_parameter(query, "extent", Extent, Extent.WITHOUT_BLOB_VALUE),
-    )
+    if not query:
+        return DEFAULT_MODIFIERS
+    level: Level = _enum_parameter(query, "level", Level, Level.DEEP)
+    extent: Extent = _enum_parameter(query, "extent", Extent, Extent.WITHOUT_BLOB_VALUE)
+    return _MODIFIERS[(level.value, extent.value)]
 
 
 # --- normal (Part 1 JSON) form ----------------------------------------------------------------
 
 
 class _Encoder(AASToJsonEncoder):
-    """``AASToJsonEncoder`` with its type dispatch cached per class and Blob values optional."""
+    """``AASToJsonEncoder`` with its type dispatch cached per class and Blob values optional.
+
+    Empty lists are left out: every array of the Part 1 JSON schema has ``minItems: 1`` (basyx
+    writes ``specificAssetIds: []`` for an Entity without them, for example).
+    """
 
     _serializers: ClassVar[dict[type, Callable[[Any], object]]] = {}
 
@@ -128,8 +147,12 @@ class _Encoder(AASToJsonEncoder):
             else:
                 return super().default(obj)
         data = serializer(obj)
-        if not self.with_blob_value and isinstance(obj, model.Blob) and isinstance(data, dict):
-            data.pop("value", None)
+        if isinstance(data, dict):
+            empty = [key for key, value in data.items() if type(value) is list and not value]
+            for key in empty:
+                del data[key]
+            if not self.with_blob_value and isinstance(obj, model.Blob):
+                data.pop("value", None)
         return data
 
 
@@ -184,7 +207,7 @@ def json_response(
 
 # --- $metadata (Part 2, 11.4.2) -----------------------------------------------------------------
 
-_METADATA_KEYS = frozenset(
+METADATA_KEYS = frozenset(
     {
         # Referable, HasExtensions, HasDataSpecification, HasSemantics, Qualifiable, HasKind
         "extensions", "category", "idShort", "displayName", "description", "modelType",
@@ -197,6 +220,8 @@ _METADATA_KEYS = frozenset(
         "orderRelevant", "semanticIdListElement", "typeValueListElement", "valueTypeListElement",
         # BasicEventElementMetadata
         "direction", "state", "messageTopic", "messageBroker", "lastUpdate", "minInterval", "maxInterval",
+        # mandatory attributes the IDTA engines require in every form (File/Blob, Entity, relationships, events)
+        "contentType", "entityType", "globalAssetId", "specificAssetIds", "first", "second", "observed",
     }
 )  # fmt: skip
 
@@ -205,7 +230,7 @@ def metadata(obj: model.Submodel | model.SubmodelElement) -> dict[str, Any]:
     """The ``$metadata`` form: the object's attributes without its value and children."""
     data = _ENCODERS[False].default(obj)
     assert isinstance(data, dict)
-    return {key: item for key, item in data.items() if key in _METADATA_KEYS}
+    return {key: item for key, item in data.items() if key in METADATA_KEYS}
 
 
 # --- $value (ValueOnly, Part 2, 11.4.3) ----------------------------------------------------------
@@ -289,11 +314,27 @@ def submodel_value(submodel: model.Submodel, modifiers: Modifiers = Modifiers())
 # --- request bodies ------------------------------------------------------------------------------
 
 
+JSON_BODY_TYPES = frozenset({"application/json", "application/octet-stream", "text/plain"})
+"""Content types accepted for JSON bodies: JSON itself, and the generic types of raw-body clients (curl, aiohttp)."""
+
+
+def check_json_content_type(request: web.Request) -> None:
+    """``415`` when the request declares a body type that is not JSON (multipart, XML, form data, ...)."""
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return
+    content_type = request.content_type
+    if content_type in JSON_BODY_TYPES or content_type.endswith("+json"):
+        return
+    raise web.HTTPUnsupportedMediaType(text=f"the body must be application/json, not {content_type!r}")
+
+
 async def read_json_body(request: web.Request) -> Any:
     """Parse the request body as JSON; ``InvalidRequestError`` naming line and column if it is not.
 
-    Bodies above the application's ``client_max_size`` raise ``413`` from aiohttp.
+    A declared non-JSON ``Content-Type`` is ``415``; bodies above the application's
+    ``client_max_size`` raise ``413`` from aiohttp.
     """
+    check_json_content_type(request)
     body = await request.read()
     if not body.strip():
         raise InvalidRequestError("the request body is empty; a JSON value is expected")
@@ -303,3 +344,74 @@ async def read_json_body(request: web.Request) -> Any:
         raise InvalidRequestError(
             f"malformed JSON body at line {error.lineno} column {error.colno}: {error.msg}"
         ) from None
+
+
+async def read_json_object(request: web.Request, what: str) -> dict[str, Any]:
+    """The request body as a JSON object; ``400`` for any other JSON value."""
+    body = await read_json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError(f"the body must be a JSON object ({what}), not {type(body).__name__}")
+    return body
+
+
+# --- content negotiation (RFC 9110, 12.5.1) -------------------------------------------------------
+
+
+def _accepted_ranges(header: str) -> list[tuple[str, float]]:
+    ranges: list[tuple[str, float]] = []
+    for item in header.split(","):
+        media_range, *parameters = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media_range:
+            ranges.append((media_range.lower(), quality))
+    return ranges
+
+
+def _matches(media_range: str, media_type: str) -> bool:
+    if media_range in ("*/*", media_type):
+        return True
+    major, _, minor = media_range.partition("/")
+    return minor == "*" and media_type.startswith(major + "/")
+
+
+def negotiate(request: web.Request, offered: tuple[str, ...]) -> str:
+    """The first of ``offered`` media types the ``Accept`` header admits (best quality first); ``406`` if none."""
+    header = request.headers.get(hdrs.ACCEPT)
+    if not header or header == "*/*" or header == offered[0]:
+        return offered[0]
+    best: tuple[float, int, str] | None = None
+    ranges = _accepted_ranges(header)
+    for position, media_type in enumerate(offered):
+        quality = max((q for media_range, q in ranges if _matches(media_range, media_type)), default=0.0)
+        if quality > 0 and (best is None or (quality, -position) > (best[0], best[1])):
+            best = (quality, -position, media_type)
+    if best is None:
+        raise web.HTTPNotAcceptable(
+            text=f"cannot answer with any of {header!r}; this resource offers {', '.join(offered)}"
+        )
+    return best[2]
+
+
+def accept_json(request: web.Request) -> None:
+    """``406`` unless the client accepts ``application/json``."""
+    header = request.headers.get(hdrs.ACCEPT)
+    if header and header != "*/*" and header != JSON_CONTENT_TYPE:
+        negotiate(request, (JSON_CONTENT_TYPE,))
+
+
+def plain_json(obj: model.Referable | model.Reference) -> dict[str, Any]:
+    """The complete Part 1 JSON of ``obj`` as plain dicts and lists (Blob values included), for merging."""
+    data: dict[str, Any] = orjson.loads(dumps(obj, Modifiers(extent=Extent.WITH_BLOB_VALUE)))
+    return data
+
+
+def bytes_response(body: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON response from already serialised bytes."""
+    return web.Response(body=body, status=status, content_type=JSON_CONTENT_TYPE, headers=headers)

@@ -1,27 +1,51 @@
-"""Asset Administration Shell Repository API, read subset (IDTA-01002 Part 2, 10.2 and 11.x).
+"""Asset Administration Shell Repository API and AAS API (IDTA-01002 Part 2, 10.2, 11.x).
 
-Served: ``GET /shells`` (filters ``idShort``, ``assetIds``; ``limit``, ``cursor``),
-``GET /shells/{aasIdentifier}``, ``GET /shells/{aasIdentifier}/submodel-refs``.
+Served: ``GET /shells`` (filters ``idShort``, ``assetIds``; paging) and ``POST /shells``;
+``GET /shells/$reference``; ``GET/PUT/DELETE /shells/{aasIdentifier}`` and its ``$reference``;
+``GET/PUT .../asset-information``; ``GET/PUT/DELETE .../asset-information/thumbnail`` (content kept
+in the ``AttachmentStore``); ``GET/POST .../submodel-refs`` and
+``DELETE .../submodel-refs/{submodelIdentifier}``. The Submodel API nested under
+``/shells/{aasIdentifier}/submodels/{submodelIdentifier}`` is ``submodels.interface`` and
+``submodel_elements.routes`` mounted a second time (see ``app.py``).
 
-Left out (issue: full Part 2): POST/PUT/DELETE of shells and submodel references,
-``/shells/$reference``, ``/asset-information`` and its thumbnail, and the submodel routes nested
-under ``/shells/{aasIdentifier}/submodels/...`` (served under ``/submodels`` instead).
+Changes build a new shell (a deep copy with the change, or the deserialised body) and hand it to
+``TwinStore.replace``; nothing is changed in place.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from basyx.aas import model
 
-from aas_server.api.context import catalog_of, store_of
-from aas_server.api.paging import FilterKey, page_sorted, parse_page_request
-from aas_server.api.serialization import decode_identifier, json_response, to_json_object
-from aas_server.errors import InvalidRequestError
+from aas_server.api.attachments import Attachment, attachment_path, content_type_for, read_upload
+from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
+from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
+from aas_server.api.paging import FilterKey, Page, page_sorted, parse_page_request
+from aas_server.api.resources import (
+    cached_body,
+    collection_location,
+    created,
+    no_content,
+    note_change,
+    shell_id_of,
+)
+from aas_server.api.routing import RouteTable
+from aas_server.api.serialization import (
+    accept_json,
+    bytes_response,
+    decode_identifier,
+    dumps,
+    encode_identifier,
+    read_json_body,
+    to_json_object,
+)
+from aas_server.errors import ConflictError, InvalidRequestError, NotFoundError
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 
 
 def parse_asset_ids(encoded: list[str]) -> list[FilterKey]:
@@ -51,23 +75,182 @@ def parse_asset_ids(encoded: list[str]) -> list[FilterKey]:
     return keys
 
 
-@routes.get("/shells")
-async def get_all_shells(request: web.Request) -> web.Response:
-    """GetAllAssetAdministrationShells (ById/ByIdShort/ByAssetId), paged."""
+def _shell_page(request: web.Request) -> Page[model.AssetAdministrationShell]:
     page_request = parse_page_request(request.query)
     keys = parse_asset_ids(request.query.getall("assetIds", []))
     id_short = request.query.get("idShort")
     if id_short is not None:
         keys.append(("idShort", id_short))
-    page = catalog_of(request).shells().page(page_request, keys)
-    return json_response(page.to_json(to_json_object))
+    return catalog_of(request).shells().page(page_request, keys)
+
+
+def shell_body(request: web.Request, shell_id: str) -> bytes:
+    store = store_of(request)
+    return cached_body(request, shell_id, ("shell",), lambda: dumps(to_json_object(store.shell(shell_id))))
+
+
+def _check_id(shell: model.AssetAdministrationShell, shell_id: str) -> None:
+    if shell.id != shell_id:
+        raise InvalidRequestError(f"the id in the body ({shell.id!r}) differs from the path's ({shell_id!r})")
+
+
+async def _replace(request: web.Request, shell: model.AssetAdministrationShell) -> None:
+    await store_of(request).replace(shell)
+    note_change(request, shell.id, shell)
+
+
+def _copy(request: web.Request) -> model.AssetAdministrationShell:
+    """A deep copy of the addressed shell, to change and then ``_replace``."""
+    return copy.deepcopy(store_of(request).shell(shell_id_of(request)))
+
+
+@routes.get("/shells")
+async def get_all_shells(request: web.Request) -> web.Response:
+    """GetAllAssetAdministrationShells (ByIdShort/ByAssetId), paged."""
+    accept_json(request)
+    page = _shell_page(request)
+    return bytes_response(page.to_bytes(lambda shell: shell_body(request, shell.id)))
+
+
+@routes.get("/shells/$reference")
+async def get_all_shells_reference(request: web.Request) -> web.Response:
+    """GetAllAssetAdministrationShells-Reference, paged."""
+    accept_json(request)
+    page = _shell_page(request)
+    return bytes_response(
+        page.to_bytes(
+            lambda shell: cached_body(
+                request, shell.id, ("reference",), lambda: dumps(model.ModelReference.from_referable(shell))
+            )
+        )
+    )
+
+
+@routes.post("/shells")
+async def post_shell(request: web.Request) -> web.Response:
+    """PostAssetAdministrationShell: ``201`` with the shell and ``Location``; ``409`` if the id exists."""
+    accept_json(request)
+    shell = decode_model(await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell")
+    await store_of(request).create(shell)
+    note_change(request, shell.id, shell)
+    return created(request, shell_body(request, shell.id), collection_location(request, shell.id))
 
 
 @routes.get("/shells/{aasIdentifier}")
 async def get_shell(request: web.Request) -> web.Response:
     """GetAssetAdministrationShellById."""
-    shell_id = decode_identifier(request.match_info["aasIdentifier"], "aasIdentifier")
-    return json_response(to_json_object(store_of(request).shell(shell_id)))
+    accept_json(request)
+    return bytes_response(shell_body(request, shell_id_of(request)))
+
+
+@routes.put("/shells/{aasIdentifier}")
+async def put_shell(request: web.Request) -> web.Response:
+    """PutAssetAdministrationShellById: replace (``204``) or create (``201``); the body's id must match."""
+    accept_json(request)
+    shell_id = shell_id_of(request)
+    shell = decode_model(await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell")
+    _check_id(shell, shell_id)
+    store = store_of(request)
+    try:
+        store.shell(shell_id)
+    except NotFoundError:
+        await store.create(shell)
+        note_change(request, shell.id, shell)
+        return created(request, shell_body(request, shell.id), request.path)
+    await _replace(request, shell)
+    return no_content()
+
+
+@routes.delete("/shells/{aasIdentifier}")
+async def delete_shell(request: web.Request) -> web.Response:
+    """DeleteAssetAdministrationShellById (its submodels stay in the repository)."""
+    store = store_of(request)
+    shell_id = shell_id_of(request)
+    store.shell(shell_id)
+    await store.delete(shell_id)
+    note_change(request, shell_id, None)
+    return no_content()
+
+
+@routes.get("/shells/{aasIdentifier}/$reference")
+async def get_shell_reference(request: web.Request) -> web.Response:
+    """GetAssetAdministrationShellById-Reference."""
+    accept_json(request)
+    store = store_of(request)
+    shell_id = shell_id_of(request)
+    body = cached_body(
+        request, shell_id, ("reference",), lambda: dumps(model.ModelReference.from_referable(store.shell(shell_id)))
+    )
+    return bytes_response(body)
+
+
+# --- asset information ------------------------------------------------------------------------------
+
+
+@routes.get("/shells/{aasIdentifier}/asset-information")
+async def get_asset_information(request: web.Request) -> web.Response:
+    """GetAssetInformation."""
+    accept_json(request)
+    store = store_of(request)
+    shell_id = shell_id_of(request)
+    body = cached_body(
+        request, shell_id, ("asset-information",), lambda: dumps(store.shell(shell_id).asset_information)
+    )
+    return bytes_response(body)
+
+
+@routes.put("/shells/{aasIdentifier}/asset-information")
+async def put_asset_information(request: web.Request) -> web.Response:
+    """PutAssetInformation: ``204``."""
+    information = decode_asset_information(await read_json_body(request))
+    shell = _copy(request)
+    shell.asset_information = information
+    await _replace(request, shell)
+    return no_content()
+
+
+@routes.get("/shells/{aasIdentifier}/asset-information/thumbnail")
+async def get_thumbnail(request: web.Request) -> web.Response:
+    """GetThumbnail: the stored thumbnail bytes with their content type."""
+    shell = store_of(request).shell(shell_id_of(request))
+    thumbnail = shell.asset_information.default_thumbnail
+    attachment = await attachments_of(request).get(thumbnail.path) if thumbnail is not None else None
+    if thumbnail is None or attachment is None:
+        raise NotFoundError(f"shell {shell.id!r} has no stored thumbnail")
+    return web.Response(
+        body=attachment.content,
+        content_type=thumbnail.content_type or attachment.content_type,
+        headers={hdrs.CONTENT_DISPOSITION: f'inline; filename="{thumbnail.path.rsplit("/", 1)[-1]}"'},
+    )
+
+
+@routes.put("/shells/{aasIdentifier}/asset-information/thumbnail")
+async def put_thumbnail(request: web.Request) -> web.Response:
+    """PutThumbnail (multipart ``file``, ``fileName``): store it and set ``defaultThumbnail``. ``204``."""
+    shell = _copy(request)
+    upload = await read_upload(request, request.app[MAX_BODY_KEY])
+    content_type = content_type_for(upload.file_name, upload.content_type)
+    path = attachment_path(shell.id, "thumbnail", upload.file_name or "thumbnail")
+    await attachments_of(request).put(path, Attachment(upload.content, content_type))
+    shell.asset_information.default_thumbnail = model.Resource(path, content_type)
+    await _replace(request, shell)
+    return no_content()
+
+
+@routes.delete("/shells/{aasIdentifier}/asset-information/thumbnail")
+async def delete_thumbnail(request: web.Request) -> web.Response:
+    """DeleteThumbnail: ``200``."""
+    shell = _copy(request)
+    thumbnail = shell.asset_information.default_thumbnail
+    if thumbnail is None:
+        raise NotFoundError(f"shell {shell.id!r} has no thumbnail")
+    shell.asset_information.default_thumbnail = None
+    await _replace(request, shell)
+    await attachments_of(request).delete(thumbnail.path)
+    return web.Response(status=200)
+
+
+# --- submodel references -----------------------------------------------------------------------------
 
 
 def _reference_sort_key(reference: model.Reference) -> str:
@@ -77,8 +260,42 @@ def _reference_sort_key(reference: model.Reference) -> str:
 @routes.get("/shells/{aasIdentifier}/submodel-refs")
 async def get_submodel_references(request: web.Request) -> web.Response:
     """GetAllSubmodelReferences, paged (ordered by the references' key values)."""
-    shell_id = decode_identifier(request.match_info["aasIdentifier"], "aasIdentifier")
+    accept_json(request)
+    shell_id = shell_id_of(request)
     page_request = parse_page_request(request.query)
     shell = store_of(request).shell(shell_id)
     page = page_sorted(shell.submodel, page_request, _reference_sort_key)
-    return json_response(page.to_json(to_json_object))
+    return bytes_response(page.to_bytes(dumps))
+
+
+@routes.post("/shells/{aasIdentifier}/submodel-refs")
+async def post_submodel_reference(request: web.Request) -> web.Response:
+    """PostSubmodelReference: ``201`` with the reference; ``409`` if the shell has it already."""
+    accept_json(request)
+    reference = decode_reference(await read_json_body(request))
+    if not isinstance(reference, model.ModelReference) or not reference.key:
+        raise InvalidRequestError("a submodel reference must be a ModelReference with a Submodel key")
+    if reference.key[0].type is not model.KeyTypes.SUBMODEL:
+        raise InvalidRequestError(
+            f"the first key of a submodel reference must be Submodel, not {reference.key[0].type.name}"
+        )
+    shell = _copy(request)
+    if any(_reference_sort_key(existing) == _reference_sort_key(reference) for existing in shell.submodel):
+        raise ConflictError(f"shell {shell.id!r} references {reference.key[0].value!r} already")
+    shell.submodel.add(reference)
+    await _replace(request, shell)
+    return created(request, dumps(reference), f"{request.path.rstrip('/')}/{encode_identifier(reference.key[0].value)}")
+
+
+@routes.delete("/shells/{aasIdentifier}/submodel-refs/{submodelIdentifier}")
+async def delete_submodel_reference(request: web.Request) -> web.Response:
+    """DeleteSubmodelReference: ``204``; the submodel itself stays."""
+    submodel_id = decode_identifier(request.match_info["submodelIdentifier"], "submodelIdentifier")
+    shell = _copy(request)
+    matching = [reference for reference in shell.submodel if reference.key and reference.key[0].value == submodel_id]
+    if not matching:
+        raise NotFoundError(f"shell {shell.id!r} has no reference to submodel {submodel_id!r}")
+    for reference in matching:
+        shell.submodel.discard(reference)
+    await _replace(request, shell)
+    return no_content()

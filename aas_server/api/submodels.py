@@ -1,179 +1,475 @@
-"""Submodel Repository API, spine subset (IDTA-01002 Part 2, 10.3 and 11.x).
+"""Submodel Repository API and the submodel level of the Submodel API (IDTA-01002 Part 2, 10.3, 11.x).
 
-Served: ``GET /submodels`` (filters ``idShort``, ``semanticId``; ``limit``, ``cursor``, ``level``,
-``extent``); ``GET /submodels/{id}`` with ``$value`` and ``$metadata``;
-``GET /submodels/{id}/submodel-elements`` (paged); ``GET``
-``/submodels/{id}/submodel-elements/{idShortPath}`` with ``$value`` and ``$metadata``; ``PATCH``
-``.../{idShortPath}/$value`` for Properties (through ``TwinStore.write_value``: type check, device
-write and acknowledgement, journal).
+``repository`` serves ``/submodels`` (GET with filters ``idShort``, ``semanticId``, paging, ``level``,
+``extent``, and the ``$metadata``, ``$value``, ``$reference``, ``$path`` listings; POST).
+``interface`` serves one submodel, relative to a base that ``app.py`` mounts twice: at
+``/submodels/{submodelIdentifier}`` and at ``/shells/{aasIdentifier}/submodels/{submodelIdentifier}``
+(there only for submodels the shell references, else ``404``): GET/PUT/PATCH/DELETE of the
+submodel, ``$metadata`` (GET/PATCH), ``$value`` (GET/PATCH), ``$reference``, ``$path``, and the
+``submodel-elements`` listing (paged, with its ``$metadata``/``$value``/``$reference``/``$path``
+forms) and POST of a top-level element. Element routes are in ``submodel_elements.py``.
 
-Element GETs of a Property add its live quality as response headers (``docs/rest.md``):
-``X-AAS-Quality``, ``X-AAS-Quality-Reason``, ``X-AAS-Source-Timestamp``, ``X-AAS-Server-Timestamp``.
-
-Left out (issue: full Part 2): POST/PUT/PATCH/DELETE of submodels and elements, PATCH ``$value``
-of non-Property elements, ``/submodels/$metadata|$value|$reference|$path`` listings, ``$reference``
-and ``$path`` content, file ``attachment``, ``invoke`` and operation results.
+Model changes go through ``TwinStore`` (``create``, ``replace``, ``delete``, ``create_element``,
+``write_value``, ``replace_element``): bodies are deserialised into new basyx objects, PATCH merges
+the body into the current JSON form and deserialises the result; nothing is changed in place.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import copy
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api.context import catalog_of, store_of
-from aas_server.api.paging import FilterKey, page_positions, parse_page_request
+from aas_server.api.deserialization import decode_element, decode_model
+from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
+from aas_server.api.resources import (
+    cached_body,
+    collection_location,
+    created,
+    no_content,
+    note_change,
+    references_submodel,
+    shell_id_of,
+    submodel_id_of,
+)
+from aas_server.api.routing import RouteTable
 from aas_server.api.serialization import (
+    METADATA_KEYS,
+    Level,
     Modifiers,
+    accept_json,
+    bytes_response,
     decode_identifier,
+    dumps,
     element_value,
-    json_response,
     metadata,
     parse_modifiers,
+    plain_json,
     read_json_body,
+    read_json_object,
     submodel_value,
     to_json_object,
 )
+from aas_server.api.value_only import ValuePlan, plan_value_update
+from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths
-from aas_server.model.events import QualityReason
 from aas_server.store.twin_store import TwinStore
 
-routes = web.RouteTableDef()
-
-QUALITY_HEADER = "X-AAS-Quality"
-QUALITY_REASON_HEADER = "X-AAS-Quality-Reason"
-SOURCE_TIMESTAMP_HEADER = "X-AAS-Source-Timestamp"
-SERVER_TIMESTAMP_HEADER = "X-AAS-Server-Timestamp"
+repository = RouteTable()
+interface = RouteTable()
 
 
-def _iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+# --- shared helpers ----------------------------------------------------------------------------
 
 
-def _submodel_id(request: web.Request) -> str:
-    return decode_identifier(request.match_info["submodelIdentifier"], "submodelIdentifier")
+def element_paths(element: model.Submodel | model.SubmodelElement, prefix: str, level: Level) -> list[str]:
+    """idShort paths below ``element`` (all with ``level=deep``, its direct children with ``core``)."""
+    if level is Level.DEEP:
+        return [path for path, _ in paths.walk(element, prefix)]
+    return [path for path, child in paths.walk(element, prefix) if child.parent is element]
 
 
-def _element_path(request: web.Request) -> str:
-    """The canonical idShort path of the request (the key of the store's value states)."""
-    return paths.format_id_short_path(paths.parse_id_short_path(request.match_info["idShortPath"]))
+def submodel_body(request: web.Request, submodel_id: str, modifiers: Modifiers) -> bytes:
+    store = store_of(request)
+    return cached_body(
+        request,
+        submodel_id,
+        ("submodel", modifiers.key),
+        lambda: dumps(to_json_object(store.submodel(submodel_id), modifiers), modifiers),
+    )
 
 
-def quality_headers(store: TwinStore, submodel_id: str, id_short_path: str) -> dict[str, str]:
-    """The quality headers of a Property that has a value state; empty for other elements."""
-    state = store.state(submodel_id, id_short_path)
-    if state is None:
-        return {}
-    headers = {
-        QUALITY_HEADER: state.quality.value,
-        SOURCE_TIMESTAMP_HEADER: _iso_utc(state.source_time),
-        SERVER_TIMESTAMP_HEADER: _iso_utc(state.server_time),
-    }
-    if state.reason is not QualityReason.NONE:
-        headers[QUALITY_REASON_HEADER] = state.reason.value
-    return headers
+def element_body(request: web.Request, submodel_id: str, path: str, modifiers: Modifiers) -> bytes:
+    store = store_of(request)
+    return cached_body(
+        request,
+        submodel_id,
+        ("element", path, modifiers.key),
+        lambda: dumps(to_json_object(store.element(submodel_id, path), modifiers), modifiers),
+    )
 
 
-def _semantic_id_key(encoded: str) -> FilterKey:
-    return ("semanticId", decode_identifier(encoded, "semanticId"))
+def element_value_body(request: web.Request, submodel_id: str, path: str, modifiers: Modifiers) -> bytes:
+    """The cached ValueOnly bytes of an element; ``400`` for Operation and Capability (they have none)."""
+    store = store_of(request)
+
+    def build() -> bytes:
+        element = store.element(submodel_id, path)
+        if isinstance(element, model.Operation | model.Capability):
+            raise InvalidRequestError(f"a {type(element).__name__} has no ValueOnly form")
+        return dumps(element_value(element, modifiers), modifiers)
+
+    return cached_body(request, submodel_id, ("value", path, modifiers.key), build)
 
 
-@routes.get("/submodels")
-async def get_all_submodels(request: web.Request) -> web.Response:
-    """GetAllSubmodels (BySemanticId/ByIdShort), paged."""
+async def apply_value_plan(store: TwinStore, submodel_id: str, plan: ValuePlan) -> None:
+    """Apply a ValueOnly write plan: element replacements, then Property writes (device path)."""
+    for replacement in plan.replacements:
+        await store.replace_element(submodel_id, replacement.id_short_path, replacement.element)
+    for write in plan.property_writes:
+        await store.write_value(submodel_id, write.id_short_path, write.value, origin="rest")
+
+
+def check_metadata_body(body: dict[str, Any], current: dict[str, Any]) -> None:
+    """A ``$metadata`` PATCH may carry metadata attributes only, and not change ``modelType`` or ``id``."""
+    unknown = sorted(set(body) - METADATA_KEYS)
+    if unknown:
+        raise InvalidRequestError(f"not metadata attributes: {unknown} (PATCH the element or $value instead)")
+    for fixed in ("modelType", "id"):
+        if fixed in body and body[fixed] != current.get(fixed):
+            raise InvalidRequestError(f"{fixed} cannot be changed ({current.get(fixed)!r} in the path)")
+
+
+def merged(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """PATCH: the current JSON form with the body's attributes replacing the current ones."""
+    if "modelType" in body and body["modelType"] != current.get("modelType"):
+        raise InvalidRequestError(f"modelType cannot change from {current.get('modelType')!r} to {body['modelType']!r}")
+    result = dict(current)
+    result.update(body)
+    return result
+
+
+def _check_id(submodel: model.Submodel, submodel_id: str) -> None:
+    if submodel.id != submodel_id:
+        raise InvalidRequestError(f"the id in the body ({submodel.id!r}) differs from the path's ({submodel_id!r})")
+
+
+# --- /submodels -------------------------------------------------------------------------------
+
+
+def _submodel_page(request: web.Request) -> Page[model.Submodel]:
     page_request = parse_page_request(request.query)
-    modifiers = parse_modifiers(request.query)
     keys: list[FilterKey] = []
     id_short = request.query.get("idShort")
     if id_short is not None:
         keys.append(("idShort", id_short))
     semantic_id = request.query.get("semanticId")
     if semantic_id is not None:
-        keys.append(_semantic_id_key(semantic_id))
-    page = catalog_of(request).submodels().page(page_request, keys)
-    return json_response(page.to_json(lambda submodel: to_json_object(submodel, modifiers)), modifiers)
+        keys.append(("semanticId", decode_identifier(semantic_id, "semanticId")))
+    return catalog_of(request).submodels().page(page_request, keys)
 
 
-@routes.get("/submodels/{submodelIdentifier}")
+def _paged(request: web.Request, page: Page[Any], item_bytes: Callable[[Any], bytes]) -> web.Response:
+    return bytes_response(page.to_bytes(item_bytes))
+
+
+@repository.get("/submodels")
+async def get_all_submodels(request: web.Request) -> web.Response:
+    """GetAllSubmodels (BySemanticId/ByIdShort), paged; each item's bytes come from the cache."""
+    accept_json(request)
+    modifiers = parse_modifiers(request.query)
+    page = _submodel_page(request)
+    return _paged(request, page, lambda submodel: submodel_body(request, submodel.id, modifiers))
+
+
+@repository.get("/submodels/$metadata")
+async def get_all_submodels_metadata(request: web.Request) -> web.Response:
+    """GetAllSubmodels-Metadata, paged."""
+    accept_json(request)
+    page = _submodel_page(request)
+    return _paged(
+        request,
+        page,
+        lambda submodel: cached_body(request, submodel.id, ("metadata",), lambda: dumps(metadata(submodel))),
+    )
+
+
+@repository.get("/submodels/$value")
+async def get_all_submodels_value(request: web.Request) -> web.Response:
+    """GetAllSubmodels-ValueOnly, paged: ``result`` is a list of SubmodelValue objects, one per submodel."""
+    accept_json(request)
+    modifiers = parse_modifiers(request.query)
+    page = _submodel_page(request)
+    return _paged(
+        request,
+        page,
+        lambda submodel: cached_body(
+            request,
+            submodel.id,
+            ("submodel-value", modifiers.key),
+            lambda: dumps(submodel_value(submodel, modifiers), modifiers),
+        ),
+    )
+
+
+@repository.get("/submodels/$reference")
+async def get_all_submodels_reference(request: web.Request) -> web.Response:
+    """GetAllSubmodels-Reference, paged."""
+    accept_json(request)
+    page = _submodel_page(request)
+    return _paged(
+        request,
+        page,
+        lambda submodel: cached_body(
+            request, submodel.id, ("reference",), lambda: dumps(model.ModelReference.from_referable(submodel))
+        ),
+    )
+
+
+@repository.get("/submodels/$path")
+async def get_all_submodels_path(request: web.Request) -> web.Response:
+    """GetAllSubmodels-Path, paged over submodels: one PathItem per submodel, its idShort.
+
+    (A submodel's element paths are ``/submodels/{id}/$path``; the IDTA engines expect exactly one
+    entry per submodel here.)
+    """
+    accept_json(request)
+    parse_modifiers(request.query)
+    page = _submodel_page(request)
+    return _paged(request, page, lambda submodel: dumps(submodel.id_short or ""))
+
+
+@repository.post("/submodels")
+async def post_submodel(request: web.Request) -> web.Response:
+    """PostSubmodel: ``201`` with the submodel and its ``Location``; ``409`` if the id exists."""
+    accept_json(request)
+    submodel = decode_model(await read_json_body(request), model.Submodel, "Submodel")
+    await store_of(request).create(submodel)
+    note_change(request, submodel.id, submodel)
+    return created(request, submodel_body(request, submodel.id, Modifiers()), collection_location(request, submodel.id))
+
+
+# --- one submodel -----------------------------------------------------------------------------
+
+
+@interface.get("")
 async def get_submodel(request: web.Request) -> web.Response:
-    """GetSubmodelById."""
-    submodel = store_of(request).submodel(_submodel_id(request))
-    modifiers = parse_modifiers(request.query)
-    return json_response(to_json_object(submodel, modifiers), modifiers)
+    """GetSubmodelById (``level``, ``extent``)."""
+    accept_json(request)
+    return bytes_response(submodel_body(request, submodel_id_of(request), parse_modifiers(request.query)))
 
 
-@routes.get("/submodels/{submodelIdentifier}/$value")
-async def get_submodel_value(request: web.Request) -> web.Response:
-    """GetSubmodelById-ValueOnly."""
-    submodel = store_of(request).submodel(_submodel_id(request))
-    modifiers = parse_modifiers(request.query)
-    return json_response(submodel_value(submodel, modifiers), modifiers)
+@interface.put("")
+async def put_submodel(request: web.Request) -> web.Response:
+    """PutSubmodelById: replace (``204``) or, in the repository, create (``201``); the body's id must match."""
+    accept_json(request)
+    submodel_id = submodel_id_of(request)
+    submodel = decode_model(await read_json_body(request), model.Submodel, "Submodel")
+    _check_id(submodel, submodel_id)
+    store = store_of(request)
+    if "aasIdentifier" not in request.match_info:
+        try:
+            store.submodel(submodel_id)
+        except NotFoundError:
+            await store.create(submodel)
+            note_change(request, submodel.id, submodel)
+            return created(request, submodel_body(request, submodel.id, Modifiers()), request.path)
+    await store.replace(submodel)
+    note_change(request, submodel.id, submodel)
+    return no_content()
 
 
-@routes.get("/submodels/{submodelIdentifier}/$metadata")
+@interface.patch("")
+async def patch_submodel(request: web.Request) -> web.Response:
+    """PatchSubmodelById: the body's attributes replace the current ones (``submodelElements`` as a whole)."""
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    body = await read_json_object(request, "Submodel")
+    current = plain_json(store.submodel(submodel_id))
+    submodel = decode_model(merged(current, body), model.Submodel, "Submodel")
+    _check_id(submodel, submodel_id)
+    await store.replace(submodel)
+    note_change(request, submodel.id, submodel)
+    return no_content()
+
+
+@interface.delete("")
+async def delete_submodel(request: web.Request) -> web.Response:
+    """DeleteSubmodelById; under a shell also removes the shell's reference to it."""
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    store.submodel(submodel_id)
+    await store.delete(submodel_id)
+    note_change(request, submodel_id, None)
+    if "aasIdentifier" in request.match_info:
+        shell = store.shell(shell_id_of(request))
+        if references_submodel(shell, submodel_id):
+            replacement = copy_shell_without(shell, submodel_id)
+            await store.replace(replacement)
+            note_change(request, replacement.id, replacement)
+    return no_content()
+
+
+def copy_shell_without(shell: model.AssetAdministrationShell, submodel_id: str) -> model.AssetAdministrationShell:
+    """A copy of ``shell`` without its references to ``submodel_id``."""
+    replacement = copy.deepcopy(shell)
+    for reference in [reference for reference in replacement.submodel if reference.key[0].value == submodel_id]:
+        replacement.submodel.discard(reference)
+    return replacement
+
+
+@interface.get("/$metadata")
 async def get_submodel_metadata(request: web.Request) -> web.Response:
     """GetSubmodelById-Metadata."""
-    submodel = store_of(request).submodel(_submodel_id(request))
-    return json_response(metadata(submodel))
+    accept_json(request)
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    return bytes_response(
+        cached_body(request, submodel_id, ("metadata",), lambda: dumps(metadata(store.submodel(submodel_id))))
+    )
 
 
-@routes.get("/submodels/{submodelIdentifier}/submodel-elements")
+@interface.patch("/$metadata")
+async def patch_submodel_metadata(request: web.Request) -> web.Response:
+    """PatchSubmodelById-Metadata: metadata attributes only; elements unchanged."""
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    body = await read_json_object(request, "SubmodelMetadata")
+    current = plain_json(store.submodel(submodel_id))
+    check_metadata_body(body, current)
+    submodel = decode_model(merged(current, body), model.Submodel, "Submodel")
+    await store.replace(submodel)
+    note_change(request, submodel.id, submodel)
+    return no_content()
+
+
+@interface.get("/$value")
+async def get_submodel_value(request: web.Request) -> web.Response:
+    """GetSubmodelById-ValueOnly."""
+    accept_json(request)
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    modifiers = parse_modifiers(request.query)
+    return bytes_response(
+        cached_body(
+            request,
+            submodel_id,
+            ("submodel-value", modifiers.key),
+            lambda: dumps(submodel_value(store.submodel(submodel_id), modifiers), modifiers),
+        )
+    )
+
+
+@interface.patch("/$value")
+async def patch_submodel_value(request: web.Request) -> web.Response:
+    """PatchSubmodelById-ValueOnly: ``{idShort: value}`` for the elements to change (see ``value_only.py``)."""
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    body = await read_json_body(request)
+    plan = plan_value_update(store.submodel(submodel_id), body)
+    await apply_value_plan(store, submodel_id, plan)
+    return no_content()
+
+
+@interface.get("/$reference")
+async def get_submodel_reference(request: web.Request) -> web.Response:
+    """GetSubmodelById-Reference: a ModelReference with one Submodel key."""
+    accept_json(request)
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    return bytes_response(
+        cached_body(
+            request,
+            submodel_id,
+            ("reference",),
+            lambda: dumps(model.ModelReference.from_referable(store.submodel(submodel_id))),
+        )
+    )
+
+
+@interface.get("/$path")
+async def get_submodel_path(request: web.Request) -> web.Response:
+    """GetSubmodelById-Path: the idShort paths of the submodel's elements (``level=core``: the top level)."""
+    accept_json(request)
+    store = store_of(request)
+    submodel_id = submodel_id_of(request)
+    level = parse_modifiers(request.query).level
+    return bytes_response(
+        cached_body(
+            request,
+            submodel_id,
+            ("paths", level.value),
+            lambda: dumps(element_paths(store.submodel(submodel_id), "", level)),
+        )
+    )
+
+
+# --- submodel-elements listings -------------------------------------------------------------------
+
+
+def _element_page(request: web.Request) -> tuple[str, Page[model.SubmodelElement]]:
+    submodel_id = submodel_id_of(request)
+    submodel = store_of(request).submodel(submodel_id)
+    page_request = parse_page_request(request.query)
+    return submodel_id, page_positions(submodel.submodel_element, page_request, lambda element: element.id_short)
+
+
+@interface.get("/submodel-elements")
 async def get_all_submodel_elements(request: web.Request) -> web.Response:
     """GetAllSubmodelElements, paged in model order."""
-    submodel = store_of(request).submodel(_submodel_id(request))
-    page_request = parse_page_request(request.query)
+    accept_json(request)
     modifiers = parse_modifiers(request.query)
-    page = page_positions(submodel.submodel_element, page_request, lambda element: element.id_short)
-    return json_response(page.to_json(lambda element: to_json_object(element, modifiers)), modifiers)
+    submodel_id, page = _element_page(request)
+    return _paged(request, page, lambda element: element_body(request, submodel_id, str(element.id_short), modifiers))
 
 
-def _element(request: web.Request) -> tuple[TwinStore, str, str, model.SubmodelElement]:
-    store = store_of(request)
-    submodel_id = _submodel_id(request)
-    path = _element_path(request)
-    return store, submodel_id, path, store.element(submodel_id, path)
+@interface.get("/submodel-elements/$metadata")
+async def get_all_submodel_elements_metadata(request: web.Request) -> web.Response:
+    """GetAllSubmodelElements-Metadata, paged."""
+    accept_json(request)
+    _, page = _element_page(request)
+    return _paged(request, page, lambda element: dumps(metadata(element)))
 
 
-@routes.get("/submodels/{submodelIdentifier}/submodel-elements/{idShortPath}")
-async def get_submodel_element(request: web.Request) -> web.Response:
-    """GetSubmodelElementByPath, with quality headers for a Property."""
-    store, submodel_id, path, element = _element(request)
-    modifiers = parse_modifiers(request.query)
-    headers = quality_headers(store, submodel_id, path)
-    return json_response(to_json_object(element, modifiers), modifiers, headers=headers)
+@interface.get("/submodel-elements/$value")
+async def get_all_submodel_elements_value(request: web.Request) -> web.Response:
+    """GetAllSubmodelElements-ValueOnly, paged: ``result`` lists ``{idShort: value}`` per element.
 
-
-@routes.get("/submodels/{submodelIdentifier}/submodel-elements/{idShortPath}/$value")
-async def get_submodel_element_value(request: web.Request) -> web.Response:
-    """GetSubmodelElementByPath-ValueOnly, with quality headers for a Property."""
-    store, submodel_id, path, element = _element(request)
-    modifiers = parse_modifiers(request.query)
-    headers = quality_headers(store, submodel_id, path)
-    return json_response(element_value(element, modifiers), modifiers, headers=headers)
-
-
-@routes.get("/submodels/{submodelIdentifier}/submodel-elements/{idShortPath}/$metadata")
-async def get_submodel_element_metadata(request: web.Request) -> web.Response:
-    """GetSubmodelElementByPath-Metadata."""
-    _, _, _, element = _element(request)
-    return json_response(metadata(element), Modifiers())
-
-
-@routes.patch("/submodels/{submodelIdentifier}/submodel-elements/{idShortPath}/$value")
-async def patch_submodel_element_value(request: web.Request) -> web.Response:
-    """PatchSubmodelElementByPath-ValueOnly for a Property: ``204`` once the value is written.
-
-    The body is the ValueOnly value (``42.5``); the wrapped form ``{"<idShort>": 42.5}`` that some
-    clients send is accepted too. For a device-bound Property the device must acknowledge first
-    (``502``/``504`` otherwise); a read-only binding or a non-Property element answers ``403``.
+    Operations and Capabilities (no ValueOnly form) are left out of the page.
     """
+    accept_json(request)
+    modifiers = parse_modifiers(request.query)
+    submodel_id, page = _element_page(request)
+    shown = Page(
+        [element for element in page.items if not isinstance(element, model.Operation | model.Capability)],
+        page.next_cursor,
+    )
+    return _paged(
+        request,
+        shown,
+        lambda element: (
+            b'{"'
+            + str(element.id_short).encode()
+            + b'":'
+            + element_value_body(request, submodel_id, str(element.id_short), modifiers)
+            + b"}"
+        ),
+    )
+
+
+@interface.get("/submodel-elements/$reference")
+async def get_all_submodel_elements_reference(request: web.Request) -> web.Response:
+    """GetAllSubmodelElements-Reference, paged."""
+    accept_json(request)
+    _, page = _element_page(request)
+    return _paged(request, page, lambda element: dumps(model.ModelReference.from_referable(element)))
+
+
+@interface.get("/submodel-elements/$path")
+async def get_all_submodel_elements_path(request: web.Request) -> web.Response:
+    """GetAllSubmodelElements-Path, paged over the top-level elements (each with its subtree for ``deep``)."""
+    accept_json(request)
+    level = parse_modifiers(request.query).level
+    _, page = _element_page(request)
+    result: list[str] = []
+    for element in page.items:
+        result.append(str(element.id_short))
+        if level is Level.DEEP:
+            result.extend(element_paths(element, str(element.id_short), level))
+    return bytes_response(Page(result, page.next_cursor).to_bytes(dumps))
+
+
+@interface.post("/submodel-elements")
+async def post_submodel_element(request: web.Request) -> web.Response:
+    """PostSubmodelElement: a new top-level element; ``409`` if its idShort exists."""
+    accept_json(request)
     store = store_of(request)
-    submodel_id = _submodel_id(request)
-    path = _element_path(request)
-    element = store.element(submodel_id, path)
-    body = await read_json_body(request)
-    if isinstance(body, dict) and len(body) == 1 and element.id_short in body:
-        body = body[element.id_short]
-    await store.write_value(submodel_id, path, body, origin="rest")
-    return web.Response(status=204)
+    submodel_id = submodel_id_of(request)
+    element = decode_element(await read_json_body(request))
+    path = await store.create_element(submodel_id, None, element)
+    location = f"{request.path.rstrip('/')}/{path}"
+    return created(request, element_body(request, submodel_id, path, Modifiers()), location)

@@ -1,0 +1,73 @@
+"""What the route modules share: finding the addressed object, cached bodies, standard answers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable
+
+from aiohttp import web
+from basyx.aas import model
+
+from aas_server.api.context import cache_of, catalog_of, store_of
+from aas_server.api.serialization import bytes_response, decode_identifier, encode_identifier
+from aas_server.errors import NotFoundError
+from aas_server.model import paths
+
+
+@functools.lru_cache(maxsize=8192)
+def canonical_path(text: str) -> str:
+    """The canonical form of an idShort path (the key of the store's value states); 400 if malformed."""
+    return paths.format_id_short_path(paths.parse_id_short_path(text))
+
+
+def shell_id_of(request: web.Request) -> str:
+    return decode_identifier(request.match_info["aasIdentifier"], "aasIdentifier")
+
+
+def references_submodel(shell: model.AssetAdministrationShell, submodel_id: str) -> bool:
+    """Whether ``shell`` has a submodel reference whose first key is ``submodel_id``."""
+    return any(reference.key and reference.key[0].value == submodel_id for reference in shell.submodel)
+
+
+def submodel_id_of(request: web.Request) -> str:
+    """The submodel addressed by the request; under ``/shells/{aasIdentifier}/submodels/...`` the shell
+    must exist and reference it (``404`` otherwise)."""
+    submodel_id = decode_identifier(request.match_info["submodelIdentifier"], "submodelIdentifier")
+    shell_text = request.match_info.get("aasIdentifier")
+    if shell_text is not None:
+        shell = store_of(request).shell(decode_identifier(shell_text, "aasIdentifier"))
+        if not references_submodel(shell, submodel_id):
+            raise NotFoundError(f"shell {shell.id!r} has no reference to submodel {submodel_id!r}")
+    return submodel_id
+
+
+def element_path_of(request: web.Request) -> str:
+    return canonical_path(request.match_info["idShortPath"])
+
+
+def cached_body(request: web.Request, identifier: str, form: Hashable, build: Callable[[], bytes]) -> bytes:
+    """The body for ``form`` of ``identifier`` from the response cache, built on a miss.
+
+    The key includes the identifiable's content version, so a cached body is never stale.
+    """
+    store = store_of(request)
+    return cache_of(request).get_or_build((identifier, store.content_version(identifier), form), build)
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def created(request: web.Request, body: bytes, location: str) -> web.Response:
+    """``201`` with the created object and its ``Location``."""
+    return bytes_response(body, status=201, headers={"Location": location})
+
+
+def collection_location(request: web.Request, identifier: str) -> str:
+    """The URL path of ``identifier`` inside the collection the request addressed (``/shells`` ...)."""
+    return f"{request.path.rstrip('/')}/{encode_identifier(identifier)}"
+
+
+def note_change(request: web.Request, identifier: str, identifiable: model.Identifiable | None) -> None:
+    """Tell the paging catalog about a create/replace (``identifiable``) or delete (``None``) just made."""
+    catalog_of(request).changed(identifier, identifiable)
