@@ -229,3 +229,54 @@ def test_check_rejects_a_broken_mapping_with_file_item_field_and_exit_2(tmp_path
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "20 points" in ok.stdout
+
+
+async def test_model_changes_attachments_and_packages_survive_a_restart(tmp_path: Path) -> None:
+    """REST model changes are journaled before the answer; files and packages live in the same database."""
+    settings = settings_for(tmp_path).model_copy(update={"mappings": [], "simulator": HubSettings().simulator})
+    submodel = {
+        "modelType": "Submodel",
+        "id": "urn:aas-server:test:sm:maintenance",
+        "idShort": "Maintenance",
+        "submodelElements": [
+            {"modelType": "Property", "idShort": "LastService", "valueType": "xs:date", "value": "2026-11-01"},
+            {"modelType": "File", "idShort": "Report", "contentType": "application/pdf"},
+        ],
+    }
+    sm = b64("urn:aas-server:test:sm:maintenance")
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        assert hub.rest_url is not None
+        async with http.post(f"{hub.rest_url}/submodels", json=submodel) as r:
+            assert r.status == 201, await r.text()
+        element = {"modelType": "Property", "idShort": "Technician", "valueType": "xs:string", "value": "Ada"}
+        async with http.post(f"{hub.rest_url}/submodels/{sm}/submodel-elements", json=element) as r:
+            assert r.status == 201, await r.text()
+        form = aiohttp.FormData()
+        form.add_field("fileName", "report.pdf")
+        form.add_field("file", b"%PDF-1.7 service report", filename="report.pdf", content_type="application/pdf")
+        async with http.put(f"{hub.rest_url}/submodels/{sm}/submodel-elements/Report/attachment", data=form) as r:
+            assert r.status == 204, await r.text()
+        async with http.delete(f"{hub.rest_url}/submodels/{b64(NAMEPLATE)}") as r:
+            assert r.status == 204, await r.text()
+        package = (ROOT / "tests" / "data" / "packages" / "v30_environment.xml").read_bytes()
+        upload = aiohttp.FormData()
+        upload.add_field("file", package, filename="v30.xml", content_type="application/xml")
+        async with http.post(f"{hub.rest_url}/packages", data=upload) as r:
+            assert r.status == 201, await r.text()
+            package_id = r.headers["Location"].rsplit("/", 1)[-1]
+
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        assert hub.rest_url is not None
+        async with http.get(f"{hub.rest_url}/submodels/{sm}/$value") as r:
+            assert r.status == 200
+            value = await r.json()
+        assert value["LastService"] == "2026-11-01"
+        assert value["Technician"] == "Ada"
+        async with http.get(f"{hub.rest_url}/submodels/{sm}/submodel-elements/Report/attachment") as r:
+            assert r.status == 200
+            assert await r.read() == b"%PDF-1.7 service report"
+        async with http.get(f"{hub.rest_url}/submodels/{b64(NAMEPLATE)}") as r:
+            assert r.status == 404
+        async with http.get(f"{hub.rest_url}/packages/{package_id}") as r:
+            assert r.status == 200, await r.text()
+            assert await r.read() == package

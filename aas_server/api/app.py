@@ -18,7 +18,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from aas_server.api import concept_descriptions, description, file_server, shells, submodel_elements, submodels
-from aas_server.api.attachments import AttachmentStore, MemoryAttachmentStore
 from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
 from aas_server.api.context import (
     ATTACHMENTS_KEY,
@@ -33,9 +32,9 @@ from aas_server.api.context import (
 from aas_server.api.cors import cors_middleware
 from aas_server.api.errors import error_middleware
 from aas_server.api.operations import OperationRegistry, OperationRuns
-from aas_server.api.packages import MemoryPackageStore, PackageStore
 from aas_server.api.paging import Catalog
 from aas_server.api.routing import ApiResource, RouteTable
+from aas_server.store.files import AttachmentStore, MemoryAttachmentStore, MemoryPackageStore, PackageStore
 from aas_server.store.twin_store import TwinStore
 
 API_PREFIXES: tuple[str, ...] = ("/api/v3.0", "/api/v3.1")
@@ -58,6 +57,11 @@ TOP_LEVEL_TABLES: tuple[RouteTable, ...] = (
     description.routes,
 )
 SUBMODEL_TABLES: tuple[RouteTable, ...] = (submodels.interface, submodel_elements.routes)
+
+
+RUNNER_HANDLER_ARGS: dict[str, int] = {"max_line_size": 65_536, "max_field_size": 65_536}
+"""aiohttp parser limits for ``web.AppRunner(handler_args=...)``: base64url ids and idShort paths make long
+request lines; beyond 64 KiB aiohttp answers 400 itself before the application sees the request."""
 
 
 def create_app(

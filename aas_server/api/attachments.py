@@ -9,7 +9,7 @@ still points at them; a package import stores its supplementary files under thei
 and a package export writes them back from there.
 
 The protocol is small and asynchronous so that a SQLite or PostgreSQL implementation can sit
-beside ``MemoryAttachmentStore`` (structural typing: ``persistence`` need not import ``api``).
+beside ``MemoryAttachmentStore`` (see ``aas_server/store/files.py``).
 """
 
 from __future__ import annotations
@@ -18,54 +18,13 @@ import hashlib
 import mimetypes
 import posixpath
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from aas_server.errors import InvalidRequestError
-
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """The bytes of one file and their media type."""
-
-    content: bytes
-    content_type: str = DEFAULT_CONTENT_TYPE
-
-
-class AttachmentStore(Protocol):
-    """Attachments by package path (``/aasx/files/manual.pdf``)."""
-
-    async def get(self, path: str) -> Attachment | None: ...
-
-    async def put(self, path: str, attachment: Attachment) -> None: ...
-
-    async def delete(self, path: str) -> None: ...
-
-
-class MemoryAttachmentStore:
-    """An ``AttachmentStore`` in memory (lost on restart; see ``docs/rest.md``)."""
-
-    def __init__(self) -> None:
-        self._files: dict[str, Attachment] = {}
-
-    async def get(self, path: str) -> Attachment | None:
-        return self._files.get(path)
-
-    async def put(self, path: str, attachment: Attachment) -> None:
-        self._files[path] = attachment
-
-    async def delete(self, path: str) -> None:
-        self._files.pop(path, None)
-
-    def paths(self) -> Iterable[str]:
-        return tuple(self._files)
-
+from aas_server.store.files import DEFAULT_CONTENT_TYPE
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aas_server.api.attachments import AttachmentStore
 from aas_server.api.cache import ResponseCache
 from aas_server.api.operations import OperationRegistry, OperationRuns
-from aas_server.api.packages import PackageStore
 from aas_server.api.paging import Catalog
+from aas_server.store.files import AttachmentStore, PackageStore
 from aas_server.store.twin_store import TwinStore
 
 STORE_KEY: web.AppKey[TwinStore] = web.AppKey("store", TwinStore)

@@ -21,9 +21,9 @@ import uuid
 from aiohttp import web
 from basyx.aas import model
 
-from aas_server.api.attachments import AttachmentStore, read_upload, safe_file_name
+from aas_server.api.attachments import read_upload, safe_file_name
 from aas_server.api.context import ATTACHMENTS_KEY, MAX_BODY_KEY, PACKAGES_KEY, store_of
-from aas_server.api.packages import StoredPackage, import_package
+from aas_server.api.packages import import_package
 from aas_server.api.paging import page_positions, parse_page_request
 from aas_server.api.resources import cached_body, note_change
 from aas_server.api.routing import RouteTable
@@ -40,6 +40,7 @@ from aas_server.api.serialization import (
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.exchange import read_package, write_package
 from aas_server.model import paths
+from aas_server.store.files import AttachmentStore, StoredPackage
 
 routes = RouteTable()
 

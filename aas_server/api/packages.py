@@ -18,57 +18,14 @@ Without ``aasIds`` and ``submodelIds`` everything is serialised.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
 from basyx.aas import model
 
-from aas_server.api.attachments import Attachment, AttachmentStore
 from aas_server.errors import ConflictError, NotFoundError
 from aas_server.exchange import read_package
+from aas_server.store.files import Attachment, AttachmentStore
 from aas_server.store.twin_store import TwinStore
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPackage:
-    """One package file as uploaded, with the shells it holds (``PackageDescription``)."""
-
-    package_id: str
-    file_name: str
-    content: bytes
-    aas_ids: tuple[str, ...]
-
-
-class PackageStore(Protocol):
-    """Package files by id, in upload order."""
-
-    async def packages(self) -> Sequence[StoredPackage]: ...
-
-    async def get(self, package_id: str) -> StoredPackage | None: ...
-
-    async def put(self, package: StoredPackage) -> None: ...
-
-    async def delete(self, package_id: str) -> None: ...
-
-
-class MemoryPackageStore:
-    """A ``PackageStore`` in memory (lost on restart; see ``docs/rest.md``)."""
-
-    def __init__(self) -> None:
-        self._packages: dict[str, StoredPackage] = {}
-
-    async def packages(self) -> Sequence[StoredPackage]:
-        return list(self._packages.values())
-
-    async def get(self, package_id: str) -> StoredPackage | None:
-        return self._packages.get(package_id)
-
-    async def put(self, package: StoredPackage) -> None:
-        self._packages[package.package_id] = package
-
-    async def delete(self, package_id: str) -> None:
-        self._packages.pop(package_id, None)
 
 
 def _exists(store: TwinStore, identifiable: model.Identifiable) -> bool:

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import hdrs, web
 from basyx.aas import model
 
-from aas_server.api.attachments import Attachment, attachment_path, content_type_for, read_upload
+from aas_server.api.attachments import attachment_path, content_type_for, read_upload
 from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
 from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
 from aas_server.api.paging import FilterKey, Page, page_sorted, parse_page_request
@@ -44,6 +44,7 @@ from aas_server.api.serialization import (
     to_json_object,
 )
 from aas_server.errors import ConflictError, InvalidRequestError, NotFoundError
+from aas_server.store.files import Attachment
 
 routes = RouteTable()
 

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from basyx.aas import model
 
-from aas_server.api.attachments import Attachment, attachment_path, content_type_for, read_upload
+from aas_server.api.attachments import attachment_path, content_type_for, read_upload
 from aas_server.api.context import MAX_BODY_KEY, OPERATIONS_KEY, RUNS_KEY, attachments_of, store_of
 from aas_server.api.deserialization import decode_element
 from aas_server.api.errors import timestamp
@@ -52,6 +52,7 @@ from aas_server.api.value_only import copy_element, plan_value_update
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths, values
 from aas_server.model.events import QualityReason
+from aas_server.store.files import Attachment
 from aas_server.store.twin_store import TwinStore
 
 routes = RouteTable()

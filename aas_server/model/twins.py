@@ -624,9 +624,10 @@ def _concept_descriptions(definitions: TwinDefinitionSet) -> list[model.ConceptD
                     dict(definition.preferred_name or {"en": _words(definition.id_short)})
                 ),
                 data_type=_data_type(datatypes.XSD_TYPE_CLASSES[definition.value_type], unit),
-                definition=model.DefinitionTypeIEC61360(dict(definition.description))
-                if definition.description
-                else None,
+                # AASc-3a-008: an IEC 61360 definition is mandatory, at least in English.
+                definition=model.DefinitionTypeIEC61360(
+                    dict(definition.description or {"en": _words(definition.id_short)})
+                ),
                 unit=unit.symbol if unit else None,
             )
             result[definition.semantic_id] = model.ConceptDescription(

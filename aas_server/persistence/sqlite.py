@@ -31,6 +31,7 @@ from basyx.aas.model import datatypes
 
 from aas_server.errors import PersistenceError
 from aas_server.model.events import Quality, QualityReason, ValueChanged
+from aas_server.store.files import Attachment, StoredPackage
 
 _T = TypeVar("_T")
 
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS supplementary_files (
     path TEXT PRIMARY KEY,
     content_type TEXT NOT NULL,
     data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS packages (
+    package_id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    file_name TEXT NOT NULL,
+    aas_ids TEXT NOT NULL,
+    content BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS property_values (
     submodel_id TEXT NOT NULL,
@@ -223,6 +231,46 @@ class SqliteRepository:
         )
         return {path: (bytes(data), content_type) for path, content_type, data in rows}
 
+    async def load_file(self, path: str) -> tuple[bytes, str] | None:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT data, content_type FROM supplementary_files WHERE path = ?", (path,)
+            ).fetchone()
+        )
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    # --- uploaded packages ---------------------------------------------------------------------
+
+    async def save_package(self, package: StoredPackage) -> None:
+        def save() -> None:
+            with self._transaction() as database:
+                (position,) = database.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM packages").fetchone()
+                database.execute(
+                    "INSERT INTO packages VALUES (?, ?, ?, ?, ?) ON CONFLICT(package_id) DO UPDATE SET "
+                    "file_name = excluded.file_name, aas_ids = excluded.aas_ids, content = excluded.content",
+                    (package.package_id, position, package.file_name, json.dumps(package.aas_ids), package.content),
+                )
+
+        await self._run(save)
+
+    async def delete_package(self, package_id: str) -> None:
+        def delete() -> None:
+            with self._transaction() as database:
+                database.execute("DELETE FROM packages WHERE package_id = ?", (package_id,))
+
+        await self._run(delete)
+
+    async def load_packages(self, package_id: str | None = None) -> list[StoredPackage]:
+        query = "SELECT package_id, file_name, content, aas_ids FROM packages"
+        parameters: tuple[str, ...] = ()
+        if package_id is not None:
+            query, parameters = query + " WHERE package_id = ?", (package_id,)
+        rows = await self._run(lambda: self._db.execute(query + " ORDER BY position", parameters).fetchall())
+        return [
+            StoredPackage(identifier, file_name, bytes(content), tuple(json.loads(aas_ids)))
+            for identifier, file_name, content, aas_ids in rows
+        ]
+
     # --- values --------------------------------------------------------------------------------
 
     async def persist_values(self, changes: Sequence[ValueChanged]) -> None:
@@ -273,3 +321,40 @@ class SqliteRepository:
 
     async def integrity_check(self) -> str:
         return await self._run(lambda: str(self._db.execute("PRAGMA integrity_check").fetchone()[0]))
+
+
+class SqliteAttachmentStore:
+    """The REST API's ``AttachmentStore`` on the hub's database (the supplementary files table)."""
+
+    def __init__(self, repository: SqliteRepository) -> None:
+        self._repository = repository
+
+    async def get(self, path: str) -> Attachment | None:
+        found = await self._repository.load_file(path)
+        return None if found is None else Attachment(found[0], found[1])
+
+    async def put(self, path: str, attachment: Attachment) -> None:
+        await self._repository.save_files({path: (attachment.content, attachment.content_type)})
+
+    async def delete(self, path: str) -> None:
+        await self._repository.delete_file(path)
+
+
+class SqlitePackageStore:
+    """The REST API's ``PackageStore`` on the hub's database: uploaded package files as they came."""
+
+    def __init__(self, repository: SqliteRepository) -> None:
+        self._repository = repository
+
+    async def packages(self) -> list[StoredPackage]:
+        return await self._repository.load_packages()
+
+    async def get(self, package_id: str) -> StoredPackage | None:
+        found = await self._repository.load_packages(package_id)
+        return found[0] if found else None
+
+    async def put(self, package: StoredPackage) -> None:
+        await self._repository.save_package(package)
+
+    async def delete(self, package_id: str) -> None:
+        await self._repository.delete_package(package_id)

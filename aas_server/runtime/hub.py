@@ -22,7 +22,7 @@ from typing import Any, Self
 from aiohttp import web
 from basyx.aas import model
 
-from aas_server.api.app import create_app
+from aas_server.api.app import RUNNER_HANDLER_ARGS, create_app
 from aas_server.config import HubSettings
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.simulator import BottlingLineSimulator
@@ -41,7 +41,7 @@ from aas_server.model import values
 from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
-from aas_server.persistence.sqlite import SqliteRepository
+from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
 
 _LOG = logging.getLogger(__name__)
@@ -228,7 +228,12 @@ class Hub:
 
     async def _start_rest(self) -> None:
         rest = self.settings.rest
-        runner = web.AppRunner(create_app(self.store), access_log=None)
+        app = create_app(
+            self.store,
+            attachments=SqliteAttachmentStore(self.repository),
+            packages=SqlitePackageStore(self.repository),
+        )
+        runner = web.AppRunner(app, access_log=None, handler_args=RUNNER_HANDLER_ARGS)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         listener = socket.create_server((rest.host, rest.port), reuse_port=False)
