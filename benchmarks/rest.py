@@ -70,7 +70,7 @@ def _big_submodel() -> Any:
     from basyx.aas import model
 
     elements = []
-    for index in range(24):
+    for index in range(44):
         elements.append(
             model.Property(
                 f"Property{index:02d}",
@@ -89,7 +89,7 @@ def serve_hub(submodel_count: int, data_dir: str) -> None:
     from aiohttp import web
     from basyx.aas import model
 
-    from aas_server.api.app import RUNNER_HANDLER_ARGS, create_app
+    from aas_server.api.app import create_app
     from aas_server.persistence.sqlite import SqliteRepository
     from aas_server.store.twin_store import TwinStore
 
@@ -110,7 +110,7 @@ def serve_hub(submodel_count: int, data_dir: str) -> None:
             await repository.save_identifiables(
                 [store.submodel(BIG_SUBMODEL), store.submodel(SMALL_SUBMODEL.format(index=0))]
             )
-            runner = web.AppRunner(create_app(store), access_log=None, handler_args=RUNNER_HANDLER_ARGS)
+            runner = web.AppRunner(create_app(store), access_log=None)
             await runner.setup()
             await web.SockSite(runner, _listen()).start()
             await asyncio.Event().wait()

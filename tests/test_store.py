@@ -337,3 +337,19 @@ async def test_device_bound_elements_cannot_be_removed_by_model_changes() -> Non
         model.SubmodelElementCollection("Motor", value=[model.Property("Temperature", float, 1.0)]),
     )
     assert _value(store.element(SUBMODEL_ID, "Motor.Temperature")) == 1.0
+
+
+async def test_annotations_of_a_relationship_can_be_added_and_deleted() -> None:
+    store = TwinStore(journal=_Journal())
+    reference = model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, SUBMODEL_ID),), model.Submodel)
+    relation = model.AnnotatedRelationshipElement(
+        "Feeds", reference, reference, annotation=[model.Property("Note", str, "checked")]
+    )
+    submodel = _submodel()
+    submodel.submodel_element.add(relation)
+    await store.create(submodel)
+    assert await store.create_element(SUBMODEL_ID, "Feeds", model.Property("Since", str, "2026")) == "Feeds.Since"
+    await store.delete_element(SUBMODEL_ID, "Feeds.Note")
+    with pytest.raises(NotFoundError):
+        store.element(SUBMODEL_ID, "Feeds.Note")
+    assert _value(store.element(SUBMODEL_ID, "Feeds.Since")) == "2026"

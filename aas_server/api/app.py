@@ -59,9 +59,9 @@ TOP_LEVEL_TABLES: tuple[RouteTable, ...] = (
 SUBMODEL_TABLES: tuple[RouteTable, ...] = (submodels.interface, submodel_elements.routes)
 
 
-RUNNER_HANDLER_ARGS: dict[str, int] = {"max_line_size": 65_536, "max_field_size": 65_536}
-"""aiohttp parser limits for ``web.AppRunner(handler_args=...)``: base64url ids and idShort paths make long
-request lines; beyond 64 KiB aiohttp answers 400 itself before the application sees the request."""
+PARSER_LIMITS: dict[str, int] = {"max_line_size": 65_536, "max_field_size": 65_536}
+"""aiohttp's request parser limits: base64url ids and idShort paths make long request lines; beyond 64 KiB
+aiohttp answers 400 itself before the application sees the request."""
 
 
 def create_app(
@@ -87,7 +87,7 @@ def create_app(
     chain: list[Middleware] = [error_middleware, *middlewares]
     if cors_origins:
         chain.insert(0, cors_middleware(frozenset(cors_origins)))
-    app = web.Application(middlewares=chain, client_max_size=client_max_size)
+    app = web.Application(middlewares=chain, client_max_size=client_max_size, handler_args=dict(PARSER_LIMITS))
     app[STORE_KEY] = store
     app[CATALOG_KEY] = Catalog(store)
     app[CACHE_KEY] = ResponseCache(max_entries=cache_entries)

@@ -22,7 +22,7 @@ from typing import Any, Self
 from aiohttp import web
 from basyx.aas import model
 
-from aas_server.api.app import RUNNER_HANDLER_ARGS, create_app
+from aas_server.api.app import create_app
 from aas_server.config import HubSettings
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.simulator import BottlingLineSimulator
@@ -233,7 +233,7 @@ class Hub:
             attachments=SqliteAttachmentStore(self.repository),
             packages=SqlitePackageStore(self.repository),
         )
-        runner = web.AppRunner(app, access_log=None, handler_args=RUNNER_HANDLER_ARGS)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         listener = socket.create_server((rest.host, rest.port), reuse_port=False)

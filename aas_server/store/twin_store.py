@@ -82,8 +82,20 @@ class Journal(Protocol):
     async def delete_identifiable(self, identifier: str) -> None: ...
 
 
-Container = model.Submodel | model.SubmodelElementCollection | model.SubmodelElementList[Any] | model.Entity
-_CONTAINER_TYPES = (model.Submodel, model.SubmodelElementCollection, model.SubmodelElementList, model.Entity)
+Container = (
+    model.Submodel
+    | model.SubmodelElementCollection
+    | model.SubmodelElementList[Any]
+    | model.Entity
+    | model.AnnotatedRelationshipElement
+)
+_CONTAINER_TYPES = (
+    model.Submodel,
+    model.SubmodelElementCollection,
+    model.SubmodelElementList,
+    model.Entity,
+    model.AnnotatedRelationshipElement,
+)
 """``Container`` for ``isinstance`` (a subscripted generic cannot be checked)."""
 
 
@@ -92,6 +104,8 @@ def _children_set(container: Container) -> model.NamespaceSet[Any]:
         return container.submodel_element
     if isinstance(container, model.Entity):
         return container.statement
+    if isinstance(container, model.AnnotatedRelationshipElement):
+        return container.annotation
     return container.value
 
 
@@ -413,10 +427,10 @@ class TwinStore:
         if not parent_path:
             return submodel
         parent = paths.resolve(submodel, parent_path)
-        if not isinstance(parent, model.SubmodelElementCollection | model.SubmodelElementList | model.Entity):
+        if not isinstance(parent, _CONTAINER_TYPES):
             raise InvalidRequestError(
                 f"{parent_path!r} is a {type(parent).__name__}; elements can only be added to a submodel, "
-                "a collection, a list or an entity"
+                "a collection, a list, an entity or (data elements) an annotated relationship"
             )
         return parent
 
@@ -462,7 +476,8 @@ class TwinStore:
             submodel = self.submodel(submodel_id)
             old = paths.resolve(submodel, id_short_path)
             container = old.parent
-            assert isinstance(container, _CONTAINER_TYPES)
+            if not isinstance(container, _CONTAINER_TYPES):
+                raise InvalidRequestError(f"{id_short_path!r} cannot be changed on its own; change its parent")
             if not isinstance(container, model.SubmodelElementList) and element.id_short != old.id_short:
                 raise InvalidRequestError(
                     f"the idShort in the body ({element.id_short!r}) differs from the path's ({old.id_short!r})"
@@ -486,6 +501,7 @@ class TwinStore:
                     f"{id_short_path!r} holds device-bound elements ({', '.join(bound)}); change the mapping first"
                 )
             container = old.parent
-            assert isinstance(container, _CONTAINER_TYPES)
+            if not isinstance(container, _CONTAINER_TYPES):
+                raise InvalidRequestError(f"{id_short_path!r} cannot be changed on its own; change its parent")
             await self._change_elements(submodel_id, container, lambda items: items.remove(old))
         self.bus.publish(ModelChanged(ModelChangeKind.DELETED, submodel_id, id_short_path))

@@ -1,0 +1,1 @@
+"""Helpers of the conformance tests: data set, server, aas-test-engines and schemathesis runs."""
