@@ -27,7 +27,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from aas_server.cli import demo_settings_path
 from aas_server.config import HubSettings, load_settings
 from aas_server.mapping.schema import Table
-from aas_server.opcua.node_ids import node_id_for
+from aas_server.opcua.node_ids import node_id_for, submodel_node_id
 from aas_server.runtime.hub import Hub
 from tests.support import CLIENT_URI, ROOT, ClientCertificate, eventually, status_of, value_of, wait_until
 
@@ -280,3 +280,43 @@ async def test_model_changes_attachments_and_packages_survive_a_restart(tmp_path
         async with http.get(f"{hub.rest_url}/packages/{package_id}") as r:
             assert r.status == 200, await r.text()
             assert await r.read() == package
+
+
+async def test_submodels_added_and_deleted_through_rest_appear_and_vanish_in_opcua(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    settings = settings_for(tmp_path).model_copy(update={"mappings": [], "simulator": HubSettings().simulator})
+    identifier = "urn:aas-server:test:sm:added-through-rest"
+    submodel = {
+        "modelType": "Submodel",
+        "id": identifier,
+        "idShort": "AddedThroughRest",
+        "submodelElements": [{"modelType": "Property", "idShort": "Level", "valueType": "xs:int", "value": "42"}],
+    }
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        assert hub.rest_url is not None
+        assert hub.opcua is not None
+        namespace = hub.opcua.namespace_index
+        session = opcua_session(hub.opcua.endpoint_url, opcua_client_certificate, "viewer", "demo-viewer")
+        async with session as client:
+            level = opcua_node(client, node_id_for(identifier, "Level"), namespace)
+            submodel_node = opcua_node(client, submodel_node_id(identifier), namespace)
+
+            async def browse_names() -> list[str]:
+                folder = await client.nodes.objects.get_child([f"{namespace}:AASEnvironment", f"{namespace}:Submodels"])
+                return [(await child.read_browse_name()).Name for child in await folder.get_children()]
+
+            assert "AddedThroughRest" not in await browse_names()
+            async with http.post(f"{hub.rest_url}/submodels", json=submodel) as r:
+                assert r.status == 201, await r.text()
+            names = await eventually(browse_names, lambda found: "AddedThroughRest" in found, 1.0)
+            assert "AddedThroughRest" in names
+            assert await level.read_value() == 42
+            assert await level.read_data_type_as_variant_type() == ua.VariantType.Int32
+
+            async with http.delete(f"{hub.rest_url}/submodels/{b64(identifier)}") as r:
+                assert r.status == 204, await r.text()
+            await eventually(browse_names, lambda found: "AddedThroughRest" not in found, 1.0)
+            with pytest.raises(UaStatusCodeError) as gone:
+                await submodel_node.read_browse_name()
+            assert gone.value.code == StatusCodes.BadNodeIdUnknown
