@@ -1,4 +1,4 @@
-"""``aas-server``: serve | demo | check | import | export.
+"""``aas-server``: serve | demo | check | import | export | nodeset.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid input (a settings, twin or mapping file that
 does not validate), each reported as ``file: item.field: reason`` without a traceback.
@@ -73,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     exporting.add_argument("output", type=Path, help="file to write; the format follows its extension")
     exporting.add_argument("--config", "-c", type=Path, required=True, help="settings file of the hub")
     exporting.add_argument("--format", choices=["aasx", "json", "xml"], help="overrides the extension")
+
+    nodeset = commands.add_parser("nodeset", help="write OPC UA NodeSet2 XML: the AAS type model or the address space")
+    nodeset_commands = nodeset.add_subparsers(dest="nodeset_command", required=True)
+    nodeset_types = nodeset_commands.add_parser(
+        "types", help="write the hub's AAS v3 type model (nodesets/aas-server.types.NodeSet2.xml)"
+    )
+    nodeset_types.add_argument("output", type=Path, help="file to write")
+    nodeset_export = nodeset_commands.add_parser(
+        "export", help="write the OPC UA address space of the hub's current model, for offline engineering tools"
+    )
+    nodeset_export.add_argument("output", type=Path, help="file to write")
+    nodeset_export.add_argument("--config", "-c", type=Path, required=True, help="settings file of the hub")
     return parser
 
 
@@ -148,6 +160,40 @@ async def _export(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _nodeset(arguments: argparse.Namespace) -> int:
+    """``nodeset types``: the type model; ``nodeset export``: the instance address space of the current model."""
+    from aas_server.opcua import nodeset
+    from aas_server.opcua.types import TYPES_NAMESPACE_URI
+
+    if arguments.nodeset_command == "types":
+        await asyncio.to_thread(arguments.output.write_bytes, nodeset.types_nodeset())
+        print(f"{arguments.output}: the AAS type model ({TYPES_NAMESPACE_URI})")
+        return EXIT_OK
+    from aas_server.mapping.schema import load_mapping
+    from aas_server.persistence.sqlite import SqliteRepository
+    from aas_server.store.twin_store import ElementBinding
+
+    settings = load_settings(arguments.config)
+    bindings: dict[tuple[str, str], ElementBinding] = {}
+    for mapping_path in settings.mappings:
+        for point in load_mapping(mapping_path).points:
+            bindings[(point.target.submodel, point.target.path)] = ElementBinding(
+                f"device:{point.device}", point.writable, point.engineering_unit
+            )
+    async with SqliteRepository(settings.sqlite_path) as repository:
+        identifiables = await repository.load_identifiables()
+    if not identifiables:
+        identifiables = await asyncio.to_thread(_model_from_settings, settings)
+    content = await asyncio.to_thread(
+        nodeset.export_address_space, identifiables, bindings, settings.opcua.namespace_uri, version=__version__
+    )
+    await asyncio.to_thread(arguments.output.write_bytes, content)
+    print(
+        f"{arguments.output}: the address space of {len(identifiables)} identifiables ({settings.opcua.namespace_uri})"
+    )
+    return EXIT_OK
+
+
 def _model_from_settings(settings: HubSettings) -> list[Any]:
     from aas_server.runtime.hub import load_model_files
 
@@ -194,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(str(error), file=sys.stderr)
                 status = EXIT_INVALID
         return status
-    if arguments.command in ("import", "export"):
+    if arguments.command in ("import", "export", "nodeset"):
+        commands = {"import": _import, "export": _export, "nodeset": _nodeset}
         try:
-            return asyncio.run(_import(arguments) if arguments.command == "import" else _export(arguments))
+            return asyncio.run(commands[arguments.command](arguments))
         except (ConfigurationError, PackageError) as error:
             print(str(error), file=sys.stderr)
             return EXIT_INVALID

@@ -70,6 +70,14 @@ class OpcUaSettings(_Strict):
     allow_anonymous_read: bool = False
     """Anonymous sessions may browse and read, never write."""
     users: list[UserSettings] = Field(default_factory=list)
+    trusted_certificates: Path | None = None
+    """Directory of trusted client certificates and CA certificates (DER or PEM); ``<data_dir>/pki/trusted``."""
+    rejected_certificates: Path | None = None
+    """Where certificates of rejected clients are kept for the operator to review; ``<data_dir>/pki/rejected``."""
+    certificate_revocation_lists: Path | None = None
+    """Directory of CRLs of the trusted CAs (DER or PEM); ``<data_dir>/pki/crl``."""
+    trust_all_client_certificates: bool = False
+    """Accept any client certificate that is valid now and names the client's application URI (demo only; warned)."""
 
 
 class PersistenceSettings(_Strict):
@@ -116,6 +124,10 @@ class HubSettings(_Strict):
             update={
                 "certificate": fix(self.opcua.certificate) if self.opcua.certificate else None,
                 "private_key": fix(self.opcua.private_key) if self.opcua.private_key else None,
+                **{
+                    name: fix(folder) if (folder := getattr(self.opcua, name)) else None
+                    for name in ("trusted_certificates", "rejected_certificates", "certificate_revocation_lists")
+                },
             }
         )
         sqlite = self.persistence.sqlite_path

@@ -69,6 +69,13 @@ def make_client_certificate(folder: Path) -> ClientCertificate:
     return paths
 
 
+def trust_client_certificate(data_dir: Path, certificate: ClientCertificate) -> None:
+    """Put a client certificate into the hub's OPC UA trust list, ``<data_dir>/pki/trusted/``."""
+    trusted = data_dir / "pki" / "trusted"
+    trusted.mkdir(parents=True, exist_ok=True)
+    (trusted / "test-client.der").write_bytes(certificate.certificate.read_bytes())
+
+
 def status_of(data_value: Any) -> int:
     """The numeric status code of an asyncua ``DataValue`` (Good when absent, as OPC UA defines)."""
     return 0 if data_value.StatusCode is None else int(data_value.StatusCode.value)

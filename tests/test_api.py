@@ -181,6 +181,18 @@ async def get_json(client: Client, url: str, status: int = 200) -> Any:
     return await response.json()
 
 
+async def get_value(client: Client, url: str) -> Any:
+    """The value in an element's ``$value`` answer at ``url``: ``{"<idShort>": value}``, bare for list items."""
+    body = await get_json(client, url)
+    path = url.split("/submodel-elements/", 1)[1].rsplit("/$value", 1)[0]
+    if path.endswith("]"):
+        return body
+    id_short = path.rpartition(".")[2]
+    assert isinstance(body, dict), body
+    assert list(body) == [id_short], body
+    return body[id_short]
+
+
 # --- shells ------------------------------------------------------------------------------------
 
 
@@ -322,7 +334,7 @@ async def test_level_core_keeps_direct_children_only(client: Client) -> None:
 async def test_extent_with_blob_value_includes_blob(client: Client) -> None:
     blob = await get_json(client, sm("/submodel-elements/Firmware?extent=withBlobValue"))
     assert blob["value"] == "AQI="
-    assert (await get_json(client, sm("/submodel-elements/Firmware/$value?extent=withBlobValue"))) == {
+    assert (await get_value(client, sm("/submodel-elements/Firmware/$value?extent=withBlobValue"))) == {
         "contentType": "application/octet-stream",
         "value": "AQI=",
     }
@@ -375,20 +387,22 @@ async def test_submodel_elements_are_paged_in_model_order(client: Client) -> Non
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("Temperature", 21.5),
-        ("Counter", 7),
-        ("Running", True),
-        ("Name", [{"en": "Press"}, {"de": "Presse"}]),
-        ("Motor", {"Current": 3.2}),
-        ("Motor.Current", 3.2),
-        ("Readings", [1.0, 2.0]),
+        ("Temperature", {"Temperature": 21.5}),
+        ("Counter", {"Counter": 7}),
+        ("Running", {"Running": True}),
+        ("Name", {"Name": [{"en": "Press"}, {"de": "Presse"}]}),
+        ("Motor", {"Motor": {"Current": 3.2}}),
+        ("Motor.Current", {"Current": 3.2}),
+        ("Readings", {"Readings": [1.0, 2.0]}),
         ("Readings[1]", 2.0),
-        ("Limits", {"min": 0.0, "max": 100.0}),
-        ("Manual", {"contentType": "application/pdf", "value": "/aasx/manual.pdf"}),
+        ("Limits", {"Limits": {"min": 0.0, "max": 100.0}}),
+        ("Manual", {"Manual": {"contentType": "application/pdf", "value": "/aasx/manual.pdf"}}),
     ],
 )
-async def test_element_value_only_forms(client: Client, path: str, expected: Any) -> None:
-    assert await get_json(client, sm(f"/submodel-elements/{path}/$value")) == expected
+async def test_element_value_only_forms_are_wrapped_in_the_idshort(client: Client, path: str, expected: Any) -> None:
+    for api in ("/api/v3.0", "/api/v3.1"):
+        url = f"{api}/submodels/{encode_identifier(OPERATIONAL_ID)}/submodel-elements/{path}/$value"
+        assert await get_json(client, url) == expected
 
 
 async def test_nested_element_normal_form(client: Client) -> None:
@@ -430,7 +444,7 @@ async def test_quality_headers_on_property_gets(client: Client, store: TwinStore
         response = await client.get(sm(path))
         assert response.headers["X-AAS-Quality"] == "bad"
         assert response.headers["X-AAS-Quality-Reason"] == "no_communication"
-    assert await (await client.get(sm("/submodel-elements/Temperature/$value"))).json() == 21.5
+    assert await (await client.get(sm("/submodel-elements/Temperature/$value"))).json() == {"Temperature": 21.5}
 
 
 # --- PATCH $value -------------------------------------------------------------------------------
@@ -440,7 +454,7 @@ async def test_patch_value_writes_through_the_device(client: Client, store: Twin
     response = await client.patch(sm("/submodel-elements/Setpoint/$value"), data=b"42.5")
     assert response.status == 204, await response.text()
     assert device.written == [42.5]
-    assert await get_json(client, sm("/submodel-elements/Setpoint/$value")) == 42.5
+    assert await get_value(client, sm("/submodel-elements/Setpoint/$value")) == 42.5
     state = store.state(OPERATIONAL_ID, "Setpoint")
     assert state is not None
     assert state.quality is Quality.GOOD
@@ -458,7 +472,7 @@ async def test_patch_unbound_properties_of_each_type(client: Client) -> None:
     ):
         response = await client.patch(sm(f"/submodel-elements/{path}/$value"), data=body)
         assert response.status == 204, await response.text()
-        assert await get_json(client, sm(f"/submodel-elements/{path}/$value")) == expected
+        assert await get_value(client, sm(f"/submodel-elements/{path}/$value")) == expected
 
 
 @pytest.mark.parametrize("body", [b"true", b'"hot"', b"[1]", b"{}"])
@@ -466,13 +480,13 @@ async def test_patch_wrong_type_is_400_and_keeps_value(client: Client, device: R
     response = await client.patch(sm("/submodel-elements/Setpoint/$value"), data=body)
     await assert_result(response, 400, "TypeMismatch")
     assert device.written == []
-    assert await get_json(client, sm("/submodel-elements/Setpoint/$value")) == 50.0
+    assert await get_value(client, sm("/submodel-elements/Setpoint/$value")) == 50.0
 
 
 async def test_patch_fraction_into_int_is_400(client: Client) -> None:
-    store_value = await get_json(client, sm("/submodel-elements/Counter/$value"))
+    store_value = await get_value(client, sm("/submodel-elements/Counter/$value"))
     await assert_result(await client.patch(sm("/submodel-elements/Counter/$value"), data=b"3.5"), 400)
-    assert await get_json(client, sm("/submodel-elements/Counter/$value")) == store_value
+    assert await get_value(client, sm("/submodel-elements/Counter/$value")) == store_value
 
 
 async def test_patch_read_only_binding_is_403(client: Client) -> None:
@@ -480,13 +494,13 @@ async def test_patch_read_only_binding_is_403(client: Client) -> None:
         await client.patch(sm("/submodel-elements/Counter/$value"), data=b"8"), 403, "NotWritable"
     )
     assert "read-only" in message["text"]
-    assert await get_json(client, sm("/submodel-elements/Counter/$value")) == 7
+    assert await get_value(client, sm("/submodel-elements/Counter/$value")) == 7
 
 
 async def test_patch_range_value_replaces_the_range(client: Client) -> None:
     response = await client.patch(sm("/submodel-elements/Limits/$value"), data=b'{"min": 1, "max": 2}')
     assert response.status == 204, await response.text()
-    assert await get_json(client, sm("/submodel-elements/Limits/$value")) == {"min": 1.0, "max": 2.0}
+    assert await get_value(client, sm("/submodel-elements/Limits/$value")) == {"min": 1.0, "max": 2.0}
 
 
 async def test_device_refusal_is_502_and_keeps_value(client: Client) -> None:
@@ -494,12 +508,12 @@ async def test_device_refusal_is_502_and_keeps_value(client: Client) -> None:
         await client.patch(sm("/submodel-elements/Speed/$value"), data=b"1500"), 502, "DeviceError"
     )
     assert "press-plc" in message["text"]
-    assert await get_json(client, sm("/submodel-elements/Speed/$value")) == 1200.0
+    assert await get_value(client, sm("/submodel-elements/Speed/$value")) == 1200.0
 
 
 async def test_device_timeout_is_504(client: Client) -> None:
     await assert_result(await client.patch(sm("/submodel-elements/Valve/$value"), data=b"20"), 504, "DeviceTimeout")
-    assert await get_json(client, sm("/submodel-elements/Valve/$value")) == 10.0
+    assert await get_value(client, sm("/submodel-elements/Valve/$value")) == 10.0
 
 
 async def test_unexpected_error_is_generic_500(client: Client, caplog: pytest.LogCaptureFixture) -> None:
@@ -544,6 +558,18 @@ async def test_head_answers_like_get_without_body(client: Client) -> None:
     assert await response.read() == b""
 
 
+async def test_element_value_listing_is_a_list_in_v3_0_and_one_object_in_v3_1(client: Client) -> None:
+    path = f"/submodels/{b64(OPERATIONAL_ID)}/submodel-elements/$value?limit=2"
+    release_3_0 = await get_json(client, f"/api/v3.0{path}")
+    release_3_1 = await get_json(client, f"/api/v3.1{path}")
+    assert release_3_0["result"] == [{"Temperature": 21.5}, {"Setpoint": 50.0}]
+    assert release_3_1["result"] == {"Temperature": 21.5, "Setpoint": 50.0}
+    assert release_3_0["paging_metadata"] == release_3_1["paging_metadata"]
+    cursor = release_3_1["paging_metadata"]["cursor"]
+    following = await get_json(client, f"/api/v3.1{path}&cursor={cursor}")
+    assert following["result"] == {"Counter": 7, "Running": True}
+
+
 async def test_v3_1_serves_the_same(client: Client) -> None:
     for path in ("/shells", f"/submodels/{b64(OPERATIONAL_ID)}/$value", "/description"):
         assert await get_json(client, f"/api/v3.1{path}") == await get_json(client, f"{API}{path}")
@@ -551,13 +577,16 @@ async def test_v3_1_serves_the_same(client: Client) -> None:
         f"/api/v3.1/submodels/{b64(OPERATIONAL_ID)}/submodel-elements/Temperature/$value", data=b"30"
     )
     assert response.status == 204
-    assert await get_json(client, sm("/submodel-elements/Temperature/$value")) == 30.0
+    assert await get_value(client, sm("/submodel-elements/Temperature/$value")) == 30.0
 
 
 async def test_description_lists_profiles(client: Client) -> None:
     body = await get_json(client, f"{API}/description")
     assert body["profiles"]
     assert all(profile.startswith("https://admin-shell.io/aas/API/3/") for profile in body["profiles"])
+    for version in ("0", "1"):
+        for specification in ("AssetAdministrationShellServiceSpecification", "SubmodelServiceSpecification"):
+            assert f"https://admin-shell.io/aas/API/3/{version}/{specification}/SSP-002" in body["profiles"]
 
 
 async def test_concept_descriptions(client: Client) -> None:

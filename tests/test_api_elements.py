@@ -16,7 +16,7 @@ from aas_server.api.operations import OperationRegistry
 from aas_server.api.serialization import encode_identifier
 from aas_server.store.twin_store import ElementBinding, ModelChanged, ModelChangeKind, TwinStore
 from tests.support import eventually
-from tests.test_api import API, assert_result, get_json
+from tests.test_api import API, assert_result, get_json, get_value
 
 Client = TestClient[web.Request, web.Application]
 
@@ -144,9 +144,12 @@ async def patch_value(client: Client, path: str, body: Any, status: int = 204) -
         ("Alarm", {"observed": {"type": "ModelReference", "keys": [{"type": "Submodel", "value": SUBMODEL_ID}]}}, None),
     ],
 )
-async def test_patch_value_of_every_kind_is_read_back(client: Client, path: str, new_value: Any, expected: Any) -> None:
-    await patch_value(client, path, new_value)
-    read = await get_json(client, el(f"{path}/$value"))
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "wrapped"])
+async def test_patch_value_of_every_kind_is_read_back(
+    client: Client, path: str, new_value: Any, expected: Any, wrapped: bool
+) -> None:
+    await patch_value(client, path, {path: new_value} if wrapped else new_value)
+    read = await get_value(client, el(f"{path}/$value"))
     if expected is not None:
         assert read == expected
     else:
@@ -159,13 +162,25 @@ async def test_patch_value_of_every_kind_is_read_back(client: Client, path: str,
             assert read == new_value
 
 
+async def test_every_value_read_can_be_written_back_unchanged(client: Client) -> None:
+    submodel_url = f"{API}/submodels/{encode_identifier(SUBMODEL_ID)}/$value"
+    before = await get_json(client, submodel_url)
+    for path in ("Temperature", "Name", "Limits", "Manual", "Link", "Feeds", "Annotated", "Part", "Motor", "Alarm"):
+        response = await client.get(el(f"{path}/$value"))
+        answered = await response.json()
+        assert list(answered) == [path]
+        await patch_value(client, path, answered)
+    await patch_value(client, "Readings[1]", await get_json(client, el("Readings[1]/$value")))
+    assert await get_json(client, submodel_url) == before
+
+
 async def test_blob_value_round_trip_and_entity_value_form(client: Client) -> None:
     await patch_value(client, "Firmware", {"contentType": "application/x-bin", "value": "AAEC"})
-    assert await get_json(client, el("Firmware/$value?extent=withBlobValue")) == {
+    assert await get_value(client, el("Firmware/$value?extent=withBlobValue")) == {
         "contentType": "application/x-bin",
         "value": "AAEC",
     }
-    entity = await get_json(client, el("Part/$value"))
+    entity = await get_value(client, el("Part/$value"))
     assert entity == {"statements": {"Mass": 1.5}, "entityType": "SelfManagedEntity", "globalAssetId": "urn:asset:part"}
 
 
@@ -251,7 +266,7 @@ async def test_patch_element_metadata_and_element(client: Client) -> None:
     await assert_result(await client.patch(el("Temperature/$metadata"), json={"value": "1"}), 400)
     response = await client.patch(el("Temperature"), json={"value": "22.5"})
     assert response.status == 204
-    assert await get_json(client, el("Temperature/$value")) == 22.5
+    assert await get_value(client, el("Temperature/$value")) == 22.5
     await assert_result(await client.patch(el("Temperature"), json={"modelType": "Range"}), 400)
 
 
@@ -269,20 +284,20 @@ async def test_element_post_put_delete_with_events(client: Client, store: TwinSt
     response = await client.post(el("Motor"), json=child)
     assert response.status == 201
     assert response.headers["Location"].endswith("/submodel-elements/Motor.Voltage")
-    assert await get_json(client, el("Motor/$value")) == {"Current": 3.0, "Voltage": 230.0}
+    assert await get_value(client, el("Motor/$value")) == {"Current": 3.0, "Voltage": 230.0}
     item = {"modelType": "Property", "valueType": "xs:double", "value": "3"}
     assert (await client.post(el("Readings"), json=item)).status == 201
-    assert await get_json(client, el("Readings/$value")) == [1.0, 2.0, 3.0]
+    assert await get_value(client, el("Readings/$value")) == [1.0, 2.0, 3.0]
     replaced = {**new, "value": "9"}
     assert (await client.put(el("Pressure"), json=replaced)).status == 204
-    assert await get_json(client, el("Pressure/$value")) == 9.0
+    assert await get_value(client, el("Pressure/$value")) == 9.0
     await assert_result(await client.put(el("Pressure"), json={**new, "idShort": "Other"}), 400)
     created = await client.put(el("Motor.Speed"), json={**new, "idShort": "Speed"})
     assert created.status == 201
     assert (await client.delete(el("Motor.Speed"))).status == 204
     await assert_result(await client.get(el("Motor.Speed")), 404)
     assert (await client.delete(el("Readings[0]"))).status == 204
-    assert await get_json(client, el("Readings/$value")) == [2.0, 3.0]
+    assert await get_value(client, el("Readings/$value")) == [2.0, 3.0]
     kinds = [(event.kind, event.id_short_path) for event in events.get_nowait_all() if isinstance(event, ModelChanged)]
     assert (ModelChangeKind.CREATED, "Pressure") in kinds
     assert (ModelChangeKind.UPDATED, "Pressure") in kinds
@@ -309,13 +324,13 @@ async def test_file_attachment_round_trip(client: Client) -> None:
     assert await download.read() == b"%PDF-1.7 manual"
     assert download.content_type == "application/pdf"
     assert 'filename="manual.pdf"' in download.headers["Content-Disposition"]
-    value = await get_json(client, el("Manual/$value"))
+    value = await get_value(client, el("Manual/$value"))
     assert value["value"].endswith("/manual.pdf")
     assert value["value"].startswith("/aasx/files/")
     deleted = await client.delete(el("Manual/attachment"))
     assert deleted.status == 200
     await assert_result(await client.get(el("Manual/attachment")), 404)
-    assert "value" not in await get_json(client, el("Manual/$value"))
+    assert "value" not in await get_value(client, el("Manual/$value"))
 
 
 async def test_blob_attachment_and_wrong_kinds(client: Client) -> None:
@@ -381,4 +396,4 @@ async def test_read_only_binding_still_protected_through_submodel_value(store: T
     async with test_client:
         url = f"{API}/submodels/{encode_identifier(SUBMODEL_ID)}/$value"
         await assert_result(await test_client.patch(url, json={"Temperature": 1}), 403, "NotWritable")
-        assert (await get_json(test_client, el("Temperature/$value"))) == 20.0
+        assert (await get_value(test_client, el("Temperature/$value"))) == 20.0

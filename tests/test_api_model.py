@@ -28,6 +28,7 @@ from tests.test_api import (
     assert_result,
     build_store,
     get_json,
+    get_value,
 )
 
 Client = TestClient[web.Request, web.Application]
@@ -94,7 +95,7 @@ async def test_post_submodel_is_served_listed_and_announced(client: Client, stor
     assert response.status == 201, await response.text()
     assert response.headers["Location"].endswith(f"/submodels/{b64('urn:new:1')}")
     assert (await response.json())["id"] == "urn:new:1"
-    assert (await get_json(client, sm("/submodel-elements/Count/$value", "urn:new:1"))) == 1
+    assert (await get_value(client, sm("/submodel-elements/Count/$value", "urn:new:1"))) == 1
     listed = await get_json(client, f"{API}/submodels")
     assert [item["id"] for item in listed["result"]][-1] == "urn:new:1"
     assert [(event.kind, event.identifiable_id) for event in drain(events)] == [(ModelChangeKind.CREATED, "urn:new:1")]
@@ -116,6 +117,17 @@ async def test_constraint_violation_is_400_naming_where(client: Client) -> None:
     wrong_kind = await client.post(f"{API}/submodels", json=shell_json("urn:new:shell"))
     await assert_result(wrong_kind, 400)
     await assert_result(await client.get(sm("", "urn:new:bad")), 404)
+
+
+async def test_reference_without_keys_and_deeply_nested_bodies_are_400(client: Client) -> None:
+    keyless = {**property_json("Keyless"), "semanticId": {"type": "ModelReference", "keys": []}}
+    message = await assert_result(await client.post(sm("/submodel-elements"), json=keyless), 400, "BadRequest")
+    assert "empty" in message["text"]
+    for depth in (300, 1000):
+        nested_lists = b"[" * depth + b"]" * depth
+        message = await assert_result(await client.post(sm("/submodel-elements"), data=nested_lists), 400)
+        assert "nested deeper than 200 levels" in message["text"]
+    await assert_result(await client.get(sm("/submodel-elements/Keyless")), 404)
 
 
 async def test_put_submodel_replaces_creates_and_checks_the_id(client: Client, store: TwinStore) -> None:
@@ -191,7 +203,7 @@ async def test_submodel_listings_in_every_form(client: Client) -> None:
 
 
 async def test_submodel_reference_post_delete_and_nested_access(client: Client) -> None:
-    assert (await get_json(client, nested("/submodel-elements/Temperature/$value"))) == 21.5
+    assert (await get_value(client, nested("/submodel-elements/Temperature/$value"))) == 21.5
     await assert_result(await client.get(nested("", PUMP_SHELL_ID)), 404, "NotFound")
     reference = {"type": "ModelReference", "keys": [{"type": "Submodel", "value": OPERATIONAL_ID}]}
     refs = f"{API}/shells/{b64(PUMP_SHELL_ID)}/submodel-refs"
@@ -201,7 +213,7 @@ async def test_submodel_reference_post_delete_and_nested_access(client: Client) 
     assert (await get_json(client, nested("/$value", PUMP_SHELL_ID)))["Counter"] == 7
     response = await client.patch(nested("/submodel-elements/Temperature/$value", PUMP_SHELL_ID), json=25.0)
     assert response.status == 204
-    assert await get_json(client, sm("/submodel-elements/Temperature/$value")) == 25.0
+    assert await get_value(client, sm("/submodel-elements/Temperature/$value")) == 25.0
     assert (await client.delete(f"{refs}/{b64(OPERATIONAL_ID)}")).status == 204
     await assert_result(await client.get(nested("", PUMP_SHELL_ID)), 404)
     await assert_result(await client.delete(f"{refs}/{b64(OPERATIONAL_ID)}"), 404)

@@ -15,7 +15,7 @@ from aas_server.api.app import create_app
 from aas_server.api.serialization import encode_identifier, to_json_object
 from aas_server.exchange import read_package, write_package
 from aas_server.store.twin_store import TwinStore
-from tests.test_api import API, assert_result, get_json
+from tests.test_api import API, assert_result, get_json, get_value
 
 Client = TestClient[web.Request, web.Application]
 
@@ -87,7 +87,7 @@ async def test_aasx_upload_serves_objects_and_downloads_as_the_same_objects(clie
     elements = (
         f"{API}/shells/{encode_identifier(SHELL_ID)}/submodels/{encode_identifier(SUBMODEL_ID)}/submodel-elements"
     )
-    assert await get_json(client, f"{elements}/Pages/$value") == 12
+    assert await get_value(client, f"{elements}/Pages/$value") == 12
     manual = await client.get(f"{elements}/Manual/attachment")
     assert (manual.status, await manual.read()) == (200, MANUAL_BYTES)
 

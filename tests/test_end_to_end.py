@@ -92,10 +92,17 @@ def element_url(rest_url: str, submodel_id: str, path: str) -> str:
     return f"{rest_url}/submodels/{b64(submodel_id)}/submodel-elements/{path}"
 
 
+def unwrapped(body: Any, id_short: str) -> Any:
+    """The value of an element's ``$value`` answer, which is idShort-wrapped: ``{"Temperature": 21.5}``."""
+    assert isinstance(body, dict), body
+    assert list(body) == [id_short], body
+    return body[id_short]
+
+
 async def get_value(http: aiohttp.ClientSession, url: str) -> tuple[Any, str]:
     async with http.get(f"{url}/$value") as response:
         assert response.status == 200, await response.text()
-        return await response.json(), response.headers["X-AAS-Quality"]
+        return unwrapped(await response.json(), url.rsplit("/", 1)[-1]), response.headers["X-AAS-Quality"]
 
 
 async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
@@ -165,7 +172,7 @@ async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
             assert status_of(bad) == StatusCodes.BadNoCommunication
             assert value_of(bad) is None  # OPC 10000-4 §7.7.1: a Bad DataValue carries no value
             async with http.get(f"{temperature_url}/$value") as r:
-                assert await r.json() == 25.3
+                assert unwrapped(await r.json(), "Temperature") == 25.3
                 assert r.headers["X-AAS-Quality"] == "bad"
                 assert r.headers["X-AAS-Quality-Reason"] == "no_communication"
             # A write while the device is away is an AAS Result error, and nothing changes.
@@ -202,13 +209,13 @@ async def test_device_values_and_set_points_flow_both_ways_and_survive_outages(
     async with Hub(restarted) as hub, aiohttp.ClientSession() as http:
         assert hub.rest_url is not None
         async with http.get(f"{element_url(hub.rest_url, NAMEPLATE, 'SerialNumber')}/$value") as r:
-            assert await r.json() == "SN-E2E-1"
+            assert unwrapped(await r.json(), "SerialNumber") == "SN-E2E-1"
             assert r.headers["X-AAS-Quality"] == "good"
         async with http.get(f"{element_url(hub.rest_url, FILLER_MOTOR, 'SpeedSetpoint')}/$value") as r:
-            assert await r.json() == pytest.approx(1234.5)
+            assert unwrapped(await r.json(), "SpeedSetpoint") == pytest.approx(1234.5)
             assert r.headers["X-AAS-Quality"] in ("uncertain", "bad")
         async with http.get(f"{element_url(hub.rest_url, FILLER, 'FillVolumeSetpoint')}/$value") as r:
-            assert await r.json() == pytest.approx(512.5)
+            assert unwrapped(await r.json(), "FillVolumeSetpoint") == pytest.approx(512.5)
 
 
 def test_check_rejects_a_broken_mapping_with_file_item_field_and_exit_2(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from aas_server.opcua import OpcUaProjection, node_id_for
 from aas_server.opcua.projection import UNECE_UNITS_NAMESPACE, VariableNode, plan_address_space
 from aas_server.opcua.status import status_code_for, status_code_for_error
 from aas_server.store.twin_store import ElementBinding, TwinStore
-from tests.support import CLIENT_URI, ClientCertificate, eventually, wait_until
+from tests.support import CLIENT_URI, ClientCertificate, eventually, trust_client_certificate, wait_until
 
 SUBMODEL_ID = "https://example.com/ids/sm/line1/operational"
 SHELL_ID = "https://example.com/ids/aas/machine1"
@@ -120,9 +120,11 @@ def _twin() -> _Twin:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by the servers of this module, so the server certificate is generated once."""
-    return tmp_path_factory.mktemp("hub-data")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, opcua_client_certificate: ClientCertificate) -> Path:
+    """Shared by the servers of this module, so the server certificate is generated once; trusts the client."""
+    directory = tmp_path_factory.mktemp("hub-data")
+    trust_client_certificate(directory, opcua_client_certificate)
+    return directory
 
 
 def _settings(**changes: Any) -> OpcUaSettings:
@@ -183,11 +185,12 @@ async def test_browse_and_read_typed_values_with_engineering_units(
 ) -> None:
     async with _session(projection.endpoint_url, opcua_client_certificate, VIEWER) as client:
         ns = projection.namespace_index
+        types = projection.types_namespace_index
         environment = await client.nodes.objects.get_child(f"{ns}:AASEnvironment")
         submodel = await environment.get_child([f"{ns}:Submodels", f"{ns}:Operational"])
-        assert await (await submodel.get_child(f"{ns}:Id")).read_value() == SUBMODEL_ID
+        assert await (await submodel.get_child(f"{types}:Id")).read_value() == SUBMODEL_ID
         assert (
-            await (await submodel.get_child(f"{ns}:SemanticId")).read_value()
+            await (await submodel.get_child(f"{types}:SemanticId")).read_value()
             == "https://example.com/sm/operational/1/0"
         )
         temperature = await submodel.get_child(f"{ns}:Temperature")
@@ -200,7 +203,7 @@ async def test_browse_and_read_typed_values_with_engineering_units(
         assert units.UnitId == lookup_unit("CEL").unit_id
         assert units.DisplayName.Text == "°C"
         assert (await temperature.read_type_definition()) == _node_id(ObjectIds.AnalogUnitType)
-        assert await (await temperature.get_child(f"{ns}:SemanticId")).read_value() == "0173-1#02-AAV232#002"
+        assert await (await temperature.get_child(f"{types}:SemanticId")).read_value() == "0173-1#02-AAV232#002"
         speed = _node(client, projection, "Motor.Speed")
         assert await speed.read_value() == 1500.0
         count = _node(client, projection, "Count")
@@ -208,7 +211,7 @@ async def test_browse_and_read_typed_values_with_engineering_units(
         assert await count.read_value() == 3
 
         shell = await environment.get_child([f"{ns}:Shells", f"{ns}:Machine1"])
-        assert await (await shell.get_child(f"{ns}:Id")).read_value() == SHELL_ID
+        assert await (await shell.get_child(f"{types}:Id")).read_value() == SHELL_ID
         organized = await shell.get_referenced_nodes(ObjectIds.Organizes)
         assert submodel.nodeid in [node.nodeid for node in organized]
 

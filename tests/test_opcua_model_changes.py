@@ -22,7 +22,7 @@ from aas_server.opcua import OpcUaProjection, node_id_for
 from aas_server.opcua.node_ids import shell_node_id, submodel_node_id
 from aas_server.opcua.projection import ObjectNode, VariableNode, plan_element, reference_text
 from aas_server.store.twin_store import TwinStore
-from tests.support import ClientCertificate, eventually, status_of, value_of, wait_until
+from tests.support import ClientCertificate, eventually, status_of, trust_client_certificate, value_of, wait_until
 from tests.test_opcua import VIEWER, _session, _settings
 
 SHELL_ID = "https://example.com/ids/aas/press7"
@@ -81,7 +81,10 @@ def store() -> TwinStore:
 
 
 @pytest.fixture
-async def projection(store: TwinStore, tmp_path: Path) -> AsyncIterator[OpcUaProjection]:
+async def projection(
+    store: TwinStore, tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> AsyncIterator[OpcUaProjection]:
+    trust_client_certificate(tmp_path, opcua_client_certificate)
     async with OpcUaProjection(store, _settings(), tmp_path) as running:
         yield running
 
@@ -257,7 +260,7 @@ async def test_range_file_blob_and_references_are_readable(
     ]
     for element in elements:
         await store.create_element(LINE_ID, None, element)
-    ns = projection.namespace_index
+    ns = projection.types_namespace_index
     async with _session(projection.endpoint_url, opcua_client_certificate, VIEWER) as client:
         limits = _element(client, projection, LINE_ID, "SpeedLimits")
         await eventually(lambda: _child(limits, f"{ns}:Max"), lambda node: node is not None, within=1.0)

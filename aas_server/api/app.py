@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from aas_server.api import concept_descriptions, description, file_server, shells, submodel_elements, submodels
 from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
 from aas_server.api.context import (
+    API_PREFIXES,
     ATTACHMENTS_KEY,
     CACHE_KEY,
     CATALOG_KEY,
@@ -36,9 +37,6 @@ from aas_server.api.paging import Catalog
 from aas_server.api.routing import ApiResource, RouteTable
 from aas_server.store.files import AttachmentStore, MemoryAttachmentStore, MemoryPackageStore, PackageStore
 from aas_server.store.twin_store import TwinStore
-
-API_PREFIXES: tuple[str, ...] = ("/api/v3.0", "/api/v3.1")
-"""Base paths; each serves every route."""
 
 DEFAULT_CLIENT_MAX_SIZE = 10 * 1024 * 1024
 """Largest accepted request body in bytes; bigger bodies are answered with ``413``."""

@@ -10,6 +10,21 @@ from aas_server.api.paging import Catalog
 from aas_server.store.files import AttachmentStore, PackageStore
 from aas_server.store.twin_store import TwinStore
 
+API_3_0_PREFIX = "/api/v3.0"
+"""Base path of Part 2 API release 3.0 (the IDTA test engines' release)."""
+
+API_3_1_PREFIX = "/api/v3.1"
+"""Base path of Part 2 API release 3.1 (``entire.yaml`` 3.1.2)."""
+
+API_PREFIXES: tuple[str, ...] = (API_3_0_PREFIX, API_3_1_PREFIX)
+"""Base paths; each serves every route, and where the releases differ each follows its own."""
+
+
+def is_release_3_1(request: web.Request) -> bool:
+    """Whether ``request`` came in under the release 3.1 base path."""
+    return request.path.startswith(API_3_1_PREFIX + "/")
+
+
 STORE_KEY: web.AppKey[TwinStore] = web.AppKey("store", TwinStore)
 """The live twin store every handler reads and writes."""
 

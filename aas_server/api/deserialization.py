@@ -19,7 +19,8 @@ from aas_server.errors import InvalidRequestError
 T = TypeVar("T")
 
 _MESSAGE_LIMIT = 600
-_DECODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, model.AASConstraintViolation)
+_DECODE_ERRORS = (LookupError, TypeError, ValueError, AttributeError, model.AASConstraintViolation)
+"""What basyx's decoder raises on malformed input (``IndexError`` for an empty ``keys`` list, for one)."""
 
 
 def _reason(error: BaseException) -> str:
@@ -27,15 +28,26 @@ def _reason(error: BaseException) -> str:
     text = str(cause) or type(cause).__name__
     if isinstance(cause, KeyError):
         text = f"missing attribute {text}"
+    elif isinstance(cause, IndexError):
+        text = "a list that needs at least one item is empty"
     return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
 
 
-def _walk(data: Any, location: str) -> Any:
+MAX_NESTING = 200
+"""Deepest JSON nesting (objects and arrays) a body may have: 100 levels of nested elements, far more
+than any model needs, and within what the serializer writes back (orjson stops at 255)."""
+
+
+def _walk(data: Any, location: str, depth: int = 1) -> Any:
     if isinstance(data, list):
-        return [_walk(item, f"{location}[{index}]") for index, item in enumerate(data)]
+        if depth > MAX_NESTING:
+            raise InvalidRequestError(f"{location}: JSON nested deeper than {MAX_NESTING} levels")
+        return [_walk(item, f"{location}[{index}]", depth + 1) for index, item in enumerate(data)]
     if not isinstance(data, dict):
         return data
-    converted = {key: _walk(value, f"{location}.{key}") for key, value in data.items()}
+    if depth > MAX_NESTING:
+        raise InvalidRequestError(f"{location}: JSON nested deeper than {MAX_NESTING} levels")
+    converted = {key: _walk(value, f"{location}.{key}", depth + 1) for key, value in data.items()}
     try:
         return StrictAASFromJsonDecoder.object_hook(converted)
     except _DECODE_ERRORS as error:
@@ -62,7 +74,7 @@ def decode_part(data: Any, construct: Any, what: str) -> Any:
     """Decode a JSON object without ``modelType`` (Reference, AssetInformation) with a decoder constructor."""
     if not isinstance(data, dict):
         raise InvalidRequestError(f"the body must be a JSON object ({what})")
-    converted = {key: _walk(value, f"$.{key}") for key, value in data.items()}
+    converted = {key: _walk(value, f"$.{key}", 2) for key, value in data.items()}
     try:
         return construct(converted)
     except _DECODE_ERRORS as error:

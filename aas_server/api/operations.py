@@ -27,9 +27,9 @@ from typing import Any
 from basyx.aas import model
 
 from aas_server.errors import HubError, InvalidRequestError, NotFoundError
+from aas_server.store.operations import OperationHandler, OperationRegistry
 
-OperationHandler = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
-"""Input and in-output values by idShort in, output and in-output values by idShort out."""
+__all__ = ["OperationHandler", "OperationRegistry", "OperationRuns", "Outcome", "parse_duration", "run_operation"]
 
 _DURATION = re.compile(
     r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<days>\d+)D)?"
@@ -49,19 +49,6 @@ def parse_duration(text: str) -> timedelta:
         minutes=parts.get("minutes", 0),
         seconds=parts.get("seconds", 0),
     )
-
-
-class OperationRegistry:
-    """Implementations of Operation elements, by submodel id and idShort path."""
-
-    def __init__(self) -> None:
-        self._handlers: dict[tuple[str, str], OperationHandler] = {}
-
-    def register(self, submodel_id: str, id_short_path: str, handler: OperationHandler) -> None:
-        self._handlers[(submodel_id, id_short_path)] = handler
-
-    def handler(self, submodel_id: str, id_short_path: str) -> OperationHandler | None:
-        return self._handlers.get((submodel_id, id_short_path))
 
 
 @dataclass(slots=True)

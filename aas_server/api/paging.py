@@ -72,10 +72,14 @@ class Page(Generic[ItemT]):
 
     def to_bytes(self, item_bytes: Callable[[ItemT], bytes]) -> bytes:
         """The ``PagedResult`` body spliced from each item's (cached) JSON bytes."""
+        return self.result_bytes(b"[" + b",".join(map(item_bytes, self.items)) + b"]")
+
+    def result_bytes(self, result: bytes) -> bytes:
+        """The ``PagedResult`` body of this page with ``result`` (JSON bytes) as its ``result``."""
         metadata = (
             b"{}" if self.next_cursor is None else b'{"cursor":"' + encode_identifier(self.next_cursor).encode() + b'"}'
         )
-        return b'{"paging_metadata":' + metadata + b',"result":[' + b",".join(map(item_bytes, self.items)) + b"]}"
+        return b'{"paging_metadata":' + metadata + b',"result":' + result + b"}"
 
 
 def take_page(candidates: Iterator[ItemT], limit: int | None, cursor_of: Callable[[ItemT], str]) -> Page[ItemT]:

@@ -44,11 +44,13 @@ from aas_server.api.submodels import (
     apply_value_plan,
     check_metadata_body,
     element_body,
+    element_id_short,
     element_paths,
     element_value_body,
     merged,
+    wrapped_value,
 )
-from aas_server.api.value_only import copy_element, plan_value_update
+from aas_server.api.value_only import copy_element, is_wrapped, plan_element_value_update
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths, values
 from aas_server.model.events import QualityReason
@@ -220,10 +222,18 @@ async def patch_submodel_element_metadata(request: web.Request) -> web.Response:
 
 @routes.get(ELEMENT + "/$value")
 async def get_submodel_element_value(request: web.Request) -> web.Response:
-    """GetSubmodelElementByPath-ValueOnly, with quality headers for a Property (Operation, Capability: ``400``)."""
+    """GetSubmodelElementByPath-ValueOnly, with quality headers for a Property (Operation, Capability: ``400``).
+
+    An element with an idShort answers ``{"<idShort>": value}`` (``{"Temperature": 21.5}``), as the
+    IDTA engines require of every element kind (a JSON object, never a bare number or string); an
+    item of a SubmodelElementList, which has no idShort, answers its bare value.
+    """
     accept_json(request)
     store, submodel_id, path = _target(request)
     body = element_value_body(request, submodel_id, path, parse_modifiers(request.query))
+    id_short = element_id_short(path)
+    if id_short is not None:
+        body = wrapped_value(id_short, body)
     return bytes_response(body, headers=quality_headers(store, submodel_id, path))
 
 
@@ -231,20 +241,21 @@ async def get_submodel_element_value(request: web.Request) -> web.Response:
 async def patch_submodel_element_value(request: web.Request) -> web.Response:
     """PatchSubmodelElementByPath-ValueOnly for every element kind: ``204`` once written.
 
-    A Property takes its ValueOnly value (``42.5``; the wrapped form ``{"<idShort>": 42.5}`` that
-    some clients send is accepted too) through ``TwinStore.write_value``: for a device-bound
-    Property the device must acknowledge first (``502``/``504`` otherwise), a read-only binding is
-    ``403``. Other kinds are rebuilt with the new value and replaced (``value_only.py``).
+    The body is the bare ValueOnly value or the idShort-wrapped form the GET answers
+    (``{"<idShort>": value}``, see ``value_only.plan_element_value_update``). A Property takes its
+    value (``42.5`` or ``{"Temperature": 42.5}``) through ``TwinStore.write_value``: for a
+    device-bound Property the device must acknowledge first (``502``/``504`` otherwise), a read-only
+    binding is ``403``. Other kinds are rebuilt with the new value and replaced (``value_only.py``).
     """
     store, submodel_id, path = _target(request)
     element = store.element(submodel_id, path)
     body = await read_json_body(request)
-    if isinstance(element, model.Property) and isinstance(body, dict) and len(body) == 1 and element.id_short in body:
-        body = body[element.id_short]
     if isinstance(element, model.Property):
+        if is_wrapped(element, body):
+            body = body[element.id_short]
         await store.write_value(submodel_id, path, body, origin="rest")
     else:
-        await apply_value_plan(store, submodel_id, plan_value_update(element, body, path))
+        await apply_value_plan(store, submodel_id, plan_element_value_update(element, body, path))
     return no_content()
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from basyx.aas import model
 
-from aas_server.api.context import catalog_of, store_of
+from aas_server.api.context import catalog_of, is_release_3_1, store_of
 from aas_server.api.deserialization import decode_element, decode_model
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
 from aas_server.api.resources import (
@@ -94,7 +94,7 @@ def element_body(request: web.Request, submodel_id: str, path: str, modifiers: M
 
 
 def element_value_body(request: web.Request, submodel_id: str, path: str, modifiers: Modifiers) -> bytes:
-    """The cached ValueOnly bytes of an element; ``400`` for Operation and Capability (they have none)."""
+    """The cached bare ValueOnly bytes of an element; ``400`` for Operation and Capability (they have none)."""
     store = store_of(request)
 
     def build() -> bytes:
@@ -104,6 +104,18 @@ def element_value_body(request: web.Request, submodel_id: str, path: str, modifi
         return dumps(element_value(element, modifiers), modifiers)
 
     return cached_body(request, submodel_id, ("value", path, modifiers.key), build)
+
+
+def wrapped_value(id_short: str, value: bytes) -> bytes:
+    """``{"<idShort>": value}`` around the bare ValueOnly bytes ``value`` (an idShort needs no JSON escaping)."""
+    return b'{"' + id_short.encode() + b'":' + value + b"}"
+
+
+def element_id_short(path: str) -> str | None:
+    """The idShort of the element at the canonical ``path``; ``None`` for an item of a SubmodelElementList."""
+    if path.endswith("]"):
+        return None
+    return path.rpartition(".")[2]
 
 
 async def apply_value_plan(store: TwinStore, submodel_id: str, plan: ValuePlan) -> None:
@@ -417,9 +429,12 @@ async def get_all_submodel_elements_metadata(request: web.Request) -> web.Respon
 
 @interface.get("/submodel-elements/$value")
 async def get_all_submodel_elements_value(request: web.Request) -> web.Response:
-    """GetAllSubmodelElements-ValueOnly, paged: ``result`` lists ``{idShort: value}`` per element.
+    """GetAllSubmodelElements-ValueOnly, paged over the top-level elements in model order.
 
-    Operations and Capabilities (no ValueOnly form) are left out of the page.
+    Release 3.0 (the IDTA engines) reads ``result`` as a list with one ``{idShort: value}`` per
+    element; release 3.1.2 (``GetSubmodelElementsValueResult``) as one object ``{idShort: value, ...}``
+    over the page's elements. Each base path answers its own release's form. Operations and
+    Capabilities (no ValueOnly form) are left out of the page.
     """
     accept_json(request)
     modifiers = parse_modifiers(request.query)
@@ -428,17 +443,22 @@ async def get_all_submodel_elements_value(request: web.Request) -> web.Response:
         [element for element in page.items if not isinstance(element, model.Operation | model.Capability)],
         page.next_cursor,
     )
-    return _paged(
-        request,
-        shown,
-        lambda element: (
-            b'{"'
-            + str(element.id_short).encode()
-            + b'":'
-            + element_value_body(request, submodel_id, str(element.id_short), modifiers)
-            + b"}"
-        ),
+    if not is_release_3_1(request):
+        return _paged(
+            request,
+            shown,
+            lambda element: wrapped_value(
+                str(element.id_short), element_value_body(request, submodel_id, str(element.id_short), modifiers)
+            ),
+        )
+    joined = b",".join(
+        b'"'
+        + str(element.id_short).encode()
+        + b'":'
+        + element_value_body(request, submodel_id, str(element.id_short), modifiers)
+        for element in shown.items
     )
+    return bytes_response(shown.result_bytes(b"{" + joined + b"}"))
 
 
 @interface.get("/submodel-elements/$reference")

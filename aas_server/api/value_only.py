@@ -258,6 +258,26 @@ def _element_update_checked(plan: ValuePlan, element: model.SubmodelElement, val
         raise InvalidRequestError(f"{path}: a {type(element).__name__} has no value to write")
 
 
+def is_wrapped(element: model.SubmodelElement, value: Any) -> bool:
+    """Whether ``value`` has the idShort-wrapped shape ``{"<idShort of element>": ...}``."""
+    return isinstance(value, dict) and len(value) == 1 and element.id_short is not None and element.id_short in value
+
+
+def plan_element_value_update(element: model.SubmodelElement, value: Any, id_short_path: str) -> ValuePlan:
+    """``plan_value_update`` of an element addressed by path, in either ValueOnly form.
+
+    ``GET .../$value`` answers ``{"<idShort>": value}``; a body of that shape that is not valid as
+    the element's bare value (say ``{"Limits": {"Low": 1}}`` for a collection without a child
+    ``Limits``) is read as the wrapped form. When both readings are possible the bare one wins.
+    """
+    try:
+        return plan_value_update(element, value, id_short_path)
+    except InvalidRequestError:
+        if not is_wrapped(element, value):
+            raise
+    return plan_value_update(element, value[element.id_short], id_short_path)
+
+
 def plan_value_update(target: model.Submodel | model.SubmodelElement, value: Any, id_short_path: str = "") -> ValuePlan:
     """The writes that set ``target`` (a submodel, or the element at ``id_short_path``) to ``value``."""
     plan = ValuePlan()

@@ -12,7 +12,10 @@ is announced to clients by a ``GeneralModelChangeEvent`` (OPC 10000-3 *ModelChan
 
 asyncua scans its whole address space for every node deleted with ``DeleteTargetReferences``; the
 projection knows every reference into a subtree (the parent's, and shells' ``Organizes`` links) and
-deletes those explicitly instead, so removing a subtree costs time linear in its size.
+deletes those explicitly instead, so removing a subtree costs time linear in its size. Likewise
+nodes are added by :class:`~aas_server.opcua.bulk_nodes.BulkNodeAdder` (asyncua's AddNodes result in
+linear rather than quadratic time), each Property variable with its planned value, status and
+timestamps at once.
 
 Left out for now: the ``NodeVersion`` property (OPC 10000-3) and ``SemanticChangeEvent``;
 descendants of an added or deleted node are not listed in the event (the node's verb implies them).
@@ -21,6 +24,7 @@ descendants of an added or deleted node are not listed in the event (the node's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +39,17 @@ from basyx.aas import model
 from aas_server.errors import HubError
 from aas_server.model import paths
 from aas_server.opcua import node_ids
+from aas_server.opcua.bulk_nodes import BulkNodeAdder
+from aas_server.opcua.methods import OperationInvoker
 from aas_server.opcua.projection import (
+    BrowseNamespace,
     ElementKey,
+    MethodNode,
     NodeSpec,
     ObjectNode,
+    TypeId,
     VariableNode,
+    dictionary_entry_node,
     element_parent_node_id,
     parent_path,
     plan_element,
@@ -47,8 +57,11 @@ from aas_server.opcua.projection import (
     plan_shell,
     plan_submodel,
     shell_submodel_ids,
+    type_definition_of,
 )
+from aas_server.opcua.types import is_model_type, type_definition, type_node_id
 from aas_server.opcua.writes import PropertyTarget
+from aas_server.store.operations import OperationRegistry
 from aas_server.store.twin_store import (
     ElementBinding,
     ModelChanged,
@@ -75,9 +88,9 @@ DATA_TYPE_CHANGED = ua.ModelChangeStructureVerbMask.DataTypeChanged.value
 class ModelChanges:
     """The ``Changes`` of one ``GeneralModelChangeEvent``: affected node id → (type definition, verb bits)."""
 
-    verbs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    verbs: dict[str, tuple[ua.NodeId, int]] = field(default_factory=dict)
 
-    def add(self, node_id: str, type_definition: int, verb: int) -> None:
+    def add(self, node_id: str, type_definition: ua.NodeId, verb: int) -> None:
         known = self.verbs.get(node_id)
         self.verbs[node_id] = (type_definition, verb | (known[1] if known else 0))
 
@@ -96,6 +109,11 @@ class _StoreStates(Mapping[ElementKey, ValueState]):
         if state is None:
             raise KeyError(key)
         return state
+
+    def get(self, key: ElementKey, default: Any = None) -> Any:
+        """Without raising ``KeyError`` for elements without state (the planner asks for every Property)."""
+        state = self._store.state(*key)
+        return default if state is None else state
 
     def __iter__(self) -> Iterator[ElementKey]:
         return (key for key, _ in self._store.states())
@@ -116,6 +134,11 @@ class _StoreBindings(Mapping[ElementKey, ElementBinding]):
             raise KeyError(key)
         return binding
 
+    def get(self, key: ElementKey, default: Any = None) -> Any:
+        """Without raising ``KeyError`` for unbound elements (most of them)."""
+        binding = self._store.binding(*key)
+        return default if binding is None else binding
+
     def __iter__(self) -> Iterator[ElementKey]:
         return iter(self._store.bindings())
 
@@ -127,17 +150,34 @@ class ProjectedAddressSpace:
     """The store's shells and submodels as nodes of one asyncua server, and the indexes the sync needs.
 
     ``value_nodes`` maps each Property to its variable (for the value sync), ``property_targets`` each
-    such variable back to its Property (for client writes); both are updated in place on every change.
+    such variable back to its Property (for client writes), ``operation_methods`` each Operation's
+    ``Invoke`` method to its Operation; all are updated in place on every change. Nodes are typed by
+    the type model imported into namespace ``types_namespace_index`` (without it, by the base types).
     """
 
-    def __init__(self, server: Server, store: TwinStore, namespace_index: int) -> None:
+    def __init__(
+        self,
+        server: Server,
+        store: TwinStore,
+        namespace_index: int,
+        *,
+        types_namespace_index: int | None = None,
+        operations: OperationRegistry | None = None,
+        call_timeout: float = 30.0,
+    ) -> None:
         self._server = server
         self._session = server.iserver.isession
         self._address_space = server.iserver.aspace
+        self._bulk = BulkNodeAdder(self._address_space)
+        self._type_node_ids: dict[TypeId | None, ua.NodeId] = {}
         self._store = store
         self._states = _StoreStates(store)
         self._bindings = _StoreBindings(store)
         self._namespace_index = namespace_index
+        self._types_namespace_index = types_namespace_index
+        self._invoker = OperationInvoker(store, operations, call_timeout)
+        self._dictionary_entries: set[str] = set()
+        """SemanticIds whose dictionary entry node exists (kept while the server runs)."""
         self._specs: dict[str, NodeSpec] = {}
         self._children: dict[str | None, dict[str, None]] = {}
         self._wanted_links: dict[str, frozenset[str]] = {}
@@ -150,12 +190,38 @@ class ProjectedAddressSpace:
         self._lock = asyncio.Lock()
         self.value_nodes: dict[ElementKey, tuple[ua.NodeId, ua.VariantType]] = {}
         self.property_targets: dict[ua.NodeId, PropertyTarget] = {}
+        self.operation_methods: dict[ua.NodeId, ElementKey] = {}
 
     def node_id(self, text: str | None) -> ua.NodeId:
         """The ``NodeId`` of a planned node id (``None``: the standard ``Objects`` folder)."""
         if text is None:
             return _node_id(ObjectIds.ObjectsFolder)
         return _node_id(text, self._namespace_index)
+
+    def type_node_id(self, type_id: TypeId | None) -> ua.NodeId:
+        """The ``NodeId`` of a planned type definition (a type-model name, or a namespace-0 id)."""
+        if type_id is None:
+            return ua.NodeId()
+        if isinstance(type_id, int):
+            return _node_id(type_id)
+        if self._types_namespace_index is None or not is_model_type(type_id):
+            variable = type_definition(type_id).data_type is not None if is_model_type(type_id) else False
+            return _node_id(ObjectIds.BaseDataVariableType if variable else ObjectIds.BaseObjectType)
+        return _node_id(type_node_id(type_id), self._types_namespace_index)
+
+    def _type_of(self, spec: NodeSpec | None) -> ua.NodeId:
+        type_id = type_definition_of(spec) if spec is not None else ObjectIds.BaseObjectType
+        node_id = self._type_node_ids.get(type_id)
+        if node_id is None:
+            node_id = self._type_node_ids[type_id] = self.type_node_id(type_id)
+        return node_id
+
+    def _browse_namespace_index(self, namespace: BrowseNamespace) -> int:
+        if namespace is BrowseNamespace.STANDARD:
+            return 0
+        if namespace is BrowseNamespace.TYPES and self._types_namespace_index is not None:
+            return self._types_namespace_index
+        return self._namespace_index
 
     async def build(self) -> None:
         """Add the environment folders and every shell and submodel of the store (no events)."""
@@ -276,11 +342,11 @@ class ProjectedAddressSpace:
                 and (previous_variable.variant_type, previous_variable.data_type) != (spec.variant_type, spec.data_type)
             ):
                 verb |= DATA_TYPE_CHANGED
-            changes.add(spec.node_id, _type_definition(spec), verb)
+            changes.add(spec.node_id, self._type_of(spec), verb)
             if spec.parent_id is not None and spec.parent_id in self._specs:
                 parent = self._specs[spec.parent_id]
                 reference_verb = REFERENCE_ADDED | (REFERENCE_DELETED if spec.node_id in old else 0)
-                changes.add(spec.parent_id, _type_definition(parent), reference_verb)
+                changes.add(spec.parent_id, self._type_of(parent), reference_verb)
         if to_add:
             await self._add(to_add)
         for spec in in_place:
@@ -310,8 +376,8 @@ class ProjectedAddressSpace:
             )
             parent = self._specs.get(spec.parent_id) if spec.parent_id is not None else None
             if parent is not None:
-                changes.add(parent.node_id, _type_definition(parent), REFERENCE_DELETED)
-            changes.add(node, _type_definition(spec), NODE_DELETED)
+                changes.add(parent.node_id, self._type_of(parent), REFERENCE_DELETED)
+            changes.add(node, self._type_of(spec), NODE_DELETED)
         if identifiable:
             for shell_id, submodel_id in list(self._links):
                 shell_node = node_ids.shell_node_id(shell_id)
@@ -324,7 +390,7 @@ class ProjectedAddressSpace:
                     )
                     self._links.discard((shell_id, submodel_id))
                     for node in (shell_node, submodel_node):
-                        changes.add(node, ObjectIds.BaseObjectType, REFERENCE_DELETED)
+                        changes.add(node, self._type_of(self._specs.get(node)), REFERENCE_DELETED)
         for status in await self._session.delete_references(references):
             if not status.is_good():
                 _LOG.debug("OPC UA reference already gone: %s", status.name)
@@ -341,6 +407,8 @@ class ProjectedAddressSpace:
             if isinstance(spec, VariableNode) and spec.element is not None:
                 self.value_nodes.pop(spec.element, None)
                 self.property_targets.pop(self.node_id(node), None)
+            elif isinstance(spec, MethodNode):
+                self.operation_methods.pop(self.node_id(node), None)
         return removed_specs
 
     async def _add(self, specs: list[NodeSpec]) -> None:
@@ -351,23 +419,77 @@ class ProjectedAddressSpace:
                 await asyncio.sleep(0)
             batch = specs[start : start + _ADD_BATCH]
             results.extend(
-                await self._session.add_nodes(
-                    [_add_nodes_item(spec, self.node_id, self._namespace_index) for spec in batch]
+                self._bulk.add_nodes(
+                    [
+                        _add_nodes_item(
+                            spec,
+                            self.node_id,
+                            self._browse_namespace_index(spec.browse_namespace),
+                            self._type_of(spec),
+                        )
+                        for spec in batch
+                    ],
+                    [_initial_value(spec) for spec in batch],
                 )
             )
+        entries: dict[str, None] = {}
         for spec, result in zip(specs, results, strict=True):
             if not result.StatusCode.is_good():
                 _LOG.warning("could not add the OPC UA node %r: %s", spec.node_id, result.StatusCode.name)
                 continue
             self._specs[spec.node_id] = spec
             self._children.setdefault(spec.parent_id, {})[spec.node_id] = None
+            if isinstance(spec, MethodNode):
+                method_id = self.node_id(spec.node_id)
+                self.operation_methods[method_id] = spec.element
+                self._session.add_method_callback(method_id, self._invoker.callback(*spec.element))
+                continue
+            if spec.dictionary_entry is not None:
+                entries[spec.node_id] = None
             if isinstance(spec, VariableNode) and spec.element is not None:
                 variable_id = self.node_id(spec.node_id)
                 self.value_nodes[spec.element] = (variable_id, spec.variant_type)
                 self.property_targets[variable_id] = PropertyTarget(
                     spec.element[0], spec.element[1], spec.variant_type, spec.writable
                 )
-                await self._server.write_attribute_value(variable_id, spec.value)
+        if entries:
+            await self._add_dictionary_references([self._specs[node] for node in entries])
+
+    async def _add_dictionary_references(self, specs: list[NodeSpec]) -> None:
+        """``HasDictionaryEntry`` from each node to its semanticId's entry, adding entries not there yet.
+
+        Only the forward reference is added, so deleting the node removes it; entries stay.
+        """
+        references: list[ua.AddReferencesItem] = []
+        new_entries: list[ObjectNode] = []
+        for spec in specs:
+            semantic_id = getattr(spec, "dictionary_entry", None)
+            if semantic_id is None:
+                continue
+            entry = dictionary_entry_node(semantic_id)
+            if semantic_id not in self._dictionary_entries:
+                self._dictionary_entries.add(semantic_id)
+                new_entries.append(entry)
+            item = ua.AddReferencesItem()
+            item.SourceNodeId = self.node_id(spec.node_id)
+            item.TargetNodeId = self.node_id(entry.node_id)
+            item.ReferenceTypeId = _node_id(ObjectIds.HasDictionaryEntry)
+            item.IsForward = True
+            item.TargetNodeClass = ua.NodeClass.Object
+            references.append(item)
+        if new_entries and node_ids.DICTIONARY_FOLDER in self._specs:
+            added = await self._session.add_nodes(
+                [
+                    _add_nodes_item(entry, self.node_id, self._namespace_index, self._type_of(entry))
+                    for entry in new_entries
+                ]
+            )
+            for entry, result in zip(new_entries, added, strict=True):
+                if not result.StatusCode.is_good():
+                    _LOG.warning("could not add the dictionary entry %r: %s", entry.browse_name, result.StatusCode.name)
+        for status in await self._session.add_references(references):
+            if not status.is_good():
+                _LOG.debug("HasDictionaryEntry not added: %s", status.name)
 
     async def _update_in_place(self, spec: NodeSpec) -> None:
         previous = self._specs[spec.node_id]
@@ -417,7 +539,7 @@ class ProjectedAddressSpace:
             else:
                 continue
             for node in (shell_node, submodel_node):
-                changes.add(node, ObjectIds.BaseObjectType, verb)
+                changes.add(node, self._type_of(self._specs.get(node)), verb)
         if to_add:
             for status in await self._session.add_references(to_add):
                 status.check()
@@ -430,7 +552,7 @@ class ProjectedAddressSpace:
         self._event.event.Changes = [
             ua.ModelChangeStructureDataType(
                 Affected=self.node_id(node),
-                AffectedType=_node_id(type_definition),
+                AffectedType=type_definition,
                 Verb=cast(ua.Byte, verb),
             )
             for node, (type_definition, verb) in changes.verbs.items()
@@ -447,8 +569,19 @@ def _find(lookup: Callable[[str], Any], identifier: str) -> Any:
 
 def _structure(spec: NodeSpec) -> tuple[Any, ...]:
     """What cannot change without deleting and adding the node again (all but value and description)."""
+    if isinstance(spec, MethodNode):
+        return ("method", spec.parent_id, spec.browse_name, spec.element, spec.input_arguments, spec.output_arguments)
     if isinstance(spec, ObjectNode):
-        return ("object", spec.parent_id, spec.reference, spec.browse_name, spec.is_folder)
+        return (
+            "object",
+            spec.parent_id,
+            spec.reference,
+            spec.browse_name,
+            spec.is_folder,
+            spec.type_definition,
+            spec.browse_namespace,
+            spec.dictionary_entry,
+        )
     return (
         "variable",
         spec.parent_id,
@@ -458,15 +591,17 @@ def _structure(spec: NodeSpec) -> tuple[Any, ...]:
         spec.variant_type,
         spec.data_type,
         spec.writable,
-        spec.standard_browse_name,
+        spec.browse_namespace,
         spec.element,
+        spec.type_definition,
+        spec.value_rank,
+        spec.dictionary_entry,
     )
 
 
-def _type_definition(spec: NodeSpec) -> int:
-    if isinstance(spec, ObjectNode):
-        return ObjectIds.FolderType if spec.is_folder else ObjectIds.BaseObjectType
-    return int(spec.kind.value)
+def _initial_value(spec: NodeSpec) -> ua.DataValue | None:
+    """A Property variable's planned ``DataValue`` (status and timestamps); ``None``: stamped when added."""
+    return spec.value if isinstance(spec, VariableNode) and spec.element is not None else None
 
 
 def _same_value(current: ua.DataValue, planned: ua.DataValue, *, exact: bool) -> bool:
@@ -494,42 +629,70 @@ def _delete_reference(
     return item
 
 
-def _add_nodes_item(spec: NodeSpec, node_id: _NodeIdFactory, namespace_index: int) -> ua.AddNodesItem:
+def _add_nodes_item(
+    spec: NodeSpec, node_id: _NodeIdFactory, browse_namespace_index: int, type_definition: ua.NodeId
+) -> ua.AddNodesItem:
+    """The AddNodes request item of a planned node (keyword construction: ~4x faster at 100,000 nodes)."""
+    browse_name = ua.QualifiedName(spec.browse_name, cast(Any, browse_namespace_index))
+    if not isinstance(spec, MethodNode):
+        common: dict[str, Any] = {
+            "RequestedNewNodeId": node_id(spec.node_id),
+            "ParentNodeId": node_id(spec.parent_id),
+            "ReferenceTypeId": _standard_node_id(spec.reference.value),
+            "BrowseName": browse_name,
+            "TypeDefinition": type_definition,
+        }
+        if isinstance(spec, ObjectNode):
+            object_attributes = ua.ObjectAttributes(
+                DisplayName=ua.LocalizedText(spec.browse_name),
+                Description=ua.LocalizedText(spec.description),
+                WriteMask=0,
+                UserWriteMask=0,
+                EventNotifier=0,
+            )
+            return ua.AddNodesItem(NodeClass=ua.NodeClass.Object, NodeAttributes=object_attributes, **common)
+        access = _READ | _WRITE if spec.writable else _READ
+        attributes = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(spec.browse_name),
+            Description=ua.LocalizedText(spec.description),
+            WriteMask=0,
+            UserWriteMask=0,
+            Value=spec.value.Value,
+            DataType=_standard_node_id(spec.data_type if spec.data_type is not None else spec.variant_type.value),
+            ValueRank=spec.value_rank,
+            ArrayDimensions=cast(Any, None),
+            AccessLevel=access,
+            UserAccessLevel=access,
+            MinimumSamplingInterval=0,
+            Historizing=False,
+        )
+        return ua.AddNodesItem(NodeClass=ua.NodeClass.Variable, NodeAttributes=attributes, **common)
     item = ua.AddNodesItem()
     item.RequestedNewNodeId = node_id(spec.node_id)
     item.ParentNodeId = node_id(spec.parent_id)
     item.ReferenceTypeId = _node_id(spec.reference.value)
-    if isinstance(spec, ObjectNode):
-        item.BrowseName = ua.QualifiedName(spec.browse_name, namespace_index)
-        item.NodeClass = ua.NodeClass.Object
-        item.TypeDefinition = _node_id(ObjectIds.FolderType if spec.is_folder else ObjectIds.BaseObjectType)
-        object_attributes = ua.ObjectAttributes()
-        object_attributes.DisplayName = ua.LocalizedText(spec.browse_name)
-        object_attributes.Description = ua.LocalizedText(spec.description)
-        object_attributes.EventNotifier = 0
-        object_attributes.WriteMask = 0
-        object_attributes.UserWriteMask = 0
-        item.NodeAttributes = object_attributes
-        return item
-    item.BrowseName = ua.QualifiedName(spec.browse_name, 0 if spec.standard_browse_name else namespace_index)
-    item.NodeClass = ua.NodeClass.Variable
-    item.TypeDefinition = _node_id(spec.kind.value)
-    access = ua.AccessLevel.CurrentRead.mask
-    if spec.writable:
-        access |= ua.AccessLevel.CurrentWrite.mask
-    attributes = ua.VariableAttributes()
-    attributes.DisplayName = ua.LocalizedText(spec.browse_name)
-    attributes.Description = ua.LocalizedText(spec.description)
-    attributes.DataType = _node_id(spec.data_type if spec.data_type is not None else spec.variant_type.value)
-    attributes.Value = spec.value.Value
-    attributes.ValueRank = ua.ValueRank.Scalar
-    attributes.AccessLevel = access
-    attributes.UserAccessLevel = access
-    attributes.WriteMask = 0
-    attributes.UserWriteMask = 0
-    attributes.Historizing = False
-    item.NodeAttributes = attributes
+    item.BrowseName = browse_name
+    if isinstance(spec, MethodNode):
+        item.NodeClass = ua.NodeClass.Method
+        method_attributes = ua.MethodAttributes()
+        method_attributes.DisplayName = ua.LocalizedText(spec.browse_name)
+        method_attributes.Description = ua.LocalizedText(spec.description)
+        method_attributes.Executable = True
+        method_attributes.UserExecutable = True
+        method_attributes.WriteMask = 0
+        method_attributes.UserWriteMask = 0
+        item.NodeAttributes = method_attributes
     return item
+
+
+_READ = ua.AccessLevel.CurrentRead.mask
+_WRITE = ua.AccessLevel.CurrentWrite.mask
+
+
+@functools.cache
+def _standard_node_id(identifier: int) -> ua.NodeId:
+    """A namespace-0 ``NodeId``, shared (asyncua never changes a ``NodeId`` in place)."""
+    return _node_id(identifier)
 
 
 def _node_id(identifier: int | str, namespace_index: int = 0) -> ua.NodeId:

@@ -44,3 +44,11 @@ def shell_node_id(shell_id: str) -> str:
 def shell_property_node_id(shell_id: str, name: str) -> str:
     """A property of a shell node (``Id``, ``IdShort``, ``GlobalAssetId``)."""
     return f"{shell_id}/$shell.{name}"
+
+
+DICTIONARY_FOLDER = "AASEnvironment.ConceptDictionary"
+
+
+def dictionary_entry_node_id(semantic_id: str) -> str:
+    """The dictionary entry (OPC 10000-19) of a semanticId: ``<semantic id>/$dictionaryEntry``."""
+    return f"{semantic_id}/$dictionaryEntry"

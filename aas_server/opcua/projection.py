@@ -1,37 +1,45 @@
 """The address-space plan: the twin store's shells and submodels as OPC UA node specifications.
 
 Pure: :func:`plan_address_space` takes basyx objects, value states and bindings and returns plain
-node specifications in parent-first order; ``server.py`` applies them to an asyncua server. The
-layout follows the spirit of the OPC UA companion specification for the AAS (OPC 30270) in a
-simplified form::
+node specifications in parent-first order; ``address_space.py`` applies them to an asyncua server and
+``nodeset.py`` writes them as NodeSet2 XML. Every node is typed by the hub's AAS type model
+(:mod:`aas_server.opcua.types`, ``AASSubmodelType``, ``AASPropertyType``...)::
 
     Objects/AASEnvironment (Folder)
-        Shells (Folder)/<shell idShort> (Object): Id, IdShort, GlobalAssetId; Organizes -> submodels
-        Submodels (Folder)/<submodel idShort> (Object): Id, IdShort, SemanticId
-            <element idShort> (Variable for Property, MultiLanguageProperty, Blob and
-                               ReferenceElement; Object for the others: Range with Min/Max,
-                               File with Value/ContentType, relationships with First/Second)
+        Shells (Folder)/<shell idShort> (AASAssetAdministrationShellType): Id, IdShort, GlobalAssetId,
+            AssetInformation; Organizes -> submodels
+        Submodels (Folder)/<submodel idShort> (AASSubmodelType): Id, IdShort, SemanticId
+            <element idShort> (a Variable for Property, MultiLanguageProperty, Blob and
+                               ReferenceElement; an Object for the others: Range with Min/Max,
+                               File with Value/ContentType, relationships with First/Second,
+                               Operation with an Invoke method)
+        ConceptDictionary (DictionaryFolderType)/<semanticId> (Irdi/UriDictionaryEntryType)
+
+Members declared by the type model (``Id``, ``SemanticId``, ``Min``...) have browse names in the
+types namespace; idShorts are in the instance namespace. A submodel or element with a semanticId
+has a ``HasDictionaryEntry`` reference (OPC 10000-19) to the dictionary entry of that id.
 
 The planners are usable on a part of the environment (:func:`plan_shell`, :func:`plan_submodel`,
 :func:`plan_element`) so that a model change re-plans only the subtree it touched.
 
-Left out for now: values of Operation, Capability and BasicEventElement (objects without value),
+Left out for now: values of Capability and BasicEventElement (objects with their metadata only),
 qualifiers, extensions, embedded data specifications and concept descriptions.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from asyncua import ua
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from basyx.aas import model
 
-from aas_server.model import paths
+from aas_server.model import paths, values
 from aas_server.model.events import Quality, utc_now
 from aas_server.model.units import EngineeringUnit
 from aas_server.opcua import node_ids
@@ -51,6 +59,21 @@ class ReferenceKind(enum.Enum):
     HAS_PROPERTY = ObjectIds.HasProperty
 
 
+class BrowseNamespace(enum.Enum):
+    """The namespace of a node's browse name."""
+
+    INSTANCE = "instance"
+    """The instance namespace (``opcua.namespace_uri``): idShorts and folders."""
+    TYPES = "types"
+    """The type model's namespace: members a type declares (``Id``, ``SemanticId``, ``Min``...)."""
+    STANDARD = "standard"
+    """Namespace 0 (``EngineeringUnits``, ``InputArguments``)."""
+
+
+TypeId = int | str
+"""A type definition: a namespace-0 numeric node id, or the browse name of a type of the hub's type model."""
+
+
 class VariableKind(enum.Enum):
     """The type definition of a variable node."""
 
@@ -58,6 +81,8 @@ class VariableKind(enum.Enum):
     DATA_VARIABLE = ObjectIds.BaseDataVariableType
     ANALOG_UNIT = ObjectIds.AnalogUnitType
     """``AnalogUnitType`` (OPC 10000-8 §5.3.2.5): ``EngineeringUnits`` mandatory, no ``EURange`` needed."""
+    AAS_TYPE = 0
+    """A VariableType of the type model, named by the node's ``type_definition``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +94,11 @@ class ObjectNode:
     browse_name: str
     description: str | None = None
     is_folder: bool = False
+    type_definition: TypeId | None = None
+    """``None``: ``FolderType`` for a folder, else ``BaseObjectType``."""
+    browse_namespace: BrowseNamespace = BrowseNamespace.INSTANCE
+    dictionary_entry: str | None = None
+    """The semanticId this node has a ``HasDictionaryEntry`` reference to (see :func:`dictionary_entry_node`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +114,30 @@ class VariableNode:
     """A data type node id (namespace 0) other than the built-in type of ``variant_type``."""
     writable: bool = False
     description: str | None = None
-    standard_browse_name: bool = False
-    """The browse name is in namespace 0 (``EngineeringUnits``)."""
+    browse_namespace: BrowseNamespace = BrowseNamespace.INSTANCE
     element: ElementKey | None = None
     """``(submodel id, idShort path)`` of the Property whose live value this variable shows."""
+    type_definition: TypeId | None = None
+    """``None``: the node id of ``kind``."""
+    value_rank: int = ua.ValueRank.Scalar
+    dictionary_entry: str | None = None
+    """The semanticId this node has a ``HasDictionaryEntry`` reference to (see :func:`dictionary_entry_node`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MethodNode:
+    """An AAS Operation's ``Invoke`` method (its arguments are ``VariableNode`` children)."""
+
+    node_id: str
+    parent_id: str
+    browse_name: str
+    element: ElementKey
+    """``(submodel id, idShort path)`` of the Operation."""
+    input_arguments: tuple[ua.Argument, ...]
+    output_arguments: tuple[ua.Argument, ...]
+    description: str | None = None
+    reference: ReferenceKind = ReferenceKind.HAS_COMPONENT
+    browse_namespace: BrowseNamespace = BrowseNamespace.TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +149,7 @@ class ExtraReference:
     reference: ReferenceKind
 
 
-NodeSpec = ObjectNode | VariableNode
+NodeSpec = ObjectNode | VariableNode | MethodNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +157,23 @@ class AddressSpacePlan:
     nodes: list[NodeSpec]
     """Parents before their children."""
     references: list[ExtraReference]
+    dictionary_entries: list[ObjectNode] = field(default_factory=list)
+    """One node per semanticId the other nodes refer to (``HasDictionaryEntry``)."""
+
+
+def type_definition_of(spec: NodeSpec) -> TypeId | None:
+    """The type definition of a planned node (``None`` for a method, which has none)."""
+    if isinstance(spec, MethodNode):
+        return None
+    if spec.type_definition is not None:
+        return spec.type_definition
+    if isinstance(spec, ObjectNode):
+        return ObjectIds.FolderType if spec.is_folder else ObjectIds.BaseObjectType
+    return int(spec.kind.value)
 
 
 def plan_environment_folders() -> list[NodeSpec]:
-    """The ``AASEnvironment`` folder with its ``Shells`` and ``Submodels`` folders."""
+    """The ``AASEnvironment`` folder with its ``Shells``, ``Submodels`` and ``ConceptDictionary`` folders."""
     return [
         ObjectNode(node_ids.ENVIRONMENT_FOLDER, None, ReferenceKind.ORGANIZES, "AASEnvironment", is_folder=True),
         ObjectNode(
@@ -122,6 +185,15 @@ def plan_environment_folders() -> list[NodeSpec]:
             ReferenceKind.ORGANIZES,
             "Submodels",
             is_folder=True,
+        ),
+        ObjectNode(
+            node_ids.DICTIONARY_FOLDER,
+            node_ids.ENVIRONMENT_FOLDER,
+            ReferenceKind.ORGANIZES,
+            "ConceptDictionary",
+            "Dictionary entries (OPC 10000-19) of the semanticIds, referred to by HasDictionaryEntry",
+            is_folder=True,
+            type_definition=ObjectIds.DictionaryFolderType,
         ),
     ]
 
@@ -150,7 +222,10 @@ def plan_address_space(
                         ReferenceKind.ORGANIZES,
                     )
                 )
-    return AddressSpacePlan(nodes, references)
+    entries = dict.fromkeys(
+        spec.dictionary_entry for spec in nodes if not isinstance(spec, MethodNode) and spec.dictionary_entry
+    )
+    return AddressSpacePlan(nodes, references, [dictionary_entry_node(entry) for entry in entries if entry])
 
 
 def shell_submodel_ids(shell: model.AssetAdministrationShell) -> list[str]:
@@ -158,7 +233,24 @@ def shell_submodel_ids(shell: model.AssetAdministrationShell) -> list[str]:
     return [str(reference.key[0].value) for reference in shell.submodel if reference.key]
 
 
+def is_irdi(identifier: str) -> bool:
+    """Whether a semanticId is an IRDI (ISO 29002-5, ``0173-1#02-AAV232#002``) rather than an IRI."""
+    return "#" in identifier and ":" not in identifier
+
+
+def dictionary_entry_node(semantic_id: str) -> ObjectNode:
+    """The dictionary entry (OPC 10000-19) of a semanticId: an IRDI or a URI entry."""
+    return ObjectNode(
+        node_ids.dictionary_entry_node_id(semantic_id),
+        node_ids.DICTIONARY_FOLDER,
+        ReferenceKind.HAS_COMPONENT,
+        semantic_id,
+        type_definition=ObjectIds.IrdiDictionaryEntryType if is_irdi(semantic_id) else ObjectIds.UriDictionaryEntryType,
+    )
+
+
 def _text_property(node_id: str, parent_id: str, browse_name: str, text: str | None) -> VariableNode:
+    """A String property declared by the type model (browse name in the types namespace)."""
     return VariableNode(
         node_id,
         parent_id,
@@ -167,6 +259,7 @@ def _text_property(node_id: str, parent_id: str, browse_name: str, text: str | N
         VariableKind.PROPERTY,
         ua.VariantType.String,
         _static_value(text, ua.VariantType.String),
+        browse_namespace=BrowseNamespace.TYPES,
     )
 
 
@@ -185,6 +278,10 @@ def _static_value(value: Any, variant_type: ua.VariantType) -> ua.DataValue:
 def plan_shell(shell: model.AssetAdministrationShell) -> list[NodeSpec]:
     """The nodes of one shell, its object first (its Organizes references to submodels are not nodes)."""
     shell_node = node_ids.shell_node_id(shell.id)
+
+    def text(name: str, value: str | None, parent: str = shell_node) -> VariableNode:
+        return _text_property(node_ids.shell_property_node_id(shell.id, name), parent, name.rsplit(".", 1)[-1], value)
+
     nodes: list[NodeSpec] = [
         ObjectNode(
             shell_node,
@@ -192,24 +289,37 @@ def plan_shell(shell: model.AssetAdministrationShell) -> list[NodeSpec]:
             ReferenceKind.ORGANIZES,
             shell.id_short or shell.id,
             _preferred_text(shell.description),
+            type_definition="AASAssetAdministrationShellType",
         ),
-        _text_property(node_ids.shell_property_node_id(shell.id, "Id"), shell_node, "Id", shell.id),
+        text("Id", shell.id),
     ]
     if shell.id_short:
-        nodes.append(
-            _text_property(node_ids.shell_property_node_id(shell.id, "IdShort"), shell_node, "IdShort", shell.id_short)
+        nodes.append(text("IdShort", shell.id_short))
+    information = shell.asset_information
+    if information.global_asset_id:
+        nodes.append(text("GlobalAssetId", information.global_asset_id))
+    information_node = node_ids.shell_property_node_id(shell.id, "AssetInformation")
+    nodes.append(
+        ObjectNode(
+            information_node,
+            shell_node,
+            ReferenceKind.HAS_COMPONENT,
+            "AssetInformation",
+            type_definition="AASAssetInformationType",
+            browse_namespace=BrowseNamespace.TYPES,
         )
-    global_asset_id = shell.asset_information.global_asset_id
-    if global_asset_id:
-        nodes.append(
-            _text_property(
-                node_ids.shell_property_node_id(shell.id, "GlobalAssetId"),
-                shell_node,
-                "GlobalAssetId",
-                global_asset_id,
-            )
-        )
+    )
+    nodes.append(text("AssetInformation.AssetKind", _enum_text(information.asset_kind), information_node))
+    if information.global_asset_id:
+        nodes.append(text("AssetInformation.GlobalAssetId", information.global_asset_id, information_node))
+    if information.asset_type:
+        nodes.append(text("AssetInformation.AssetType", information.asset_type, information_node))
     return nodes
+
+
+def _enum_text(value: enum.Enum) -> str:
+    """An AAS enumeration literal as the metamodel spells it (``SelfManagedEntity``, ``Instance``)."""
+    return "".join(part.capitalize() for part in value.name.split("_"))
 
 
 def plan_submodel(
@@ -219,6 +329,7 @@ def plan_submodel(
 ) -> list[NodeSpec]:
     """The nodes of one submodel and all its elements, parents first."""
     submodel_node = node_ids.submodel_node_id(submodel.id)
+    semantic_id = semantic_id_text(submodel.semantic_id)
     nodes: list[NodeSpec] = [
         ObjectNode(
             submodel_node,
@@ -226,6 +337,8 @@ def plan_submodel(
             ReferenceKind.ORGANIZES,
             submodel.id_short or submodel.id,
             _preferred_text(submodel.description),
+            type_definition="AASSubmodelType",
+            dictionary_entry=semantic_id,
         ),
         _text_property(node_ids.submodel_property_node_id(submodel.id, "Id"), submodel_node, "Id", submodel.id),
     ]
@@ -238,7 +351,6 @@ def plan_submodel(
                 submodel.id_short,
             )
         )
-    semantic_id = semantic_id_text(submodel.semantic_id)
     if semantic_id is not None:
         nodes.append(
             _text_property(
@@ -288,6 +400,28 @@ def element_parent_node_id(submodel_id: str, id_short_path: str) -> str:
     return node_ids.submodel_node_id(submodel_id) if parent is None else node_ids.node_id_for(submodel_id, parent)
 
 
+_OBJECT_TYPES: tuple[tuple[type[model.SubmodelElement], str], ...] = (
+    (model.AnnotatedRelationshipElement, "AASAnnotatedRelationshipElementType"),
+    (model.RelationshipElement, "AASRelationshipElementType"),
+    (model.SubmodelElementCollection, "AASSubmodelElementCollectionType"),
+    (model.SubmodelElementList, "AASSubmodelElementListType"),
+    (model.Entity, "AASEntityType"),
+    (model.Range, "AASRangeType"),
+    (model.File, "AASFileType"),
+    (model.BasicEventElement, "AASBasicEventElementType"),
+    (model.Operation, "AASOperationType"),
+    (model.Capability, "AASCapabilityType"),
+)
+"""The type of each element kind shown as an object (subclasses before their superclasses)."""
+
+
+def _object_type(element: model.SubmodelElement) -> str:
+    for kind, type_name in _OBJECT_TYPES:
+        if isinstance(element, kind):
+            return type_name
+    return "AASSubmodelElementType"
+
+
 def _plan_element_node(
     submodel_id: str,
     id_short_path: str,
@@ -300,6 +434,7 @@ def _plan_element_node(
     node_id = node_ids.node_id_for(submodel_id, id_short_path)
     browse_name = _last_segment(id_short_path)
     description = _preferred_text(element.description)
+    semantic_id = semantic_id_text(element.semantic_id)
     nodes: list[NodeSpec] = []
 
     def member(name: str, reference: ReferenceKind, variant_type: ua.VariantType, value: Any) -> VariableNode:
@@ -312,18 +447,24 @@ def _plan_element_node(
             kind,
             variant_type,
             _static_value(value, variant_type),
+            browse_namespace=BrowseNamespace.TYPES,
         )
 
-    def value_variable(variant_type: ua.VariantType, value: ua.DataValue) -> VariableNode:
+    def text(name: str, value: str | None) -> VariableNode:
+        return member(name, ReferenceKind.HAS_PROPERTY, ua.VariantType.String, value)
+
+    def value_variable(variant_type: ua.VariantType, value: ua.DataValue, type_name: str) -> VariableNode:
         return VariableNode(
             node_id,
             parent_id,
             ReferenceKind.HAS_COMPONENT,
             browse_name,
-            VariableKind.DATA_VARIABLE,
+            VariableKind.AAS_TYPE,
             variant_type,
             value,
             description=description,
+            type_definition=type_name,
+            dictionary_entry=semantic_id,
         )
 
     if isinstance(element, model.Property):
@@ -341,7 +482,7 @@ def _plan_element_node(
                 parent_id,
                 ReferenceKind.HAS_COMPONENT,
                 browse_name,
-                VariableKind.ANALOG_UNIT if unit is not None else VariableKind.DATA_VARIABLE,
+                VariableKind.ANALOG_UNIT if unit is not None else VariableKind.AAS_TYPE,
                 variant_type,
                 data_value(
                     state.value, variant_type, state.quality, state.reason, state.source_time, state.server_time
@@ -349,52 +490,151 @@ def _plan_element_node(
                 writable=binding is None or binding.writable,
                 description=description,
                 element=key,
+                type_definition=None if unit is not None else "AASPropertyType",
+                dictionary_entry=semantic_id,
             )
         )
         if unit is not None:
             nodes.append(_engineering_units(submodel_id, id_short_path, node_id, unit))
     elif isinstance(element, model.MultiLanguageProperty):
-        text = _preferred_language_text(element.value)
+        language, content = _preferred_language_text(element.value)
         nodes.append(
             value_variable(
                 ua.VariantType.LocalizedText,
-                ua.DataValue(ua.Variant(ua.LocalizedText(text[1], text[0]), ua.VariantType.LocalizedText)),
+                ua.DataValue(ua.Variant(ua.LocalizedText(content, language), ua.VariantType.LocalizedText)),
+                "AASMultiLanguagePropertyType",
             )
         )
     elif isinstance(element, model.Blob):
-        nodes.append(value_variable(ua.VariantType.ByteString, _static_value(element.value, ua.VariantType.ByteString)))
-        nodes.append(member("ContentType", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, element.content_type))
+        nodes.append(
+            value_variable(
+                ua.VariantType.ByteString, _static_value(element.value, ua.VariantType.ByteString), "AASBlobType"
+            )
+        )
+        nodes.append(text("ContentType", element.content_type))
     elif isinstance(element, model.ReferenceElement):
         nodes.append(
-            value_variable(ua.VariantType.String, _static_value(reference_text(element.value), ua.VariantType.String))
+            value_variable(
+                ua.VariantType.String,
+                _static_value(reference_text(element.value), ua.VariantType.String),
+                "AASReferenceElementType",
+            )
         )
     else:
-        nodes.append(ObjectNode(node_id, parent_id, ReferenceKind.HAS_COMPONENT, browse_name, description))
+        nodes.append(
+            ObjectNode(
+                node_id,
+                parent_id,
+                ReferenceKind.HAS_COMPONENT,
+                browse_name,
+                description,
+                type_definition=_object_type(element),
+                dictionary_entry=semantic_id,
+            )
+        )
         if isinstance(element, model.Range):
             variant_type = variant_type_for(element.value_type)
             nodes.append(member("Min", ReferenceKind.HAS_COMPONENT, variant_type, element.min))
             nodes.append(member("Max", ReferenceKind.HAS_COMPONENT, variant_type, element.max))
         elif isinstance(element, model.File):
             nodes.append(member("Value", ReferenceKind.HAS_COMPONENT, ua.VariantType.String, element.value))
-            nodes.append(member("ContentType", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, element.content_type))
+            nodes.append(text("ContentType", element.content_type))
         elif isinstance(element, model.RelationshipElement):
-            nodes.append(
-                member("First", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, reference_text(element.first))
-            )
-            nodes.append(
-                member("Second", ReferenceKind.HAS_PROPERTY, ua.VariantType.String, reference_text(element.second))
-            )
-    semantic_id = semantic_id_text(element.semantic_id)
+            nodes.append(text("First", reference_text(element.first)))
+            nodes.append(text("Second", reference_text(element.second)))
+        elif isinstance(element, model.Entity):
+            if element.entity_type is not None:
+                nodes.append(text("EntityType", _enum_text(element.entity_type)))
+            if element.global_asset_id:
+                nodes.append(text("GlobalAssetId", element.global_asset_id))
+        elif isinstance(element, model.BasicEventElement):
+            nodes.append(text("Observed", reference_text(element.observed)))
+            nodes.append(text("Direction", _enum_text(element.direction)))
+            nodes.append(text("State", _enum_text(element.state)))
+        elif isinstance(element, model.Operation):
+            nodes.extend(plan_operation_method(submodel_id, id_short_path, element))
     if semantic_id is not None:
-        nodes.append(
-            _text_property(
-                node_ids.element_property_node_id(submodel_id, id_short_path, "SemanticId"),
-                node_id,
-                "SemanticId",
-                semantic_id,
-            )
-        )
+        nodes.append(text("SemanticId", semantic_id))
     return nodes
+
+
+OPERATION_METHOD = "Invoke"
+"""Browse name (types namespace) of the method of an Operation object."""
+
+
+def plan_operation_method(submodel_id: str, id_short_path: str, operation: model.Operation) -> list[NodeSpec]:
+    """The ``Invoke`` method of an Operation with its ``InputArguments`` and ``OutputArguments`` (OPC 10000-3 §5.7).
+
+    Inputs are the input variables, then the in-output variables; outputs the output variables, then
+    the in-output variables, each named by its idShort. A Property variable's argument has the native
+    type of its valueType; any other element's is a String holding its ValueOnly JSON (AAS Part 2).
+    """
+    node_id = node_ids.element_property_node_id(submodel_id, id_short_path, OPERATION_METHOD)
+    inputs = tuple(
+        operation_argument(variable) for variable in (*operation.input_variable, *operation.in_output_variable)
+    )
+    outputs = tuple(
+        operation_argument(variable) for variable in (*operation.output_variable, *operation.in_output_variable)
+    )
+    nodes: list[NodeSpec] = [
+        MethodNode(
+            node_id,
+            node_ids.node_id_for(submodel_id, id_short_path),
+            OPERATION_METHOD,
+            (submodel_id, id_short_path),
+            inputs,
+            outputs,
+            f"Runs the Operation {operation.id_short}",
+        )
+    ]
+    for name, arguments in (("InputArguments", inputs), ("OutputArguments", outputs)):
+        if arguments:
+            nodes.append(
+                VariableNode(
+                    f"{node_id}.{name}",
+                    node_id,
+                    ReferenceKind.HAS_PROPERTY,
+                    name,
+                    VariableKind.PROPERTY,
+                    ua.VariantType.ExtensionObject,
+                    ua.DataValue(ua.Variant(list(arguments), ua.VariantType.ExtensionObject)),
+                    data_type=ObjectIds.Argument,
+                    browse_namespace=BrowseNamespace.STANDARD,
+                    value_rank=ua.ValueRank.OneDimension,
+                )
+            )
+    return nodes
+
+
+def operation_argument(variable: model.SubmodelElement) -> ua.Argument:
+    """The method argument of an operation variable: native for a Property, else ValueOnly JSON text."""
+    variant_type = (
+        variant_type_for(variable.value_type) if isinstance(variable, model.Property) else ua.VariantType.String
+    )
+    return ua.Argument(
+        Name=variable.id_short or "",
+        DataType=ua.NodeId(cast(Any, variant_type.value)),
+        ValueRank=ua.ValueRank.Scalar,
+        ArrayDimensions=[],
+        Description=ua.LocalizedText(_preferred_text(variable.description)),
+    )
+
+
+def argument_to_value(variable: model.SubmodelElement, variant: ua.Variant) -> Any:
+    """A method input as the ValueOnly value a handler takes; ``TypeMismatchError`` if it does not fit."""
+    if isinstance(variable, model.Property):
+        return values.to_json_value(values.coerce(variable.value_type, variant.Value))
+    if not isinstance(variant.Value, str):
+        raise TypeError(f"{variable.id_short} takes its ValueOnly JSON as a String")
+    return json.loads(variant.Value)
+
+
+def value_to_argument(variable: model.SubmodelElement, value: Any) -> ua.Variant:
+    """A handler's ValueOnly output as the method's output argument of ``variable``."""
+    if isinstance(variable, model.Property):
+        variant_type = variant_type_for(variable.value_type)
+        return to_variant(None if value is None else values.coerce(variable.value_type, value), variant_type)
+    return ua.Variant(json.dumps(value), ua.VariantType.String)
 
 
 def reference_text(reference: model.Reference | None) -> str | None:
@@ -430,7 +670,7 @@ def _engineering_units(submodel_id: str, id_short_path: str, parent_id: str, uni
         ua.VariantType.ExtensionObject,
         ua.DataValue(ua.Variant(engineering_units_information(unit), ua.VariantType.ExtensionObject)),
         data_type=ObjectIds.EUInformation,
-        standard_browse_name=True,
+        browse_namespace=BrowseNamespace.STANDARD,
     )
 
 

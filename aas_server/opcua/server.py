@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -27,7 +29,10 @@ from asyncua.server.server import Server
 
 from aas_server.config import OpcUaSettings
 from aas_server.opcua.address_space import ProjectedAddressSpace
+from aas_server.opcua.methods import OperationCallRuleset
+from aas_server.opcua.nodeset import import_type_model
 from aas_server.opcua.security import (
+    ClientCertificateTrust,
     HubUserManager,
     encoding_of,
     ensure_server_certificate,
@@ -37,6 +42,7 @@ from aas_server.opcua.security import (
 from aas_server.opcua.sync import StoreSync
 from aas_server.opcua.writes import ProjectionAttributeService, PropertyWriter
 from aas_server.store.bus import Subscription
+from aas_server.store.operations import OperationRegistry
 from aas_server.store.twin_store import StoreEvent, TwinStore
 
 _LOG = logging.getLogger(__name__)
@@ -53,9 +59,17 @@ class OpcUaProjection:
     """
 
     def __init__(
-        self, store: TwinStore, settings: OpcUaSettings, data_dir: Path, *, write_timeout: float = 30.0
+        self,
+        store: TwinStore,
+        settings: OpcUaSettings,
+        data_dir: Path,
+        *,
+        write_timeout: float = 30.0,
+        operations: OperationRegistry | None = None,
     ) -> None:
         self._store = store
+        self._operations = operations
+        self._types_namespace_index: int | None = None
         self._settings = settings
         self._data_dir = data_dir
         self._write_timeout = write_timeout
@@ -66,6 +80,15 @@ class OpcUaProjection:
         self._certificate_path: Path | None = None
         self._namespace_index: int | None = None
         self._address_space: ProjectedAddressSpace | None = None
+        self.client_trust: ClientCertificateTrust | None = None
+        """The client certificate trust list (its ``trusted_folder`` and ``rejected_folder``), once started."""
+
+    @property
+    def types_namespace_index(self) -> int:
+        """The index of the type model's namespace (``urn:aas-server:types:v3``), normally 3."""
+        if self._types_namespace_index is None:
+            raise RuntimeError("the OPC UA projection is not started")
+        return self._types_namespace_index
 
     @property
     def endpoint_url(self) -> str:
@@ -113,11 +136,14 @@ class OpcUaProjection:
             asyncio.to_thread(certificate_path.read_bytes), asyncio.to_thread(key_path.read_bytes)
         )
         self._certificate_path = certificate_path
+        trust = ClientCertificateTrust(settings, self._data_dir)
+        await trust.load()
+        self.client_trust = trust
         self._subscription = self._store.bus.subscribe("opcua")
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = settings.port or _free_port(settings.host)
             url = f"opc.tcp://{_host_for_url(settings.host)}:{port}/"
-            server = Server(user_manager=HubUserManager(settings))
+            server = Server(user_manager=HubUserManager(settings, trust))
             server.set_server_name(settings.server_name)
             server.product_uri = PRODUCT_URI
             server.manufacturer_name = "aas-server"
@@ -125,13 +151,23 @@ class OpcUaProjection:
             await server.set_application_uri(settings.application_uri)
             server.set_endpoint(url)
             server.allow_remote_admin(False)
-            server.set_security_policy(policies)
+            server.set_security_policy(policies, permission_ruleset=OperationCallRuleset())
             server.set_identity_tokens(tokens)
+            server.set_certificate_validator(trust.validate)
             await server.load_certificate(certificate, encoding_of(certificate))
             await server.load_private_key(private_key, None, encoding_of(private_key))
             self._namespace_index = await server.register_namespace(settings.namespace_uri)
-            address_space = ProjectedAddressSpace(server, self._store, self._namespace_index)
-            await address_space.build()
+            self._types_namespace_index = await import_type_model(server)
+            address_space = ProjectedAddressSpace(
+                server,
+                self._store,
+                self._namespace_index,
+                types_namespace_index=self._types_namespace_index,
+                operations=self._operations,
+                call_timeout=self._write_timeout,
+            )
+            with _cyclic_collection_paused():
+                await address_space.build()
             await address_space.enable_model_change_events()
             writer = PropertyWriter(
                 self._store, address_space.property_targets, server.iserver.aspace.__contains__, self._write_timeout
@@ -182,6 +218,27 @@ class OpcUaProjection:
             self._server = None
         self._endpoint_url = None
         self._address_space = None
+
+
+@contextlib.contextmanager
+def _cyclic_collection_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the address space is built, then freeze what exists.
+
+    Building 100,000 properties allocates millions of long-lived objects; each full collection
+    walks them all (~1.5 s at that size) and the collector runs several while they are created.
+    Afterwards ``gc.freeze()`` moves the objects existing at start (the model, the address space)
+    out of the collector's sight, so later full collections do not pause the server for that long.
+    Memory is still freed by reference counting; only reference cycles among those startup
+    objects, once dropped, stay until the process ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
 
 
 async def _stop_clock(server: Server) -> None:

@@ -42,6 +42,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
+from aas_server.store.operations import OperationRegistry
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
 
 _LOG = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class Hub:
         self.opcua: OpcUaProjection | None = None
         self.simulator: BottlingLineSimulator | None = None
         self.rest_url: str | None = None
+        self.operations = OperationRegistry()
+        """Handlers of AAS Operations, shared by REST (``invoke``) and OPC UA (Methods)."""
 
     async def __aenter__(self) -> Self:
         try:
@@ -139,7 +142,7 @@ class Hub:
 
         if settings.opcua.enabled:
             self.opcua = await self._stack.enter_async_context(
-                OpcUaProjection(self.store, settings.opcua, settings.data_dir)
+                OpcUaProjection(self.store, settings.opcua, settings.data_dir, operations=self.operations)
             )
         if settings.rest.enabled:
             await self._start_rest()
@@ -232,6 +235,7 @@ class Hub:
             self.store,
             attachments=SqliteAttachmentStore(self.repository),
             packages=SqlitePackageStore(self.repository),
+            operations=self.operations,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
