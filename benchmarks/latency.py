@@ -128,7 +128,9 @@ async def measure(rounds: int, period: float) -> dict[str, Any]:
                 mappings=[write_mapping(folder, device.port, period)],
                 rest=RestSettings(port=0),
                 opcua=OpcUaSettings(
-                    port=0, users=[UserSettings(name="bench", password=SecretStr("bench"), role=Role.READ_ONLY)]
+                    port=0,
+                    users=[UserSettings(name="bench", password=SecretStr("bench"), role=Role.READ_ONLY)],
+                    trust_all_client_certificates=True,  # benchmark only: its client certificate is made per run
                 ),
                 log_level="WARNING",
             )

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 import pytest_asyncio
-from asyncua import ua
+from asyncua import Client, ua
 from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
@@ -102,7 +102,9 @@ def _items(prefix: str) -> list[ua.AddNodesItem]:
     return [
         folder,
         machine,
-        _variable(prefix, "Speed", speed, ObjectIds.HasComponent, ua.Variant(1.5, ua.VariantType.Double), writable=True),
+        _variable(
+            prefix, "Speed", speed, ObjectIds.HasComponent, ua.Variant(1.5, ua.VariantType.Double), writable=True
+        ),
         _variable(
             prefix,
             "Temperature",
@@ -210,7 +212,8 @@ async def test_a_planned_data_value_is_the_initial_value(server: Server) -> None
     item = _variable("given", "Level", "Parent", ObjectIds.HasComponent, ua.Variant(0.0, ua.VariantType.Double))
     item.ParentNodeId = _id(ObjectIds.ObjectsFolder)
     planned = ua.DataValue(
-        ua.Variant(7.5, ua.VariantType.Double), StatusCode=ua.StatusCode(ua.StatusCodes.UncertainInitialValue)
+        ua.Variant(7.5, ua.VariantType.Double),
+        StatusCode=ua.StatusCode(cast(Any, ua.StatusCodes.UncertainInitialValue)),
     )
     (result,) = BulkNodeAdder(server.iserver.aspace).add_nodes([item], [planned])
     assert result.StatusCode.is_good()
@@ -226,8 +229,6 @@ async def test_ten_thousand_properties_in_one_submodel_start_quickly(tmp_path: P
     started = time.perf_counter()
     async with OpcUaProjection(store, settings, tmp_path) as projection:
         elapsed = time.perf_counter() - started
-        from asyncua import Client
-
         async with Client(projection.endpoint_url, timeout=5) as client:
             last = client.get_node(_id(node_id_for(submodel_id, "P09999"), projection.namespace_index))
             assert await last.read_value() == 9999.0

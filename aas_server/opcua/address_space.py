@@ -478,7 +478,7 @@ class ProjectedAddressSpace:
             item.TargetNodeClass = ua.NodeClass.Object
             references.append(item)
         if new_entries and node_ids.DICTIONARY_FOLDER in self._specs:
-            added = await self._session.add_nodes(
+            added = self._bulk.add_nodes(
                 [
                     _add_nodes_item(entry, self.node_id, self._namespace_index, self._type_of(entry))
                     for entry in new_entries
