@@ -85,6 +85,7 @@ class ModbusConnector:
         self._requests = plan_reads(device, points)
         self._client: AsyncModbusTcpClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._connection_lost = asyncio.Event()
         self._first_attempt_done = asyncio.Event()
         self._reachable: bool | None = None
@@ -122,10 +123,17 @@ class ModbusConnector:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Stop polling and close the connection."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop polling and close the connection.
+
+        Cancels until every task has ended: Python 3.11's ``asyncio.wait_for`` (used inside pymodbus)
+        can swallow a cancellation that arrives just as a response does, so one ``cancel`` is not enough.
+        """
+        self._stopping = True
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         self._tasks.clear()
         self._close_client()
 
@@ -163,7 +171,7 @@ class ModbusConnector:
 
     async def _maintain_connection(self) -> None:
         backoff = self.device.reconnect_backoff
-        while True:
+        while not self._stopping:
             if not self.connected:
                 self._close_client()
                 self._connection_lost.clear()
@@ -216,7 +224,7 @@ class ModbusConnector:
         await self._first_attempt_done.wait()
         loop = asyncio.get_running_loop()
         deadline = loop.time()
-        while True:
+        while not self._stopping:
             for index in indexes:
                 await self._read(index)
             deadline += interval

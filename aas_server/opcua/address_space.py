@@ -186,6 +186,12 @@ class ProjectedAddressSpace:
         """Submodel id → ids of the shells referring to it."""
         self._links: set[tuple[str, str]] = set()
         """``(shell id, submodel id)`` pairs with an ``Organizes`` reference in the address space."""
+        self._related: dict[str, tuple[tuple[str, str], ...]] = {}
+        """Relationship node id → its ``(reference type, target node id)`` pairs (present or not)."""
+        self._related_by_target: dict[str, set[str]] = {}
+        """Target node id → the relationship node ids pointing to it."""
+        self._related_links: set[tuple[str, str, str]] = set()
+        """``(relationship node id, reference type, target node id)`` references in the address space."""
         self._event: Any = None
         self._lock = asyncio.Lock()
         self.value_nodes: dict[ElementKey, tuple[ua.NodeId, ua.VariantType]] = {}
@@ -348,7 +354,7 @@ class ProjectedAddressSpace:
                 reference_verb = REFERENCE_ADDED | (REFERENCE_DELETED if spec.node_id in old else 0)
                 changes.add(spec.parent_id, self._type_of(parent), reference_verb)
         if to_add:
-            await self._add(to_add)
+            await self._add(to_add, changes)
         for spec in in_place:
             await self._update_in_place(spec)
 
@@ -378,6 +384,7 @@ class ProjectedAddressSpace:
             if parent is not None:
                 changes.add(parent.node_id, self._type_of(parent), REFERENCE_DELETED)
             changes.add(node, self._type_of(spec), NODE_DELETED)
+        references.extend(self._unlink_relationships(removed, changes))
         if identifiable:
             for shell_id, submodel_id in list(self._links):
                 shell_node = node_ids.shell_node_id(shell_id)
@@ -411,7 +418,7 @@ class ProjectedAddressSpace:
                 self.operation_methods.pop(self.node_id(node), None)
         return removed_specs
 
-    async def _add(self, specs: list[NodeSpec]) -> None:
+    async def _add(self, specs: list[NodeSpec], changes: ModelChanges) -> None:
         """Add ``specs`` (parents first) in AddNodes calls of ``_ADD_BATCH`` nodes, yielding to the loop between."""
         results: list[ua.AddNodesResult] = []
         for start in range(0, len(specs), _ADD_BATCH):
@@ -454,6 +461,91 @@ class ProjectedAddressSpace:
                 )
         if entries:
             await self._add_dictionary_references([self._specs[node] for node in entries])
+        await self._link_relationships(specs, changes)
+
+    async def _link_relationships(self, added: list[NodeSpec], changes: ModelChanges) -> None:
+        """Reference each added relationship's targets, and each added target from its relationships.
+
+        Both directions are added (``AASRelationshipFirst``/``Second`` and their inverse), so that
+        deleting a relationship or a target can remove them explicitly (see :meth:`_unlink_relationships`).
+        """
+        if self._types_namespace_index is None:
+            return
+        candidates: dict[tuple[str, str, str], None] = {}
+        for spec in added:
+            if spec.node_id not in self._specs:
+                continue
+            if isinstance(spec, ObjectNode) and spec.related:
+                self._related[spec.node_id] = spec.related
+                for reference_type, target in spec.related:
+                    self._related_by_target.setdefault(target, set()).add(spec.node_id)
+                    candidates[(spec.node_id, reference_type, target)] = None
+            for source in self._related_by_target.get(spec.node_id, ()):
+                for reference_type, target in self._related.get(source, ()):
+                    if target == spec.node_id:
+                        candidates[(source, reference_type, target)] = None
+        items: list[ua.AddReferencesItem] = []
+        for link in candidates:
+            source, reference_type, target = link
+            if link in self._related_links or source not in self._specs or target not in self._specs:
+                continue
+            reference_type_id = _node_id(reference_type, self._types_namespace_index)
+            for is_forward in (True, False):
+                item = ua.AddReferencesItem()
+                item.SourceNodeId = self.node_id(source if is_forward else target)
+                item.TargetNodeId = self.node_id(target if is_forward else source)
+                item.ReferenceTypeId = reference_type_id
+                item.IsForward = is_forward
+                item.TargetNodeClass = ua.NodeClass.Unspecified
+                items.append(item)
+            self._related_links.add(link)
+            for node in (source, target):
+                changes.add(node, self._type_of(self._specs.get(node)), REFERENCE_ADDED)
+        if items:
+            for status in await self._session.add_references(items):
+                if not status.is_good():
+                    _LOG.warning("relationship reference not added: %s", status.name)
+
+    def _unlink_relationships(self, removed: list[str], changes: ModelChanges) -> list[ua.DeleteReferencesItem]:
+        """The relationship references into or out of the nodes ``removed`` (both directions), forgotten.
+
+        A removed relationship is forgotten; a removed target stays wanted, so that a node added
+        again with its id gets the references back.
+        """
+        if not self._related_links and not self._related:
+            return []
+        items: list[ua.DeleteReferencesItem] = []
+        links: dict[tuple[str, str, str], None] = {}
+        for node in removed:
+            for reference_type, target in self._related.get(node, ()):
+                links[(node, reference_type, target)] = None
+            for source in self._related_by_target.get(node, ()):
+                for reference_type, target in self._related.get(source, ()):
+                    if target == node:
+                        links[(source, reference_type, target)] = None
+        for link in links:
+            if link not in self._related_links:
+                continue
+            source, reference_type, target = link
+            assert self._types_namespace_index is not None
+            item = ua.DeleteReferencesItem()
+            item.SourceNodeId = self.node_id(source)
+            item.TargetNodeId = self.node_id(target)
+            item.ReferenceTypeId = _node_id(reference_type, self._types_namespace_index)
+            item.IsForward = True
+            item.DeleteBidirectional = True
+            items.append(item)
+            self._related_links.discard(link)
+            for node in (source, target):
+                changes.add(node, self._type_of(self._specs.get(node)), REFERENCE_DELETED)
+        for node in removed:
+            for _, target in self._related.pop(node, ()):
+                sources = self._related_by_target.get(target)
+                if sources is not None:
+                    sources.discard(node)
+                    if not sources:
+                        del self._related_by_target[target]
+        return items
 
     async def _add_dictionary_references(self, specs: list[NodeSpec]) -> None:
         """``HasDictionaryEntry`` from each node to its semanticId's entry, adding entries not there yet.
@@ -581,6 +673,7 @@ def _structure(spec: NodeSpec) -> tuple[Any, ...]:
             spec.type_definition,
             spec.browse_namespace,
             spec.dictionary_entry,
+            spec.related,
         )
     return (
         "variable",

@@ -36,11 +36,13 @@ from aas_server.opcua.projection import (
     MethodNode,
     NodeSpec,
     ObjectNode,
+    ReferenceKind,
     VariableNode,
     plan_address_space,
     type_definition_of,
 )
 from aas_server.opcua.types import (
+    REFERENCE_TYPE_MODEL,
     STANDARD_MODEL_VERSION,
     STANDARD_NAMESPACE_URI,
     STANDARD_PUBLICATION_DATE,
@@ -51,6 +53,7 @@ from aas_server.opcua.types import (
     TYPES_PUBLICATION_DATE,
     Member,
     MemberKind,
+    ReferenceTypeDefinition,
     TypeDefinition,
     TypeNodeClass,
     is_model_type,
@@ -161,6 +164,8 @@ def types_nodeset() -> bytes:
 
     for definition in TYPE_MODEL:
         _write_type(writer, definition, type_reference)
+    for reference_type in REFERENCE_TYPE_MODEL:
+        _write_reference_type(writer, reference_type)
     return writer.write(
         [
             (
@@ -187,6 +192,15 @@ def _write_type(writer: _Writer, definition: TypeDefinition, type_reference: Any
     _references(element, references)
     for member in definition.members:
         _write_member(writer, definition, member, node_id, type_reference)
+
+
+def _write_reference_type(writer: _Writer, definition: ReferenceTypeDefinition) -> None:
+    node_id = f"ns=1;s={type_node_id(definition.browse_name)}"
+    element = writer.node("UAReferenceType", node_id, f"1:{definition.browse_name}")
+    _names(element, definition.browse_name, definition.description)
+    supertype = writer.standard(getattr(ObjectIds, definition.supertype), alias=False)
+    _references(element, [(writer.standard(ObjectIds.HasSubtype), supertype, False)])
+    _text(element, "InverseName", definition.inverse_name)
 
 
 def _member_id(definition: TypeDefinition, member: Member) -> str:
@@ -250,7 +264,11 @@ def instance_nodeset(
     date = _date_text(publication_date or datetime.now(UTC))
     extra: dict[str, list[tuple[str, str, bool]]] = {}
     for reference in plan.references:
-        kind = writer.standard(reference.reference.value)
+        kind = (
+            writer.standard(reference.reference.value)
+            if isinstance(reference.reference, ReferenceKind)
+            else f"ns=2;s={type_node_id(reference.reference)}"
+        )
         extra.setdefault(reference.source_id, []).append((kind, _instance_id(reference.target_id), True))
         extra.setdefault(reference.target_id, []).append((kind, _instance_id(reference.source_id), False))
     for spec in [*plan.nodes, *plan.dictionary_entries]:

@@ -17,7 +17,9 @@ node specifications in parent-first order; ``address_space.py`` applies them to 
 
 Members declared by the type model (``Id``, ``SemanticId``, ``Min``...) have browse names in the
 types namespace; idShorts are in the instance namespace. A submodel or element with a semanticId
-has a ``HasDictionaryEntry`` reference (OPC 10000-19) to the dictionary entry of that id.
+has a ``HasDictionaryEntry`` reference (OPC 10000-19) to the dictionary entry of that id. A
+relationship element has ``AASRelationshipFirst``/``AASRelationshipSecond`` references to the nodes
+its ModelReferences point to (:func:`relationship_targets`), when the plan holds them.
 
 The planners are usable on a part of the environment (:func:`plan_shell`, :func:`plan_submodel`,
 :func:`plan_element`) so that a model change re-plans only the subtree it touched.
@@ -39,11 +41,13 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from basyx.aas import model
 
+from aas_server.errors import HubError
 from aas_server.model import paths, values
 from aas_server.model.events import Quality, utc_now
 from aas_server.model.units import EngineeringUnit
 from aas_server.opcua import node_ids
 from aas_server.opcua.status import status
+from aas_server.opcua.types import RELATIONSHIP_FIRST, RELATIONSHIP_SECOND
 from aas_server.opcua.variants import data_value, to_variant, variant_type_for
 from aas_server.store.twin_store import ElementBinding, ValueState
 
@@ -99,6 +103,8 @@ class ObjectNode:
     browse_namespace: BrowseNamespace = BrowseNamespace.INSTANCE
     dictionary_entry: str | None = None
     """The semanticId this node has a ``HasDictionaryEntry`` reference to (see :func:`dictionary_entry_node`)."""
+    related: tuple[tuple[str, str], ...] = ()
+    """A relationship's ``(reference type, target node id)`` pairs (see :func:`relationship_targets`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +148,12 @@ class MethodNode:
 
 @dataclass(frozen=True, slots=True)
 class ExtraReference:
-    """A reference beyond the parent-child tree (a shell organizing its submodels)."""
+    """A reference beyond the parent-child tree (a shell organizing its submodels, a relationship's targets)."""
 
     source_id: str
     target_id: str
-    reference: ReferenceKind
+    reference: ReferenceKind | str
+    """A namespace-0 reference type, or a ReferenceType of the type model by browse name."""
 
 
 NodeSpec = ObjectNode | VariableNode | MethodNode
@@ -222,10 +229,64 @@ def plan_address_space(
                         ReferenceKind.ORGANIZES,
                     )
                 )
+    planned_ids = {spec.node_id for spec in nodes}
+    for spec in nodes:
+        if isinstance(spec, ObjectNode):
+            references.extend(
+                ExtraReference(spec.node_id, target, reference_type)
+                for reference_type, target in spec.related
+                if target in planned_ids
+            )
     entries = dict.fromkeys(
         spec.dictionary_entry for spec in nodes if not isinstance(spec, MethodNode) and spec.dictionary_entry
     )
     return AddressSpacePlan(nodes, references, [dictionary_entry_node(entry) for entry in entries if entry])
+
+
+def model_reference_node_id(reference: model.Reference | None) -> str | None:
+    """The node id of what a ModelReference points to, if the projection shows such a node; else ``None``.
+
+    A shell (one ``AssetAdministrationShell`` key), a submodel (one ``Submodel`` key) or a submodel
+    element (a ``Submodel`` key, then one key per idShort, an index after a ``SubmodelElementList``
+    key). External references, fragments and references to concept descriptions give ``None``.
+    """
+    if not isinstance(reference, model.ModelReference) or not reference.key:
+        return None
+    first, *rest = reference.key
+    if first.type is model.KeyTypes.ASSET_ADMINISTRATION_SHELL:
+        return node_ids.shell_node_id(first.value) if not rest else None
+    if first.type is not model.KeyTypes.SUBMODEL:
+        return None
+    if not rest:
+        return node_ids.submodel_node_id(first.value)
+    segments: list[paths.Segment] = []
+    in_list = False
+    for key in rest:
+        if key.type in (model.KeyTypes.FRAGMENT_REFERENCE, model.KeyTypes.GLOBAL_REFERENCE):
+            return None
+        if in_list:
+            if not key.value.isdigit():
+                return None
+            segments.append(int(key.value))
+        else:
+            segments.append(key.value)
+        in_list = key.type is model.KeyTypes.SUBMODEL_ELEMENT_LIST
+    id_short_path = paths.format_id_short_path(tuple(segments))
+    try:
+        paths.parse_id_short_path(id_short_path)
+    except HubError:
+        return None
+    return node_ids.node_id_for(first.value, id_short_path)
+
+
+def relationship_targets(element: model.RelationshipElement) -> tuple[tuple[str, str], ...]:
+    """``(AASRelationshipFirst, node id)`` and ``(AASRelationshipSecond, node id)`` for model references."""
+    targets: list[tuple[str, str]] = []
+    for reference_type, reference in ((RELATIONSHIP_FIRST, element.first), (RELATIONSHIP_SECOND, element.second)):
+        target = model_reference_node_id(reference)
+        if target is not None:
+            targets.append((reference_type, target))
+    return tuple(targets)
 
 
 def shell_submodel_ids(shell: model.AssetAdministrationShell) -> list[str]:
@@ -530,6 +591,7 @@ def _plan_element_node(
                 description,
                 type_definition=_object_type(element),
                 dictionary_entry=semantic_id,
+                related=relationship_targets(element) if isinstance(element, model.RelationshipElement) else (),
             )
         )
         if isinstance(element, model.Range):

@@ -17,6 +17,10 @@ always shows it, so instances need not carry the full metamodel.
 Node ids in the types namespace are strings: ``s=AASPropertyType`` for a type,
 ``s=AASPropertyType.SemanticId`` for its members.
 
+:data:`REFERENCE_TYPE_MODEL` adds two ReferenceTypes, ``AASRelationshipFirst`` and
+``AASRelationshipSecond``, from a relationship element to the nodes its ``first`` and ``second``
+point to.
+
 Left out for now: administrative information, extensions, embedded data specifications,
 supplemental semantic ids, the OPC 30270 interfaces (``IAASReferableType``...) and methods in the
 types (an Operation instance carries its own ``Invoke`` method).
@@ -325,6 +329,37 @@ TYPE_MODEL: tuple[TypeDefinition, ...] = (
     ),
 )
 """The whole type model, supertypes before their subtypes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceTypeDefinition:
+    """A ReferenceType of the model (OPC 10000-3 §5.3), a subtype of a namespace-0 reference type."""
+
+    browse_name: str
+    inverse_name: str
+    supertype: str
+    """A namespace-0 reference type by its ``ObjectIds`` name."""
+    description: str
+
+
+RELATIONSHIP_FIRST = "AASRelationshipFirst"
+RELATIONSHIP_SECOND = "AASRelationshipSecond"
+
+REFERENCE_TYPE_MODEL: tuple[ReferenceTypeDefinition, ...] = (
+    ReferenceTypeDefinition(
+        RELATIONSHIP_FIRST,
+        "AASRelationshipFirstOf",
+        "NonHierarchicalReferences",
+        "From a RelationshipElement (AAS Part 1 §5.3.7.13) to the node its first ModelReference points to",
+    ),
+    ReferenceTypeDefinition(
+        RELATIONSHIP_SECOND,
+        "AASRelationshipSecondOf",
+        "NonHierarchicalReferences",
+        "From a RelationshipElement (AAS Part 1 §5.3.7.13) to the node its second ModelReference points to",
+    ),
+)
+"""The reference types of the model: a relationship's ``first`` and ``second`` as references."""
 
 _BY_NAME = {definition.browse_name: definition for definition in TYPE_MODEL}
 
