@@ -16,27 +16,10 @@ from typing import Any
 from basyx.aas import model
 from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
+from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.repairs import TOP_LEVEL_KEYS
 from aas_server.exchange.report import ImportReport, empty_counts
 
-SUBMODEL_ELEMENT_TYPES = frozenset(
-    {
-        "Property",
-        "MultiLanguageProperty",
-        "Range",
-        "Blob",
-        "File",
-        "ReferenceElement",
-        "RelationshipElement",
-        "AnnotatedRelationshipElement",
-        "SubmodelElementCollection",
-        "SubmodelElementList",
-        "Entity",
-        "BasicEventElement",
-        "Operation",
-        "Capability",
-    }
-)
 _ELEMENT_CONTAINERS = {
     "Submodel": "submodelElements",
     "SubmodelElementCollection": "value",

@@ -19,6 +19,7 @@ from typing import Any
 from lxml import etree
 
 from aas_server.errors import PackageError
+from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.report import ImportReport
 
 NAMESPACE_3_1 = "https://admin-shell.io/aas/3/1"
@@ -31,21 +32,8 @@ MODEL_TYPES = {
         "AssetAdministrationShell",
         "Submodel",
         "ConceptDescription",
-        "Property",
-        "MultiLanguageProperty",
-        "Range",
-        "Blob",
-        "File",
-        "ReferenceElement",
-        "RelationshipElement",
-        "AnnotatedRelationshipElement",
-        "SubmodelElementCollection",
-        "SubmodelElementList",
-        "Entity",
-        "BasicEventElement",
-        "Operation",
-        "Capability",
         "DataSpecificationIec61360",
+        *sorted(SUBMODEL_ELEMENT_TYPES),
     )
 }
 
