@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,17 +16,9 @@ from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.planner import plan_reads
 from aas_server.mapping.schema import MappingFile, Table, parse_mapping
 from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
+from tests.support import wait_until
 
 CONNECTOR_LOGGER = "aas_server.connectors.modbus"
-
-
-async def wait_for(condition: Callable[[], bool], within: float = 2.0) -> None:
-    """Wait until ``condition()`` holds, failing the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
 
 
 def point(name: str, table: str, address: int, data_type: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -106,13 +98,13 @@ async def test_values_set_on_the_device_arrive_decoded(server: ModbusDeviceServe
     engine = MappingEngine(mapping)
     connector, recorder = connector_for(mapping)
     async with connector:
-        await wait_for(lambda: connector.connected)
+        await wait_until(lambda: connector.connected)
         server.set_registers(Table.HOLDING_REGISTER, 0, engine.encode_value("Speed", 1450.5))
         server.set_registers(Table.HOLDING_REGISTER, 4, [0xFF1A])  # -23.0 degC
         server.set_registers(Table.INPUT_REGISTER, 0, [0x0001, 0x1170])
         server.set_bits(Table.COIL, 3, [True])
         server.set_bits(Table.DISCRETE_INPUT, 5, [True])
-        await wait_for(
+        await wait_until(
             lambda: (
                 recorder.value("Speed") == 1450.5
                 and recorder.value("Temperature") == -23.0
@@ -131,10 +123,10 @@ async def test_writes_land_in_the_device_registers(server: ModbusDeviceServer) -
     engine = MappingEngine(mapping)
     connector, recorder = connector_for(mapping)
     async with connector:
-        await wait_for(lambda: connector.connected)
+        await wait_until(lambda: connector.connected)
         await connector.write(engine.to_raw("Setpoint", 1234.5))
         assert server.get_registers(Table.HOLDING_REGISTER, 2, 2) == (0x5000, 0x449A)
-        await wait_for(lambda: recorder.value("Setpoint") == 1234.5)
+        await wait_until(lambda: recorder.value("Setpoint") == 1234.5)
 
         await connector.write(engine.to_raw("Running", True))
         assert server.get_bits(Table.COIL, 0, 5) == (False, False, False, True, False)
@@ -151,14 +143,14 @@ async def test_single_register_write_and_refused_write(server: ModbusDeviceServe
     engine = MappingEngine(mapping)
     connector, recorder = connector_for(mapping)
     async with connector:
-        await wait_for(lambda: connector.connected)
+        await wait_until(lambda: connector.connected)
         await connector.write(engine.to_raw("Limit", -2))
         assert server.get_registers(Table.HOLDING_REGISTER, 7, 1) == (0xFFFE,)
         with pytest.raises(DeviceError, match="exception code 2 \\(illegal data address\\)"):
             await connector.write(engine.to_raw("Beyond", 1))
         # An exception response for one request leaves the connection and other points alone.
-        await wait_for(lambda: recorder.quality("Beyond") == (Quality.BAD, QualityReason.COMMUNICATION_ERROR))
-        await wait_for(lambda: recorder.value("Limit") == -2)
+        await wait_until(lambda: recorder.quality("Beyond") == (Quality.BAD, QualityReason.COMMUNICATION_ERROR))
+        await wait_until(lambda: recorder.value("Limit") == -2)
         assert connector.connected
 
 
@@ -179,29 +171,29 @@ async def test_outage_and_recovery_are_reported_once(
 
     async with connector:
         server.set_registers(Table.HOLDING_REGISTER, 0, engine.encode_value("Speed", 100.0))
-        await wait_for(lambda: recorder.value("Speed") == 100.0)
+        await wait_until(lambda: recorder.value("Speed") == 100.0)
 
         await server.stop()
-        await wait_for(
+        await wait_until(
             lambda: all(
                 recorder.quality(name) == (Quality.BAD, QualityReason.NO_COMMUNICATION) for name in recorder.latest
             )
         )
         bad_before = len(recorder.samples)
         # Let several polls and reconnect attempts fail.
-        await wait_for(lambda: len(recorder.samples) >= bad_before + 40)
+        await wait_until(lambda: len(recorder.samples) >= bad_before + 40)
         assert not connector.connected
         assert len(records(logging.WARNING, "unreachable")) == 1
 
         server.set_registers(Table.HOLDING_REGISTER, 0, engine.encode_value("Speed", 200.0))
         await server.start()
-        await wait_for(lambda: recorder.value("Speed") == 200.0, within=3.0)
-        await wait_for(
+        await wait_until(lambda: recorder.value("Speed") == 200.0, within=3.0)
+        await wait_until(
             lambda: all(recorder.quality(name) == (Quality.GOOD, QualityReason.NONE) for name in recorder.latest)
         )
         good_before = len(recorder.samples)
-        await wait_for(lambda: len(recorder.samples) >= good_before + 20)
-        await wait_for(lambda: connector.connected)
+        await wait_until(lambda: len(recorder.samples) >= good_before + 20)
+        await wait_until(lambda: connector.connected)
     assert len(records(logging.WARNING, "unreachable")) == 1
     assert len(records(logging.INFO, "reachable again")) == 1
 
@@ -211,7 +203,7 @@ async def test_write_to_a_stopped_device_fails_quickly(server: ModbusDeviceServe
     engine = MappingEngine(mapping)
     connector, _ = connector_for(mapping)
     async with connector:
-        await wait_for(lambda: connector.connected)
+        await wait_until(lambda: connector.connected)
         await server.stop()
         started = time.monotonic()
         with pytest.raises(DeviceError, match="'plc'") as caught:
@@ -228,12 +220,12 @@ async def test_a_device_down_at_start_is_picked_up_when_it_appears() -> None:
     mapping = make_mapping(port, *MOTOR_POINTS)
     connector, recorder = connector_for(mapping)
     async with connector:
-        await wait_for(lambda: recorder.quality("Speed") == (Quality.BAD, QualityReason.NO_COMMUNICATION))
+        await wait_until(lambda: recorder.quality("Speed") == (Quality.BAD, QualityReason.NO_COMMUNICATION))
         assert not connector.connected
         probe.set_registers(Table.HOLDING_REGISTER, 4, [215])
         await probe.start()
         try:
-            await wait_for(lambda: recorder.value("Temperature") == 21.5, within=3.0)
+            await wait_until(lambda: recorder.value("Temperature") == 21.5, within=3.0)
         finally:
             await probe.stop()
 
@@ -257,15 +249,15 @@ async def test_a_silent_device_times_out_without_stalling_another(
         engine = MappingEngine(live_mapping)
         async with silent_connector, live_connector:
             server.set_registers(Table.HOLDING_REGISTER, 0, engine.encode_value("Speed", 42.0))
-            await wait_for(lambda: live_recorder.value("Speed") == 42.0)
-            await wait_for(lambda: silent_recorder.quality("Speed") == (Quality.BAD, QualityReason.NO_COMMUNICATION))
+            await wait_until(lambda: live_recorder.value("Speed") == 42.0)
+            await wait_until(lambda: silent_recorder.quality("Speed") == (Quality.BAD, QualityReason.NO_COMMUNICATION))
             server.set_registers(Table.HOLDING_REGISTER, 0, engine.encode_value("Speed", 43.0))
-            await wait_for(lambda: live_recorder.value("Speed") == 43.0, within=0.5)
+            await wait_until(lambda: live_recorder.value("Speed") == 43.0, within=0.5)
             with pytest.raises(DeviceError):
                 await silent_connector.write(engine.to_raw("Setpoint", 1.0))
             # It accepts connections but never answers: that is one outage, not a flapping recovery.
             silent_samples = len(silent_recorder.samples)
-            await wait_for(lambda: len(silent_recorder.samples) >= silent_samples + 30)
+            await wait_until(lambda: len(silent_recorder.samples) >= silent_samples + 30)
         messages = [record.getMessage() for record in caplog.records if record.name == CONNECTOR_LOGGER]
         assert len([message for message in messages if "unreachable" in message]) == 1
         assert not [message for message in messages if "reachable again" in message]
@@ -289,7 +281,7 @@ async def test_write_timeout_is_a_device_timeout_error() -> None:
         engine = MappingEngine(mapping)
         connector, _ = connector_for(mapping)
         async with connector:
-            await wait_for(lambda: connector.connected)
+            await wait_until(lambda: connector.connected)
             started = time.monotonic()
             with pytest.raises(DeviceTimeoutError):
                 await connector.write(engine.to_raw("Limit", 1))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +13,9 @@ from aas_server.connectors.simulator import BottlingLineSimulator
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import MappingFile, load_mapping
 from aas_server.model.events import Quality, RawSample
+from tests.support import wait_until
 
 DEMO_MAPPING = Path(__file__).resolve().parent.parent / "mappings" / "bottling-line.yaml"
-
-
-async def wait_for(condition: Callable[[], bool], within: float = 3.0) -> None:
-    """Wait until ``condition()`` holds, failing the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
 
 
 class Hub:
@@ -67,8 +57,8 @@ async def simulated_line() -> AsyncIterator[tuple[BottlingLineSimulator, Hub]]:
 
 async def test_the_simulated_line_moves_over_time(simulated_line: tuple[BottlingLineSimulator, Hub]) -> None:
     _, hub = simulated_line
-    await wait_for(lambda: len(hub.distinct("filler-motor.RotationalSpeed")) >= 5)
-    await wait_for(lambda: (hub.latest("filler-motor.RotationalSpeed") or 0) > 100)
+    await wait_until(lambda: len(hub.distinct("filler-motor.RotationalSpeed")) >= 5, within=3.0)
+    await wait_until(lambda: (hub.latest("filler-motor.RotationalSpeed") or 0) > 100, within=3.0)
     assert hub.latest("bottling-process.LineRunning") is True
     assert hub.latest("filler-motor.SpeedSetpoint") == 1450.0
     assert hub.latest("filler.FillVolumeSetpoint") == 500.0
@@ -79,32 +69,32 @@ async def test_the_simulated_line_moves_over_time(simulated_line: tuple[Bottling
     assert isinstance(hub.latest("filler.BottlesFilled"), int)
     assert len(hub.distinct("capper-motor.Vibration")) >= 2
     every_point = {point.name for point in hub.engine.points()}
-    await wait_for(lambda: set(hub.values) == every_point)
+    await wait_until(lambda: set(hub.values) == every_point, within=3.0)
 
 
 async def test_counters_and_energy_rise_while_the_line_runs(
     simulated_line: tuple[BottlingLineSimulator, Hub],
 ) -> None:
     simulator, hub = simulated_line
-    await wait_for(lambda: hub.latest("filler.BottlesFilled") is not None)
+    await wait_until(lambda: hub.latest("filler.BottlesFilled") is not None, within=3.0)
     bottles, energy = simulator.read_point("filler.BottlesFilled"), simulator.state.energy_consumed
     simulator.step(60.0)  # one simulated minute, on top of the real-time steps
     assert simulator.read_point("filler.BottlesFilled") > bottles + 100
     assert simulator.state.energy_consumed > energy
-    await wait_for(lambda: hub.latest("filler.BottlesFilled") > bottles + 100)
+    await wait_until(lambda: hub.latest("filler.BottlesFilled") > bottles + 100, within=3.0)
 
 
 async def test_a_setpoint_written_by_a_client_is_obeyed(simulated_line: tuple[BottlingLineSimulator, Hub]) -> None:
     simulator, hub = simulated_line
     await hub.write("capper-motor.SpeedSetpoint", 600.0)
     simulator.step(20.0)  # twenty simulated seconds let the motor settle
-    await wait_for(lambda: abs((hub.latest("capper-motor.RotationalSpeed") or 0) - 600.0) < 20)
-    await wait_for(lambda: hub.latest("capper-motor.SpeedSetpoint") == 600.0)
+    await wait_until(lambda: abs((hub.latest("capper-motor.RotationalSpeed") or 0) - 600.0) < 20, within=3.0)
+    await wait_until(lambda: hub.latest("capper-motor.SpeedSetpoint") == 600.0, within=3.0)
     assert simulator.read_point("capper-motor.SpeedSetpoint") == 600.0
 
     await hub.write("bottling-process.LineRunning", False)
     simulator.step(30.0)
-    await wait_for(lambda: hub.latest("filler-motor.RotationalSpeed") == 0.0)
+    await wait_until(lambda: hub.latest("filler-motor.RotationalSpeed") == 0.0, within=3.0)
     stopped_at = hub.latest("filler.BottlesFilled")
     assert hub.latest("bottling-process.LineRunning") is False
     assert hub.latest("bottling-process.Throughput") == 0.0
@@ -116,15 +106,15 @@ async def test_paused_physics_leave_registers_alone(simulated_line: tuple[Bottli
     simulator, hub = simulated_line
     simulator.pause()
     simulator.write_point("filler-temperature-sensor.Temperature", -12.3)
-    await wait_for(lambda: hub.latest("filler-temperature-sensor.Temperature") == -12.3)
+    await wait_until(lambda: hub.latest("filler-temperature-sensor.Temperature") == -12.3, within=3.0)
     samples = len(hub.values["filler-temperature-sensor.Temperature"])
-    await wait_for(lambda: len(hub.values["filler-temperature-sensor.Temperature"]) >= samples + 10)
+    await wait_until(lambda: len(hub.values["filler-temperature-sensor.Temperature"]) >= samples + 10, within=3.0)
     assert hub.distinct("filler-temperature-sensor.Temperature") >= {-12.3}
     assert hub.values["filler-temperature-sensor.Temperature"][samples:] == [-12.3] * (
         len(hub.values["filler-temperature-sensor.Temperature"]) - samples
     )
     simulator.resume()
-    await wait_for(lambda: hub.latest("filler-temperature-sensor.Temperature") != -12.3)
+    await wait_until(lambda: hub.latest("filler-temperature-sensor.Temperature") != -12.3, within=3.0)
 
 
 def test_the_simulator_takes_its_register_layout_from_the_mapping() -> None:

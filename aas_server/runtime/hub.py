@@ -53,10 +53,9 @@ _PERSIST_PERIOD = 1.0
 
 @dataclass(frozen=True, slots=True)
 class _BoundPoint:
-    engine: MappingEngine
+    """A device point's target Property: what the sample path needs to fit a value to it."""
+
     point_name: str
-    submodel_id: str
-    id_short_path: str
     value_type: Any
 
 
@@ -114,9 +113,6 @@ class Hub:
     def opcua_url(self) -> str | None:
         return self.opcua.endpoint_url if self.opcua else None
 
-    def connector(self, device: str) -> ModbusConnector:
-        return self._connectors[device]
-
     async def _start(self) -> None:
         settings = self.settings
         mappings = [load_mapping(path) for path in settings.mappings]
@@ -173,7 +169,7 @@ class Hub:
             key = (submodel_id, id_short_path)
             if key in self._bound:
                 raise MappingError(f"{submodel_id} {id_short_path} is the target of another point already", where)
-            self._bound[key] = _BoundPoint(engine, point.name, submodel_id, id_short_path, element.value_type)
+            self._bound[key] = _BoundPoint(point.name, element.value_type)
             handler = self._write_handler(engine, point.name, point.device) if point.writable else None
             binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
             self.store.bind(submodel_id, id_short_path, binding, handler)
