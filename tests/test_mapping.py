@@ -267,7 +267,7 @@ BROKEN_CASES = [
     ("unknown-unit.yaml", "points[1] (motor.current).unit", "unknown engineering unit 'FURLONG'"),
     ("bad-data-type.yaml", "points[1] (motor.current).data_type", "Input should be 'int16', 'uint16'"),
     ("scale-zero-read-write.yaml", "points[1] (motor.setpoint).scale", "scale 0 cannot be inverted"),
-    ("scale-on-coil.yaml", "points[1] (motor.running).scale", "Extra inputs are not permitted"),
+    ("scale-on-coil.yaml", "points[1] (motor.running).scale", "a bool point takes no scale"),
 ]
 
 

@@ -5,7 +5,11 @@ and says nothing about values wider than one register, so devices differ: ``word
 whether the most significant register comes first (``big``) or last (``little``); ``byte_order``
 whether the two bytes inside each register are in the standard order (``big``) or swapped.
 
-Left out: strings, BCD, bit fields inside registers.
+Strings take two characters per register (the first in the high byte unless ``byte_order`` is
+``little``), padded with NUL or space at the end. A ``bool`` in a register table is one bit of one
+register (bit 0 the least significant).
+
+Left out: BCD, multi-bit fields inside registers.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from aas_server.mapping.schema import DataType, Order
+from aas_server.mapping.schema import DataType, Order, RegisterPoint, StringEncoding
 
 _FORMATS = {
     DataType.INT16: "h",
@@ -117,3 +121,55 @@ def encode(
     except (struct.error, OverflowError) as error:
         raise CodecError(f"{value!r} cannot be encoded as {data_type.value}: {error}") from None
     return _words_from_bytes(data, word_order, byte_order)
+
+
+def decode_string(
+    words: Sequence[int], encoding: StringEncoding = StringEncoding.ASCII, byte_order: Order = Order.BIG
+) -> str:
+    """Text from registers, two characters per register, trailing NUL and space padding removed."""
+    data = _bytes_from_words(words, Order.BIG, byte_order)
+    try:
+        text = data.decode(encoding.value)
+    except UnicodeDecodeError as error:
+        raise CodecError(f"registers are not {encoding.value} text: {error.reason} at byte {error.start}") from None
+    return text.rstrip("\x00 ")
+
+
+def encode_string(
+    text: str, length: int, encoding: StringEncoding = StringEncoding.ASCII, byte_order: Order = Order.BIG
+) -> tuple[int, ...]:
+    """``length`` registers holding ``text``, NUL-padded; ``CodecError`` if it does not fit or encode."""
+    try:
+        data = text.encode(encoding.value)
+    except UnicodeEncodeError as error:
+        raise CodecError(f"{text!r} cannot be encoded as {encoding.value}: {error.reason}") from None
+    if len(data) > 2 * length:
+        raise CodecError(f"{text!r} needs {len(data)} bytes; {length} registers hold {2 * length}")
+    return _words_from_bytes(data.ljust(2 * length, b"\x00"), Order.BIG, byte_order)
+
+
+def decode_register_point(point: RegisterPoint, words: Sequence[int]) -> int | float | bool | str:
+    """The value ``point`` holds in ``words`` (exactly its ``register_count`` words), before scaling."""
+    if len(words) != point.register_count:
+        raise CodecError(f"{point.data_type.value} needs {point.register_count} registers, got {len(words)}")
+    if any(isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFF for word in words):
+        raise CodecError(f"register words must be unsigned 16-bit integers, got {list(words)!r}")
+    if point.data_type is DataType.BOOL:
+        assert point.bit is not None
+        return bool((words[0] >> point.bit) & 1)
+    if point.data_type is DataType.STRING:
+        return decode_string(words, point.encoding, point.byte_order)
+    return decode(point.data_type, words, point.word_order, point.byte_order)
+
+
+def encode_register_point(point: RegisterPoint, value: int | float | str) -> tuple[int, ...]:
+    """Register words for ``value`` (already unscaled); bool bits are written by mask, not by this."""
+    if point.data_type is DataType.BOOL:
+        raise CodecError("a register bit is written with a mask write, not as whole words")
+    if point.data_type is DataType.STRING:
+        if not isinstance(value, str):
+            raise CodecError(f"a string point needs text, got {value!r}")
+        return encode_string(value, point.register_count, point.encoding, point.byte_order)
+    if isinstance(value, str):
+        raise CodecError(f"{point.data_type.value} needs a number, got {value!r}")
+    return encode(point.data_type, value, point.word_order, point.byte_order)

@@ -1,14 +1,25 @@
-"""Device mapping files: which device register feeds which submodel element.
+"""Device mapping files: which device point feeds which submodel element, and how its value is normalised.
 
 A mapping file is YAML with two lists, ``devices`` and ``points``. It is validated once, at load,
 by the pydantic models below (``ARCHITECTURE.md``, house rule 3): unknown keys, unknown devices,
-duplicate names or targets, overlapping register ranges, writes to read-only tables, addresses past
-the 16-bit Modbus address space (Modbus Application Protocol V1.1b3, section 4.3), unknown UNECE
-units and non-invertible read-write points are rejected with a message naming file, item and field.
+points whose kind does not fit their device's protocol, duplicate names or targets, overlapping
+register ranges, writes to read-only tables, addresses past the 16-bit Modbus address space (Modbus
+Application Protocol V1.1b3, section 4.3), unknown UNECE units, unit pairs that cannot be converted
+and read-write points whose normalisation chain cannot be inverted are rejected with a message
+naming file, item and field.
 
-Register counts are derived from the data type; the on-the-wire (zero-based) address from the
-device's stated addressing. Left out: string and bit-field data types, per-point byte swaps other
-than whole words and bytes, protocols other than Modbus TCP.
+Devices are discriminated by ``protocol`` (``modbus-tcp``, ``opcua``, ``mqtt``); points by the keys
+that say where their value comes from (``table`` for Modbus, ``node_id``/``browse_path`` for OPC UA
+variables, ``method_node_id`` for OPC UA methods, ``topic`` for MQTT).
+
+Every point's value runs through the same declared chain (``aas_server.mapping.normalize``)::
+
+    decode -> enum map | (scale and offset -> unit -> target_unit -> limits -> filter) -> deadband -> rate limit
+
+and, for a read-write point, back through its inverse. Register counts are derived from the data
+type; the on-the-wire (zero-based) address from the device's stated addressing.
+
+Left out: Modbus RTU/ASCII, BCD, per-point byte swaps other than whole words and bytes.
 """
 
 from __future__ import annotations
@@ -19,18 +30,37 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError, InvalidRequestError, MappingError
+from aas_server.mapping.units import check_conversion
 from aas_server.model.paths import parse_id_short_path
 from aas_server.model.units import EngineeringUnit, UnitCode, lookup_unit
 
 _CROSS_REFERENCE_ERROR = "mapping_cross_reference"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+_FIELD_ERROR = "mapping_field"
+
+
+def _field_error(field: str, message: str) -> NoReturn:
+    """Raise a validation error of the model that names ``field`` in its location."""
+    raise PydanticCustomError(_FIELD_ERROR, "{message}", {"message": message, "field": field})
 
 
 class _Strict(BaseModel):
@@ -71,19 +101,26 @@ class DataType(enum.StrEnum):
     FLOAT32 = "float32"
     FLOAT64 = "float64"
     BOOL = "bool"
+    """A coil or discrete input; in a register table, the single bit ``bit`` of one register."""
+    STRING = "string"
+    """``length`` registers of text, two characters per register, NUL- and space-padded at the end."""
 
     @property
     def register_count(self) -> int:
-        """Number of 16-bit registers (or, for ``bool``, bits) one value occupies."""
+        """Number of 16-bit registers (or, for ``bool``, bits) one value occupies; strings: see ``length``."""
         return _REGISTER_COUNTS[self]
 
     @property
     def is_integer(self) -> bool:
-        return self not in (DataType.FLOAT32, DataType.FLOAT64, DataType.BOOL)
+        return self not in (DataType.FLOAT32, DataType.FLOAT64, DataType.BOOL, DataType.STRING)
 
     @property
     def is_float(self) -> bool:
         return self in (DataType.FLOAT32, DataType.FLOAT64)
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.is_integer or self.is_float
 
 
 _REGISTER_COUNTS = {
@@ -96,6 +133,7 @@ _REGISTER_COUNTS = {
     DataType.FLOAT32: 2,
     DataType.FLOAT64: 4,
     DataType.BOOL: 1,
+    DataType.STRING: 1,
 }
 
 
@@ -121,6 +159,12 @@ class Access(enum.StrEnum):
     READ_WRITE = "read-write"
 
 
+class StringEncoding(enum.StrEnum):
+    ASCII = "ascii"
+    UTF8 = "utf-8"
+    LATIN1 = "latin-1"
+
+
 class ReconnectBackoff(_Strict):
     """Capped exponential backoff between connection attempts, in seconds."""
 
@@ -134,11 +178,19 @@ class ReconnectBackoff(_Strict):
         return self
 
 
+# --- devices -------------------------------------------------------------------------------------
+
+
 class ModbusTcpDevice(_Strict):
-    """A Modbus TCP server (a PLC, a gateway) the hub polls as a client."""
+    """A Modbus TCP server (a PLC, a gateway with several unit ids behind it) the hub polls as a client."""
 
     name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
     protocol: Literal["modbus-tcp"]
+    shell: Annotated[str | None, Field(min_length=1)] = None
+    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
+
+    Defaults to the shell that holds the submodel of the device's first point.
+    """
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255)] = 1
@@ -155,11 +207,11 @@ class ModbusTcpDevice(_Strict):
     max_read_registers: Annotated[int, Field(ge=1, le=125)] = 125
     max_read_bits: Annotated[int, Field(ge=1, le=2000)] = 2000
 
-    def wire_address(self, point: Point) -> int:
+    def wire_address(self, point: ModbusPoint) -> int:
         """The zero-based protocol address of ``point`` on this device."""
         return point.address - 1 if self.addressing is Addressing.ONE_BASED else point.address
 
-    def point_unit_id(self, point: Point) -> int:
+    def point_unit_id(self, point: ModbusPoint) -> int:
         """The unit identifier ``point`` is read from: its own, else the device's."""
         return self.unit_id if point.unit_id is None else point.unit_id
 
@@ -167,8 +219,161 @@ class ModbusTcpDevice(_Strict):
         return self.max_read_bits if table.is_bit_table else self.max_read_registers
 
 
-Device = ModbusTcpDevice
-"""Devices by protocol; becomes a union discriminated by ``protocol`` when a second protocol arrives."""
+class OpcUaSecurityPolicy(enum.StrEnum):
+    NONE = "None"
+    BASIC256SHA256 = "Basic256Sha256"
+    AES128_SHA256_RSAOAEP = "Aes128_Sha256_RsaOaep"
+    AES256_SHA256_RSAPSS = "Aes256_Sha256_RsaPss"
+
+
+class OpcUaSecurityMode(enum.StrEnum):
+    NONE = "none"
+    SIGN = "sign"
+    SIGN_AND_ENCRYPT = "sign-and-encrypt"
+
+
+class Acquisition(enum.StrEnum):
+    """How an OPC UA client connector obtains a variable's value."""
+
+    SUBSCRIBE = "subscribe"
+    POLL = "poll"
+
+
+class OpcUaDevice(_Strict):
+    """A (legacy) OPC UA server the hub reads and writes as a client."""
+
+    name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
+    protocol: Literal["opcua"]
+    shell: Annotated[str | None, Field(min_length=1)] = None
+    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
+
+    Defaults to the shell that holds the submodel of the device's first point.
+    """
+    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://.+")]
+    security_policy: OpcUaSecurityPolicy = OpcUaSecurityPolicy.NONE
+    security_mode: OpcUaSecurityMode = OpcUaSecurityMode.NONE
+    certificate: Path | None = None
+    """The hub's client certificate (DER or PEM) for a secure channel; generated under the data dir if absent."""
+    private_key: Path | None = None
+    server_certificate: Path | None = None
+    """The server's certificate, when it cannot be taken from the endpoint description."""
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    """Name of an environment variable holding the password (keeps secrets out of mapping files)."""
+    timeout: Annotated[float, Field(gt=0, le=120, allow_inf_nan=False)] = 4.0
+    acquisition: Acquisition = Acquisition.SUBSCRIBE
+    """Default for the device's variable points."""
+    publishing_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 0.1
+    """Seconds between notifications of a subscription (OPC 10000-4, 5.13.2)."""
+    reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> OpcUaDevice:
+        plain = self.security_policy is OpcUaSecurityPolicy.NONE
+        if plain != (self.security_mode is OpcUaSecurityMode.NONE):
+            raise ValueError("security_policy None goes with security_mode none, and only with it")
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        if (self.password is not None or self.password_env is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+
+class TimestampFormat(enum.StrEnum):
+    ISO8601 = "iso8601"
+    EPOCH_SECONDS = "epoch-s"
+    EPOCH_MILLISECONDS = "epoch-ms"
+
+
+class MqttDevice(_Strict):
+    """An MQTT broker the hub subscribes to for device data (MQTT 3.1.1 or 5, QoS 1)."""
+
+    name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
+    protocol: Literal["mqtt"]
+    shell: Annotated[str | None, Field(min_length=1)] = None
+    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
+
+    Defaults to the shell that holds the submodel of the device's first point.
+    """
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    client_id: Annotated[str | None, Field(max_length=128)] = None
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    qos: Literal[0, 1, 2] = 1
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
+    """Seconds to wait for a connection or a publish acknowledgement (writes)."""
+    stale_after: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    """Seconds without a message after which a point's value turns uncertain (last usable value)."""
+    reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
+
+
+Device = Annotated[ModbusTcpDevice | OpcUaDevice | MqttDevice, Field(discriminator="protocol")]
+"""A device, discriminated by its ``protocol``."""
+AnyDevice = ModbusTcpDevice | OpcUaDevice | MqttDevice
+
+
+# --- normalisation -------------------------------------------------------------------------------
+
+
+class LimitAction(enum.StrEnum):
+    CLAMP = "clamp"
+    """Clamp to the limit; quality uncertain, reason out_of_range (OPC UA Uncertain_EngineeringUnitsExceeded)."""
+    BAD = "bad"
+    """Keep the last value; quality bad, reason out_of_range."""
+
+
+class Limits(_Strict):
+    """The valid range of the value, in the target unit."""
+
+    min: _Finite | None = None
+    max: _Finite | None = None
+    action: LimitAction = LimitAction.CLAMP
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class Deadband(_Strict):
+    """Publish a new value only when it moved further than this from the last published one.
+
+    ``absolute`` in the target unit; ``percent`` of the span of ``limits`` (OPC 10000-8, 6.2 PercentDeadband).
+    A change of quality is always published.
+    """
+
+    absolute: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    percent: Annotated[float | None, Field(gt=0, le=100, allow_inf_nan=False)] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Deadband:
+        if (self.absolute is None) == (self.percent is None):
+            raise ValueError("give exactly one of absolute or percent")
+        return self
+
+
+class MovingAverage(_Strict):
+    kind: Literal["moving-average"]
+    window: Annotated[int, Field(ge=2, le=10_000)]
+    """Number of samples averaged."""
+
+
+class FirstOrder(_Strict):
+    kind: Literal["first-order"]
+    time_constant: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
+    """Seconds; y += (x - y) * (1 - exp(-dt / time_constant)), dt from the source timestamps."""
+
+
+Filter = Annotated[MovingAverage | FirstOrder, Field(discriminator="kind")]
 
 
 class Target(_Strict):
@@ -188,71 +393,268 @@ class Target(_Strict):
 
 
 class _PointBase(_Strict):
+    """What every point declares, whatever its protocol: target, meaning, unit and normalisation."""
+
     name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=256)]
     device: str
-    unit_id: Annotated[int | None, Field(ge=0, le=255)] = None
-    address: Annotated[int, Field(ge=0, le=65535)]
-    unit: UnitCode | None = None
-    """UNECE Recommendation 20 code (or its symbol); stored as the code."""
-    semantic_id: Annotated[str | None, Field(min_length=1)] = None
     target: Target
+    semantic_id: Annotated[str | None, Field(min_length=1)] = None
+    """ECLASS IRDI, IEC CDD IRDI or IRI of the value's meaning; must agree with the element's semanticId."""
+    unit: UnitCode | None = None
+    """UNECE Recommendation 20 code (or symbol) of the value as the device gives it, after scale and offset."""
+    target_unit: UnitCode | None = None
+    """Unit of the target element; the value is converted from ``unit`` (pint). Defaults to ``unit``."""
     access: Access = Access.READ
-    poll_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
     description: str | None = None
+    scale: _Finite = 1.0
+    offset: _Finite = 0.0
+    enum: dict[int, Annotated[str, Field(min_length=1)]] | None = None
+    """Device integers to element strings (an enumeration); excludes scale, offset, units and filters."""
+    limits: Limits | None = None
+    deadband: Deadband | None = None
+    rate_limit: Annotated[float | None, Field(gt=0, le=86_400, allow_inf_nan=False)] = None
+    """Least seconds between two published values (a change of quality always passes)."""
+    filter: Filter | None = None
 
     @property
     def engineering_unit(self) -> EngineeringUnit | None:
+        """The unit of the target element (``target_unit``, else ``unit``)."""
+        code = self.target_unit or self.unit
+        return lookup_unit(code) if code else None
+
+    @property
+    def source_unit(self) -> EngineeringUnit | None:
         return lookup_unit(self.unit) if self.unit else None
 
     @property
     def writable(self) -> bool:
         return self.access is Access.READ_WRITE
 
+    @property
+    def is_identity(self) -> bool:
+        """Whether scale and offset leave the raw value unchanged."""
+        return self.scale == 1 and self.offset == 0
+
+    @model_validator(mode="after")
+    def _normalisation_consistent(self) -> Any:
+        if self.enum is not None:
+            extra = [
+                field
+                for field in ("unit", "target_unit", "limits", "deadband", "filter")
+                if getattr(self, field) is not None
+            ]
+            if not self.is_identity:
+                extra[:0] = ["scale/offset"]
+            if extra:
+                _field_error("enum", f"an enum point takes no {', '.join(extra)}")
+            if not self.enum:
+                _field_error("enum", "enum needs at least one entry")
+        if self.target_unit is not None and self.unit is None:
+            _field_error("target_unit", "target_unit needs unit (the unit the device gives)")
+        if self.target_unit is not None and self.unit is not None:
+            try:
+                check_conversion(self.unit, self.target_unit)
+            except ValueError as error:
+                _field_error("target_unit", str(error))
+        if (
+            self.deadband is not None
+            and self.deadband.percent is not None
+            and (self.limits is None or self.limits.min is None or self.limits.max is None)
+        ):
+            _field_error("deadband", "a percent deadband needs limits with min and max (its span)")
+        if self.writable:
+            if self.scale == 0:
+                _field_error("scale", "scale 0 cannot be inverted, so the point cannot be read-write")
+            if self.filter is not None:
+                _field_error("filter", "a filter cannot be inverted, so the point cannot be read-write")
+            if self.enum is not None and len(set(self.enum.values())) != len(self.enum):
+                _field_error("enum", "the enum maps two numbers to one name and cannot be inverted for read-write")
+        return self
+
+
+def _reject_numeric_normalisation(point: _PointBase, data_type: DataType) -> None:
+    numeric = [f for f in ("unit", "limits", "deadband", "filter", "enum") if getattr(point, f) is not None]
+    if not point.is_identity:
+        numeric[:0] = ["scale" if point.scale != 1 else "offset"]
+    if numeric:
+        _field_error(numeric[0], f"a {data_type.value} point takes no {', '.join(numeric)} (they apply to numbers)")
+
 
 class RegisterPoint(_PointBase):
     """A value held in one or more 16-bit registers; engineering value = raw * scale + offset."""
 
     table: Literal[Table.HOLDING_REGISTER, Table.INPUT_REGISTER]
-    data_type: Literal[
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-        DataType.FLOAT32,
-        DataType.FLOAT64,
-    ]
+    unit_id: Annotated[int | None, Field(ge=0, le=255)] = None
+    address: Annotated[int, Field(ge=0, le=65535)]
+    data_type: DataType
     word_order: Order = Order.BIG
     byte_order: Order = Order.BIG
-    scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
-    offset: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    bit: Annotated[int | None, Field(ge=0, le=15)] = None
+    """For ``data_type: bool``: the bit of the register (0 = least significant)."""
+    length: Annotated[int | None, Field(ge=1, le=125)] = None
+    """For ``data_type: string``: number of registers (two characters each)."""
+    encoding: StringEncoding = StringEncoding.ASCII
+    poll_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
 
     @property
     def register_count(self) -> int:
+        if self.data_type is DataType.STRING:
+            return self.length or 1
         return self.data_type.register_count
 
-    @property
-    def is_identity(self) -> bool:
-        """Whether scale and offset leave the raw value unchanged."""
-        return self.scale == 1 and self.offset == 0
+    @model_validator(mode="after")
+    def _data_type_fields(self) -> RegisterPoint:
+        if (self.data_type is DataType.BOOL) != (self.bit is not None):
+            _field_error("bit", "a bool in a register table needs bit (0-15), and bit needs data_type bool")
+        if (self.data_type is DataType.STRING) != (self.length is not None):
+            _field_error("length", "data_type string needs length (registers), and length needs data_type string")
+        if not self.data_type.is_numeric:
+            _reject_numeric_normalisation(self, self.data_type)
+        if self.enum is not None and not self.data_type.is_integer:
+            _field_error("enum", "enum needs an integer data_type")
+        return self
 
 
 class BitPoint(_PointBase):
     """A single coil or discrete input, mapped to a boolean."""
 
     table: Literal[Table.COIL, Table.DISCRETE_INPUT]
+    unit_id: Annotated[int | None, Field(ge=0, le=255)] = None
+    address: Annotated[int, Field(ge=0, le=65535)]
     data_type: Literal[DataType.BOOL] = DataType.BOOL
+    poll_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
 
     @property
     def register_count(self) -> int:
         return 1
 
+    @model_validator(mode="after")
+    def _no_numeric_normalisation(self) -> BitPoint:
+        _reject_numeric_normalisation(self, self.data_type)
+        return self
 
-Point = Annotated[RegisterPoint | BitPoint, Field(discriminator="table")]
-"""A mapped point, discriminated by its ``table``."""
 
-_TABLE_TAGS = frozenset(table.value for table in Table)
+ModbusPoint = Annotated[RegisterPoint | BitPoint, Field(discriminator="table")]
+"""A Modbus point, discriminated by its ``table``."""
+
+
+class OpcUaVariablePoint(_PointBase):
+    """A variable of an OPC UA server, by NodeId or by browse path from the Objects folder."""
+
+    node_id: str | None = None
+    """NodeId in the string form ``ns=2;s=Boiler.Temperature`` (or ``nsu=<uri>;...``)."""
+    browse_path: str | None = None
+    """Qualified browse names from Objects, ``/``-separated: ``2:Boiler/2:Temperature`` (``<ns>:`` optional)."""
+    acquisition: Acquisition | None = None
+    """Defaults to the device's."""
+    sampling_interval: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 0.1
+    """Seconds; the server samples the variable this often for a subscription (0: as fast as it can)."""
+    poll_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
+    """Seconds between reads when the point is polled."""
+
+    @model_validator(mode="after")
+    def _one_address(self) -> OpcUaVariablePoint:
+        if (self.node_id is None) == (self.browse_path is None):
+            _field_error("node_id", "give exactly one of node_id or browse_path")
+        return self
+
+
+class OpcUaMethodPoint(_PointBase):
+    """An OPC UA method that implements the target Operation element (inputs and outputs in order)."""
+
+    object_node_id: str | None = None
+    method_node_id: str | None = None
+    object_browse_path: str | None = None
+    method_browse_name: str | None = None
+    """With ``object_browse_path``: the method's browse name (``2:Start``) on that object."""
+    timeout: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 10.0
+
+    @model_validator(mode="after")
+    def _addressed(self) -> OpcUaMethodPoint:
+        by_id = self.object_node_id is not None and self.method_node_id is not None
+        by_path = self.object_browse_path is not None and self.method_browse_name is not None
+        if by_id == by_path:
+            _field_error(
+                "method_node_id", "give object_node_id and method_node_id, or object_browse_path and method_browse_name"
+            )
+        numeric = [f for f in ("unit", "limits", "deadband", "filter", "enum", "rate_limit") if getattr(self, f)]
+        if numeric or not self.is_identity:
+            _field_error("method_node_id", "a method point takes no normalisation")
+        return self
+
+
+class MqttPoint(_PointBase):
+    """A value in the JSON payloads of an MQTT topic."""
+
+    topic: Annotated[str, Field(min_length=1, max_length=65535)]
+    """Topic filter to subscribe to (``+`` and ``#`` wildcards allowed)."""
+    value_path: str = "$"
+    """JSONPath (``$.data.temperature``, ``$.values[0]``) of the value in the payload; ``$`` is the payload."""
+    timestamp_path: str | None = None
+    """JSONPath of the source timestamp in the payload; without it, the time the message arrived."""
+    timestamp_format: TimestampFormat = TimestampFormat.ISO8601
+    write_topic: str | None = None
+    """For read-write points: the topic a new value is published to, as ``{"value": <value>}``."""
+
+    @model_validator(mode="after")
+    def _write_topic(self) -> MqttPoint:
+        if self.writable and self.write_topic is None:
+            _field_error("write_topic", "a read-write MQTT point needs write_topic")
+        if self.write_topic is not None and ("+" in self.write_topic or "#" in self.write_topic):
+            _field_error("write_topic", "write_topic must not contain wildcards")
+        return self
+
+
+def _point_kind(data: Any) -> str | None:
+    """Which kind of point ``data`` is, from the keys that say where its value comes from."""
+    if isinstance(data, BaseModel):
+        return {
+            RegisterPoint: "modbus",
+            BitPoint: "modbus",
+            OpcUaVariablePoint: "opcua-variable",
+            OpcUaMethodPoint: "opcua-method",
+            MqttPoint: "mqtt",
+        }.get(type(data))
+    if not isinstance(data, dict):
+        return None
+    keys = data.keys()
+    if "table" in keys:
+        return "modbus"
+    if "topic" in keys:
+        return "mqtt"
+    if "method_node_id" in keys or "method_browse_name" in keys:
+        return "opcua-method"
+    if "node_id" in keys or "browse_path" in keys:
+        return "opcua-variable"
+    return None
+
+
+Point = Annotated[
+    Annotated[ModbusPoint, Tag("modbus")]
+    | Annotated[OpcUaVariablePoint, Tag("opcua-variable")]
+    | Annotated[OpcUaMethodPoint, Tag("opcua-method")]
+    | Annotated[MqttPoint, Tag("mqtt")],
+    Discriminator(
+        _point_kind,
+        custom_error_type="point_kind",
+        custom_error_message=(
+            "cannot tell the kind of point: give table (Modbus), node_id or browse_path (OPC UA), "
+            "method_node_id or method_browse_name (OPC UA method) or topic (MQTT)"
+        ),
+    ),
+]
+"""A mapped point of any protocol."""
+AnyPoint = RegisterPoint | BitPoint | OpcUaVariablePoint | OpcUaMethodPoint | MqttPoint
+
+_PROTOCOL_OF_POINT: dict[type, str] = {
+    RegisterPoint: "modbus-tcp",
+    BitPoint: "modbus-tcp",
+    OpcUaVariablePoint: "opcua",
+    OpcUaMethodPoint: "opcua",
+    MqttPoint: "mqtt",
+}
+
+_TABLE_TAGS = frozenset(table.value for table in Table) | {"modbus", "opcua-variable", "opcua-method", "mqtt"}
 _ENUM_MEMBER = re.compile(r"<\w+\.\w+: '([^']*)'>")
 
 
@@ -273,16 +675,19 @@ class MappingFile(_Strict):
             )
         return self
 
-    def device(self, name: str) -> Device:
+    def device(self, name: str) -> AnyDevice:
         for device in self.devices:
             if device.name == name:
                 return device
         raise KeyError(name)
 
-    def points_of(self, device_name: str) -> list[RegisterPoint | BitPoint]:
+    def points_of(self, device_name: str) -> list[AnyPoint]:
         return [point for point in self.points if point.device == device_name]
 
-    def point(self, name: str) -> RegisterPoint | BitPoint:
+    def modbus_points_of(self, device_name: str) -> list[RegisterPoint | BitPoint]:
+        return [p for p in self.points if p.device == device_name and isinstance(p, RegisterPoint | BitPoint)]
+
+    def point(self, name: str) -> AnyPoint:
         for point in self.points:
             if point.name == name:
                 return point
@@ -291,7 +696,7 @@ class MappingFile(_Strict):
 
 def _cross_reference_problems(mapping: MappingFile) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    devices: dict[str, Device] = {}
+    devices: dict[str, AnyDevice] = {}
     for index, device in enumerate(mapping.devices):
         if device.name in devices:
             problems.append((f"devices[{index}] ({device.name}).name", f"duplicate device name {device.name!r}"))
@@ -315,15 +720,25 @@ def _cross_reference_problems(mapping: MappingFile) -> list[tuple[str, str]]:
                 )
             )
         targets.setdefault(target_key, index)
-        if point.writable and not point.table.is_writable:
-            problems.append((f"{item}.access", f"{point.table.value} points are read-only in Modbus; use access: read"))
-        if isinstance(point, RegisterPoint) and point.writable and point.scale == 0:
-            problems.append((f"{item}.scale", "scale 0 cannot be inverted, so the point cannot be read-write"))
         point_device = devices.get(point.device)
         if point_device is None:
             known = ", ".join(repr(name) for name in devices) or "none"
             problems.append((f"{item}.device", f"unknown device {point.device!r} (devices: {known})"))
             continue
+        expected_protocol = _PROTOCOL_OF_POINT[type(point)]
+        if point_device.protocol != expected_protocol:
+            problems.append(
+                (
+                    f"{item}.device",
+                    f"device {point_device.name!r} speaks {point_device.protocol}, "
+                    f"but this is a {expected_protocol} point",
+                )
+            )
+            continue
+        if not isinstance(point, RegisterPoint | BitPoint) or not isinstance(point_device, ModbusTcpDevice):
+            continue
+        if point.writable and not point.table.is_writable:
+            problems.append((f"{item}.access", f"{point.table.value} points are read-only in Modbus; use access: read"))
         if point_device.addressing is Addressing.ONE_BASED and point.address == 0:
             problems.append(
                 (f"{item}.address", f"device {point_device.name!r} uses one-based addressing; 0 is not valid")
@@ -340,6 +755,8 @@ def _cross_reference_problems(mapping: MappingFile) -> list[tuple[str, str]]:
                 )
             )
             continue
+        if isinstance(point, RegisterPoint) and point.bit is not None:
+            continue  # several bit points share one register
         ranges[(point_device.name, point_device.point_unit_id(point), point.table)].append((start, end, index))
 
     for (device_name, unit_id, table), spans in ranges.items():
@@ -361,7 +778,7 @@ def _describe_location(location: Sequence[int | str], data: object) -> str:
     current: object = data
     previous: int | str | None = None
     for part in location:
-        if isinstance(part, str) and part in _TABLE_TAGS and isinstance(previous, int):
+        if isinstance(part, str) and part in _TABLE_TAGS and (isinstance(previous, int) or previous in _TABLE_TAGS):
             previous = part
             continue
         if isinstance(part, int):
@@ -395,7 +812,9 @@ def format_mapping_errors(error: ValidationError, source: str, data: object) -> 
                 lines.append(f"{source}: {where}: {what}")
             continue
         location = _describe_location(item["loc"], data)
-        message = _ENUM_MEMBER.sub(r"'\1'", item["msg"])
+        if item["type"] == _FIELD_ERROR:
+            location += f".{(item.get('ctx') or {}).get('field', '')}"
+        message = _ENUM_MEMBER.sub(r"'\1'", item["msg"]).removeprefix("Value error, ")
         lines.append(f"{source}: {location}: {message}")
     return "\n".join(lines)
 

@@ -40,16 +40,18 @@ class QualityReason(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RawSample:
-    """What a connector read for one point: register words, bits, or nothing on failure.
+    """What a connector read for one point: register words, bits, a protocol value, or nothing on failure.
 
-    ``raw`` holds 16-bit register words for register tables and booleans for coils and discrete
-    inputs, in the order the device returned them. On a failed read ``raw`` is ``None`` and
-    ``quality`` says why.
+    ``raw`` holds, by protocol: Modbus, the 16-bit register words of a register point or one boolean
+    of a coil or discrete input, in the order the device returned them (a tuple); OPC UA, the
+    variable's value as asyncua decodes it (``int``, ``float``, ``bool``, ``str``, ``datetime``, a
+    list); MQTT, the JSON value found at the point's ``value_path``. On a failed read ``raw`` is
+    ``None`` and ``quality`` says why.
     """
 
     source: str
     point: str
-    raw: tuple[int, ...] | tuple[bool, ...] | None
+    raw: Any
     source_time: datetime
     quality: Quality = Quality.GOOD
     reason: QualityReason = QualityReason.NONE
@@ -57,11 +59,15 @@ class RawSample:
 
 @dataclass(frozen=True, slots=True)
 class RawWrite:
-    """What a connector must write to a device for one point (the inverse of a ``RawSample``)."""
+    """What a connector must write to a device for one point (the inverse of a ``RawSample``).
+
+    Modbus: register words for a register point, ``(bool,)`` for a coil or a register bit (written
+    with a mask write); OPC UA and MQTT: the value in the device's unit and type.
+    """
 
     source: str
     point: str
-    raw: tuple[int, ...] | tuple[bool, ...]
+    raw: Any
 
 
 @dataclass(frozen=True, slots=True)
