@@ -1,4 +1,4 @@
-"""``aas-server``: serve | demo | check | import | export | nodeset.
+"""``aas-server``: serve | demo | check | import | export | nodeset | schema.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid input (a settings, twin or mapping file that
 does not validate), each reported as ``file: item.field: reason`` without a traceback.
@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     exporting.add_argument("output", type=Path, help="file to write; the format follows its extension")
     exporting.add_argument("--config", "-c", type=Path, required=True, help="settings file of the hub")
     exporting.add_argument("--format", choices=["aasx", "json", "xml"], help="overrides the extension")
+
+    schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of a file kind, for editors")
+    schema.add_argument("kind", choices=["mapping", "settings"], help="mapping files or hub settings files")
 
     nodeset = commands.add_parser("nodeset", help="write OPC UA NodeSet2 XML: the AAS type model or the address space")
     nodeset_commands = nodeset.add_subparsers(dest="nodeset_command", required=True)
@@ -229,8 +232,22 @@ def _demo_settings(arguments: argparse.Namespace) -> HubSettings:
     return settings.model_copy(update=update)
 
 
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of mapping files (``mapping``) or settings files (``settings``)."""
+    if kind == "mapping":
+        from aas_server.mapping.schema import mapping_json_schema
+
+        return mapping_json_schema()
+    schema = HubSettings.model_json_schema()
+    schema["title"] = "AAS server settings file"
+    return schema
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command == "schema":
+        print(json.dumps(json_schema(arguments.kind), indent=2, ensure_ascii=False))
+        return EXIT_OK
     if arguments.command == "check":
         status = EXIT_OK
         for path in arguments.files:

@@ -59,3 +59,40 @@ def test_a_package_that_is_not_one_is_refused_with_exit_2(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "bogus.aasx" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _readme_mapping_block() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Mapping files", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_schema_mapping_prints_a_json_schema_that_accepts_the_readme_and_demo_files_and_refuses_a_typo() -> None:
+    import jsonschema_rs
+    import yaml
+
+    result = _cli("schema", "mapping")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "AAS server device mapping file"
+    validator = jsonschema_rs.validator_for(schema)
+    demo = Path(__file__).resolve().parent.parent / "mappings" / "bottling-line.yaml"
+    for text in (_readme_mapping_block(), demo.read_text(encoding="utf-8")):
+        document = json.loads(json.dumps(yaml.safe_load(text)))  # as JSON: object keys are strings
+        errors = [error.message for error in validator.iter_errors(document)]
+        assert errors == []
+    broken = json.loads(json.dumps(yaml.safe_load(_readme_mapping_block())))
+    broken["points"][0]["scael"] = 2
+    assert not validator.is_valid(broken)
+
+
+def test_the_annotated_mapping_file_in_the_readme_is_valid(tmp_path: Path) -> None:
+    mapping = tmp_path / "readme-mapping.yaml"
+    mapping.write_text(_readme_mapping_block(), encoding="utf-8")
+    result = _cli("check", str(mapping))
+    assert result.returncode == 0, result.stderr
+    assert "mapping ok (3 devices, 8 points)" in result.stdout
+    mapping.write_text(_readme_mapping_block().replace("target_unit: KPA", "target_unit: AMP"), encoding="utf-8")
+    refused = _cli("check", str(mapping))
+    assert refused.returncode == 2
+    assert "(boiler.pressure).target_unit: " in refused.stderr

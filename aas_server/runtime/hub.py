@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +25,8 @@ from basyx.aas import model
 from aas_server.api.app import create_app
 from aas_server.config import HubSettings
 from aas_server.connectors.modbus import ModbusConnector
+from aas_server.connectors.mqtt import MqttConnector
+from aas_server.connectors.opcua_client import OpcUaClientConnector
 from aas_server.connectors.simulator import BottlingLineSimulator
 from aas_server.errors import (
     ConfigurationError,
@@ -36,13 +38,24 @@ from aas_server.errors import (
 )
 from aas_server.exchange import read_package_file
 from aas_server.mapping.engine import MappingEngine
-from aas_server.mapping.schema import MappingFile, load_mapping
+from aas_server.mapping.schema import (
+    BitPoint,
+    ModbusTcpDevice,
+    MqttDevice,
+    MqttPoint,
+    OpcUaDevice,
+    OpcUaMethodPoint,
+    OpcUaVariablePoint,
+    RegisterPoint,
+    MappingFile,
+    load_mapping,
+)
 from aas_server.model import values
 from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
-from aas_server.store.operations import OperationRegistry
+from aas_server.store.operations import OperationHandler, OperationRegistry
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
 
 _LOG = logging.getLogger(__name__)
@@ -79,6 +92,9 @@ def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
     return result
 
 
+Connector = ModbusConnector | OpcUaClientConnector | MqttConnector
+
+
 class Hub:
     """One running twin hub. ``async with Hub(settings) as hub:`` starts it; leaving the block stops it."""
 
@@ -87,7 +103,7 @@ class Hub:
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound: dict[tuple[str, str], _BoundPoint] = {}
-        self._connectors: dict[str, ModbusConnector] = {}
+        self._connectors: dict[str, Connector] = {}
         self.store: TwinStore
         self.repository: SqliteRepository
         self.opcua: OpcUaProjection | None = None
@@ -156,8 +172,6 @@ class Hub:
                 element = self.store.element(submodel_id, id_short_path)
             except NotFoundError as error:
                 raise MappingError(str(error), where) from None
-            if not isinstance(element, model.Property):
-                raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not a Property", where)
             declared = point.semantic_id
             if declared and element.semantic_id is not None:
                 actual = element.semantic_id.key[0].value if element.semantic_id.key else None
@@ -169,10 +183,36 @@ class Hub:
             key = (submodel_id, id_short_path)
             if key in self._bound:
                 raise MappingError(f"{submodel_id} {id_short_path} is the target of another point already", where)
+            if isinstance(point, OpcUaMethodPoint):
+                if not isinstance(element, model.Operation):
+                    raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not an Operation", where)
+                self._bound[key] = _BoundPoint(point.name, None)
+                self.operations.register(submodel_id, id_short_path, self._method_handler(element, point))
+                continue
+            if not isinstance(element, model.Property):
+                raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not a Property", where)
             self._bound[key] = _BoundPoint(point.name, element.value_type)
             handler = self._write_handler(engine, point.name, point.device) if point.writable else None
             binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
             self.store.bind(submodel_id, id_short_path, binding, handler)
+
+    def _method_handler(self, operation: model.Operation, point: OpcUaMethodPoint) -> OperationHandler:
+        """An Operation carried out by an OPC UA method: inputs in declared order, outputs by declared idShort."""
+        input_names = [variable.id_short for variable in operation.input_variable] + [
+            variable.id_short for variable in operation.in_output_variable
+        ]
+        output_names = [variable.id_short for variable in operation.output_variable] + [
+            variable.id_short for variable in operation.in_output_variable
+        ]
+
+        async def invoke(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+            connector = self._connectors.get(point.device)
+            if not isinstance(connector, OpcUaClientConnector):
+                raise NotFoundError(f"device {point.device!r} is not connected")
+            outputs = await connector.call(point.name, [arguments.get(name) for name in input_names])
+            return dict(zip(output_names, outputs, strict=False))
+
+        return invoke
 
     def _write_handler(self, engine: MappingEngine, point_name: str, device: str) -> WriteHandler:
         """The inverse path: element value → register words → the device, awaiting its acknowledgement."""
@@ -244,12 +284,31 @@ class Hub:
         _LOG.info("REST API on %s", self.rest_url)
 
     async def _start_connectors(self, mapping: MappingFile, engine: MappingEngine, endpoints: dict[str, str]) -> None:
+        sink = self._sink(engine)
         for device in mapping.devices:
             override = endpoints.get(device.name)
-            if override:
-                host, _, port = override.rpartition(":")
-                device = device.model_copy(update={"host": host, "port": int(port)})
-            connector = ModbusConnector(device, mapping.points_of(device.name), self._sink(engine))
+            connector: Connector
+            if isinstance(device, ModbusTcpDevice):
+                if override:
+                    host, _, port = override.rpartition(":")
+                    device = device.model_copy(update={"host": host, "port": int(port)})
+                modbus_points = [p for p in mapping.points_of(device.name) if isinstance(p, RegisterPoint | BitPoint)]
+                connector = ModbusConnector(device, modbus_points, sink)
+            elif isinstance(device, OpcUaDevice):
+                if override:
+                    device = device.model_copy(update={"endpoint": override})
+                opcua_points = [
+                    p for p in mapping.points_of(device.name) if isinstance(p, OpcUaVariablePoint | OpcUaMethodPoint)
+                ]
+                pki = self.settings.data_dir / "pki-client" / device.name
+                connector = OpcUaClientConnector(device, opcua_points, sink, pki_dir=pki)
+            else:
+                assert isinstance(device, MqttDevice)
+                if override:
+                    host, _, port = override.rpartition(":")
+                    device = device.model_copy(update={"host": host, "port": int(port)})
+                mqtt_points = [p for p in mapping.points_of(device.name) if isinstance(p, MqttPoint)]
+                connector = MqttConnector(device, mqtt_points, sink)
             self._connectors[device.name] = await self._stack.enter_async_context(connector)
 
     def _sink(self, engine: MappingEngine) -> Callable[[RawSample], None]:
@@ -257,6 +316,8 @@ class Hub:
 
         def on_sample(sample: RawSample) -> None:
             change = engine.on_sample(sample)
+            if change is None:
+                return
             bound = self._bound.get((change.submodel_id, change.id_short_path))
             if bound is None:
                 return
