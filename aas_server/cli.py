@@ -95,7 +95,11 @@ def check_file(path: Path) -> str:
     """Validate one file by its kind (mapping, twins, settings); return a one-line summary or raise."""
     from aas_server.mapping.schema import load_mapping
     from aas_server.model.twins import build_environment, load_twins
+    from aas_server.runtime.hub import load_mapping_source
 
+    if path.suffix.lower() in {".aasx", ".json", ".xml"}:
+        mapping = load_mapping_source(path)
+        return f"{path}: mapping (AID/AIMC) ok ({len(mapping.devices)} devices, {len(mapping.points)} points)"
     data = load_yaml(path)
     if isinstance(data, dict) and ("points" in data or "devices" in data):
         mapping = load_mapping(path)
@@ -105,7 +109,7 @@ def check_file(path: Path) -> str:
         return f"{path}: twin definitions ok ({len(identifiables)} identifiables)"
     settings = load_settings(path)
     for mapping_path in settings.mappings:
-        load_mapping(mapping_path)
+        load_mapping_source(mapping_path)
     for twin_path in settings.twins:
         if twin_path.suffix.lower() != ".json":
             build_environment(load_twins(twin_path))
@@ -172,14 +176,17 @@ async def _nodeset(arguments: argparse.Namespace) -> int:
         await asyncio.to_thread(arguments.output.write_bytes, nodeset.types_nodeset())
         print(f"{arguments.output}: the AAS type model ({TYPES_NAMESPACE_URI})")
         return EXIT_OK
-    from aas_server.mapping.schema import load_mapping
+    from aas_server.mapping.schema import OpcUaMethodPoint
     from aas_server.persistence.sqlite import SqliteRepository
+    from aas_server.runtime.hub import load_mapping_source
     from aas_server.store.twin_store import ElementBinding
 
     settings = load_settings(arguments.config)
     bindings: dict[tuple[str, str], ElementBinding] = {}
     for mapping_path in settings.mappings:
-        for point in load_mapping(mapping_path).points:
+        for point in load_mapping_source(mapping_path).points:
+            if isinstance(point, OpcUaMethodPoint):
+                continue
             bindings[(point.target.submodel, point.target.path)] = ElementBinding(
                 f"device:{point.device}", point.writable, point.engineering_unit
             )

@@ -107,7 +107,10 @@ class HubSettings(_Strict):
     """Twin definition files (``submodels/`` format) or AAS JSON environments, loaded on first start."""
     mappings: list[Path] = Field(default_factory=list)
     device_endpoints: dict[str, str] = Field(default_factory=dict)
-    """Overrides of mapping devices' ``host:port`` (OPC UA: the endpoint URL) by device name (e.g. to reach a device through a tunnel)."""
+    """Overrides of mapping devices' ``host:port`` (OPC UA: the endpoint URL) by device name.
+
+    E.g. to reach a device through a tunnel, or a simulated one.
+    """
     simulator: SimulatorSettings = SimulatorSettings()
     rest: RestSettings = RestSettings()
     opcua: OpcUaSettings = OpcUaSettings()

@@ -12,14 +12,17 @@ from aas_server.errors import MappingError, NotWritableError, TypeMismatchError
 from aas_server.mapping import codecs
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import (
+    BitPoint,
     DataType,
+    ModbusTcpDevice,
     Order,
+    RegisterPoint,
     Table,
     load_mapping,
     mapping_json_schema,
     parse_mapping,
 )
-from aas_server.model.events import Quality, QualityReason, RawSample
+from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = Path(__file__).resolve().parent / "data" / "mappings"
@@ -168,8 +171,15 @@ def sample(point: str, raw: tuple[int, ...] | tuple[bool, ...] | None, **kwargs:
     return RawSample("plc", point, raw, TIME, **kwargs)  # type: ignore[arg-type]
 
 
+def read(engine: MappingEngine, sample: RawSample) -> ValueChanged:
+    """The change a sample gives (these points have no deadband or rate limit, so there always is one)."""
+    change = engine.on_sample(sample)
+    assert change is not None
+    return change
+
+
 def test_engine_decodes_scaled_values_into_element_changes(engine: MappingEngine) -> None:
-    change = engine.on_sample(sample("temperature", (235,)))
+    change = read(engine, sample("temperature", (235,)))
     assert (change.submodel_id, change.id_short_path) == ("urn:test:sm", "Temperature")
     assert change.value == 23.5
     assert isinstance(change.value, float)
@@ -177,30 +187,30 @@ def test_engine_decodes_scaled_values_into_element_changes(engine: MappingEngine
     assert change.source_time == TIME
     assert change.origin == "device:plc"
 
-    assert engine.on_sample(sample("temperature", (0xFFF6,))).value == -1.0
-    assert engine.on_sample(sample("fill-volume", (4000,))).value == 500.0
-    counter = engine.on_sample(sample("counter", (0x0001, 0x1170))).value
+    assert read(engine, sample("temperature", (0xFFF6,))).value == -1.0
+    assert read(engine, sample("fill-volume", (4000,))).value == 500.0
+    counter = read(engine, sample("counter", (0x0001, 0x1170))).value
     assert counter == 70000
     assert type(counter) is int
-    assert engine.on_sample(sample("running", (True,))).value is True
-    assert engine.on_sample(sample("setpoint", (0xE979, 0x42F6))).value == pytest.approx(123.456, rel=1e-7)
+    assert read(engine, sample("running", (True,))).value is True
+    assert read(engine, sample("setpoint", (0xE979, 0x42F6))).value == pytest.approx(123.456, rel=1e-7)
 
 
 def test_engine_keeps_bad_quality_without_a_value(engine: MappingEngine) -> None:
-    change = engine.on_sample(sample("temperature", None, quality=Quality.BAD, reason=QualityReason.NO_COMMUNICATION))
+    change = read(engine, sample("temperature", None, quality=Quality.BAD, reason=QualityReason.NO_COMMUNICATION))
     assert change.value is None
     assert change.quality is Quality.BAD
     assert change.reason is QualityReason.NO_COMMUNICATION
-    refused = engine.on_sample(sample("counter", None, quality=Quality.BAD, reason=QualityReason.COMMUNICATION_ERROR))
+    refused = read(engine, sample("counter", None, quality=Quality.BAD, reason=QualityReason.COMMUNICATION_ERROR))
     assert refused.reason is QualityReason.COMMUNICATION_ERROR
 
 
 def test_engine_reports_undecodable_frames(engine: MappingEngine) -> None:
-    short = engine.on_sample(sample("setpoint", (0x42F6,)))
+    short = read(engine, sample("setpoint", (0x42F6,)))
     assert (short.value, short.quality, short.reason) == (None, Quality.BAD, QualityReason.DECODE_ERROR)
-    bits_for_registers = engine.on_sample(sample("temperature", (True,)))
+    bits_for_registers = read(engine, sample("temperature", (True,)))
     assert bits_for_registers.reason is QualityReason.DECODE_ERROR
-    not_a_number = engine.on_sample(sample("setpoint", (0x0000, 0x7FC0)))
+    not_a_number = read(engine, sample("setpoint", (0x0000, 0x7FC0)))
     assert (not_a_number.quality, not_a_number.reason) == (Quality.BAD, QualityReason.SENSOR_FAILURE)
 
 
@@ -212,7 +222,7 @@ def test_engine_round_trips_writes_through_reads(engine: MappingEngine, point: s
     raw_write = engine.to_raw(point, value)
     assert raw_write.source == "plc"
     assert raw_write.point == point
-    back = engine.on_sample(sample(point, raw_write.raw)).value
+    back = read(engine, sample(point, raw_write.raw)).value
     assert back == pytest.approx(value, rel=1e-7)
 
 
@@ -310,7 +320,10 @@ def test_one_based_addressing_shifts_the_wire_address() -> None:
         ],
     }
     mapping = parse_mapping(data, "inline.yaml")
-    assert mapping.devices[0].wire_address(mapping.points[0]) == 0
+    device, point = mapping.devices[0], mapping.points[0]
+    assert isinstance(device, ModbusTcpDevice)
+    assert isinstance(point, RegisterPoint)
+    assert device.wire_address(point) == 0
     data["points"][0]["address"] = 0  # type: ignore[index]
     with pytest.raises(MappingError, match=r"inline\.yaml: points\[0\] \(p\)\.address: .*one-based"):
         parse_mapping(data, "inline.yaml")
@@ -320,7 +333,10 @@ def test_the_demo_mapping_maps_every_operational_data_property() -> None:
     mapping = load_mapping(DEMO_MAPPING)
     assert [device.name for device in mapping.devices] == ["bottling-plc"]
     device = mapping.devices[0]
+    assert isinstance(device, ModbusTcpDevice)
     assert (device.host, device.port, device.unit_id) == ("127.0.0.1", 5020, 1)
+    modbus_points = mapping.modbus_points_of(device.name)
+    assert len(modbus_points) == len(mapping.points)
     targets = {(point.target.submodel.split(":")[4], point.target.path): point for point in mapping.points}
     expected = {
         (motor, id_short)
@@ -344,11 +360,17 @@ def test_the_demo_mapping_maps_every_operational_data_property() -> None:
         assert point.semantic_id == f"urn:aas-server:concept:{id_short}:1:0"
         writable = id_short.endswith("Setpoint") or id_short == "LineRunning"
         assert point.writable is writable, point.name
-    assert targets[("bottling-process", "LineRunning")].table is Table.COIL
+    line_running = targets[("bottling-process", "LineRunning")]
+    assert isinstance(line_running, BitPoint)
+    assert line_running.table is Table.COIL
     assert targets[("filler-temperature-sensor", "Temperature")].unit == "CEL"
-    data_types = {point.data_type for point in mapping.points}
+    data_types = {point.data_type for point in modbus_points}
     assert {DataType.INT16, DataType.UINT16, DataType.INT32, DataType.UINT32, DataType.FLOAT32} <= data_types
-    float_orders = {point.word_order for point in mapping.points if point.data_type is DataType.FLOAT32}
+    float_orders = {
+        point.word_order
+        for point in modbus_points
+        if isinstance(point, RegisterPoint) and point.data_type is DataType.FLOAT32
+    }
     assert float_orders == {Order.BIG, Order.LITTLE}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,11 +12,20 @@ from typing import Any
 import pytest
 
 from aas_server.connectors.modbus import ModbusConnector, ModbusDeviceServer
-from aas_server.errors import DeviceError, DeviceTimeoutError
+from aas_server.errors import DeviceError, DeviceTimeoutError, MappingError, NotFoundError, TypeMismatchError
+from aas_server.mapping.codecs import decode_register_point, encode_register_point
 from aas_server.mapping.engine import MappingEngine
-from aas_server.mapping.planner import plan_reads
-from aas_server.mapping.schema import MappingFile, Table, parse_mapping
-from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
+from aas_server.mapping.planner import ReadRequest, plan_reads
+from aas_server.mapping.schema import (
+    BitPoint,
+    DataType,
+    MappingFile,
+    ModbusTcpDevice,
+    RegisterPoint,
+    Table,
+    parse_mapping,
+)
+from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, ValueChanged
 from tests.support import wait_until
 
 CONNECTOR_LOGGER = "aas_server.connectors.modbus"
@@ -70,7 +80,9 @@ class Recorder:
 
     def __call__(self, sample: RawSample) -> None:
         self.samples.append(sample)
-        self.latest[sample.point] = self.engine.on_sample(sample)
+        change = self.engine.on_sample(sample)
+        if change is not None:
+            self.latest[sample.point] = change
 
     def value(self, name: str) -> Any:
         change = self.latest.get(name)
@@ -87,10 +99,22 @@ async def server() -> AsyncIterator[ModbusDeviceServer]:
         yield device_server
 
 
+def modbus_device(mapping: MappingFile) -> ModbusTcpDevice:
+    device = mapping.devices[0]
+    assert isinstance(device, ModbusTcpDevice)
+    return device
+
+
+def plan(mapping: MappingFile) -> list[ReadRequest]:
+    device = modbus_device(mapping)
+    return plan_reads(device, mapping.modbus_points_of(device.name))
+
+
 def connector_for(mapping: MappingFile) -> tuple[ModbusConnector, Recorder]:
     engine = MappingEngine(mapping)
     recorder = Recorder(engine)
-    return ModbusConnector(mapping.devices[0], mapping.points, recorder), recorder
+    device = modbus_device(mapping)
+    return ModbusConnector(device, mapping.modbus_points_of(device.name), recorder), recorder
 
 
 async def test_values_set_on_the_device_arrive_decoded(server: ModbusDeviceServer) -> None:
@@ -312,14 +336,14 @@ def _registers(count: int, start: int = 0, step: int = 1) -> MappingFile:
 
 def test_planner_reads_100_adjacent_registers_in_one_request() -> None:
     mapping = _registers(100)
-    requests = plan_reads(mapping.devices[0], mapping.points)
+    requests = plan(mapping)
     assert [(request.address, request.count) for request in requests] == [(0, 100)]
     assert [planned.offset for planned in requests[0].points] == list(range(100))
 
 
 def test_planner_splits_200_registers_at_the_125_register_limit() -> None:
     mapping = _registers(200)
-    requests = plan_reads(mapping.devices[0], mapping.points)
+    requests = plan(mapping)
     assert [(request.address, request.count) for request in requests] == [(0, 125), (125, 75)]
 
 
@@ -348,7 +372,7 @@ def test_planner_bridges_small_gaps_but_not_big_ones() -> None:
             ],
         }
     )
-    requests = plan_reads(mapping.devices[0], mapping.points)
+    requests = plan(mapping)
     assert [(request.address, request.count, request.poll_interval) for request in requests] == [
         (0, 11, 1.0),
         (1000, 1, 1.0),
@@ -358,3 +382,359 @@ def test_planner_bridges_small_gaps_but_not_big_ones() -> None:
         ("A", 0, 2),
         ("B", 10, 1),
     ]
+
+
+# --- register bits, strings, unit ids, function codes ---------------------------------------------
+
+
+class RawRecorder:
+    """A sink that decodes with the register codecs alone: latest sample and decoded value per point."""
+
+    def __init__(self, mapping: MappingFile) -> None:
+        self.points = {point.name: point for point in mapping.modbus_points_of(mapping.devices[0].name)}
+        self.latest: dict[str, RawSample] = {}
+        self.count = 0
+
+    def __call__(self, sample: RawSample) -> None:
+        self.latest[sample.point] = sample
+        self.count += 1
+
+    def value(self, name: str) -> Any:
+        sample = self.latest.get(name)
+        if sample is None or sample.quality is not Quality.GOOD:
+            return None
+        point = self.points[name]
+        if isinstance(point, BitPoint):
+            return sample.raw[0]
+        return decode_register_point(point, sample.raw)
+
+    def quality(self, name: str) -> tuple[Quality, QualityReason] | None:
+        sample = self.latest.get(name)
+        return None if sample is None else (sample.quality, sample.reason)
+
+
+def gateway_mapping(port: int, *points: dict[str, Any], addressing: str = "zero-based", **device: Any) -> MappingFile:
+    entry = {
+        "name": "plc",
+        "protocol": "modbus-tcp",
+        "host": "127.0.0.1",
+        "port": port,
+        "addressing": addressing,
+        "timeout": 0.3,
+        "retries": 0,
+        "reconnect_backoff": {"initial": 0.05, "maximum": 0.2},
+        **device,
+    }
+    return parse_mapping({"devices": [entry], "points": list(points)}, "test.yaml")
+
+
+def raw_connector(mapping: MappingFile) -> tuple[ModbusConnector, RawRecorder]:
+    device = modbus_device(mapping)
+    recorder = RawRecorder(mapping)
+    return ModbusConnector(device, mapping.modbus_points_of(device.name), recorder), recorder
+
+
+def raw_write(mapping: MappingFile, name: str, value: Any) -> RawWrite:
+    point = mapping.point(name)
+    if isinstance(point, RegisterPoint) and point.data_type is not DataType.BOOL:
+        return RawWrite("plc", name, encode_register_point(point, value))
+    return RawWrite("plc", name, (value,))
+
+
+BIT_POINTS = (
+    point("Ready", "holding_register", 10, "bool", bit=0, access="read-write"),
+    point("Fault", "holding_register", 10, "bool", bit=15, access="read-write"),
+    point("Warning", "holding_register", 10, "bool", bit=7),
+    point("Mode", "holding_register", 11, "uint16", access="read-write"),
+)
+
+
+async def test_register_bits_share_one_read_and_are_written_with_mask_write(server: ModbusDeviceServer) -> None:
+    mapping = gateway_mapping(server.port, *BIT_POINTS)
+    connector, recorder = raw_connector(mapping)
+    assert [(request.address, request.count) for request in connector.read_requests] == [(10, 2)]
+    server.set_registers(Table.HOLDING_REGISTER, 10, [0x8081, 3])
+    async with connector:
+        await wait_until(lambda: recorder.value("Fault") is True and recorder.value("Mode") == 3)
+        assert (recorder.value("Ready"), recorder.value("Warning")) == (True, True)
+        assert recorder.latest["Fault"].raw == (0x8081,)  # the whole word; the mapping engine picks the bit
+
+        server.reset_request_counts()
+        await connector.write(raw_write(mapping, "Ready", False))
+        assert server.get_registers(Table.HOLDING_REGISTER, 10, 1) == (0x8080,)
+        await connector.write(raw_write(mapping, "Fault", False))
+        assert server.get_registers(Table.HOLDING_REGISTER, 10, 1) == (0x0080,)
+        await connector.write(raw_write(mapping, "Fault", True))
+        assert server.get_registers(Table.HOLDING_REGISTER, 10, 1) == (0x8080,)
+        assert server.request_count(function_code=22) == 3
+        assert server.request_count(function_code=6) == 0
+        await wait_until(lambda: recorder.value("Ready") is False and recorder.value("Fault") is True)
+
+
+async def test_register_bits_fall_back_to_read_modify_write_without_mask_write(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=CONNECTOR_LOGGER)
+    async with ModbusDeviceServer(refused_function_codes={22}) as server:
+        mapping = gateway_mapping(server.port, *BIT_POINTS)
+        connector, _ = raw_connector(mapping)
+        server.set_registers(Table.HOLDING_REGISTER, 10, [0x0080])
+        async with connector:
+            await wait_until(lambda: connector.connected)
+            server.reset_request_counts()
+            await asyncio.gather(
+                connector.write(raw_write(mapping, "Ready", True)),
+                connector.write(raw_write(mapping, "Fault", True)),
+            )
+            assert server.get_registers(Table.HOLDING_REGISTER, 10, 1) == (0x8081,)
+            await connector.write(raw_write(mapping, "Ready", False))
+            assert server.get_registers(Table.HOLDING_REGISTER, 10, 1) == (0x8080,)
+        # Function code 22 was tried once; the device's refusal is remembered.
+        assert server.request_count(function_code=22) == 1
+        assert server.request_count(function_code=6) == 3
+    notes = [record for record in caplog.records if "does not support mask write" in record.getMessage()]
+    assert len(notes) == 1
+
+
+async def test_each_write_uses_its_function_code(server: ModbusDeviceServer) -> None:
+    mapping = gateway_mapping(
+        server.port,
+        point("Name", "holding_register", 20, "string", length=5, encoding="utf-8", access="read-write"),
+        point("Limit", "holding_register", 30, "int16", access="read-write"),
+        point("Total", "holding_register", 31, "uint64", word_order="little", access="read-write"),
+        point("Pump", "coil", 7, access="read-write"),
+    )
+    connector, recorder = raw_connector(mapping)
+    async with connector:
+        await wait_until(lambda: connector.connected)
+        server.reset_request_counts()
+        await connector.write(raw_write(mapping, "Name", "Ölpumpe"))
+        await connector.write(raw_write(mapping, "Limit", -300))
+        await connector.write(raw_write(mapping, "Total", 81985529216486895))
+        await connector.write(raw_write(mapping, "Pump", True))
+        assert server.get_registers(Table.HOLDING_REGISTER, 20, 5) == (0xC396, 0x6C70, 0x756D, 0x7065, 0)
+        assert server.get_registers(Table.HOLDING_REGISTER, 30, 5) == (0xFED4, 0xCDEF, 0x89AB, 0x4567, 0x0123)
+        assert server.get_bits(Table.COIL, 7, 1) == (True,)
+        writes = {code: server.request_count(function_code=code) for code in (5, 6, 16, 22)}
+        assert writes == {5: 1, 6: 1, 16: 2, 22: 0}
+        await wait_until(
+            lambda: (
+                recorder.value("Name") == "Ölpumpe"
+                and recorder.value("Total") == 81985529216486895
+                and recorder.value("Pump") is True
+            )
+        )
+
+
+async def test_raw_writes_that_do_not_fit_the_point_are_type_mismatches(server: ModbusDeviceServer) -> None:
+    mapping = gateway_mapping(server.port, *BIT_POINTS)
+    connector, _ = raw_connector(mapping)
+    async with connector:
+        await wait_until(lambda: connector.connected)
+        with pytest.raises(TypeMismatchError, match="needs 1 register words, got 2"):
+            await connector.write(RawWrite("plc", "Mode", (1, 2)))
+        with pytest.raises(TypeMismatchError, match=r"0\.\.65535"):
+            await connector.write(RawWrite("plc", "Mode", (70000,)))
+        with pytest.raises(TypeMismatchError, match="one bit"):
+            await connector.write(RawWrite("plc", "Ready", (0x0001, 0)))
+        with pytest.raises(NotFoundError):
+            await connector.write(RawWrite("plc", "Nothing", (1,)))
+        assert server.request_count(function_code=6) + server.request_count(function_code=22) == 0
+
+
+async def test_unit_ids_behind_a_gateway_with_one_based_addresses() -> None:
+    async with ModbusDeviceServer(unit_ids=(1, 2, 7)) as server:
+        mapping = gateway_mapping(
+            server.port,
+            point("A.Speed", "holding_register", 1, "float32", unit_id=1),
+            point("B.Speed", "holding_register", 1, "float32", unit_id=2),
+            point("B.Count", "input_register", 3, "uint32", unit_id=2),
+            point("C.Alarm", "discrete_input", 1, unit_id=7),
+            point("C.Pump", "coil", 16, unit_id=7, access="read-write"),
+            addressing="one-based",
+            unit_id=1,
+        )
+        connector, recorder = raw_connector(mapping)
+        server.set_registers(Table.HOLDING_REGISTER, 0, [0x42F6, 0xE979], unit_id=1)  # 123.456
+        server.set_registers(Table.HOLDING_REGISTER, 0, [0xBFC0, 0x0000], unit_id=2)  # -1.5
+        server.set_registers(Table.INPUT_REGISTER, 2, [0x0001, 0x1170], unit_id=2)  # 70000
+        server.set_bits(Table.DISCRETE_INPUT, 0, [True], unit_id=7)
+        async with connector:
+            await wait_until(
+                lambda: (
+                    recorder.value("A.Speed") == pytest.approx(123.456)
+                    and recorder.value("B.Speed") == -1.5
+                    and recorder.value("B.Count") == 70000
+                    and recorder.value("C.Alarm") is True
+                    and recorder.value("C.Pump") is False
+                )
+            )
+            await connector.write(raw_write(mapping, "C.Pump", True))
+            assert server.get_bits(Table.COIL, 15, 1, unit_id=7) == (True,)
+            assert server.get_bits(Table.COIL, 15, 1, unit_id=1) == (False,)
+        counts = server.request_counts
+        assert {unit for unit, _ in counts} == {1, 2, 7}
+        assert counts[(7, 5)] == 1
+
+
+async def test_a_silent_unit_behind_a_gateway_leaves_the_others_polling(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=CONNECTOR_LOGGER)
+    async with ModbusDeviceServer(unit_ids=(1, 2)) as server:
+        mapping = gateway_mapping(
+            server.port,
+            point("Fast", "holding_register", 0, "uint16", unit_id=1),
+            point("Slow", "holding_register", 0, "uint16", unit_id=2),
+            timeout=0.2,
+        )
+        connector, recorder = raw_connector(mapping)
+        server.set_registers(Table.HOLDING_REGISTER, 0, [1], unit_id=1)
+        server.set_registers(Table.HOLDING_REGISTER, 0, [2], unit_id=2)
+        arrivals: list[float] = []
+
+        def sink(sample: RawSample) -> None:
+            recorder(sample)
+            if sample.point == "Fast" and sample.quality is Quality.GOOD:
+                arrivals.append(time.monotonic())
+
+        connector._sink = sink
+        async with connector:
+            await wait_until(lambda: recorder.value("Slow") == 2)
+            server.unit_response_delays[2] = 5.0  # far beyond the 0.2 s timeout: unit 2 is silent
+            await wait_until(lambda: recorder.quality("Slow") == (Quality.BAD, QualityReason.NO_COMMUNICATION))
+            watched_from = time.monotonic()
+            await wait_until(lambda: time.monotonic() - watched_from > 1.0, within=2.0)
+            gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals) if earlier >= watched_from]
+            # Polled every 0.05 s; a probe of the silent unit costs at most one 0.2 s timeout.
+            assert len(gaps) >= 8
+            assert max(gaps) < 0.05 + 0.2 + 0.15
+            assert recorder.value("Fast") == 1
+            assert connector.connected
+            probes = server.request_count(unit_id=2)
+            assert probes <= 8  # backed off (0.05 s doubling to 0.2 s), not tried on every 0.05 s poll
+
+            server.unit_response_delays.clear()
+            server.set_registers(Table.HOLDING_REGISTER, 0, [3], unit_id=2)
+            await wait_until(lambda: recorder.value("Slow") == 3, within=1.0)
+    messages = [record.getMessage() for record in caplog.records if record.name == CONNECTOR_LOGGER]
+    assert len([message for message in messages if "unit 2 does not answer" in message]) == 1
+    assert len([message for message in messages if "unit 2 answers again" in message]) == 1
+    assert not [message for message in messages if "unreachable" in message]
+
+
+async def test_a_gateway_whose_units_all_fall_silent_is_one_outage(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=CONNECTOR_LOGGER)
+    async with ModbusDeviceServer(unit_ids=(1, 2)) as server:
+        mapping = gateway_mapping(
+            server.port,
+            point("One", "holding_register", 0, "uint16", unit_id=1),
+            point("Two", "holding_register", 0, "uint16", unit_id=2),
+            timeout=0.1,
+        )
+        connector, recorder = raw_connector(mapping)
+        server.set_registers(Table.HOLDING_REGISTER, 0, [1], unit_id=1)
+        async with connector:
+            await wait_until(lambda: recorder.value("One") == 1)
+            server.response_delay = 10.0
+            await wait_until(
+                lambda: all(
+                    recorder.quality(name) == (Quality.BAD, QualityReason.NO_COMMUNICATION) for name in ("One", "Two")
+                )
+            )
+            # Every unit id timed out: the connection is dropped and opened again, with backoff.
+            await wait_until(lambda: server.request_count() >= 6, within=3.0)
+            server.response_delay = 0.0
+            server.set_registers(Table.HOLDING_REGISTER, 0, [2], unit_id=1)
+            await wait_until(lambda: recorder.value("One") == 2 and recorder.value("Two") == 0, within=2.0)
+    messages = [record.getMessage() for record in caplog.records if record.name == CONNECTOR_LOGGER]
+    assert len([message for message in messages if "is unreachable" in message]) == 1
+    assert len([message for message in messages if "reachable again" in message]) == 1
+    for unit_id in (1, 2):
+        assert len([message for message in messages if f"unit {unit_id} does not answer" in message]) == 1
+        assert len([message for message in messages if f"unit {unit_id} answers again" in message]) == 1
+
+
+async def test_a_unit_id_the_gateway_does_not_reach_is_bad_without_touching_the_others() -> None:
+    async with ModbusDeviceServer(unit_ids=(1,)) as server:
+        mapping = gateway_mapping(
+            server.port,
+            point("Here", "holding_register", 0, "uint16", unit_id=1),
+            point("Gone", "holding_register", 0, "uint16", unit_id=9),
+        )
+        connector, recorder = raw_connector(mapping)
+        server.set_registers(Table.HOLDING_REGISTER, 0, [5])
+        async with connector:
+            await wait_until(
+                lambda: (
+                    recorder.value("Here") == 5
+                    and recorder.quality("Gone") == (Quality.BAD, QualityReason.NO_COMMUNICATION)
+                )
+            )
+            with pytest.raises(DeviceError, match="exception code 11"):
+                await connector.write(RawWrite("plc", "Gone", (1,)))
+            assert connector.connected
+
+
+# --- more planning -------------------------------------------------------------------------------
+
+
+def test_planner_reads_bits_of_one_register_once_and_strings_whole() -> None:
+    device = {"name": "plc", "protocol": "modbus-tcp", "host": "h", "addressing": "one-based", "merge_gap": 2}
+
+    def entry(name: str, address: int, data_type: str, **extra: object) -> dict[str, object]:
+        return {
+            "name": name,
+            "device": "plc",
+            "table": "holding_register",
+            "address": address,
+            "data_type": data_type,
+            "target": {"submodel": "s", "path": name},
+            **extra,
+        }
+
+    mapping = parse_mapping(
+        {
+            "devices": [device],
+            "points": [
+                *(entry(f"Bit{bit}", 1, "bool", bit=bit) for bit in (0, 5, 15)),
+                entry("Word", 2, "uint16"),
+                entry("Name", 5, "string", length=120),  # gap of 2: bridged; ends at wire address 123
+                entry("After", 126, "uint16"),  # gap of 1, but the read would be 126 registers long
+                entry("Far", 130, "uint16"),  # gap of 3 after After: not bridged
+            ],
+        }
+    )
+    requests = plan(mapping)
+    assert [(request.address, request.count, request.function_code) for request in requests] == [
+        (0, 124, 3),
+        (125, 1, 3),
+        (129, 1, 3),
+    ]
+    assert [(planned.name, planned.offset, planned.count) for planned in requests[0].points] == [
+        ("Bit0", 0, 1),
+        ("Bit15", 0, 1),
+        ("Bit5", 0, 1),
+        ("Word", 1, 1),
+        ("Name", 4, 120),
+    ]
+
+
+def test_planner_refuses_a_point_wider_than_the_device_reads() -> None:
+    device = {"name": "plc", "protocol": "modbus-tcp", "host": "h", "addressing": "zero-based"}
+    mapping = parse_mapping(
+        {
+            "devices": [{**device, "max_read_registers": 8}],
+            "points": [
+                {
+                    "name": "Name",
+                    "device": "plc",
+                    "table": "input_register",
+                    "address": 0,
+                    "data_type": "string",
+                    "length": 10,
+                    "target": {"submodel": "s", "path": "Name"},
+                }
+            ],
+        }
+    )
+    with pytest.raises(MappingError, match="'Name' needs 10 registers, but device 'plc' reads at most 8"):
+        plan(mapping)

@@ -11,7 +11,7 @@ import pytest
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.simulator import BottlingLineSimulator
 from aas_server.mapping.engine import MappingEngine
-from aas_server.mapping.schema import MappingFile, load_mapping
+from aas_server.mapping.schema import MappingFile, ModbusTcpDevice, RegisterPoint, Table, load_mapping
 from aas_server.model.events import Quality, RawSample
 from tests.support import wait_until
 
@@ -25,11 +25,12 @@ class Hub:
         self.engine = MappingEngine(mapping)
         self.values: dict[str, list[Any]] = {}
         device = mapping.devices[0]
-        self.connector = ModbusConnector(device, mapping.points_of(device.name), self.on_sample)
+        assert isinstance(device, ModbusTcpDevice)
+        self.connector = ModbusConnector(device, mapping.modbus_points_of(device.name), self.on_sample)
 
     def on_sample(self, sample: RawSample) -> None:
         change = self.engine.on_sample(sample)
-        if change.quality is Quality.GOOD:
+        if change is not None and change.quality is Quality.GOOD:
             self.values.setdefault(sample.point, []).append(change.value)
 
     def latest(self, name: str) -> Any:
@@ -120,13 +121,46 @@ async def test_paused_physics_leave_registers_alone(simulated_line: tuple[Bottli
 def test_the_simulator_takes_its_register_layout_from_the_mapping() -> None:
     demo = load_mapping(DEMO_MAPPING)
     moved = [
-        point.model_copy(update={"address": point.address + 100}) if point.table.value == "holding_register" else point
+        point.model_copy(update={"address": point.address + 100})
+        if isinstance(point, RegisterPoint) and point.table is Table.HOLDING_REGISTER
+        else point
         for point in demo.points
     ]
     simulator = BottlingLineSimulator(demo.model_copy(update={"points": moved}), seed=1)
     assert simulator.read_point("filler-motor.SpeedSetpoint") == 1450.0
-    assert simulator.server.get_registers(simulator.engine.point("filler-motor.SpeedSetpoint").table, 102, 2) == (
-        0x44B5,
-        0x4000,
-    )
-    assert simulator.server.get_registers(simulator.engine.point("filler-motor.SpeedSetpoint").table, 2, 2) == (0, 0)
+    assert simulator.server.get_registers(Table.HOLDING_REGISTER, 102, 2) == (0x44B5, 0x4000)
+    assert simulator.server.get_registers(Table.HOLDING_REGISTER, 2, 2) == (0, 0)
+
+
+async def test_a_register_bit_is_simulated_and_obeyed_without_touching_its_neighbours() -> None:
+    demo = load_mapping(DEMO_MAPPING)
+    as_bit = [
+        RegisterPoint.model_validate(
+            {
+                **point.model_dump(exclude={"table", "address", "data_type", "poll_interval"}),
+                "table": "holding_register",
+                "address": 500,
+                "data_type": "bool",
+                "bit": 13,
+                "poll_interval": 0.05,
+            }
+        )
+        if point.name == "bottling-process.LineRunning"
+        else point
+        for point in demo.points
+    ]
+    simulator = BottlingLineSimulator(demo.model_copy(update={"points": as_bit}), update_interval=0.05, seed=3)
+    simulator.server.set_registers(Table.HOLDING_REGISTER, 500, [0x0101])  # other bits some PLC logic owns
+    simulator.write_point("bottling-process.LineRunning", True)
+    assert simulator.server.get_registers(Table.HOLDING_REGISTER, 500, 1) == (0x2101,)
+    async with simulator:
+        device = demo.devices[0].model_copy(update={"port": simulator.port})
+        hub = Hub(demo.model_copy(update={"devices": [device], "points": as_bit}))
+        async with hub.connector:
+            await wait_until(lambda: hub.latest("bottling-process.LineRunning") is True, within=3.0)
+            await hub.write("bottling-process.LineRunning", False)
+            assert simulator.server.get_registers(Table.HOLDING_REGISTER, 500, 1) == (0x0101,)
+            simulator.step(30.0)
+            assert simulator.state.line_running is False
+            await wait_until(lambda: hub.latest("filler-motor.RotationalSpeed") == 0.0, within=3.0)
+            assert simulator.server.request_count(function_code=22) == 1

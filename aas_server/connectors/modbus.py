@@ -1,18 +1,47 @@
 """Modbus TCP: the polling client connector and a small device server (the only pymodbus user).
 
-``ModbusConnector`` polls one device (Modbus Application Protocol V1.1b3 function codes 1-4) with
-the requests ``mapping.planner`` plans, emits a ``RawSample`` per point and poll, and writes single
-registers (6), multiple registers (16) and single coils (5). It owns its connection: a lost or
-unreachable device gives bad-quality samples (``NO_COMMUNICATION``; an exception response gives
-``COMMUNICATION_ERROR``), is logged once when it goes and once when it comes back, and is
-reconnected with capped exponential backoff. pymodbus' own reconnect is switched off and its
-exceptions are translated into ``aas_server.errors`` here.
+``ModbusConnector`` polls one device (Modbus Application Protocol V1.1b3: read coils 1, discrete
+inputs 2, holding registers 3, input registers 4) with the requests ``mapping.planner`` plans,
+emits a ``RawSample`` per point and poll, and writes single coils (5), single registers (6),
+multiple registers (16) and single register bits with Mask Write Register (22). A device that
+refuses function code 22 (exception 1, illegal function) gets its register bits written by reading
+the register (3) and writing it back (6) under a per-register lock instead; that lock orders this
+hub's own writes only, so a change another master or the PLC program makes to the *other* bits of
+the register between the read and the write is lost. Mask write has no such race.
+
+Raw values (``RawSample.raw``): the register words of a register point as the device returned them
+(one word for a ``bool`` on a register bit; the mapping engine picks the bit), ``(bool,)`` for a coil
+or discrete input. ``RawWrite.raw``: the words to write, or ``(bool,)`` for a coil or a register bit.
+
+Failures and timing, per device (one connector, one TCP connection and one task per poll interval
+each; devices never wait on each other):
+
+* A lost or unreachable device gives bad samples (``NO_COMMUNICATION``), is logged once when it goes
+  and once when it comes back, and is reconnected with capped exponential backoff
+  (``reconnect_backoff``). pymodbus' own reconnect is switched off; its exceptions are translated
+  into ``aas_server.errors`` here. A device server that closes the connection turns the device's
+  values bad at its next poll; a device that returns is read again within ``reconnect_backoff.maximum``
+  plus one poll interval.
+* A request waits at most ``timeout`` for an answer and is sent ``retries`` more times before it
+  counts as unanswered. An exception response gives ``COMMUNICATION_ERROR`` for the points of that
+  request only; the gateway exceptions 10 and 11 (path unavailable, target failed to respond) give
+  ``NO_COMMUNICATION`` for the unit id.
+* Unit ids behind one gateway share its connection, and requests on it are sent one at a time (as
+  Modbus TCP servers commonly process them). A unit id that does not answer marks only its own points
+  bad and is then probed at most once per backoff step (``reconnect_backoff.initial`` doubling up to
+  ``maximum``), so it delays the requests of the other unit ids and poll groups by at most one request
+  budget (``timeout * (retries + 1)``) per probe. The connection is dropped only when every unit id
+  has stopped answering. A unit id that answers slowly but within ``timeout`` delays the requests
+  queued behind it by its response time.
 
 ``ModbusDeviceServer`` is a Modbus TCP server over plain in-memory tables (holding and input
 registers, coils, discrete inputs, per unit id) that the simulator and tests read and write
-synchronously, and that sees what Modbus clients write.
+synchronously, that sees what Modbus clients write (function codes 1-6, 15, 16, 22, 23), counts the
+requests it receives per unit id and function code, and can answer late or refuse function codes.
 
-Left out: Modbus RTU/ASCII, TLS, mask write (22) and read/write multiple (23) on the client side.
+Left out: Modbus RTU/ASCII and RTU over TCP, TLS (Modbus/TCP Security), read/write multiple (23),
+write multiple coils (15) and device identification (43) on the client side, several requests in
+flight on one connection, several connections to one gateway.
 """
 
 from __future__ import annotations
@@ -20,20 +49,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType as SimulatorDataType
 from pymodbus.simulator import SimData, SimDevice
 
-from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError
+from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError, TypeMismatchError
+from aas_server.mapping.codecs import register_bit_masks, with_register_bit
 from aas_server.mapping.planner import ReadRequest, plan_reads
-from aas_server.mapping.schema import BitPoint, Device, RegisterPoint, Table
+from aas_server.mapping.schema import BitPoint, ModbusTcpDevice, RegisterPoint, Table
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
 
 logger = logging.getLogger(__name__)
@@ -52,6 +86,8 @@ _EXCEPTION_NAMES = {
     0x0A: "gateway path unavailable",
     0x0B: "gateway target device failed to respond",
 }
+_ILLEGAL_FUNCTION = 0x01
+_GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
 
 
 def _quiet_library_logging() -> None:
@@ -64,9 +100,32 @@ def _quiet_library_logging() -> None:
         library_logger.setLevel(logging.CRITICAL)
 
 
+def _exception_code(response: Any) -> int:
+    return int(getattr(response, "exception_code", 0) or 0)
+
+
 def _exception_text(response: Any) -> str:
-    code = int(getattr(response, "exception_code", 0) or 0)
+    code = _exception_code(response)
     return f"exception code {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
+
+
+class _ConnectionUnusable(DeviceError):
+    """The connection is closed or broke; the request got no answer."""
+
+
+@dataclass(slots=True)
+class _UnitState:
+    """What the connector knows about one unit id behind the device's connection."""
+
+    silent: bool = False
+    """No answer (or a gateway exception) to its last request."""
+    announced: bool = False
+    """Its silence was logged; its next answer is logged too."""
+    probe_delay: float = 0.0
+    next_probe: float = 0.0
+    """Loop time before which a silent unit's reads are not sent."""
+    mask_write: bool = True
+    """Whether it is still assumed to support Mask Write Register (22)."""
 
 
 class ModbusConnector:
@@ -75,7 +134,7 @@ class ModbusConnector:
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
     """
 
-    def __init__(self, device: Device, points: Sequence[Point], sink: SampleSink) -> None:
+    def __init__(self, device: ModbusTcpDevice, points: Sequence[Point], sink: SampleSink) -> None:
         foreign = [point.name for point in points if point.device != device.name]
         if foreign:
             raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
@@ -83,6 +142,11 @@ class ModbusConnector:
         self._sink = sink
         self._points = {point.name: point for point in points}
         self._requests = plan_reads(device, points)
+        unit_ids = sorted({device.point_unit_id(point) for point in points} or {device.unit_id})
+        self._units = {unit_id: _UnitState() for unit_id in unit_ids}
+        self._unanswered: set[int] = set()
+        self._register_locks: dict[tuple[int, int], asyncio.Lock] = {}
+        self._in_flight: set[asyncio.Future[Any]] = set()
         self._client: AsyncModbusTcpClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -100,7 +164,7 @@ class ModbusConnector:
 
     @property
     def read_requests(self) -> list[ReadRequest]:
-        """The planned read requests (for diagnostics)."""
+        """The planned read requests, one of each per poll (for diagnostics and benchmarks)."""
         return list(self._requests)
 
     async def __aenter__(self) -> Self:
@@ -147,6 +211,8 @@ class ModbusConnector:
     def _on_library_connection_change(self, connected: bool) -> None:
         if not connected:
             self._connection_lost.set()
+            for exchange in self._in_flight:
+                exchange.cancel()
 
     async def _connect(self) -> bool:
         client = AsyncModbusTcpClient(
@@ -167,6 +233,9 @@ class ModbusConnector:
             client.close()
             return False
         self._client = client
+        self._unanswered.clear()
+        for unit in self._units.values():
+            unit.next_probe = 0.0
         return True
 
     async def _maintain_connection(self) -> None:
@@ -218,6 +287,94 @@ class ModbusConnector:
             )
         self._reachable = False
 
+    # --- unit ids ------------------------------------------------------------------------------
+
+    def _unit(self, unit_id: int) -> _UnitState:
+        return self._units.setdefault(unit_id, _UnitState())
+
+    def _unit_answers(self, unit_id: int) -> None:
+        unit = self._unit(unit_id)
+        if unit.silent:
+            unit.silent = False
+            if unit.announced:
+                unit.announced = False
+                logger.info("Modbus device %r: unit %d answers again", self.device.name, unit_id)
+
+    def _unit_silent(self, unit_id: int, reason: str, announce: bool) -> None:
+        """Back off from a unit id that did not answer; ``announce`` logs it (once per outage)."""
+        unit = self._unit(unit_id)
+        backoff = self.device.reconnect_backoff
+        if unit.silent:
+            unit.probe_delay = min(unit.probe_delay * 2, backoff.maximum)
+        else:
+            unit.silent = True
+            unit.probe_delay = backoff.initial
+        if announce and not unit.announced:
+            unit.announced = True
+            logger.warning(
+                "Modbus device %r: unit %d does not answer (%s); its values are bad until it does",
+                self.device.name,
+                unit_id,
+                reason,
+            )
+        unit.next_probe = asyncio.get_running_loop().time() + unit.probe_delay
+
+    def _unit_due(self, unit_id: int) -> bool:
+        unit = self._unit(unit_id)
+        return not unit.silent or asyncio.get_running_loop().time() >= unit.next_probe
+
+    # --- requests ------------------------------------------------------------------------------
+
+    async def _send(self, unit_id: int, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[Any]]) -> Any:
+        """Send one request and return the response (an exception response included).
+
+        Raises ``_ConnectionUnusable`` without or after losing the connection, ``DeviceTimeoutError``
+        when nothing answered within the request budget, ``DeviceError`` for a garbled exchange.
+        """
+        client = self._client
+        if client is None or not client.connected:
+            self._mark_unreachable("connection lost")
+            raise _ConnectionUnusable(f"not connected; the {what} was not sent", device=self.device.name)
+        exchange = asyncio.ensure_future(call(client))
+        self._in_flight.add(exchange)
+        try:
+            async with asyncio.timeout(self._request_budget):
+                response = await self._answer(exchange)
+        except (TimeoutError, ModbusIOException) as error:
+            reason = f"no answer from unit {unit_id} ({error or 'timeout'})"
+            self._unit_silent(unit_id, reason, announce=len(self._units) > 1)
+            self._unanswered.add(unit_id)
+            if self._unanswered.issuperset(self._units):
+                self._drop_connection(reason)
+            raise DeviceTimeoutError(
+                f"no answer to the {what} within {self._request_budget:g} s", device=self.device.name
+            ) from None
+        except (ConnectionException, OSError) as error:
+            self._drop_connection(str(error) or type(error).__name__)
+            raise _ConnectionUnusable(f"connection lost during the {what}", device=self.device.name) from None
+        except ModbusException as error:
+            raise DeviceError(f"{what} failed: {error}", device=self.device.name) from None
+        finally:
+            self._in_flight.discard(exchange)
+        self._unanswered.clear()
+        self._mark_reachable()
+        return response
+
+    @staticmethod
+    async def _answer(exchange: asyncio.Future[Any]) -> Any:
+        """The answer of ``exchange``; ``ConnectionException`` when the lost connection aborted it.
+
+        pymodbus keeps waiting (and retrying) on a closed connection until its timeout runs out; the
+        connector cancels the exchange instead, so that a closed device turns bad at the next poll.
+        """
+        try:
+            return await exchange
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            raise ConnectionException("the connection closed before the answer came") from None
+
     # --- reading -------------------------------------------------------------------------------
 
     async def _poll(self, interval: float, indexes: list[int]) -> None:
@@ -235,31 +392,36 @@ class ModbusConnector:
 
     async def _read(self, index: int) -> None:
         request = self._requests[index]
-        client = self._client
-        if client is None or not client.connected:
+        if not self.connected:
             self._mark_unreachable("connection lost")
             self._emit_failure(request, QualityReason.NO_COMMUNICATION)
             return
+        if not self._unit_due(request.unit_id):
+            self._emit_failure(request, QualityReason.NO_COMMUNICATION)
+            return
+        what = (
+            f"read of {request.table.value} {request.address}..{request.address + request.count - 1} "
+            f"of unit {request.unit_id}"
+        )
         try:
-            async with asyncio.timeout(self._request_budget):
-                response = await self._execute_read(client, request)
-        except (TimeoutError, ModbusIOException) as error:
-            self._drop_connection(f"no answer ({error or 'timeout'})")
+            response = await self._send(request.unit_id, what, lambda client: self._execute_read(client, request))
+        except (_ConnectionUnusable, DeviceTimeoutError):
             self._emit_failure(request, QualityReason.NO_COMMUNICATION)
             return
-        except (ConnectionException, OSError) as error:
-            self._drop_connection(str(error))
-            self._emit_failure(request, QualityReason.NO_COMMUNICATION)
-            return
-        except ModbusException as error:
+        except DeviceError as error:
             self._note_request_failure(index, request, str(error))
             self._emit_failure(request, QualityReason.COMMUNICATION_ERROR)
             return
-        self._mark_reachable()
         if response.isError():
+            if _exception_code(response) in _GATEWAY_EXCEPTIONS:
+                self._unit_silent(request.unit_id, f"the gateway answers {_exception_text(response)}", announce=True)
+                self._emit_failure(request, QualityReason.NO_COMMUNICATION)
+                return
+            self._unit_answers(request.unit_id)
             self._note_request_failure(index, request, _exception_text(response))
             self._emit_failure(request, QualityReason.COMMUNICATION_ERROR)
             return
+        self._unit_answers(request.unit_id)
         if index in self._failing_requests:
             self._failing_requests.discard(index)
             logger.info(
@@ -271,7 +433,8 @@ class ModbusConnector:
             )
         self._emit_values(request, response)
 
-    async def _execute_read(self, client: AsyncModbusTcpClient, request: ReadRequest) -> Any:
+    @staticmethod
+    async def _execute_read(client: AsyncModbusTcpClient, request: ReadRequest) -> Any:
         address, count, unit_id = request.address, request.count, request.unit_id
         if request.table is Table.HOLDING_REGISTER:
             return await client.read_holding_registers(address, count=count, device_id=unit_id)
@@ -327,47 +490,94 @@ class ModbusConnector:
         """Write a point's raw value; returns once the device acknowledged it.
 
         Raises ``DeviceTimeoutError`` when the device does not answer in time, ``DeviceError`` when
-        it is not connected or answers with an exception response.
+        it is not connected or answers with an exception response, ``NotFoundError`` for a point of
+        another device and ``TypeMismatchError`` for raw items that do not fit the point.
         """
         point = self._points.get(raw.point)
         if point is None:
             raise NotFoundError(f"device {self.device.name!r} has no point {raw.point!r}")
-        if len(raw.raw) != point.register_count:
-            raise ValueError(f"point {point.name!r} needs {point.register_count} items, got {len(raw.raw)}")
+        items = _write_items(point, raw.raw)
         if not self._first_attempt_done.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.device.timeout + 0.5):
                     await self._first_attempt_done.wait()
-        client = self._client
-        if client is None or not client.connected:
-            raise DeviceError("not connected; the write was not sent", device=self.device.name)
         address = self.device.wire_address(point)
         unit_id = self.device.point_unit_id(point)
-        try:
-            async with asyncio.timeout(self._request_budget):
-                if isinstance(point, BitPoint):
-                    response = await client.write_coil(address, bool(raw.raw[0]), device_id=unit_id)
-                elif len(raw.raw) == 1:
-                    response = await client.write_register(address, int(raw.raw[0]), device_id=unit_id)
-                else:
-                    words = [int(word) for word in raw.raw]
-                    response = await client.write_registers(address, words, device_id=unit_id)
-        except (TimeoutError, ModbusIOException) as error:
-            self._drop_connection(f"no answer ({error or 'timeout'})")
-            raise DeviceTimeoutError(
-                f"no answer to the write of {point.name!r} within {self._request_budget:g} s",
-                device=self.device.name,
-            ) from None
-        except (ConnectionException, OSError) as error:
-            self._drop_connection(str(error))
-            raise DeviceError(f"connection lost while writing {point.name!r}", device=self.device.name) from None
-        except ModbusException as error:
-            raise DeviceError(f"write of {point.name!r} failed: {error}", device=self.device.name) from None
-        self._mark_reachable()
+        what = f"write of {point.name!r}"
+        response: Any
+        if isinstance(point, BitPoint):
+            response = await self._send(
+                unit_id, what, lambda client: client.write_coil(address, bool(items[0]), device_id=unit_id)
+            )
+        elif point.bit is not None:
+            response = await self._write_register_bit(unit_id, address, point.bit, bool(items[0]), what)
+        elif len(items) == 1:
+            response = await self._send(
+                unit_id, what, lambda client: client.write_register(address, int(items[0]), device_id=unit_id)
+            )
+        else:
+            words = [int(word) for word in items]
+            response = await self._send(
+                unit_id, what, lambda client: client.write_registers(address, words, device_id=unit_id)
+            )
+        if not (response.isError() and _exception_code(response) in _GATEWAY_EXCEPTIONS):
+            self._unit_answers(unit_id)
         if response.isError():
             raise DeviceError(
-                f"device refused the write of {point.name!r}: {_exception_text(response)}", device=self.device.name
+                f"device refused the {what} (unit {unit_id}): {_exception_text(response)}", device=self.device.name
             )
+
+    async def _write_register_bit(self, unit_id: int, address: int, bit: int, value: bool, what: str) -> Any:
+        """Mask Write Register (22); read-modify-write (3 then 6) for a device that refuses it."""
+        unit = self._unit(unit_id)
+        lock = self._register_locks.setdefault((unit_id, address), asyncio.Lock())
+        async with lock:
+            if unit.mask_write:
+                and_mask, or_mask = register_bit_masks(bit, value)
+                response = await self._send(
+                    unit_id,
+                    what,
+                    lambda client: client.mask_write_register(
+                        address=address, and_mask=and_mask, or_mask=or_mask, device_id=unit_id
+                    ),
+                )
+                if not (response.isError() and _exception_code(response) == _ILLEGAL_FUNCTION):
+                    return response
+                unit.mask_write = False
+                logger.info(
+                    "Modbus device %r unit %d does not support mask write (function code 22); "
+                    "its register bits are written by reading and rewriting the register",
+                    self.device.name,
+                    unit_id,
+                )
+            current = await self._send(
+                unit_id, what, lambda client: client.read_holding_registers(address, count=1, device_id=unit_id)
+            )
+            if current.isError():
+                return current
+            if len(current.registers) != 1:
+                raise DeviceError(
+                    f"{what}: the device returned {len(current.registers)} registers for one", device=self.device.name
+                )
+            word = with_register_bit(int(current.registers[0]), bit, value)
+            return await self._send(
+                unit_id, what, lambda client: client.write_register(address, word, device_id=unit_id)
+            )
+
+
+def _write_items(point: Point, raw: Any) -> tuple[int, ...] | tuple[bool, ...]:
+    """Check ``RawWrite.raw`` against the point: ``(bool,)`` for a bit, its register count of words otherwise."""
+    if not isinstance(raw, tuple | list):
+        raise TypeMismatchError(f"point {point.name!r}: raw value {raw!r} is not a sequence")
+    if isinstance(point, BitPoint) or point.bit is not None:
+        if len(raw) != 1 or raw[0] not in (True, False):
+            raise TypeMismatchError(f"point {point.name!r} is one bit: needs (bool,), got {raw!r}")
+        return (bool(raw[0]),)
+    if len(raw) != point.register_count:
+        raise TypeMismatchError(f"point {point.name!r} needs {point.register_count} register words, got {len(raw)}")
+    if any(isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFF for word in raw):
+        raise TypeMismatchError(f"point {point.name!r}: register words must be 0..65535, got {list(raw)!r}")
+    return tuple(int(word) for word in raw)
 
 
 # --- device server --------------------------------------------------------------------------------
@@ -397,19 +607,68 @@ class _UnitMemory:
         self.bits: dict[Table, list[bool]] = {Table.COIL: [False] * size, Table.DISCRETE_INPUT: [False] * size}
 
 
+class _RequestHandler(ServerRequestHandler):
+    """pymodbus' handler of one client connection, with counting, delays and refusals.
+
+    pymodbus answers with the transaction id of the *newest* request on the connection; a request
+    held back by a delay is therefore answered here with the request it came with.
+    """
+
+    async def handle_request(self) -> None:
+        request, address = self.last_pdu, self.last_addr
+        if request is None:
+            return
+        device_server: ModbusDeviceServer = self.server.device_server
+        exception_code = await device_server._admit(int(request.dev_id), int(request.function_code))
+        if not self.transport:
+            return
+        if exception_code is not None:
+            response = ExceptionResponse(
+                request.function_code, exception_code, device_id=request.dev_id, transaction=request.transaction_id
+            )
+            self.server_send(response, address)  # type: ignore[no-untyped-call]
+            return
+        self.last_pdu, self.last_addr = request, address
+        await super().handle_request()  # type: ignore[no-untyped-call]
+
+
+class _TcpServer(ModbusTcpServer):
+    def __init__(self, device_server: ModbusDeviceServer, devices: list[SimDevice], address: tuple[str, int]) -> None:
+        super().__init__(devices, address=address)
+        self.device_server = device_server
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _RequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)  # type: ignore[no-untyped-call]
+
+
 class ModbusDeviceServer:
-    """A Modbus TCP server over in-memory tables, for the simulator and tests.
+    """A Modbus TCP server over in-memory tables, for the simulator, tests and benchmarks.
 
     Each unit id has ``size`` holding registers, input registers, coils and discrete inputs at
-    zero-based addresses ``0..size-1``; other addresses answer with exception code 2. The tables
+    zero-based addresses ``0..size-1``; other addresses answer with exception code 2, unit ids it
+    does not serve with exception code 11 (as a gateway with nothing behind that id). The tables
     survive ``stop()``/``start()``, and a restart binds the same port again.
+
+    ``response_delay`` (seconds, changeable while running; ``unit_response_delays`` per unit id)
+    holds every answer back, as a slow device or a slow line behind a gateway would; requests on
+    one connection are still processed concurrently. Function codes in ``refused_function_codes``
+    are answered with exception code 1 (illegal function). ``request_counts`` tells how many
+    requests arrived per unit id and function code.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, unit_ids: Iterable[int] = (1,), size: int = 1024
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        unit_ids: Iterable[int] = (1,),
+        size: int = 1024,
+        response_delay: float = 0.0,
+        refused_function_codes: Iterable[int] = (),
     ) -> None:
         if size <= 0 or size % 16 or size > 65536:
             raise ValueError("size must be a positive multiple of 16 up to 65536")
+        if response_delay < 0:
+            raise ValueError("response_delay must not be negative")
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -417,7 +676,15 @@ class ModbusDeviceServer:
         self._memory = {unit_id: _UnitMemory(size) for unit_id in unit_ids}
         if not self._memory:
             raise ValueError("at least one unit id is needed")
-        self._server: ModbusTcpServer | None = None
+        self._server: _TcpServer | None = None
+        self.response_delay = response_delay
+        """Seconds every answer is held back."""
+        self.unit_response_delays: dict[int, float] = {}
+        """Seconds the answers of a unit id are held back, instead of ``response_delay``."""
+        self.refused_function_codes: set[int] = set(refused_function_codes)
+        """Function codes answered with exception code 1 (illegal function)."""
+        self._request_counts: Counter[tuple[int, int]] = Counter()
+        self._waiting: set[asyncio.Task[Any]] = set()
 
     @property
     def port(self) -> int:
@@ -434,6 +701,22 @@ class ModbusDeviceServer:
     def unit_ids(self) -> list[int]:
         return list(self._memory)
 
+    @property
+    def request_counts(self) -> Mapping[tuple[int, int], int]:
+        """Requests received since start or ``reset_request_counts()``, by ``(unit id, function code)``."""
+        return dict(self._request_counts)
+
+    def request_count(self, unit_id: int | None = None, function_code: int | None = None) -> int:
+        """Requests received for ``unit_id`` and ``function_code`` (``None``: any)."""
+        return sum(
+            count
+            for (unit, code), count in self._request_counts.items()
+            if (unit_id is None or unit == unit_id) and (function_code is None or code == function_code)
+        )
+
+    def reset_request_counts(self) -> None:
+        self._request_counts.clear()
+
     async def start(self) -> None:
         """Listen; after a ``stop()`` on the port bound before."""
         if self._server is not None:
@@ -441,7 +724,7 @@ class ModbusDeviceServer:
         _quiet_library_logging()
         port = self._port if self._port is not None else self._requested_port
         devices = [self._sim_device(unit_id) for unit_id in self._memory]
-        server = ModbusTcpServer(devices, address=(self.host, port))
+        server = _TcpServer(self, devices, (self.host, port))
         try:
             await server.serve_forever(background=True)
         except RuntimeError as error:
@@ -454,8 +737,13 @@ class ModbusDeviceServer:
         self._server = server
 
     async def stop(self) -> None:
-        """Close the listener and every client connection."""
+        """Close the listener and every client connection; answers held back are dropped."""
         server, self._server = self._server, None
+        waiting, self._waiting = self._waiting, set()
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            await asyncio.wait(waiting)
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
 
@@ -470,6 +758,25 @@ class ModbusDeviceServer:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _admit(self, unit_id: int, function_code: int) -> int | None:
+        """Count a request, hold it back by the unit's delay; the exception code to answer, if any."""
+        self._request_counts[(unit_id, function_code)] += 1
+        delay = self.unit_response_delays.get(unit_id, self.response_delay)
+        if delay > 0:
+            task = asyncio.current_task()
+            if task is not None:
+                self._waiting.add(task)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                if task is not None:
+                    self._waiting.discard(task)
+        if function_code in self.refused_function_codes:
+            return int(ExcCodes.ILLEGAL_FUNCTION)
+        if unit_id not in self._memory:
+            return int(ExcCodes.GATEWAY_NO_RESPONSE)
+        return None
 
     def _sim_device(self, unit_id: int) -> SimDevice:
         memory = self._memory[unit_id]
@@ -539,6 +846,11 @@ class ModbusDeviceServer:
             if not 0 <= value <= 0xFFFF:
                 raise ValueError(f"register value {value} is not an unsigned 16-bit word")
         memory.words[table][address : address + len(values)] = [int(value) for value in values]
+
+    def set_register_bit(self, table: Table, address: int, bit: int, value: bool, unit_id: int = 1) -> None:
+        """Set one bit (0 = least significant) of a holding or input register, leaving the others."""
+        (word,) = self.get_registers(table, address, 1, unit_id)
+        self.set_registers(table, address, [with_register_bit(word, bit, value)], unit_id)
 
     def get_bits(self, table: Table, address: int, count: int, unit_id: int = 1) -> tuple[bool, ...]:
         """Coils or discrete inputs."""

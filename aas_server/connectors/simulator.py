@@ -8,7 +8,8 @@ engine, so the simulator and the hub's mapping never disagree. Set-points (and `
 written by Modbus clients are read back every step and obeyed, never overwritten.
 
 The simulator addresses points by name, ``<twin key>.<idShort>`` as in ``mappings/bottling-line.yaml``;
-points the mapping lacks are simply not simulated.
+points the mapping lacks are simply not simulated. A ``bool`` on a register bit is set in its
+register without touching the other bits.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from aas_server.connectors.modbus import ModbusDeviceServer
+from aas_server.errors import MappingError
 from aas_server.mapping.engine import MappingEngine
-from aas_server.mapping.schema import MappingFile
+from aas_server.mapping.schema import BitPoint, MappingFile, ModbusTcpDevice, RegisterPoint
 from aas_server.model.events import Quality, RawSample, utc_now
 
 logger = logging.getLogger(__name__)
@@ -75,11 +77,13 @@ class BottlingLineSimulator:
     ) -> None:
         if update_interval <= 0:
             raise ValueError("update_interval must be positive")
-        self.device = mapping.device(device_name)
-        self.engine = MappingEngine(
-            mapping.model_copy(update={"points": mapping.points_of(device_name), "devices": [self.device]})
-        )
-        self._points = {point.name: point for point in self.engine.points()}
+        device = mapping.device(device_name)
+        if not isinstance(device, ModbusTcpDevice):
+            raise MappingError(f"device {device_name!r} speaks {device.protocol}; the simulator is a Modbus TCP device")
+        self.device = device
+        points = mapping.modbus_points_of(device_name)
+        self.engine = MappingEngine(mapping.model_copy(update={"points": points, "devices": [device]}))
+        self._points: dict[str, RegisterPoint | BitPoint] = {point.name: point for point in points}
         unit_ids = {self.device.point_unit_id(point) for point in self._points.values()} or {self.device.unit_id}
         highest = max(
             (self.device.wire_address(point) + point.register_count for point in self._points.values()), default=0
@@ -141,8 +145,11 @@ class BottlingLineSimulator:
         point = self._points.get(name)
         if point is None:
             return
-        raw = self.engine.encode_value(name, value)
-        self.server.set_raw(point.table, self.device.wire_address(point), raw, self.device.point_unit_id(point))
+        address, unit_id = self.device.wire_address(point), self.device.point_unit_id(point)
+        if isinstance(point, RegisterPoint) and point.bit is not None:
+            self.server.set_register_bit(point.table, address, point.bit, bool(value), unit_id)
+            return
+        self.server.set_raw(point.table, address, self.engine.encode_value(name, value), unit_id)
 
     def read_point(self, name: str) -> Any:
         """The engineering value the point's registers hold now, ``None`` if undecodable or unmapped."""
@@ -152,7 +159,7 @@ class BottlingLineSimulator:
         raw = self.server.get_raw(
             point.table, self.device.wire_address(point), point.register_count, self.device.point_unit_id(point)
         )
-        change = self.engine.on_sample(RawSample(self.device.name, name, raw, utc_now()))
+        change = self.engine.decode_sample(RawSample(self.device.name, name, raw, utc_now()))
         return change.value if change.quality is not Quality.BAD else None
 
     def _initialise(self) -> None:

@@ -7,7 +7,8 @@ whether the two bytes inside each register are in the standard order (``big``) o
 
 Strings take two characters per register (the first in the high byte unless ``byte_order`` is
 ``little``), padded with NUL or space at the end. A ``bool`` in a register table is one bit of one
-register (bit 0 the least significant).
+register (bit 0 the least significant); it is written with the AND and OR masks of Mask Write
+Register (function code 22, section 6.16), or by reading the register and writing it back whole.
 
 Left out: BCD, multi-bit fields inside registers.
 """
@@ -173,3 +174,26 @@ def encode_register_point(point: RegisterPoint, value: int | float | str) -> tup
     if isinstance(value, str):
         raise CodecError(f"{point.data_type.value} needs a number, got {value!r}")
     return encode(point.data_type, value, point.word_order, point.byte_order)
+
+
+def register_bit_masks(bit: int, value: bool) -> tuple[int, int]:
+    """The AND and OR masks of a Mask Write Register request (section 6.16) that set ``bit`` to ``value``.
+
+    The device computes ``(current AND and_mask) OR (or_mask AND NOT and_mask)``: every other bit stays.
+    """
+    if not 0 <= bit <= 15:
+        raise CodecError(f"bit {bit} is not a bit of a 16-bit register (0-15)")
+    and_mask = 0xFFFF & ~(1 << bit)
+    return and_mask, (1 << bit) if value else 0
+
+
+def apply_register_masks(word: int, and_mask: int, or_mask: int) -> int:
+    """What Mask Write Register (section 6.16) leaves in a register that held ``word``."""
+    return ((word & and_mask) | (or_mask & ~and_mask)) & 0xFFFF
+
+
+def with_register_bit(word: int, bit: int, value: bool) -> int:
+    """``word`` with ``bit`` set to ``value`` and every other bit unchanged."""
+    if isinstance(word, bool) or not 0 <= word <= 0xFFFF:
+        raise CodecError(f"register word {word!r} is not an unsigned 16-bit integer")
+    return apply_register_masks(word, *register_bit_masks(bit, value))

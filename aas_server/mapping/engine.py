@@ -1,206 +1,346 @@
 """The mapping engine: raw device samples to element values, and element values back to raw writes.
 
-Pure (``ARCHITECTURE.md``, house rule 1): no I/O, no clock except the times carried by the samples.
-Read path: ``RawSample`` -> decode (``codecs``) -> ``raw * scale + offset`` -> ``ValueChanged``.
-Write path: value -> ``(value - offset) / scale`` -> range and resolution checks -> encode -> ``RawWrite``.
+Pure (``ARCHITECTURE.md``, house rule 1): no I/O, no clock except the times carried by the samples
+(and the server time stamped on each ``ValueChanged``). Per point it derives, once, a decoder and a
+normalisation ``Chain`` (``aas_server.mapping.normalize``); the per-sample path is a dictionary
+lookup, the decoder, the chain's arithmetic and the ``ValueChanged``.
 
-Value types produced: ``bool`` for coils and discrete inputs; ``int`` for integer data types with
-scale 1 and offset 0; ``float`` otherwise. The store coerces them to the element's ``valueType``.
-A non-finite float read from a device (NaN is how many devices flag a failed sensor) is reported as
-bad quality with reason ``SENSOR_FAILURE``; a frame that cannot be decoded as ``DECODE_ERROR``.
+Decoding by point kind (``RawSample.raw``):
+
+- Modbus register point: the register words, decoded by data type (numbers through ``struct``,
+  strings and register bits through ``codecs.decode_register_point``);
+- Modbus coil or discrete input: ``(bool,)``;
+- OPC UA variable, MQTT: the protocol value. A point with numeric normalisation (scale, offset,
+  unit, limits, deadband, filter) takes numbers, and text holding a decimal number (``"21.5"``);
+  an enum point also takes its names; other points take any value unchanged.
+
+A frame or value that cannot be decoded gives quality ``BAD``, reason ``DECODE_ERROR``; a non-finite
+number (how many devices flag a failed sensor) ``BAD``, ``SENSOR_FAILURE``; a failed read keeps the
+sample's quality and reason (``BAD``, ``NO_COMMUNICATION`` unless it says otherwise), and an
+``UNCERTAIN`` sample without a value (an MQTT topic gone stale) republishes the last value as
+uncertain. A value is never made up: a bad change carries ``value=None`` and the store keeps the
+last value.
+
+Left out: OPC UA method points produce no samples and take no writes (they are called, see
+``aas_server.opcua.methods``); arrays are passed through only for points without normalisation.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aas_server.errors import NotFoundError, NotWritableError, TypeMismatchError
-from aas_server.mapping import codecs
-from aas_server.mapping.schema import BitPoint, DataType, Device, MappingFile, RegisterPoint
-from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, ValueChanged
+from aas_server.mapping import codecs, normalize
+from aas_server.mapping.normalize import Chain, PointState
+from aas_server.mapping.schema import (
+    AnyDevice,
+    AnyPoint,
+    BitPoint,
+    DataType,
+    MappingFile,
+    OpcUaMethodPoint,
+    Order,
+    RegisterPoint,
+)
+from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, ValueChanged, utc_now
 
-Point = RegisterPoint | BitPoint
+Decoder = Callable[[Any], Any]
 
-_RELATIVE_TOLERANCE = 1e-9
+_BAD = Quality.BAD
+_DECODE_ERROR = QualityReason.DECODE_ERROR
+_STRUCT_CODES = {
+    DataType.INT16: "h",
+    DataType.UINT16: "H",
+    DataType.INT32: "i",
+    DataType.UINT32: "I",
+    DataType.INT64: "q",
+    DataType.UINT64: "Q",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
+}
 
 
-def _integral_divisor(scale: float) -> int | None:
-    """``1/scale`` when it is an integer (scale 0.1 -> 10), so 235 * 0.1 can be computed as 235 / 10."""
-    if scale == 0:
-        return None
-    divisor = 1 / scale
-    nearest = round(divisor)
-    if nearest != 0 and abs(divisor - nearest) <= _RELATIVE_TOLERANCE * abs(divisor):
-        return nearest
-    return None
+# --- decoders -------------------------------------------------------------------------------------
+
+
+def _number_decoder(point: RegisterPoint) -> Decoder:
+    """Register words to a number: ``struct`` formats built once (same results as ``codecs.decode``)."""
+    count = point.register_count
+    words = struct.Struct(("<" if point.byte_order is Order.LITTLE else ">") + "H" * count)
+    number = struct.Struct(">" + _STRUCT_CODES[point.data_type])
+    reverse = point.word_order is Order.LITTLE
+    pack, unpack = words.pack, number.unpack
+
+    def decode(raw: Any) -> Any:
+        if len(raw) != count:
+            raise codecs.CodecError(f"{point.data_type.value} needs {count} registers, got {len(raw)}")
+        for word in raw:
+            if word.__class__ is bool:
+                raise codecs.CodecError("register points need register words, got bits")
+        try:
+            return unpack(pack(*(raw[::-1] if reverse else raw)))[0]
+        except struct.error:
+            raise codecs.CodecError(f"register words must be unsigned 16-bit integers, got {raw!r}") from None
+
+    return decode
+
+
+def _register_decoder(point: RegisterPoint) -> Decoder:
+    if point.data_type.is_numeric:
+        return _number_decoder(point)
+
+    def decode(raw: Any) -> Any:
+        return codecs.decode_register_point(point, raw)
+
+    return decode
+
+
+def _decode_bit(raw: Any) -> bool:
+    if len(raw) != 1 or not isinstance(raw[0], bool | int) or raw[0] not in (0, 1):
+        raise codecs.CodecError(f"a bit point needs one bit, got {raw!r}")
+    return bool(raw[0])
+
+
+def _pass(raw: Any) -> Any:
+    return raw
+
+
+def _protocol_value_decoder(chain: Chain) -> Decoder:
+    """OPC UA and MQTT values: numbers, and text holding numbers, for numeric and enum points."""
+    if not chain.numeric and chain.enum is None:
+        return _pass
+    names = chain.enum_codes or {}
+
+    def decode(raw: Any) -> Any:
+        kind = raw.__class__
+        if kind is float or kind is int:
+            return raw
+        if isinstance(raw, str):
+            number = normalize.parse_number(raw)
+            if number is not None:
+                return number
+            if raw in names:
+                return raw
+            raise codecs.CodecError(f"{raw!r} is not a number")
+        if isinstance(raw, bool):
+            if chain.enum is None:
+                raise codecs.CodecError(f"a numeric point needs a number, got {raw!r}")
+            return int(raw)
+        if isinstance(raw, int | float):
+            return raw
+        raise codecs.CodecError(f"a numeric point needs a number, got {type(raw).__name__}")
+
+    return decode
+
+
+def _decoder(point: AnyPoint, chain: Chain) -> Decoder:
+    if isinstance(point, RegisterPoint):
+        return _register_decoder(point)
+    if isinstance(point, BitPoint):
+        return _decode_bit
+    return _protocol_value_decoder(chain)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the engine derived for one point at construction."""
+
+    point: AnyPoint
+    chain: Chain
+    state: PointState
+    decode: Decoder
+    read: normalize.Reader
+    submodel_id: str
+    id_short_path: str
+    origin: str
+
+
+SampleHandler = Callable[[RawSample], ValueChanged | None]
+
+
+def _sample_handler(plan: _Plan, state: PointState) -> SampleHandler:
+    """The whole read path of one point with everything it needs bound: the engine's per-sample code."""
+    chain, decode, read = plan.chain, plan.decode, plan.read
+    submodel_id, id_short_path, origin = plan.submodel_id, plan.id_short_path, plan.origin
+    read_failure, read_bad = normalize.read_failure, normalize.read_bad
+
+    def handle(sample: RawSample) -> ValueChanged | None:
+        raw, quality, time = sample.raw, sample.quality, sample.source_time
+        if raw is None or quality is _BAD:
+            outcome = read_failure(chain, state, quality, sample.reason, time)
+        else:
+            try:
+                value = decode(raw)
+            except (codecs.CodecError, TypeError):
+                outcome = read_bad(chain, state, _DECODE_ERROR, time)
+            else:
+                outcome = read(state, value, quality, sample.reason, time)
+        if outcome is None:
+            return None
+        return ValueChanged(submodel_id, id_short_path, outcome[0], time, outcome[1], outcome[2], utc_now(), origin)
+
+    return handle
+
+
+# --- thin wrappers over normalize (register points) ------------------------------------------------
 
 
 def to_engineering(point: RegisterPoint, raw: int | float) -> int | float:
-    """``raw * scale + offset``; an ``int`` for integer data types without scaling."""
-    if point.is_identity:
+    """``raw`` after scale, offset and unit conversion; an ``int`` when they leave it unchanged."""
+    forward = normalize.chain_of(point).forward
+    if forward is None:
         return raw if point.data_type.is_integer else float(raw)
-    divisor = _integral_divisor(point.scale)
-    scaled = raw / divisor if divisor is not None else raw * point.scale
-    return float(scaled + point.offset)
+    return forward(raw)
 
 
-def to_device(point: RegisterPoint, value: int | float) -> int | float:
-    """``(value - offset) / scale`` as the number the registers must hold (not yet range checked).
-
-    For integer data types the result is rounded only when it is integral within a relative 1e-9;
-    otherwise ``TypeMismatchError`` names the resolution.
-    """
-    raw = _unscaled(point, value)
-    if not point.data_type.is_integer:
-        return float(raw)
-    if isinstance(raw, int):
-        return raw
-    if not math.isfinite(raw):
-        raise TypeMismatchError(f"point {point.name!r}: {value!r} cannot be written")
-    nearest = round(raw)
-    if abs(raw - nearest) > _RELATIVE_TOLERANCE * max(1.0, abs(raw)):
-        unit = f" {point.unit}" if point.unit else ""
-        raise TypeMismatchError(
-            f"point {point.name!r}: {value!r} is not a multiple of the resolution {point.scale:g}{unit} "
-            f"(offset {point.offset:g}); it would be truncated"
-        )
-    return nearest
-
-
-def _unscaled(point: RegisterPoint, value: int | float) -> int | float:
-    if point.is_identity and isinstance(value, int):
-        return value
-    divisor = _integral_divisor(point.scale)
-    shifted = value - point.offset
-    return shifted * divisor if divisor is not None else shifted / point.scale
+def to_device(point: RegisterPoint, value: Any) -> Any:
+    """The number the registers must hold so that ``point`` reads ``value`` (see ``normalize.to_device``)."""
+    return normalize.to_device(normalize.chain_of(point), value)
 
 
 def engineering_range(point: RegisterPoint) -> tuple[float, float] | None:
-    """The range of engineering values an integer point can carry, lowest first."""
-    bounds = codecs.integer_range(point.data_type)
-    if bounds is None:
-        return None
-    low, high = (to_engineering(point, bound) for bound in bounds)
-    return (min(low, high), max(low, high))
+    """The range of element values an integer point can carry, lowest first."""
+    return normalize.chain_of(point).engineering_range()
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+# --- the engine -----------------------------------------------------------------------------------
 
 
 class MappingEngine:
-    """Decodes samples and encodes writes for the points of one mapping file."""
+    """Decodes samples and encodes writes for the points of one mapping file, with each point's state."""
 
     def __init__(self, mapping: MappingFile) -> None:
         self.mapping = mapping
-        self._points: dict[str, Point] = {point.name: point for point in mapping.points}
-        self._devices: dict[str, Device] = {device.name: device for device in mapping.devices}
+        self._points: dict[str, AnyPoint] = {point.name: point for point in mapping.points}
+        self._devices: dict[str, AnyDevice] = {device.name: device for device in mapping.devices}
+        self._plans: dict[str, _Plan] = {}
+        for point in mapping.points:
+            chain = normalize.chain_of(point)
+            self._plans[point.name] = _Plan(
+                point=point,
+                chain=chain,
+                state=PointState(),
+                decode=_decoder(point, chain),
+                read=normalize.reader(chain),
+                submodel_id=point.target.submodel,
+                id_short_path=point.target.path,
+                origin=f"device:{point.device}",
+            )
+        self._handlers: dict[str, SampleHandler] = {
+            name: _sample_handler(plan, plan.state) for name, plan in self._plans.items()
+        }
 
-    def points(self) -> Sequence[Point]:
+    def points(self) -> Sequence[AnyPoint]:
         """The validated point models, in file order."""
         return list(self._points.values())
 
-    def point(self, point_name: str) -> Point:
+    def point(self, point_name: str) -> AnyPoint:
         """The point called ``point_name``; ``NotFoundError`` if the mapping has none."""
         try:
             return self._points[point_name]
         except KeyError:
             raise NotFoundError(f"no point {point_name!r} in the mapping") from None
 
-    def device_of(self, point_name: str) -> Device:
+    def device_of(self, point_name: str) -> AnyDevice:
         return self._devices[self.point(point_name).device]
 
-    def on_sample(self, sample: RawSample) -> ValueChanged:
+    def chain(self, point_name: str) -> Chain:
+        """The normalisation chain derived for the point."""
+        return self._plan(point_name).chain
+
+    def _plan(self, point_name: str) -> _Plan:
+        try:
+            return self._plans[point_name]
+        except KeyError:
+            raise NotFoundError(f"no point {point_name!r} in the mapping") from None
+
+    def on_sample(self, sample: RawSample) -> ValueChanged | None:
         """Turn one sample into the value change of the point's target element.
 
-        A failed sample gives ``value=None`` with its quality and reason kept (the store keeps the
-        last value); an undecodable frame gives quality ``BAD`` with reason ``DECODE_ERROR``.
+        ``None`` when the point's deadband or rate limit holds the value back. A failed sample gives
+        ``value=None`` with its quality and reason kept (the store keeps the last value); an
+        undecodable frame gives quality ``BAD`` with reason ``DECODE_ERROR``.
         """
-        point = self.point(sample.point)
-        origin = f"device:{point.device}"
+        handle = self._handlers.get(sample.point)
+        if handle is None:
+            raise NotFoundError(f"no point {sample.point!r} in the mapping")
+        return handle(sample)
 
-        def change(value: Any, quality: Quality, reason: QualityReason) -> ValueChanged:
-            return ValueChanged(
-                submodel_id=point.target.submodel,
-                id_short_path=point.target.path,
-                value=value,
-                source_time=sample.source_time,
-                quality=quality,
-                reason=reason,
-                origin=origin,
-            )
-
-        if sample.raw is None or sample.quality is Quality.BAD:
-            quality = Quality.BAD if sample.raw is None else sample.quality
-            reason = sample.reason
-            if reason is QualityReason.NONE:
-                reason = QualityReason.NO_COMMUNICATION
-            return change(None, quality, reason)
-        try:
-            value = self._decode(point, sample.raw)
-        except codecs.CodecError:
-            return change(None, Quality.BAD, QualityReason.DECODE_ERROR)
-        if isinstance(value, float) and not math.isfinite(value):
-            return change(None, Quality.BAD, QualityReason.SENSOR_FAILURE)
-        return change(value, sample.quality, sample.reason)
-
-    @staticmethod
-    def _decode(point: Point, raw: tuple[int, ...] | tuple[bool, ...]) -> bool | int | float:
-        if isinstance(point, BitPoint):
-            if len(raw) != 1 or not isinstance(raw[0], bool | int) or raw[0] not in (0, 1):
-                raise codecs.CodecError(f"a bit point needs one bit, got {raw!r}")
-            return bool(raw[0])
-        if any(isinstance(word, bool) for word in raw):
-            raise codecs.CodecError("register points need register words, got bits")
-        number = codecs.decode(point.data_type, raw, point.word_order, point.byte_order)
-        return to_engineering(point, number)
+    def decode_sample(self, sample: RawSample) -> ValueChanged:
+        """What ``sample`` means on its own: decoded and normalised, without filter, deadband or
+        rate-limit history, and without touching the point's state (for simulators and diagnostics)."""
+        change = _sample_handler(self._plan(sample.point), PointState())(sample)
+        assert change is not None
+        return change
 
     def to_raw(self, point_name: str, value: Any) -> RawWrite:
         """The inverse of ``on_sample``: what to write to the device so that it reads ``value``.
 
-        Raises ``NotWritableError`` for a read-only point and ``TypeMismatchError`` when ``value``
-        has the wrong type, is out of the data type's range, or is finer than its resolution.
+        Modbus register points give register words, coils and register bits ``(bool,)``; OPC UA
+        variables and MQTT points the value in the device's unit (an ``int`` stays an ``int`` when
+        no scale, offset or unit conversion applies; otherwise a ``float``). Raises
+        ``NotWritableError`` for a read-only point or an OPC UA method, and ``TypeMismatchError``
+        when ``value`` has the wrong type, is outside the limits or the data type's range, or is
+        finer than its resolution.
         """
-        point = self.point(point_name)
+        plan = self._plan(point_name)
+        point = plan.point
+        if isinstance(point, OpcUaMethodPoint):
+            raise NotWritableError(f"point {point.name!r} is an OPC UA method: it is called, not written")
         if not point.writable:
             raise NotWritableError(f"point {point.name!r} is read-only (access: {point.access.value})")
-        if isinstance(point, BitPoint):
+        return RawWrite(source=point.device, point=point.name, raw=self._device_raw(plan, value))
+
+    @staticmethod
+    def _device_raw(plan: _Plan, value: Any) -> Any:
+        point, chain = plan.point, plan.chain
+        if isinstance(point, BitPoint) or (isinstance(point, RegisterPoint) and point.data_type is DataType.BOOL):
             if not isinstance(value, bool):
-                raise TypeMismatchError(
-                    f"point {point.name!r} is a {point.table.value}: needs a boolean, got {value!r}"
-                )
-            return RawWrite(source=point.device, point=point.name, raw=(value,))
-        if not _is_number(value) or not math.isfinite(value):
-            raise TypeMismatchError(f"point {point.name!r} needs a finite number, got {value!r}")
-        raw = to_device(point, value)
-        bounds = codecs.integer_range(point.data_type)
-        if bounds is not None and not bounds[0] <= raw <= bounds[1]:
-            low, high = engineering_range(point) or bounds
-            unit = f" {point.unit}" if point.unit else ""
-            raise TypeMismatchError(
-                f"point {point.name!r}: {value!r} is out of range [{low:g}, {high:g}]{unit} "
-                f"({point.data_type.value} raw range [{bounds[0]}, {bounds[1]}])"
-            )
-        if point.data_type is DataType.FLOAT32 and abs(raw) > codecs.FLOAT32_MAX:
-            raise TypeMismatchError(
-                f"point {point.name!r}: {value!r} is out of range for float32 "
-                f"[-{codecs.FLOAT32_MAX:.7g}, {codecs.FLOAT32_MAX:.7g}]"
-            )
+                kind = point.table.value if isinstance(point, BitPoint) else "register bit"
+                raise TypeMismatchError(f"point {point.name!r} is a {kind}: needs a boolean, got {value!r}")
+            return (value,)
+        if isinstance(point, RegisterPoint) and point.data_type is DataType.STRING:
+            if not isinstance(value, str):
+                raise TypeMismatchError(f"point {point.name!r} is a string: needs text, got {value!r}")
+        else:
+            value = normalize.to_device(chain, value)
+        if not isinstance(point, RegisterPoint):
+            if value is None:
+                raise TypeMismatchError(f"point {point.name!r} needs a value, got None")
+            return value
         try:
-            words = codecs.encode(point.data_type, raw, point.word_order, point.byte_order)
+            return codecs.encode_register_point(point, value)
         except codecs.CodecError as error:
             raise TypeMismatchError(f"point {point.name!r}: {error}") from None
-        return RawWrite(source=point.device, point=point.name, raw=words)
 
     def encode_value(self, point_name: str, value: Any) -> tuple[int, ...] | tuple[bool, ...]:
-        """Raw words or bits for ``value`` regardless of access, rounded and clamped (for simulators)."""
-        point = self.point(point_name)
-        if isinstance(point, BitPoint):
+        """Raw words or bits for ``value`` regardless of access, rounded and clamped (for simulators).
+
+        Register bits give ``(bool,)`` like coils (the other bits of the register are not known here);
+        a string longer than the registers is cut. Modbus points only (``TypeMismatchError`` otherwise).
+        """
+        plan = self._plan(point_name)
+        point = plan.point
+        if isinstance(point, BitPoint) or (isinstance(point, RegisterPoint) and point.data_type is DataType.BOOL):
             return (bool(value),)
-        raw = _unscaled(point, value)
-        bounds = codecs.integer_range(point.data_type)
-        if bounds is not None:
-            raw = min(max(round(raw), bounds[0]), bounds[1])
+        if not isinstance(point, RegisterPoint):
+            raise TypeMismatchError(f"point {point.name!r} is not a Modbus point; use device_value")
+        if point.data_type is DataType.STRING:
+            text = str(value)
+            while True:
+                try:
+                    return codecs.encode_string(text, point.register_count, point.encoding, point.byte_order)
+                except codecs.CodecError:
+                    if not text:
+                        raise
+                    text = text[:-1]
+        raw = normalize.nearest_device_value(plan.chain, value)
         return codecs.encode(point.data_type, raw, point.word_order, point.byte_order)
+
+    def device_value(self, point_name: str, value: Any) -> Any:
+        """The device-unit value that reads back as ``value``, regardless of access, rounded and clamped
+        (for simulators of OPC UA and MQTT devices)."""
+        return normalize.nearest_device_value(self._plan(point_name).chain, value)

@@ -46,6 +46,7 @@ from pydantic_core import PydanticCustomError
 
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError, InvalidRequestError, MappingError
+from aas_server.mapping.json_paths import check_json_path
 from aas_server.mapping.units import check_conversion
 from aas_server.model.paths import parse_id_short_path
 from aas_server.model.units import EngineeringUnit, UnitCode, lookup_unit
@@ -311,6 +312,16 @@ class MqttDevice(_Strict):
     stale_after: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
     """Seconds without a message after which a point's value turns uncertain (last usable value)."""
     reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
+
+    @model_validator(mode="after")
+    def _consistent_credentials(self) -> MqttDevice:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        if (self.password is not None or self.password_env is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file needs tls: true")
+        return self
 
 
 Device = Annotated[ModbusTcpDevice | OpcUaDevice | MqttDevice, Field(discriminator="protocol")]
@@ -595,6 +606,24 @@ class MqttPoint(_PointBase):
     timestamp_format: TimestampFormat = TimestampFormat.ISO8601
     write_topic: str | None = None
     """For read-write points: the topic a new value is published to, as ``{"value": <value>}``."""
+
+    @field_validator("value_path", "timestamp_path")
+    @classmethod
+    def _valid_json_path(cls, path: str | None) -> str | None:
+        if path is not None:
+            check_json_path(path)
+        return path
+
+    @field_validator("topic")
+    @classmethod
+    def _valid_topic_filter(cls, topic: str) -> str:
+        levels = topic.split("/")
+        for index, level in enumerate(levels):
+            if "#" in level and (level != "#" or index != len(levels) - 1):
+                raise ValueError(f"'#' must be a whole last level of the topic filter (MQTT 3.1.1, 4.7.1.2): {topic!r}")
+            if "+" in level and level != "+":
+                raise ValueError(f"'+' must be a whole level of the topic filter (MQTT 3.1.1, 4.7.1.3): {topic!r}")
+        return topic
 
     @model_validator(mode="after")
     def _write_topic(self) -> MqttPoint:

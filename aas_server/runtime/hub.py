@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import socket
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -37,9 +38,11 @@ from aas_server.errors import (
     TypeMismatchError,
 )
 from aas_server.exchange import read_package_file
+from aas_server.mapping.aid import mapping_from_aid, mapping_to_aids
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import (
     BitPoint,
+    MappingFile,
     ModbusTcpDevice,
     MqttDevice,
     MqttPoint,
@@ -47,7 +50,6 @@ from aas_server.mapping.schema import (
     OpcUaMethodPoint,
     OpcUaVariablePoint,
     RegisterPoint,
-    MappingFile,
     load_mapping,
 )
 from aas_server.model import values
@@ -55,6 +57,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
+from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
 
@@ -95,6 +98,45 @@ def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
 Connector = ModbusConnector | OpcUaClientConnector | MqttConnector
 
 
+_AID_SEMANTIC_PREFIX = "https://admin-shell.io/idta/AssetInterfacesDescription/"
+_AIMC_SEMANTIC_PREFIX = "https://admin-shell.io/idta/AssetInterfacesMappingConfiguration/"
+
+
+def load_mapping_source(path: Path) -> MappingFile:
+    """A mapping file (YAML), or an AAS package (AASX, JSON, XML) holding an AID submodel and its AIMC.
+
+    ``MappingError`` names the file and, for a package, the idShort path of what is wrong.
+    """
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        return load_mapping(path)
+    try:
+        imported = read_package_file(path)
+    except PackageError as error:
+        raise MappingError(str(error), str(path)) from None
+
+    def with_semantic_prefix(prefix: str) -> list[model.Submodel]:
+        found = []
+        for identifiable in imported.identifiables:
+            if isinstance(identifiable, model.Submodel) and identifiable.semantic_id is not None:
+                keys = identifiable.semantic_id.key
+                if keys and keys[0].value.startswith(prefix):
+                    found.append(identifiable)
+        return found
+
+    descriptions = with_semantic_prefix(_AID_SEMANTIC_PREFIX)
+    configurations = with_semantic_prefix(_AIMC_SEMANTIC_PREFIX)
+    if len(descriptions) != 1 or len(configurations) > 1:
+        raise MappingError(
+            f"a package used as a mapping source needs one Asset Interfaces Description submodel and at most one "
+            f"Mapping Configuration; it has {len(descriptions)} and {len(configurations)}",
+            str(path),
+        )
+    try:
+        return mapping_from_aid(descriptions[0], configurations[0] if configurations else None)
+    except MappingError as error:
+        raise MappingError(error.reason, f"{path}: {error.location}" if error.location else str(path)) from None
+
+
 class Hub:
     """One running twin hub. ``async with Hub(settings) as hub:`` starts it; leaving the block stops it."""
 
@@ -131,7 +173,7 @@ class Hub:
 
     async def _start(self) -> None:
         settings = self.settings
-        mappings = [load_mapping(path) for path in settings.mappings]
+        mappings = [load_mapping_source(path) for path in settings.mappings]
         self.repository = await self._stack.enter_async_context(SqliteRepository(settings.sqlite_path))
         self.store = TwinStore(journal=self.repository)
         if await self.repository.has_model():
@@ -146,6 +188,7 @@ class Hub:
         engines = [(mapping, MappingEngine(mapping)) for mapping in mappings]
         for path, (mapping, engine) in zip(settings.mappings, engines, strict=True):
             self._bind_points(path, mapping, engine)
+        await self._describe_mappings(mappings)
         await self._restore_values()
 
         endpoints = dict(settings.device_endpoints)
@@ -165,6 +208,10 @@ class Hub:
         self._stack.push_async_callback(self._stop_tasks)
 
     def _bind_points(self, path: Path, mapping: MappingFile, engine: MappingEngine) -> None:
+        conflicts = semantic_conflicts(mapping, self._element_or_none)
+        if conflicts:
+            where, message = conflicts[0]
+            raise MappingError("; ".join(f"{w}: {m}" for w, m in conflicts[1:]) or message, f"{path}: {where}")
         for index, point in enumerate(mapping.points):
             where = f"{path}: points[{index}] ({point.name}).target"
             submodel_id, id_short_path = point.target.submodel, point.target.path
@@ -172,14 +219,6 @@ class Hub:
                 element = self.store.element(submodel_id, id_short_path)
             except NotFoundError as error:
                 raise MappingError(str(error), where) from None
-            declared = point.semantic_id
-            if declared and element.semantic_id is not None:
-                actual = element.semantic_id.key[0].value if element.semantic_id.key else None
-                if actual != declared:
-                    raise MappingError(
-                        f"semanticId {declared!r} conflicts with the element's semanticId {actual!r}",
-                        f"{path}: points[{index}] ({point.name}).semantic_id",
-                    )
             key = (submodel_id, id_short_path)
             if key in self._bound:
                 raise MappingError(f"{submodel_id} {id_short_path} is the target of another point already", where)
@@ -195,6 +234,62 @@ class Hub:
             handler = self._write_handler(engine, point.name, point.device) if point.writable else None
             binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
             self.store.bind(submodel_id, id_short_path, binding, handler)
+
+    def _element_or_none(self, submodel_id: str, id_short_path: str) -> model.SubmodelElement | None:
+        try:
+            return self.store.element(submodel_id, id_short_path)
+        except NotFoundError:
+            return None
+
+    def _shell_holding(self, submodel_id: str) -> str | None:
+        for shell in self.store.shells():
+            if any(reference.key and reference.key[-1].value == submodel_id for reference in shell.submodel):
+                return shell.id
+        return None
+
+    async def _describe_mappings(self, mappings: list[MappingFile]) -> None:
+        """ConceptDescriptions for mapped semanticIds that have none, and each device's wiring as AID + AIMC.
+
+        The AID and AIMC submodels are rebuilt from the mapping files at every start (journaled like
+        any model change) and referenced from the device's shell, so the twin describes its own wiring.
+        """
+        known = {description.id: description for description in self.store.concept_descriptions()}
+        for mapping in mappings:
+            value_types: dict[str, str] = {}
+            for point in mapping.points:
+                element = self._element_or_none(point.target.submodel, point.target.path)
+                if isinstance(element, model.Property):
+                    value_types[point.name] = model.datatypes.XSD_TYPE_NAMES[element.value_type]
+            for description in concept_descriptions_for(mapping, known, value_types):
+                known[description.id] = description
+                await self.store.create(description)
+            shells: dict[str, str] = {}
+            for device in mapping.devices:
+                first = next((point for point in mapping.points if point.device == device.name), None)
+                holder = self._shell_holding(first.target.submodel) if first is not None else None
+                if holder is not None:
+                    shells[device.name] = holder
+            for pair in mapping_to_aids(mapping, shells=shells, resolve=self._element_or_none):
+                for submodel in pair:
+                    await self._put_description(submodel)
+
+    async def _put_description(self, submodel: model.Submodel) -> None:
+        shell_id = submodel.id.rsplit("/", 1)[0]
+        try:
+            self.store.submodel(submodel.id)
+        except NotFoundError:
+            await self.store.create(submodel)
+        else:
+            await self.store.replace(submodel)
+        try:
+            shell = self.store.shell(shell_id)
+        except NotFoundError:
+            return
+        if any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
+            return
+        shell = copy.deepcopy(shell)
+        shell.submodel.add(model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel))
+        await self.store.replace(shell)
 
     def _method_handler(self, operation: model.Operation, point: OpcUaMethodPoint) -> OperationHandler:
         """An Operation carried out by an OPC UA method: inputs in declared order, outputs by declared idShort."""
@@ -321,12 +416,14 @@ class Hub:
             bound = self._bound.get((change.submodel_id, change.id_short_path))
             if bound is None:
                 return
-            if change.quality is not Quality.BAD and change.value is not None:
+            value = change.value
+            if change.quality is not Quality.BAD and value is not None and type(value) is not bound.value_type:
+                # ``change`` is the engine's fresh object, not yet shared: adjusted in place (no copy per sample)
                 try:
-                    change = replace(change, value=values.coerce(bound.value_type, change.value))
+                    change.value = values.coerce(bound.value_type, value)
                 except TypeMismatchError as error:
                     _LOG.debug("point %s: %s", bound.point_name, error)
-                    change = replace(change, value=None, quality=Quality.BAD, reason=QualityReason.OUT_OF_RANGE)
+                    change.value, change.quality, change.reason = None, Quality.BAD, QualityReason.OUT_OF_RANGE
             self.store.apply(change)
 
         return on_sample

@@ -61,6 +61,8 @@ class ValueState:
     server_time: datetime
     quality: Quality
     reason: QualityReason = QualityReason.NONE
+    element: model.Property | None = field(default=None, compare=False, repr=False)
+    """The Property itself, so that applying a value needs no path resolution."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,7 @@ class TwinStore:
                 state = old.get(path)
                 if state is None or state.value != element.value:
                     state = ValueState(element.value, now, now, Quality.GOOD)
+                state.element = element
                 new[path] = state
         self._states[submodel.id] = new
 
@@ -276,8 +279,11 @@ class TwinStore:
             raise NotFoundError(f"no Property {change.id_short_path!r} in submodel {change.submodel_id!r}")
         changed = state.quality is not change.quality or state.reason is not change.reason
         if change.quality is not Quality.BAD and state.value != change.value:
-            element = self.element(*key)
-            assert isinstance(element, model.Property)
+            element = state.element
+            if element is None:
+                found = self.element(*key)
+                assert isinstance(found, model.Property)
+                element = state.element = found
             element.value = change.value
             state.value = change.value
             self._touch(change.submodel_id)

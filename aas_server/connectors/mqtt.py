@@ -1,0 +1,577 @@
+"""MQTT: the connector for device data published as JSON to a broker (the only paho-mqtt user).
+
+``MqttConnector`` is an MQTT 3.1.1 client (OASIS MQTT Version 3.1.1) of one broker. It subscribes to
+the distinct topic filters of its points at the device's QoS (default 1, section 4.3.2) and turns
+every message on a matching topic (``+`` and ``#`` wildcards, section 4.7) into one ``RawSample``
+per point: ``raw`` is the JSON value at the point's ``value_path`` (one match: that value; several:
+the list of them in document order), ``source_time`` the value at ``timestamp_path`` read as
+ISO 8601 (a time without offset is UTC), seconds or milliseconds since the Unix epoch, else the
+arrival time. A payload that is not JSON, a ``value_path`` that finds nothing and a JSON ``null``
+give a bad sample (``DECODE_ERROR``) for that point; a timestamp that cannot be read keeps the
+value good with the arrival time. Both are logged at most once a minute per point, and the
+connector keeps running. An empty payload (which clears a retained message, section 3.3.1.3) is
+ignored.
+
+Connection. paho's network loop runs in its own thread (``loop_start``); every callback hands its
+result to the event loop with ``call_soon_threadsafe``, and decoding runs in that thread, not on the
+event loop. The session is clean (``clean_session`` 1, section 3.1.2.4): after every (re)connect the
+connector subscribes again, and the broker sends retained messages afresh, so values published as
+retained are current again right after an outage. A broker that cannot be reached or drops the
+connection makes every point bad (``NO_COMMUNICATION``; a refused CONNECT: ``COMMUNICATION_ERROR``)
+once, is logged once when it goes and once when it comes back, and is reconnected by paho with
+capped exponential backoff (``reconnect_backoff``). Points stay bad until their next message. A
+point without a message for ``stale_after`` seconds gets an uncertain sample (``LAST_USABLE``,
+``raw`` ``None``: the store keeps the last value).
+
+Writes publish ``{"value": <value>}`` to the point's ``write_topic`` at the device's QoS and wait
+for the broker's acknowledgement (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0: until sent).
+
+Left out: MQTT 5 (properties, message expiry), persistent sessions, client certificates, payloads
+other than JSON, and withdrawing a write the broker did not acknowledge: QoS 1 is at-least-once
+and paho sends an unacknowledged message again after reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import ssl
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+from jsonpath_ng import JSONPath
+from jsonpath_ng.ext.parser import parse as parse_json_path
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from aas_server.errors import (
+    ConfigurationError,
+    DeviceError,
+    DeviceTimeoutError,
+    NotFoundError,
+    NotWritableError,
+    TypeMismatchError,
+)
+from aas_server.mapping.schema import MqttDevice, MqttPoint, TimestampFormat
+from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
+
+logger = logging.getLogger(__name__)
+
+SampleSink = Callable[[RawSample], None]
+
+PROBLEM_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about undecodable messages of the same point."""
+
+
+def parse_timestamp(value: Any, timestamp_format: TimestampFormat) -> datetime:
+    """A source timestamp from a payload, as a timezone-aware UTC ``datetime``; ``ValueError`` if unusable.
+
+    ``iso8601``: a string (ISO 8601 / RFC 3339, ``Z`` or an offset; none means UTC). ``epoch-s`` and
+    ``epoch-ms``: a number (or a string of one) of seconds or milliseconds since 1970-01-01T00:00:00Z.
+    """
+    if timestamp_format is TimestampFormat.ISO8601:
+        if not isinstance(value, str):
+            raise ValueError(f"expected an ISO 8601 string, got {value!r}")
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    seconds = float(value)
+    if timestamp_format is TimestampFormat.EPOCH_MILLISECONDS:
+        seconds /= 1000
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite number")
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError) as error:
+        raise ValueError(f"{value!r} is out of range: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """A sample for one point, and what went wrong (to log) if anything."""
+
+    sample: RawSample
+    problem: str | None = None
+
+
+class _PointDecoder:
+    """One point's compiled JSONPaths and how it reads a payload."""
+
+    def __init__(self, device: MqttDevice, point: MqttPoint) -> None:
+        self.device = device
+        self.point = point
+        self.value_path = _compile_path(device, point, "value_path", point.value_path)
+        self.timestamp_path = (
+            _compile_path(device, point, "timestamp_path", point.timestamp_path) if point.timestamp_path else None
+        )
+
+    def bad(self, time: datetime, problem: str) -> _Decoded:
+        sample = RawSample(self.device.name, self.point.name, None, time, Quality.BAD, QualityReason.DECODE_ERROR)
+        return _Decoded(sample, problem)
+
+    def decode(self, document: Any, topic: str, arrival: datetime) -> _Decoded:
+        values = [match.value for match in self.value_path.find(document)]
+        if not values:
+            return self.bad(arrival, f"value_path {self.point.value_path} finds nothing in the payload on {topic!r}")
+        value = values[0] if len(values) == 1 else values
+        if value is None:
+            return self.bad(arrival, f"value_path {self.point.value_path} is null in the payload on {topic!r}")
+        source_time, problem = arrival, None
+        if self.timestamp_path is not None:
+            stamps = [match.value for match in self.timestamp_path.find(document)]
+            if len(stamps) != 1:
+                problem = f"timestamp_path {self.point.timestamp_path} finds {len(stamps)} values on {topic!r}"
+            else:
+                try:
+                    source_time = parse_timestamp(stamps[0], self.point.timestamp_format)
+                except ValueError as error:
+                    problem = f"unusable {self.point.timestamp_format.value} timestamp on {topic!r}: {error}"
+            if problem is not None:
+                problem += "; the arrival time is used"
+        return _Decoded(RawSample(self.device.name, self.point.name, value, source_time), problem)
+
+
+def _compile_path(device: MqttDevice, point: MqttPoint, field: str, path: str) -> JSONPath:
+    try:
+        return parse_json_path(path)
+    except Exception as error:
+        raise ConfigurationError(
+            f"invalid JSONPath {path!r}: {error}", f"device {device.name!r} point {point.name!r} {field}"
+        ) from None
+
+
+class _ProblemLog:
+    """Logs a recurring problem of a point at most once per interval, and its end once."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def report(self, point: str, message: str) -> None:
+        now = time.monotonic()
+        last = self._last.get(point)
+        if last is not None and now - last[0] < self._interval:
+            self._last[point] = (last[0], last[1] + 1)
+            return
+        suppressed = f" ({last[1]} more since the last report)" if last is not None and last[1] else ""
+        logger.warning("MQTT point %r: %s%s", point, message, suppressed)
+        self._last[point] = (now, 0)
+
+    def resolved(self, point: str) -> None:
+        if self._last.pop(point, None) is not None:
+            logger.info("MQTT point %r: messages decode again", point)
+
+
+class MqttConnector:
+    """Subscribes to one broker for its points' values and publishes writes to it; one instance per device.
+
+    ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
+    """
+
+    def __init__(self, device: MqttDevice, points: Sequence[MqttPoint], sink: SampleSink) -> None:
+        foreign = [point.name for point in points if point.device != device.name]
+        if foreign:
+            raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
+        self.device = device
+        self._sink = sink
+        self._points = {point.name: point for point in points}
+        self._decoders_by_filter: dict[str, list[_PointDecoder]] = {}
+        for point in points:
+            _check_topic_filter(device, point)
+            self._decoders_by_filter.setdefault(point.topic, []).append(_PointDecoder(device, point))
+        self._filters = list(self._decoders_by_filter)
+        self._password = _password(device)
+        self._tls_context = _tls_context(device) if device.tls else None
+        self._client_id = device.client_id or f"aas-server-{device.name}-{secrets.token_hex(4)}"
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._connected = False
+        self._reachable: bool | None = None
+        self._granted_qos: dict[str, int] = {}
+        self._pending_writes: dict[int, asyncio.Future[None]] = {}
+        self._last_message: dict[str, float] = {}
+        self._message_arrived = asyncio.Event()
+        self._stale_watch: asyncio.Task[None] | None = None
+        self._problems = _ProblemLog(PROBLEM_LOG_INTERVAL)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker accepted the connection (CONNACK) and it is open now."""
+        return self._connected
+
+    @property
+    def granted_qos(self) -> Mapping[str, int]:
+        """Topic filter -> QoS the broker granted in its SUBACK on the current connection (empty until then)."""
+        return dict(self._granted_qos)
+
+    @property
+    def topic_filters(self) -> list[str]:
+        """The distinct topic filters subscribed to, in point order."""
+        return list(self._filters)
+
+    async def __aenter__(self) -> Self:
+        """Start connecting and subscribing in the background; does not wait for, nor fail on, an unreachable broker."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        device = self.device
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            clean_session=True,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=True,
+        )
+        client.suppress_exceptions = True
+        client.connect_timeout = device.timeout
+        backoff = device.reconnect_backoff
+        # paho computes with these as seconds; fractions work although its signature says int.
+        client.reconnect_delay_set(backoff.initial, backoff.maximum)  # type: ignore[arg-type]
+        if device.username is not None:
+            client.username_pw_set(device.username, self._password)
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.connect_async(device.host, device.port, keepalive=device.keepalive)
+        self._client = client
+        client.loop_start()
+        if device.stale_after is not None:
+            self._stale_watch = asyncio.create_task(
+                self._watch_staleness(device.stale_after), name=f"mqtt {device.name} staleness"
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Disconnect and stop paho's thread (off the event loop); pending writes fail with ``DeviceError``."""
+        self._stopping = True
+        watch, self._stale_watch = self._stale_watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+        self._connected = False
+        self._granted_qos.clear()
+        self._fail_pending_writes("the connector stopped before the broker acknowledged the write")
+
+    # --- paho's thread ----------------------------------------------------------------------------
+
+    def _to_loop(self, callback: Callable[..., None], *arguments: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback, *arguments)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._to_loop(self._connection_refused, str(reason))
+            return
+        if self._filters:
+            client.subscribe([(topic_filter, int(self.device.qos)) for topic_filter in self._filters])
+        self._to_loop(self._connection_made)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        error = sys.exc_info()[1]  # paho calls this while it handles the OSError of the attempt
+        self._to_loop(self._connection_lost, str(error) if error is not None else "connection refused or timed out")
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode, properties: Any
+    ) -> None:
+        self._to_loop(self._connection_lost, f"connection lost: {reason}")
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
+    ) -> None:
+        self._to_loop(self._subscribed, [reason.value for reason in reasons])
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+        self._to_loop(self._published, mid, None if not reason.is_failure else str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        arrival = utc_now()
+        try:
+            decoded = self._decode(message.topic, bytes(message.payload), arrival)
+        except Exception:
+            logger.exception("MQTT device %r: cannot handle a message", self.device.name)
+            return
+        if decoded:
+            self._to_loop(self._deliver, decoded)
+
+    def _decode(self, topic: str, payload: bytes, arrival: datetime) -> list[_Decoded]:
+        decoders = [
+            decoder
+            for topic_filter, decoders in self._decoders_by_filter.items()
+            if mqtt.topic_matches_sub(topic_filter, topic)
+            for decoder in decoders
+        ]
+        if not decoders or not payload:
+            return []
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError as error:
+            return [decoder.bad(arrival, f"the payload on {topic!r} is not JSON ({error})") for decoder in decoders]
+        return [decoder.decode(document, topic, arrival) for decoder in decoders]
+
+    # --- the event loop ---------------------------------------------------------------------------
+
+    def _emit(self, sample: RawSample) -> None:
+        try:
+            self._sink(sample)
+        except Exception:
+            logger.exception("sample sink failed for point %r", sample.point)
+
+    def _emit_all(self, quality: Quality, reason: QualityReason) -> None:
+        now = utc_now()
+        for name in self._points:
+            self._emit(RawSample(self.device.name, name, None, now, quality, reason))
+
+    def _deliver(self, decoded: list[_Decoded]) -> None:
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        for item in decoded:
+            sample = item.sample
+            if item.problem is not None:
+                self._problems.report(sample.point, item.problem)
+            else:
+                self._problems.resolved(sample.point)
+            if sample.quality is Quality.GOOD:
+                self._last_message[sample.point] = loop.time()
+                self._message_arrived.set()
+            else:
+                self._last_message.pop(sample.point, None)
+            self._emit(sample)
+
+    def _connection_made(self) -> None:
+        if self._stopping:
+            return
+        self._connected = True
+        if self._reachable is False:
+            logger.info("MQTT broker of device %r at %s is reachable again", self.device.name, self._where)
+        else:
+            logger.debug("MQTT broker of device %r at %s accepted the connection", self.device.name, self._where)
+        self._reachable = True
+
+    def _connection_refused(self, reason: str) -> None:
+        self._mark_unreachable(f"the broker refused the connection: {reason}", QualityReason.COMMUNICATION_ERROR)
+
+    def _connection_lost(self, reason: str) -> None:
+        self._mark_unreachable(reason, QualityReason.NO_COMMUNICATION)
+
+    def _mark_unreachable(self, reason: str, quality_reason: QualityReason) -> None:
+        if self._stopping:
+            return
+        self._connected = False
+        self._granted_qos.clear()
+        self._fail_pending_writes(
+            "the connection to the broker was lost before it acknowledged the write; "
+            "paho sends it again after reconnecting, so it may still arrive"
+        )
+        if self._reachable is False:
+            return
+        logger.warning(
+            "MQTT broker of device %r at %s is unreachable: %s; its values are bad until it is back",
+            self.device.name,
+            self._where,
+            reason,
+        )
+        self._reachable = False
+        self._last_message.clear()
+        self._emit_all(Quality.BAD, quality_reason)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.device.host}:{self.device.port}"
+
+    def _subscribed(self, reason_values: list[int]) -> None:
+        if self._stopping:
+            return
+        now = utc_now()
+        for topic_filter, value in zip(self._filters, reason_values, strict=False):
+            if value >= 0x80:
+                logger.warning(
+                    "MQTT broker of device %r refused the subscription to %r (reason code %#x)",
+                    self.device.name,
+                    topic_filter,
+                    value,
+                )
+                for decoder in self._decoders_by_filter[topic_filter]:
+                    self._emit(
+                        RawSample(
+                            self.device.name,
+                            decoder.point.name,
+                            None,
+                            now,
+                            Quality.BAD,
+                            QualityReason.COMMUNICATION_ERROR,
+                        )
+                    )
+                continue
+            if value < self.device.qos:
+                logger.info(
+                    "MQTT broker of device %r granted QoS %d (not %d) for %r",
+                    self.device.name,
+                    value,
+                    self.device.qos,
+                    topic_filter,
+                )
+            self._granted_qos[topic_filter] = value
+
+    async def _watch_staleness(self, stale_after: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._last_message:
+                self._message_arrived.clear()
+                await self._message_arrived.wait()
+                continue
+            now = loop.time()
+            due = min(self._last_message.values()) + stale_after
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            stale = [name for name, last in self._last_message.items() if last + stale_after <= now]
+            time_now = utc_now()
+            for name in stale:
+                del self._last_message[name]
+                logger.debug("MQTT point %r: no message for %g s; its value is uncertain", name, stale_after)
+                self._emit(
+                    RawSample(self.device.name, name, None, time_now, Quality.UNCERTAIN, QualityReason.LAST_USABLE)
+                )
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def _published(self, mid: int, failure: str | None) -> None:
+        acknowledgement = self._pending_writes.get(mid)
+        if acknowledgement is None or acknowledgement.done():
+            return
+        if failure is None:
+            acknowledgement.set_result(None)
+        else:
+            acknowledgement.set_exception(
+                DeviceError(f"the broker refused the write: {failure}", device=self.device.name)
+            )
+
+    def _fail_pending_writes(self, message: str) -> None:
+        for acknowledgement in self._pending_writes.values():
+            if not acknowledgement.done():
+                acknowledgement.set_exception(DeviceError(message, device=self.device.name))
+
+    async def write(self, raw: RawWrite) -> None:
+        """Publish ``{"value": raw.raw}`` to the point's ``write_topic``; returns once the broker acknowledged it.
+
+        Raises ``NotFoundError`` for an unknown point, ``NotWritableError`` for a read-only one,
+        ``TypeMismatchError`` when the value has no JSON form, ``DeviceError`` when not connected
+        (nothing is sent) or the connection is lost before the acknowledgement, and
+        ``DeviceTimeoutError`` without an acknowledgement within the device's ``timeout`` (the
+        message may still be delivered later).
+        """
+        point = self._points.get(raw.point)
+        if point is None:
+            raise NotFoundError(f"device {self.device.name!r} has no point {raw.point!r}")
+        if not point.writable or point.write_topic is None:
+            raise NotWritableError(f"point {point.name!r} of device {self.device.name!r} is read-only")
+        try:
+            payload = orjson.dumps({"value": raw.raw})
+        except TypeError as error:
+            raise TypeMismatchError(f"value {raw.raw!r} of point {point.name!r} has no JSON form: {error}") from None
+        client = self._client
+        if client is None or not self._connected:
+            raise DeviceError("not connected to the broker; the write was not sent", device=self.device.name)
+        loop = asyncio.get_running_loop()
+        info = client.publish(point.write_topic, payload, qos=self.device.qos)
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            raise DeviceError(
+                f"the connection to the broker was lost while publishing to {point.write_topic!r}; "
+                "paho sends the message after reconnecting, so it may still arrive",
+                device=self.device.name,
+            )
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise DeviceError(
+                f"publishing to {point.write_topic!r} failed: {mqtt.error_string(info.rc)}", device=self.device.name
+            )
+        acknowledgement: asyncio.Future[None] = loop.create_future()
+        self._pending_writes[info.mid] = acknowledgement
+        try:
+            async with asyncio.timeout(self.device.timeout):
+                await acknowledgement
+        except TimeoutError:
+            raise DeviceTimeoutError(
+                f"the broker did not acknowledge the write of {point.name!r} within {self.device.timeout:g} s; "
+                "it may still be delivered",
+                device=self.device.name,
+            ) from None
+        finally:
+            if self._pending_writes.get(info.mid) is acknowledgement:
+                del self._pending_writes[info.mid]
+
+
+def _check_topic_filter(device: MqttDevice, point: MqttPoint) -> None:
+    """``#`` only as the whole last level, ``+`` only as a whole level (MQTT 3.1.1, section 4.7.1)."""
+    levels = point.topic.split("/")
+    for index, level in enumerate(levels):
+        misplaced_hash = "#" in level and (level != "#" or index != len(levels) - 1)
+        if misplaced_hash or ("+" in level and level != "+") or "\0" in level:
+            raise ConfigurationError(
+                f"invalid topic filter {point.topic!r}: '#' may only be the last level and '+' only a whole level",
+                f"device {device.name!r} point {point.name!r} topic",
+            )
+
+
+def _password(device: MqttDevice) -> str | None:
+    if device.password_env is None:
+        return device.password
+    password = os.environ.get(device.password_env)
+    if password is None:
+        raise ConfigurationError(
+            f"environment variable {device.password_env!r} (password_env) is not set", f"device {device.name!r}"
+        )
+    return password
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the TLS handshake fails; paho 2.x leaves that socket to the garbage collector."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _tls_context(device: MqttDevice) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker against ``ca_file`` (else the system's CAs) and its host name."""
+    try:
+        context = ssl.create_default_context(cafile=str(device.ca_file) if device.ca_file is not None else None)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(f"cannot load ca_file {device.ca_file}: {error}", f"device {device.name!r}") from None
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
