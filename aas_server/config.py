@@ -99,6 +99,70 @@ class SimulatorSettings(_Strict):
     seed: int | None = None
 
 
+class EventSettings(_Strict):
+    """MQTT change events (created/updated/deleted, value changes) published through a durable outbox."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    client_id: Annotated[str | None, Field(max_length=128)] = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    """Name of an environment variable holding the password."""
+    tls: bool = False
+    ca_file: Path | None = None
+    repository_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "aas-server"
+    """The ``{repoId}`` of the topics (``sm-repository/{repoId}/submodels/...``)."""
+    qos: Literal[1, 2] = 1
+    outbox_limit: Annotated[int, Field(ge=100, le=100_000_000)] = 1_000_000
+    """Most events kept while the broker is away; beyond it new events are dropped, counted and logged as errors."""
+    value_events: bool = True
+    """Publish value changes of Properties (``.../value/updated``), not only model changes."""
+    timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
+
+
+class HistorySettings(_Strict):
+    """Recording of every change of a device-fed (mapped) value, served as IDTA Time Series Data."""
+
+    enabled: bool = True
+    sqlite_path: Path | None = None
+    """Defaults to ``<data_dir>/history.sqlite`` (apart from the model database, so recording never delays it)."""
+    retention: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30 * 86_400.0
+    """Seconds a sample is kept."""
+    minimum_interval: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    """Downsampling: at most one sample per element in this many seconds (0 records every change;
+    a change of quality is always recorded)."""
+    time_series_submodels: bool = True
+    """Add an IDTA 02008 Time Series Data submodel per shell with mapped values, its segments linked to the history."""
+
+
+class RollupFunction(enum.Enum):
+    SUM = "sum"
+    AVERAGE = "average"
+    MINIMUM = "minimum"
+    MAXIMUM = "maximum"
+    COUNT_TRUE = "count-true"
+    """How many boolean parts are true (e.g. machines running)."""
+    FRACTION_TRUE = "fraction-true"
+    """Share of boolean parts that are true, 0..1 (e.g. availability)."""
+    WORST_QUALITY = "worst-quality"
+    """The worst quality of any part, as text: good, uncertain, bad."""
+
+
+class ElementAddress(_Strict):
+    submodel: Annotated[str, Field(min_length=1)]
+    path: Annotated[str, Field(min_length=1)]
+
+
+class RollupSettings(_Strict):
+    """A derived value of a process or system twin, computed from its parts whenever one of them changes."""
+
+    target: ElementAddress
+    function: RollupFunction
+    parts: Annotated[list[ElementAddress], Field(min_length=1)]
+
+
 class HubSettings(_Strict):
     """Everything the hub needs to start. Relative paths are relative to the settings file."""
 
@@ -115,6 +179,9 @@ class HubSettings(_Strict):
     rest: RestSettings = RestSettings()
     opcua: OpcUaSettings = OpcUaSettings()
     persistence: PersistenceSettings = PersistenceSettings()
+    events: EventSettings = EventSettings()
+    history: HistorySettings = HistorySettings()
+    rollups: list[RollupSettings] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def resolved(self, base: Path) -> HubSettings:
@@ -134,6 +201,7 @@ class HubSettings(_Strict):
             }
         )
         sqlite = self.persistence.sqlite_path
+        history = self.history.sqlite_path
         return self.model_copy(
             update={
                 "data_dir": fix(self.data_dir),
@@ -141,12 +209,20 @@ class HubSettings(_Strict):
                 "mappings": [fix(path) for path in self.mappings],
                 "opcua": opcua,
                 "persistence": self.persistence.model_copy(update={"sqlite_path": fix(sqlite) if sqlite else None}),
+                "history": self.history.model_copy(update={"sqlite_path": fix(history) if history else None}),
+                "events": self.events.model_copy(
+                    update={"ca_file": fix(self.events.ca_file) if self.events.ca_file else None}
+                ),
             }
         )
 
     @property
     def sqlite_path(self) -> Path:
         return self.persistence.sqlite_path or self.data_dir / "hub.sqlite"
+
+    @property
+    def history_path(self) -> Path:
+        return self.history.sqlite_path or self.data_dir / "history.sqlite"
 
 
 def format_validation_error(error: ValidationError, location: str) -> str:
