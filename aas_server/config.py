@@ -161,6 +161,9 @@ class RollupSettings(_Strict):
     target: ElementAddress
     function: RollupFunction
     parts: Annotated[list[ElementAddress], Field(min_length=1)]
+    true_above: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    """count-true and fraction-true: a numeric part counts as true while its value is above this
+    (e.g. a motor turning faster than 100 r/min counts as running); boolean parts count as themselves."""
 
 
 class HubSettings(_Strict):

@@ -621,6 +621,30 @@ async def test_a_silent_unit_behind_a_gateway_leaves_the_others_polling(caplog: 
     assert not [message for message in messages if "unreachable" in message]
 
 
+async def test_retries_give_a_device_slower_than_the_timeout_its_answer() -> None:
+    async with ModbusDeviceServer(response_delay=0.15) as server:
+        server.set_registers(Table.HOLDING_REGISTER, 0, [42])
+        # Each attempt waits 0.1 s; the answer to the first comes during the second (same transaction id).
+        mapping = gateway_mapping(server.port, point("Slow", "holding_register", 0, "uint16"), timeout=0.1, retries=2)
+        connector, recorder = raw_connector(mapping)
+        async with connector:
+            await wait_until(lambda: recorder.value("Slow") == 42)
+            await connector.write(RawWrite("plc", "Slow", (43,)))
+            assert server.get_registers(Table.HOLDING_REGISTER, 0, 1) == (43,)
+            assert connector.connected
+            assert recorder.quality("Slow") == (Quality.GOOD, QualityReason.NONE)
+        assert server.request_count(function_code=6) >= 2  # the write was sent again before its answer came
+
+    async with ModbusDeviceServer(response_delay=0.15) as server:
+        mapping = gateway_mapping(server.port, point("Slow", "holding_register", 0, "uint16"), timeout=0.1, retries=0)
+        connector, recorder = raw_connector(mapping)
+        async with connector:
+            await wait_until(lambda: recorder.quality("Slow") == (Quality.BAD, QualityReason.NO_COMMUNICATION))
+            with pytest.raises(DeviceError, match="'plc'"):  # timed out, or not connected again yet
+                await connector.write(RawWrite("plc", "Slow", (1,)))
+            assert recorder.value("Slow") is None
+
+
 async def test_a_gateway_whose_units_all_fall_silent_is_one_outage(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=CONNECTOR_LOGGER)
     async with ModbusDeviceServer(unit_ids=(1, 2)) as server:
@@ -718,23 +742,21 @@ def test_planner_reads_bits_of_one_register_once_and_strings_whole() -> None:
     ]
 
 
-def test_planner_refuses_a_point_wider_than_the_device_reads() -> None:
+def test_a_point_wider_than_the_device_reads_is_refused_when_the_mapping_loads() -> None:
     device = {"name": "plc", "protocol": "modbus-tcp", "host": "h", "addressing": "zero-based"}
-    mapping = parse_mapping(
-        {
-            "devices": [{**device, "max_read_registers": 8}],
-            "points": [
-                {
-                    "name": "Name",
-                    "device": "plc",
-                    "table": "input_register",
-                    "address": 0,
-                    "data_type": "string",
-                    "length": 10,
-                    "target": {"submodel": "s", "path": "Name"},
-                }
-            ],
-        }
-    )
-    with pytest.raises(MappingError, match="'Name' needs 10 registers, but device 'plc' reads at most 8"):
-        plan(mapping)
+    document = {
+        "devices": [{**device, "max_read_registers": 8}],
+        "points": [
+            {
+                "name": "Name",
+                "device": "plc",
+                "table": "input_register",
+                "address": 0,
+                "data_type": "string",
+                "length": 10,
+                "target": {"submodel": "s", "path": "Name"},
+            }
+        ],
+    }
+    with pytest.raises(MappingError, match=r"points\[0\] \(Name\)\.length: needs 10 registers, more than device 'plc'"):
+        parse_mapping(document, "line.yaml")

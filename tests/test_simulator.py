@@ -95,10 +95,17 @@ async def test_a_setpoint_written_by_a_client_is_obeyed(simulated_line: tuple[Bo
 
     await hub.write("bottling-process.LineRunning", False)
     simulator.step(30.0)
-    await wait_until(lambda: hub.latest("filler-motor.RotationalSpeed") == 0.0, within=3.0)
+    # Each twin's registers are read by their own request, so wait for all of them to show the stop.
+    await wait_until(
+        lambda: (
+            hub.latest("filler-motor.RotationalSpeed") == 0.0
+            and hub.latest("bottling-process.LineRunning") is False
+            and hub.latest("bottling-process.Throughput") == 0.0
+            and hub.latest("filler.BottlesFilled") == simulator.read_point("filler.BottlesFilled")
+        ),
+        within=3.0,
+    )
     stopped_at = hub.latest("filler.BottlesFilled")
-    assert hub.latest("bottling-process.LineRunning") is False
-    assert hub.latest("bottling-process.Throughput") == 0.0
     simulator.step(60.0)
     assert simulator.read_point("filler.BottlesFilled") == stopped_at
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -610,14 +610,24 @@ class _UnitMemory:
 class _RequestHandler(ServerRequestHandler):
     """pymodbus' handler of one client connection, with counting, delays and refusals.
 
-    pymodbus answers with the transaction id of the *newest* request on the connection; a request
-    held back by a delay is therefore answered here with the request it came with.
+    pymodbus answers with the *newest* request on the connection (``last_pdu``); here each request
+    is queued as it arrives and answered with its own transaction id, also after a delay.
     """
 
+    def __init__(self, *arguments: Any) -> None:
+        super().__init__(*arguments)  # type: ignore[no-untyped-call]
+        self._arrived: deque[tuple[Any, Any]] = deque()
+
+    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        used = int(super().callback_data(data, addr))
+        if self.last_pdu is not None:
+            self._arrived.append((self.last_pdu, self.last_addr))
+        return used
+
     async def handle_request(self) -> None:
-        request, address = self.last_pdu, self.last_addr
-        if request is None:
+        if not self._arrived:
             return
+        request, address = self._arrived.popleft()
         device_server: ModbusDeviceServer = self.server.device_server
         exception_code = await device_server._admit(int(request.dev_id), int(request.function_code))
         if not self.transport:
@@ -638,7 +648,7 @@ class _TcpServer(ModbusTcpServer):
         self.device_server = device_server
 
     def callback_new_connection(self) -> ServerRequestHandler:
-        return _RequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)  # type: ignore[no-untyped-call]
+        return _RequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
 class ModbusDeviceServer:

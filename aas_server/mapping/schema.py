@@ -170,7 +170,8 @@ class ReconnectBackoff(_Strict):
     """Capped exponential backoff between connection attempts, in seconds."""
 
     initial: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
-    maximum: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
+    maximum: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 4.0
+    """Capped so that a device back after a long outage is good again within 5 s (one attempt, one poll)."""
 
     @model_validator(mode="after")
     def _maximum_not_below_initial(self) -> ReconnectBackoff:
@@ -781,6 +782,15 @@ def _cross_reference_problems(mapping: MappingFile) -> list[tuple[str, str]]:
                     f"{item}.address",
                     f"{point.data_type.value} at {point.address} needs {point.register_count} registers "
                     f"and runs past the last Modbus address 65535",
+                )
+            )
+            continue
+        if point.register_count > point_device.max_read_count(point.table):
+            problems.append(
+                (
+                    f"{item}.length" if isinstance(point, RegisterPoint) and point.length else f"{item}.data_type",
+                    f"needs {point.register_count} registers, more than device {point_device.name!r} reads at once "
+                    f"({point_device.max_read_count(point.table)})",
                 )
             )
             continue
