@@ -116,7 +116,8 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def measure(rounds: int, period: float) -> dict[str, Any]:
+async def measure(rounds: int, period: float, publishing_interval: float = 10.0) -> dict[str, Any]:
+    """Latencies in seconds; ``publishing_interval`` (ms) of the client's subscription, 0 for "as fast as possible"."""
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         device = ModbusDeviceServer(port=0, size=128)
@@ -147,7 +148,7 @@ async def measure(rounds: int, period: float) -> dict[str, Any]:
                 async with client:
                     namespace = hub.opcua.namespace_index
                     handler = Notifications()
-                    subscription = await client.create_subscription(10, handler)
+                    subscription = await client.create_subscription(publishing_interval, handler)
                     nodes = [
                         client.get_node(
                             ua.NodeId(ua.String(node_id_for(SUBMODEL_ID, f"P{i:03d}")), ua.Int16(namespace))

@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
-from asyncua import Client, ua
+from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.server.server import Server
 from pydantic import SecretStr
@@ -224,8 +224,18 @@ async def get_json(kiln: Kiln, path: str) -> Any:
         return await response.json()
 
 
+def operation_variable(id_short: str, value_type: str, value: str) -> dict[str, Any]:
+    """An OperationVariable holding a Property (AAS Part 2, ``OperationRequest.inputArguments``)."""
+    return {"value": {"modelType": "Property", "idShort": id_short, "valueType": value_type, "value": value}}
+
+
 def points_by_name(mapping: MappingFile) -> dict[str, dict[str, Any]]:
     return {point.name: point.model_dump() for point in mapping.points}
+
+
+async def clear_retained_climate(broker: MosquittoBroker) -> None:
+    """Remove the retained climate message from the session's broker (an empty retained payload)."""
+    await asyncio.to_thread(publish, broker.host, broker.port, CLIMATE_TOPIC, b"", retain=True)
 
 
 def set_initial_registers(plc: ModbusDeviceServer) -> None:
@@ -265,11 +275,9 @@ async def kiln(
         await burner.start()
         stack.push_async_callback(burner.stop)
         await burner.set("GasFlow", ua.Variant(250.0, ua.VariantType.Double), datetime.now(UTC))
-        await asyncio.to_thread(
-            publish, mosquitto.host, mosquitto.port, CLIMATE_TOPIC, climate_payload(41.5, "2024-05-01T12:00:00.250Z"),
-            retain=True,
-        )  # fmt: skip
-        stack.push_async_callback(asyncio.to_thread, publish, mosquitto.host, mosquitto.port, CLIMATE_TOPIC, b"", 1, True)
+        retained = climate_payload(41.5, "2024-05-01T12:00:00.250Z")
+        await asyncio.to_thread(publish, mosquitto.host, mosquitto.port, CLIMATE_TOPIC, retained, retain=True)
+        stack.push_async_callback(clear_retained_climate, mosquitto)
         endpoints = {
             "kiln-plc": f"{plc.host}:{plc.port}",
             "legacy-kiln": burner.url,
@@ -298,6 +306,20 @@ async def opcua_session(url: str, certificate: ClientCertificate) -> AsyncIterat
         yield client
     finally:
         await client.disconnect()
+
+
+@asynccontextmanager
+async def hub_session(kiln: Kiln, certificate: ClientCertificate) -> AsyncIterator[tuple[Client, int]]:
+    """An OPC UA session with the hub, and the namespace index of its twins."""
+    projection = kiln.hub.opcua
+    assert projection is not None
+    async with opcua_session(projection.endpoint_url, certificate) as client:
+        yield client, projection.namespace_index
+
+
+def hub_node(client: Client, namespace: int, path: str) -> Node:
+    """The hub's OPC UA variable of a kiln element."""
+    return client.get_node(ua.NodeId(ua.String(node_id_for(SUBMODEL, path)), ua.Int16(namespace)))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -348,28 +370,39 @@ async def test_mqtt_values_carry_the_payloads_timestamp(kiln: Kiln) -> None:
 
 
 @on_module_loop
-async def test_opcua_clients_see_the_target_unit_and_the_same_value(
+async def test_opcua_clients_see_the_value_in_its_target_unit(
     kiln: Kiln, opcua_client_certificate: ClientCertificate
 ) -> None:
     kiln.plc.set_registers(Table.INPUT_REGISTER, TEMPERATURE_REGISTER, float32_words(32.0))
-    rest = await settled(kiln, "ChamberTemperature", 0.0)
-    projection = kiln.hub.opcua
-    assert projection is not None
-    namespace = projection.namespace_index
-    async with opcua_session(projection.endpoint_url, opcua_client_certificate) as client:
-        temperature = client.get_node(ua.NodeId(node_id_for(SUBMODEL, "ChamberTemperature"), namespace))
+    await settled(kiln, "ChamberTemperature", 0.0)
+    async with hub_session(kiln, opcua_client_certificate) as (client, namespace):
+        temperature = hub_node(client, namespace, "ChamberTemperature")
         units = await (await temperature.get_child("0:EngineeringUnits")).read_value()
         assert units.NamespaceUri == UNECE_UNITS_NAMESPACE
         assert units.UnitId == lookup_unit("CEL").unit_id
         assert units.DisplayName.Text == "°C"
-        data_value = await temperature.read_data_value()
-        assert data_value.Value is not None
-        assert data_value.Value.Value == rest.value
-        later = await read(kiln, "ChamberTemperature")
-        assert (data_value.SourceTimestamp, data_value.Value.Value) == (later.source_time, later.value), (rest, later)
-        gas_flow = client.get_node(ua.NodeId(node_id_for(SUBMODEL, "Burner.GasFlow"), namespace))
+        assert await temperature.read_value() == 0.0
+        gas_flow = hub_node(client, namespace, "Burner.GasFlow")
         flow_units = await (await gas_flow.get_child("0:EngineeringUnits")).read_value()
         assert flow_units.UnitId == lookup_unit("MQH").unit_id
+        assert flow_units.DisplayName.Text == "m³/h"
+
+
+@on_module_loop
+async def test_rest_and_opcua_give_an_unchanged_value_the_same_source_timestamp(
+    kiln: Kiln, opcua_client_certificate: ClientCertificate
+) -> None:
+    """ARCHITECTURE.md, *One truth*: one value, one timestamp, whichever view it is read through.
+
+    The PLC is polled every 50 ms and the value does not change while the two views are read.
+    """
+    kiln.plc.set_registers(Table.INPUT_REGISTER, TEMPERATURE_REGISTER, float32_words(50.0))
+    await settled(kiln, "ChamberTemperature", 10.0)
+    async with hub_session(kiln, opcua_client_certificate) as (client, namespace):
+        data_value = await hub_node(client, namespace, "ChamberTemperature").read_data_value()
+        rest = await read(kiln, "ChamberTemperature")
+    assert data_value.Value is not None
+    assert (data_value.Value.Value, data_value.SourceTimestamp) == (rest.value, rest.source_time)
 
 
 # --- quality ------------------------------------------------------------------------------------
@@ -383,7 +416,7 @@ async def test_a_modbus_outage_turns_its_values_bad_and_a_restart_good_again(kil
     try:
         outage = await settled(kiln, "ChamberTemperature", 100.0, quality="bad")
         assert outage.reason == "no_communication"
-        assert (await read(kiln, "BatchCode")).quality == "bad"
+        await eventually(lambda: read(kiln, "BatchCode"), lambda reading: reading.quality == "bad")
         status, body = await patch_value(kiln, "TemperatureSetpoint", 700.0)
         assert status in (502, 504), body
         # The other devices are not held up by the dead one.
@@ -438,11 +471,10 @@ async def test_an_operation_invoked_over_rest_calls_the_legacy_method(kiln: Kiln
     calls = kiln.burner.calls
     request = {
         "inputArguments": [
-            {"value": {"modelType": "Property", "idShort": "TargetTemperature", "valueType": "xs:double",
-                       "value": "1200.0"}},
-            {"value": {"modelType": "Property", "idShort": "RampMinutes", "valueType": "xs:short", "value": "30"}},
+            operation_variable("TargetTemperature", "xs:double", "1200"),
+            operation_variable("RampMinutes", "xs:short", "30"),
         ]
-    }  # fmt: skip
+    }
     async with kiln.http.post(f"{kiln.element_url('StartFiring')}/invoke", json=request) as response:
         assert response.status == 200, await response.text()
         result = await response.json()

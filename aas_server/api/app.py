@@ -6,7 +6,8 @@
 ``submodel_elements.py``; the Submodel interface mounted a second time under
 ``/shells/{aasIdentifier}/submodels/{submodelIdentifier}``), the Concept Description Repository
 (``concept_descriptions.py``), the AASX File Server and ``/serialization`` (``file_server.py``) and
-``/description``. Routing is a segment trie per base path (``routing.py``); ``api/errors.py`` maps
+``/description``; with a ``history``, ``.../submodel-elements/{idShortPath}/history`` under both submodel
+bases (``history.py``). Routing is a segment trie per base path (``routing.py``); ``api/errors.py`` maps
 every error to a ``Result`` body in one place. ``docs/rest.md`` lists routes, codes and gaps.
 """
 
@@ -32,10 +33,13 @@ from aas_server.api.context import (
 )
 from aas_server.api.cors import cors_middleware
 from aas_server.api.errors import error_middleware
+from aas_server.api.history import HISTORY_KEY
+from aas_server.api.history import routes as history_routes
 from aas_server.api.operations import OperationRegistry, OperationRuns
 from aas_server.api.paging import Catalog
 from aas_server.api.routing import ApiResource, RouteTable
 from aas_server.store.files import AttachmentStore, MemoryAttachmentStore, MemoryPackageStore, PackageStore
+from aas_server.store.history import HistorySource
 from aas_server.store.twin_store import TwinStore
 
 DEFAULT_CLIENT_MAX_SIZE = 10 * 1024 * 1024
@@ -72,6 +76,7 @@ def create_app(
     packages: PackageStore | None = None,
     operations: OperationRegistry | None = None,
     cache_entries: int = DEFAULT_MAX_ENTRIES,
+    history: HistorySource | None = None,
 ) -> web.Application:
     """The REST application over ``store``.
 
@@ -80,7 +85,8 @@ def create_app(
     (empty: CORS off; ``"*"``: any origin) enables browser access from other origins.
     ``attachments`` and ``packages`` keep file contents and AASX packages (in memory unless the
     hub passes durable ones); ``operations`` holds the implementations of Operation elements;
-    ``cache_entries`` bounds the response cache (0 disables it).
+    ``cache_entries`` bounds the response cache (0 disables it); ``history`` (recorded values) adds the
+    history routes.
     """
     chain: list[Middleware] = [error_middleware, *middlewares]
     if cors_origins:
@@ -94,13 +100,17 @@ def create_app(
     app[OPERATIONS_KEY] = operations if operations is not None else OperationRegistry()
     app[RUNS_KEY] = OperationRuns()
     app[MAX_BODY_KEY] = client_max_size
+    submodel_tables = SUBMODEL_TABLES
+    if history is not None:
+        app[HISTORY_KEY] = history
+        submodel_tables = (*SUBMODEL_TABLES, history_routes)
     for prefix in API_PREFIXES:
         resource = ApiResource(prefix)
         for table in TOP_LEVEL_TABLES:
             for route in table:
                 resource.add(route.method, route.path, route.handler)
         for base in SUBMODEL_BASES:
-            for table in SUBMODEL_TABLES:
+            for table in submodel_tables:
                 for route in table:
                     resource.add(route.method, base + route.path, route.handler)
         app.router.register_resource(resource)

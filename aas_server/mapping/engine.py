@@ -161,14 +161,19 @@ class _Plan:
 SampleHandler = Callable[[RawSample], ValueChanged | None]
 
 
-def _sample_handler(plan: _Plan, state: PointState) -> SampleHandler:
+def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | None = None) -> SampleHandler:
     """The whole read path of one point with everything it needs bound: the engine's per-sample code."""
     chain, decode, read = plan.chain, plan.decode, plan.read
     submodel_id, id_short_path, origin = plan.submodel_id, plan.id_short_path, plan.origin
     read_failure, read_bad = normalize.read_failure, normalize.read_bad
+    if server_clock is None:
+        server_clock = [None, None]
 
     def handle(sample: RawSample) -> ValueChanged | None:
         raw, quality, time = sample.raw, sample.quality, sample.source_time
+        # Samples of one device answer share their source time object: they share one server time too.
+        if time is not server_clock[0]:
+            server_clock[0], server_clock[1] = time, utc_now()
         if raw is None or quality is _BAD:
             outcome = read_failure(chain, state, quality, sample.reason, time)
         else:
@@ -180,7 +185,9 @@ def _sample_handler(plan: _Plan, state: PointState) -> SampleHandler:
                 outcome = read(state, value, quality, sample.reason, time)
         if outcome is None:
             return None
-        return ValueChanged(submodel_id, id_short_path, outcome[0], time, outcome[1], outcome[2], utc_now(), origin)
+        return ValueChanged(
+            submodel_id, id_short_path, outcome[0], time, outcome[1], outcome[2], server_clock[1], origin
+        )
 
     return handle
 
@@ -229,8 +236,10 @@ class MappingEngine:
                 id_short_path=point.target.path,
                 origin=f"device:{point.device}",
             )
+        server_clock: list[Any] = [None, None]
+        """The last source time seen and the server time given to it, shared by every point."""
         self._handlers: dict[str, SampleHandler] = {
-            name: _sample_handler(plan, plan.state) for name, plan in self._plans.items()
+            name: _sample_handler(plan, plan.state, server_clock) for name, plan in self._plans.items()
         }
 
     def points(self) -> Sequence[AnyPoint]:

@@ -5,6 +5,7 @@ projects the store into the address space (plans from :mod:`aas_server.opcua.pro
 and kept current by :mod:`aas_server.opcua.address_space`), starts the server with secure defaults
 (:mod:`aas_server.opcua.security`) and the store sync (:mod:`aas_server.opcua.sync`), which follows
 value and model changes live; client writes go through the store (:mod:`aas_server.opcua.writes`).
+With a ``history``, HistoryRead of recorded Properties reads it (:mod:`aas_server.opcua.history`).
 Leaving it stops everything. See ``docs/opcua.md``.
 
 Left out for now: per-session ``UserAccessLevel`` (it equals ``AccessLevel``; the write hook
@@ -29,6 +30,7 @@ from asyncua.server.server import Server
 
 from aas_server.config import OpcUaSettings
 from aas_server.opcua.address_space import ProjectedAddressSpace
+from aas_server.opcua.history import ProjectionHistory
 from aas_server.opcua.methods import OperationCallRuleset
 from aas_server.opcua.nodeset import import_type_model
 from aas_server.opcua.security import (
@@ -39,9 +41,10 @@ from aas_server.opcua.security import (
     identity_token_types,
     security_policy_types,
 )
-from aas_server.opcua.sync import StoreSync
+from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer, StoreSync
 from aas_server.opcua.writes import ProjectionAttributeService, PropertyWriter
 from aas_server.store.bus import Subscription
+from aas_server.store.history import HistorySource
 from aas_server.store.operations import OperationRegistry
 from aas_server.store.twin_store import StoreEvent, TwinStore
 
@@ -66,9 +69,12 @@ class OpcUaProjection:
         *,
         write_timeout: float = 30.0,
         operations: OperationRegistry | None = None,
+        history: HistorySource | None = None,
     ) -> None:
         self._store = store
         self._operations = operations
+        self._history = history
+        self._projection_history: ProjectionHistory | None = None
         self._types_namespace_index: int | None = None
         self._settings = settings
         self._data_dir = data_dir
@@ -169,6 +175,10 @@ class OpcUaProjection:
             with _cyclic_collection_paused():
                 await address_space.build()
             await address_space.enable_model_change_events()
+            if self._history is not None:
+                self._projection_history = ProjectionHistory(server, address_space, self._store, self._history)
+                await self._projection_history.mark()
+                server.iserver.history_manager = self._projection_history
             writer = PropertyWriter(
                 self._store, address_space.property_targets, server.iserver.aspace.__contains__, self._write_timeout
             )
@@ -185,12 +195,16 @@ class OpcUaProjection:
             self._endpoint_url = url
             break
         assert self._address_space is not None
+        apply_model_change: ModelChangeHandler = self._address_space.apply
+        resynchronize: Resynchronizer = self._address_space.resynchronize
+        if self._projection_history is not None:
+            apply_model_change, resynchronize = self._projection_history.following(apply_model_change, resynchronize)
         sync = StoreSync(
             self._subscription,
             self._address_space.value_nodes,
             self._server_write,
-            self._address_space.apply,
-            self._address_space.resynchronize,
+            apply_model_change,
+            resynchronize,
         )
         self._sync_task = asyncio.create_task(sync.run(), name="opcua-store-sync")
         _LOG.info(
@@ -218,6 +232,7 @@ class OpcUaProjection:
             self._server = None
         self._endpoint_url = None
         self._address_space = None
+        self._projection_history = None
 
 
 @contextlib.contextmanager

@@ -5,6 +5,13 @@ is on disk, not only in the OS cache; an acknowledged client write survives a cr
 the machine. Device samples are written in batches (one transaction per batch); client writes
 (REST ``PATCH $value``, OPC UA writes) are journaled one by one *before* they are acknowledged.
 
+The outbox of MQTT change events (``store.outbox``) is a table here too: the journal calls take
+the events of a change as ``outbox=`` and insert them in the change's own transaction, so an
+acknowledged change implies its event is durable. Events get an ascending sequence that is never
+reused (``AUTOINCREMENT``) and are removed once the broker acknowledged them. The outbox holds at
+most ``outbox_limit`` events; beyond that new events are dropped (the changes themselves are
+still stored), counted in ``outbox_dropped`` and reported as errors.
+
 All SQLite calls run on one dedicated worker thread that owns the connection, never on the event
 loop. The model is never rewritten as a whole on a change: identifiables are upserted one by one.
 
@@ -32,6 +39,7 @@ from basyx.aas.model import datatypes
 from aas_server.errors import PersistenceError
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.store.files import Attachment, StoredPackage
+from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
 
 _T = TypeVar("_T")
 
@@ -64,6 +72,12 @@ CREATE TABLE IF NOT EXISTS property_values (
     reason TEXT NOT NULL,
     origin TEXT NOT NULL,
     PRIMARY KEY (submodel_id, id_short_path)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    sequenced INTEGER NOT NULL
 );
 """
 
@@ -99,10 +113,18 @@ def _lexical(value: Any) -> str | None:
 
 
 class SqliteRepository:
-    """The hub's embedded database. Use as an async context manager."""
+    """The hub's embedded database. Use as an async context manager.
 
-    def __init__(self, path: Path) -> None:
+    It is also the ``Outbox`` of change events; ``outbox_listener`` (if set) is called on the event
+    loop after events were stored.
+    """
+
+    def __init__(self, path: Path, *, outbox_limit: int = 1_000_000) -> None:
         self.path = path
+        self.outbox_limit = outbox_limit
+        self.outbox_listener: Callable[[], None] | None = None
+        self._outbox_size = 0
+        self._overflow = OutboxOverflow()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._connection: sqlite3.Connection | None = None
 
@@ -130,6 +152,7 @@ class SqliteRepository:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.executescript(_SCHEMA)
+        (self._outbox_size,) = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()
         self._connection = connection
 
     def _close(self) -> None:
@@ -159,15 +182,19 @@ class SqliteRepository:
     async def has_model(self) -> bool:
         return await self._run(lambda: self._db.execute("SELECT 1 FROM identifiables LIMIT 1").fetchone() is not None)
 
-    async def save_identifiables(self, identifiables: Iterable[model.Identifiable]) -> None:
-        """Insert or replace identifiables, keeping the order of first insertion."""
+    async def save_identifiables(
+        self, identifiables: Iterable[model.Identifiable], *, outbox: Sequence[OutboundEvent] = ()
+    ) -> None:
+        """Insert or replace identifiables, keeping the order of first insertion; ``outbox`` events in the same
+        transaction."""
         rows = [
             (identifiable.id, _KINDS[type(identifiable)], json.dumps(identifiable, cls=AASToJsonEncoder))
             for identifiable in identifiables
         ]
-        await self._run(self._save_identifiables, rows)
+        await self._run(self._save_identifiables, rows, list(outbox))
+        self._outbox_appended(outbox)
 
-    def _save_identifiables(self, rows: list[tuple[str, str, str]]) -> None:
+    def _save_identifiables(self, rows: list[tuple[str, str, str]], events: list[OutboundEvent]) -> None:
         with self._transaction() as database:
             (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
             for identifier, kind, document in rows:
@@ -177,14 +204,22 @@ class SqliteRepository:
                     "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, document=excluded.document",
                     (identifier, kind, position, document),
                 )
+            stored = self._insert_events(database, events)
+        self._count_events(stored, len(events))
 
-    async def delete_identifiable(self, identifier: str) -> None:
+    async def delete_identifiable(self, identifier: str, *, outbox: Sequence[OutboundEvent] = ()) -> None:
+        """Delete an identifiable and the values of its Properties; ``outbox`` events in the same transaction."""
+        events = list(outbox)
+
         def delete() -> None:
             with self._transaction() as database:
                 database.execute("DELETE FROM identifiables WHERE id = ?", (identifier,))
                 database.execute("DELETE FROM property_values WHERE submodel_id = ?", (identifier,))
+                stored = self._insert_events(database, events)
+            self._count_events(stored, len(events))
 
         await self._run(delete)
+        self._outbox_appended(outbox)
 
     async def load_identifiables(self) -> list[model.Identifiable]:
         """Every stored identifiable, in insertion order, decoded strictly (the database holds only valid objects)."""
@@ -273,9 +308,9 @@ class SqliteRepository:
 
     # --- values --------------------------------------------------------------------------------
 
-    async def persist_values(self, changes: Sequence[ValueChanged]) -> None:
-        """Upsert the last value of each changed Property in one durable transaction."""
-        if not changes:
+    async def persist_values(self, changes: Sequence[ValueChanged], *, outbox: Sequence[OutboundEvent] = ()) -> None:
+        """Upsert the last value of each changed Property in one durable transaction, with the ``outbox`` events."""
+        if not changes and not outbox:
             return
         rows = [
             (
@@ -290,9 +325,10 @@ class SqliteRepository:
             )
             for change in changes
         ]
-        await self._run(self._persist_values, rows)
+        await self._run(self._persist_values, rows, list(outbox))
+        self._outbox_appended(outbox)
 
-    def _persist_values(self, rows: list[tuple[Any, ...]]) -> None:
+    def _persist_values(self, rows: list[tuple[Any, ...]], events: list[OutboundEvent]) -> None:
         with self._transaction() as database:
             database.executemany(
                 "INSERT INTO property_values VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -302,6 +338,8 @@ class SqliteRepository:
                 "origin = excluded.origin",
                 rows,
             )
+            stored = self._insert_events(database, events)
+        self._count_events(stored, len(events))
 
     async def load_values(self) -> list[StoredValue]:
         rows = await self._run(lambda: self._db.execute("SELECT * FROM property_values").fetchall())
@@ -318,6 +356,86 @@ class SqliteRepository:
             )
             for submodel_id, path, value, source_time, server_time, quality, reason, origin in rows
         ]
+
+    # --- outbox of change events (store.outbox.Outbox) -----------------------------------------
+    #
+    # ``_outbox_size`` is read and written on the database thread only (reads elsewhere are for display).
+
+    def _insert_events(self, database: sqlite3.Connection, events: list[OutboundEvent]) -> int:
+        """Insert as many of ``events`` as fit below the limit; return how many (inside a transaction)."""
+        if not events:
+            return 0
+        room = max(0, self.outbox_limit - self._outbox_size)
+        taken = events[:room]
+        database.executemany(
+            "INSERT INTO outbox (topic, payload, sequenced) VALUES (?, ?, ?)",
+            [(event.topic, event.payload, int(event.sequenced)) for event in taken],
+        )
+        return len(taken)
+
+    def _count_events(self, stored: int, offered: int) -> None:
+        """After the commit: account for stored and dropped events (database thread)."""
+        self._outbox_size += stored
+        if stored < offered:
+            self._overflow.drop(offered - stored, self.outbox_limit)
+        elif stored:
+            self._overflow.accepted()
+
+    def _outbox_appended(self, events: Sequence[OutboundEvent]) -> None:
+        if events and self.outbox_listener is not None:
+            self.outbox_listener()
+
+    @property
+    def outbox_size(self) -> int:
+        """Events in the outbox (stored, not yet removed)."""
+        return self._outbox_size
+
+    @property
+    def outbox_dropped(self) -> int:
+        """Events dropped since the repository was opened because the outbox held ``outbox_limit`` events."""
+        return self._overflow.dropped
+
+    async def outbox_append(self, events: Sequence[OutboundEvent]) -> None:
+        """Store events in one durable transaction (those beyond ``outbox_limit`` are dropped and counted)."""
+        if not events:
+            return
+        batch = list(events)
+
+        def append() -> None:
+            with self._transaction() as database:
+                stored = self._insert_events(database, batch)
+            self._count_events(stored, len(batch))
+
+        await self._run(append)
+        self._outbox_appended(batch)
+
+    async def outbox_read(self, after: int, limit: int) -> list[PendingEvent]:
+        """Up to ``limit`` events with a sequence above ``after``, in sequence order."""
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT sequence, topic, payload, sequenced FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        )
+        return [
+            pending_event(sequence, topic, bytes(payload), bool(sequenced))
+            for sequence, topic, payload, sequenced in rows
+        ]
+
+    async def outbox_remove(self, sequences: Sequence[int]) -> None:
+        """Remove delivered events (one transaction)."""
+        if not sequences:
+            return
+        parameters = [(sequence,) for sequence in sequences]
+
+        def remove() -> None:
+            with self._transaction() as database:
+                before = database.total_changes
+                database.executemany("DELETE FROM outbox WHERE sequence = ?", parameters)
+                removed = database.total_changes - before
+            self._outbox_size -= removed
+
+        await self._run(remove)
 
     async def integrity_check(self) -> str:
         return await self._run(lambda: str(self._db.execute("PRAGMA integrity_check").fetchone()[0]))

@@ -409,22 +409,27 @@ class Hub:
     def _sink(self, engine: MappingEngine) -> Callable[[RawSample], None]:
         """Decode each sample and fit its value to the target element's valueType, then apply it."""
 
+        value_types = {
+            bound.point_name: bound.value_type for bound in self._bound.values() if bound.value_type is not None
+        }
+        decode, apply, bad = engine.on_sample, self.store.apply, Quality.BAD
+
         def on_sample(sample: RawSample) -> None:
-            change = engine.on_sample(sample)
+            change = decode(sample)
             if change is None:
                 return
-            bound = self._bound.get((change.submodel_id, change.id_short_path))
-            if bound is None:
+            value_type = value_types.get(sample.point)
+            if value_type is None:
                 return
             value = change.value
-            if change.quality is not Quality.BAD and value is not None and type(value) is not bound.value_type:
+            if value.__class__ is not value_type and value is not None and change.quality is not bad:
                 # ``change`` is the engine's fresh object, not yet shared: adjusted in place (no copy per sample)
                 try:
-                    change.value = values.coerce(bound.value_type, value)
+                    change.value = values.coerce(value_type, value)
                 except TypeMismatchError as error:
-                    _LOG.debug("point %s: %s", bound.point_name, error)
-                    change.value, change.quality, change.reason = None, Quality.BAD, QualityReason.OUT_OF_RANGE
-            self.store.apply(change)
+                    _LOG.debug("point %s: %s", sample.point, error)
+                    change.value, change.quality, change.reason = None, bad, QualityReason.OUT_OF_RANGE
+            apply(change)
 
         return on_sample
 

@@ -5,6 +5,10 @@ It holds the shells, submodels and concept descriptions as basyx-python-sdk obje
 Property its source timestamp and quality, applies ``ValueChanged`` events coming from the mapping
 engine, and runs client writes: type check, device write through the bound handler (which awaits
 the device's acknowledgement), journal, apply, publish.
+
+With an ``outbox_encoder`` set, every client write and model change is also encoded as an
+outbound change event (``store.outbox``) before it is journaled, and the journal (an
+``OutboxJournal``) stores the event in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import enum
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from basyx.aas import model
 
@@ -29,6 +33,7 @@ from aas_server.model import paths, values
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.model.units import EngineeringUnit
 from aas_server.store.bus import ChangeBus
+from aas_server.store.outbox import OutboundEvent, OutboxEncoder
 
 WriteHandler = Callable[[Any], Awaitable[None]]
 
@@ -84,6 +89,20 @@ class Journal(Protocol):
     async def delete_identifiable(self, identifier: str) -> None: ...
 
 
+class OutboxJournal(Protocol):
+    """A ``Journal`` that also stores outbound change events in the transaction of the change they announce."""
+
+    async def persist_values(
+        self, changes: Sequence[ValueChanged], *, outbox: Sequence[OutboundEvent] = ()
+    ) -> None: ...
+
+    async def save_identifiables(
+        self, identifiables: Iterable[model.Identifiable], *, outbox: Sequence[OutboundEvent] = ()
+    ) -> None: ...
+
+    async def delete_identifiable(self, identifier: str, *, outbox: Sequence[OutboundEvent] = ()) -> None: ...
+
+
 Container = (
     model.Submodel
     | model.SubmodelElementCollection
@@ -135,6 +154,8 @@ class TwinStore:
         self._content_versions: dict[str, int] = {}
         self.version = 0
         """Structure version: changes when identifiables are created, replaced or deleted (not on value changes)."""
+        self.outbox_encoder: OutboxEncoder | None = None
+        """Encodes the events of client writes and model changes; the journal must then be an ``OutboxJournal``."""
 
     # --- identifiables -------------------------------------------------------------------------
 
@@ -273,25 +294,28 @@ class TwinStore:
         A bad-quality change keeps the last value: the element's value is not touched.
         Returns whether anything a client would see changed.
         """
-        key = (change.submodel_id, change.id_short_path)
-        state = self.state(*key)
+        submodel_id = change.submodel_id
+        states = self._states.get(submodel_id)
+        state = None if states is None else states.get(change.id_short_path)
         if state is None:
-            raise NotFoundError(f"no Property {change.id_short_path!r} in submodel {change.submodel_id!r}")
-        changed = state.quality is not change.quality or state.reason is not change.reason
-        if change.quality is not Quality.BAD and state.value != change.value:
+            raise NotFoundError(f"no Property {change.id_short_path!r} in submodel {submodel_id!r}")
+        quality = change.quality
+        changed = state.quality is not quality or state.reason is not change.reason
+        if quality is not Quality.BAD and state.value != change.value:
             element = state.element
             if element is None:
-                found = self.element(*key)
+                found = self.element(submodel_id, change.id_short_path)
                 assert isinstance(found, model.Property)
                 element = state.element = found
             element.value = change.value
             state.value = change.value
-            self._touch(change.submodel_id)
+            versions = self._content_versions
+            versions[submodel_id] = versions.get(submodel_id, 0) + 1
             changed = True
-        if change.quality is not Quality.BAD or changed:
+        if quality is not Quality.BAD or changed:
             state.source_time = change.source_time
         state.server_time = change.server_time
-        state.quality = change.quality
+        state.quality = quality
         state.reason = change.reason
         if changed:
             if change.quality is Quality.BAD and change.value != state.value:
@@ -323,7 +347,12 @@ class TwinStore:
             now = utc_now()
             change = ValueChanged(submodel_id, id_short_path, typed, now, Quality.GOOD, QualityReason.NONE, now, origin)
             if self.journal is not None:
-                await self.journal.persist_values([change])
+                encoder = self.outbox_encoder
+                event = encoder.value_event(change) if encoder is not None else None
+                if event is not None:
+                    await self._outbox_journal.persist_values([change], outbox=[event])
+                else:
+                    await self.journal.persist_values([change])
             self.apply(change)
         return change
 
@@ -362,9 +391,28 @@ class TwinStore:
                     f"of valueType {values.xsd_name(value_type)} (change the mapping first)"
                 )
 
-    async def _save(self, identifiable: model.Identifiable) -> None:
-        if self.journal is not None:
+    @property
+    def _outbox_journal(self) -> OutboxJournal:
+        """The journal, which must store outbound events when an ``outbox_encoder`` is set."""
+        return cast(OutboxJournal, self.journal)
+
+    async def _save(self, identifiable: model.Identifiable, events: Sequence[OutboundEvent] = ()) -> None:
+        if self.journal is None:
+            return
+        if events:
+            await self._outbox_journal.save_identifiables([identifiable], outbox=events)
+        else:
             await self.journal.save_identifiables([identifiable])
+
+    def _identifiable_events(self, kind: ModelChangeKind, identifiable: model.Identifiable) -> list[OutboundEvent]:
+        encoder = self.outbox_encoder
+        return [] if encoder is None else [encoder.identifiable_event(kind, identifiable)]
+
+    def _element_events(
+        self, kind: ModelChangeKind, submodel_id: str, id_short_path: str, element: model.SubmodelElement
+    ) -> list[OutboundEvent]:
+        encoder = self.outbox_encoder
+        return [] if encoder is None else [encoder.element_event(kind, submodel_id, id_short_path, element)]
 
     async def create(self, identifiable: model.Identifiable) -> None:
         """Add a new identifiable (POST); ``ConflictError`` if any identifiable has its id."""
@@ -374,7 +422,7 @@ class TwinStore:
             table = self._table_for(identifiable)
             table[identifiable.id] = identifiable
             try:
-                await self._save(identifiable)
+                await self._save(identifiable, self._identifiable_events(ModelChangeKind.CREATED, identifiable))
             except BaseException:
                 del table[identifiable.id]
                 raise
@@ -395,7 +443,7 @@ class TwinStore:
                 self._check_bindings_survive(identifiable)
             table[identifiable.id] = identifiable
             try:
-                await self._save(identifiable)
+                await self._save(identifiable, self._identifiable_events(ModelChangeKind.UPDATED, identifiable))
             except BaseException:
                 table[identifiable.id] = old
                 raise
@@ -419,8 +467,12 @@ class TwinStore:
             table = self._table_for(identifiable)
             del table[identifier]
             if self.journal is not None:
+                events = self._identifiable_events(ModelChangeKind.DELETED, identifiable)
                 try:
-                    await self.journal.delete_identifiable(identifier)
+                    if events:
+                        await self._outbox_journal.delete_identifiable(identifier, outbox=events)
+                    else:
+                        await self.journal.delete_identifiable(identifier)
                 except BaseException:
                     table[identifier] = identifiable
                     raise
@@ -441,9 +493,16 @@ class TwinStore:
         return parent
 
     async def _change_elements(
-        self, submodel_id: str, container: Container, change: Callable[[model.NamespaceSet[Any]], None]
+        self,
+        submodel_id: str,
+        container: Container,
+        change: Callable[[model.NamespaceSet[Any]], None],
+        events: Callable[[], list[OutboundEvent]] = list,
     ) -> None:
-        """Apply ``change`` to a container's children, check bindings, journal; roll back on any failure."""
+        """Apply ``change`` to a container's children, check bindings, journal; roll back on any failure.
+
+        ``events`` gives the outbound events of the change once it is applied (journaled with it).
+        """
         submodel = self.submodel(submodel_id)
         children = _children_set(container)
         before = list(children)
@@ -453,7 +512,7 @@ class TwinStore:
             except (KeyError, ValueError, TypeError, model.AASConstraintViolation) as error:
                 raise InvalidRequestError(str(error).strip("'\"")) from None
             self._check_bindings_survive(submodel)
-            await self._save(submodel)
+            await self._save(submodel, events())
         except BaseException:
             _restore_children(children, before)
             raise
@@ -471,7 +530,12 @@ class TwinStore:
                     raise InvalidRequestError("the new element needs an idShort")
                 if any(child.id_short == element.id_short for child in children):
                     raise ConflictError(f"an element with idShort {element.id_short!r} exists already there")
-            await self._change_elements(submodel_id, container, lambda items: items.add(element))
+            await self._change_elements(
+                submodel_id,
+                container,
+                lambda items: items.add(element),
+                lambda: self._element_events(ModelChangeKind.CREATED, submodel_id, paths.path_of(element), element),
+            )
             path = paths.path_of(element)
         self.bus.publish(ModelChanged(ModelChangeKind.CREATED, submodel_id, path))
         return path
@@ -493,7 +557,12 @@ class TwinStore:
                 replaced = [element if item is old else item for item in items]
                 _restore_children(items, replaced)
 
-            await self._change_elements(submodel_id, container, swap)
+            await self._change_elements(
+                submodel_id,
+                container,
+                swap,
+                lambda: self._element_events(ModelChangeKind.UPDATED, submodel_id, id_short_path, element),
+            )
         self.bus.publish(ModelChanged(ModelChangeKind.UPDATED, submodel_id, id_short_path))
 
     async def delete_element(self, submodel_id: str, id_short_path: str) -> None:
@@ -509,5 +578,10 @@ class TwinStore:
             container = old.parent
             if not isinstance(container, _CONTAINER_TYPES):
                 raise InvalidRequestError(f"{id_short_path!r} cannot be changed on its own; change its parent")
-            await self._change_elements(submodel_id, container, lambda items: items.remove(old))
+            await self._change_elements(
+                submodel_id,
+                container,
+                lambda items: items.remove(old),
+                lambda: self._element_events(ModelChangeKind.DELETED, submodel_id, id_short_path, old),
+            )
         self.bus.publish(ModelChanged(ModelChangeKind.DELETED, submodel_id, id_short_path))
