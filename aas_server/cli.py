@@ -14,17 +14,26 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aas_server import __version__
 from aas_server.config import HubSettings, load_settings, load_yaml
 from aas_server.errors import ConfigurationError, HubError, PackageError
+
+if TYPE_CHECKING:
+    from basyx.aas import model
+
+    from aas_server.persistence.sqlite import StoredValue
 
 _LOG = logging.getLogger("aas_server")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+
+RDF_FORMATS: dict[str, str] = {"turtle": "turtle", "jsonld": "json-ld"}
+"""``export --format`` names of the RDF serialisations (``docs/rdf.md``)."""
+RDF_EXTENSIONS: dict[str, str] = {".ttl": "turtle", ".jsonld": "jsonld"}
 
 
 def demo_settings_path() -> Path:
@@ -69,10 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     importing.add_argument("--replace", action="store_true", help="replace objects whose id exists already")
     importing.add_argument("--report", type=Path, help="write the import reports as JSON to this file")
 
-    exporting = commands.add_parser("export", help="write the hub's model as an AASX, JSON or XML package")
-    exporting.add_argument("output", type=Path, help="file to write; the format follows its extension")
+    exporting = commands.add_parser(
+        "export",
+        help="write the hub's model as an AASX, JSON or XML package, or with its last values as RDF (Turtle, JSON-LD)",
+    )
+    exporting.add_argument(
+        "output", type=Path, help="file to write; the format follows its extension (.aasx .json .xml .ttl .jsonld)"
+    )
     exporting.add_argument("--config", "-c", type=Path, required=True, help="settings file of the hub")
-    exporting.add_argument("--format", choices=["aasx", "json", "xml"], help="overrides the extension")
+    exporting.add_argument("--format", choices=["aasx", "json", "xml", *RDF_FORMATS], help="overrides the extension")
 
     schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of a file kind, for editors")
     schema.add_argument("kind", choices=["mapping", "settings"], help="mapping files or hub settings files")
@@ -156,15 +170,58 @@ async def _export(arguments: argparse.Namespace) -> int:
     from aas_server.exchange import write_package_file
     from aas_server.persistence.sqlite import SqliteRepository
 
+    rdf_format = RDF_FORMATS.get(arguments.format or RDF_EXTENSIONS.get(arguments.output.suffix.lower(), ""))
     settings = load_settings(arguments.config)
     async with SqliteRepository(settings.sqlite_path) as repository:
         identifiables = await repository.load_identifiables()
         if not identifiables:
             identifiables = await asyncio.to_thread(_model_from_settings, settings)
-        files = await repository.load_files()
+        stored_values = await repository.load_values() if rdf_format else []
+        files = {} if rdf_format else await repository.load_files()
+    if rdf_format:
+        triples = await asyncio.to_thread(_write_rdf, arguments.output, identifiables, stored_values, rdf_format)
+        print(f"{arguments.output}: {len(identifiables)} identifiables with their last values, {triples} triples")
+        return EXIT_OK
     await asyncio.to_thread(write_package_file, arguments.output, identifiables, files, arguments.format)
     print(f"{arguments.output}: {len(identifiables)} identifiables, {len(files)} supplementary files")
     return EXIT_OK
+
+
+def _write_rdf(
+    output: Path, identifiables: list[model.Identifiable], stored_values: list[StoredValue], rdf_format: str
+) -> int:
+    """Write the model as RDF with the values last persisted, with the quality and source time they had then."""
+    from basyx.aas import model
+
+    from aas_server.model.events import ValueChanged
+    from aas_server.semantics import rdf
+    from aas_server.store.twin_store import TwinStore
+
+    store = TwinStore()
+    store.add_all(identifiables)
+    for stored in stored_values:
+        state = store.state(stored.submodel_id, stored.id_short_path)
+        if state is None or stored.lexical_value is None or not isinstance(state.element, model.Property):
+            continue
+        try:
+            value = stored.typed_value(state.element.value_type)
+        except ValueError:
+            continue
+        store.apply(
+            ValueChanged(
+                stored.submodel_id,
+                stored.id_short_path,
+                value,
+                stored.source_time,
+                stored.quality,
+                stored.reason,
+                stored.server_time,
+                "restore",
+            )
+        )
+    graph = rdf.build_graph(rdf.take_snapshot(store))
+    output.write_bytes(graph.serialize(rdf.JSON_LD if rdf_format == rdf.JSON_LD else rdf.TURTLE))
+    return len(graph)
 
 
 async def _nodeset(arguments: argparse.Namespace) -> int:

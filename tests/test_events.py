@@ -29,8 +29,6 @@ from basyx.aas import model
 from basyx.aas.model import datatypes
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings, HubSettings
@@ -84,10 +82,12 @@ class Event:
 
 
 class EventSubscriber:
-    """A paho MQTT 5 client recording what arrives on ``topic_filter``, with each message's ``sequence``.
+    """A paho client recording what arrives on ``topic_filter``, with each message's ``sequence``.
 
-    ``session_expiry`` > 0 keeps the session (and the messages queued for it) while the
-    subscriber is disconnected, e.g. across a broker restart. ``start`` and ``stop`` block briefly.
+    An MQTT 5 client reading the ``sequence`` user property; with ``persistent`` an MQTT 3.1.1
+    client with a persistent session (``clean_session`` 0), which Mosquitto 2.0 keeps across its
+    own restart (it does not restore MQTT 5 sessions), reading the sequence from value payloads.
+    ``start`` and ``stop`` block briefly.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class EventSubscriber:
         broker: MosquittoBroker,
         topic_filter: str,
         *,
-        session_expiry: int = 0,
+        persistent: bool = False,
         ca_file: Path | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -103,13 +103,15 @@ class EventSubscriber:
         self.topic_filter = topic_filter
         self.events: list[Event] = []
         self._broker = broker
-        self._session_expiry = session_expiry
+        self._persistent = persistent
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"test-events-{secrets.token_hex(4)}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
+        client_id = f"test-events-{secrets.token_hex(4)}"
+        if persistent:
+            self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        else:
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+            )
         self._client.reconnect_delay_set(1, 1)
         if ca_file is not None:
             self._client.tls_set(ca_certs=str(ca_file))
@@ -120,15 +122,7 @@ class EventSubscriber:
         self._client.on_message = self._on_message
 
     def start(self) -> Self:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._session_expiry
-        self._client.connect(
-            self._broker.host,
-            self._broker.port,
-            keepalive=30,
-            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
+        self._client.connect(self._broker.host, self._broker.port, keepalive=30)
         self._client.loop_start()
         if not self._subscribed.wait(5.0):
             self.stop()
@@ -151,8 +145,12 @@ class EventSubscriber:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        user_properties = dict(getattr(message.properties, "UserProperty", []))
-        self.events.append(Event(message.topic, bytes(message.payload), int(user_properties["sequence"])))
+        payload = bytes(message.payload)
+        if self._persistent:
+            sequence = orjson.loads(payload)["sequence"]
+        else:
+            sequence = dict(message.properties.UserProperty)["sequence"]  # type: ignore[union-attr]
+        self.events.append(Event(message.topic, payload, int(sequence)))
 
     def unique(self) -> list[Event]:
         """The first arrival of each sequence, in arrival order."""
@@ -375,7 +373,8 @@ async def test_events_produced_during_a_broker_outage_all_arrive_in_order(
     ):
         await store.create(submodel())
         await wait_until(lambda: publishing.pending == 0, within=5.0, what="the first event delivered")
-        with subscribed(broker, f"sm-repository/{repo}/#", session_expiry=300) as subscriber:
+        value_filter = f"sm-repository/{repo}/submodels/+/submodelElements/+/value/updated"
+        with subscribed(broker, value_filter, persistent=True) as subscriber:
             await asyncio.to_thread(broker.stop)
             await wait_until(lambda: not publishing.connected, within=5.0, what="the publisher to notice")
             for step in range(100):

@@ -431,6 +431,11 @@ def test_a_device_fed_target_and_a_target_used_twice_are_rejected_together(store
     ]
 
 
+def test_a_target_of_a_running_roll_up_cannot_be_taken_by_another(store: TwinStore, service: RollupService) -> None:
+    with pytest.raises(ConfigurationError, match=r"rollups\[0\]\.target: 'Total' is the target of a running roll-up"):
+        RollupService(store, [rollup("Total", "maximum", "Current1")])
+
+
 @pytest.mark.parametrize(
     ("rollups", "message"),
     [

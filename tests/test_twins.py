@@ -55,8 +55,17 @@ OPERATIONAL: dict[str, list[tuple[str, str, str | None]]] = {
         ("Throughput", "xs:double", "1/h"),
         ("RejectedBottles", "xs:int", "piece"),
         ("LineRunning", "xs:boolean", None),
+        ("BottlesProduced", "xs:unsignedInt", "piece"),
+        ("MachinesRunning", "xs:int", "piece"),
     ],
-    "plant": [("ActivePower", "xs:double", "kW"), ("EnergyConsumed", "xs:double", "kW·h")],
+    "plant": [
+        ("ActivePower", "xs:double", "kW"),
+        ("EnergyConsumed", "xs:double", "kW·h"),
+        ("Availability", "xs:double", "1"),
+        ("TotalMotorCurrent", "xs:double", "A"),
+        ("BottlesProduced", "xs:unsignedInt", "piece"),
+        ("WorstQuality", "xs:string", None),
+    ],
 }
 
 
@@ -281,7 +290,7 @@ def test_json_round_trip_keeps_every_object(store: Store) -> None:
     aas_json.write_aas_json_file(buffer, store)
     buffer.seek(0)
     read_back = aas_json.read_aas_json_file(buffer, failsafe=False)
-    assert len(read_back) == len(store) == 54
+    assert len(read_back) == len(store) == 59
     assert identifiable_ids(read_back) == identifiable_ids(store)
     assert walk_composition("plant", read_back)["Filler"] == ["FillerMotor", "FillerTemperatureSensor"]
 

@@ -5,10 +5,11 @@
 (``shells.py``), the Submodel Repository and Submodel interfaces (``submodels.py``,
 ``submodel_elements.py``; the Submodel interface mounted a second time under
 ``/shells/{aasIdentifier}/submodels/{submodelIdentifier}``), the Concept Description Repository
-(``concept_descriptions.py``), the AASX File Server and ``/serialization`` (``file_server.py``) and
-``/description``; with a ``history``, ``.../submodel-elements/{idShortPath}/history`` under both submodel
-bases (``history.py``). Routing is a segment trie per base path (``routing.py``); ``api/errors.py`` maps
-every error to a ``Result`` body in one place. ``docs/rest.md`` lists routes, codes and gaps.
+(``concept_descriptions.py``), the AASX File Server and ``/serialization`` (``file_server.py``),
+``/description``, and ``/rdf`` and ``/sparql`` (``rdf.py``); with a ``history``,
+``.../submodel-elements/{idShortPath}/history`` under both submodel bases (``history.py``). Routing
+is a segment trie per base path (``routing.py``); ``api/errors.py`` maps every error to a ``Result``
+body in one place. ``docs/rest.md`` lists routes, codes and gaps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from aas_server.api import concept_descriptions, description, file_server, shells, submodel_elements, submodels
+from aas_server.api import concept_descriptions, description, file_server, rdf, shells, submodel_elements, submodels
 from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
 from aas_server.api.context import (
     API_PREFIXES,
@@ -57,6 +58,7 @@ TOP_LEVEL_TABLES: tuple[RouteTable, ...] = (
     concept_descriptions.routes,
     file_server.routes,
     description.routes,
+    rdf.routes,
 )
 SUBMODEL_TABLES: tuple[RouteTable, ...] = (submodels.interface, submodel_elements.routes)
 
@@ -100,6 +102,7 @@ def create_app(
     app[OPERATIONS_KEY] = operations if operations is not None else OperationRegistry()
     app[RUNS_KEY] = OperationRuns()
     app[MAX_BODY_KEY] = client_max_size
+    rdf.install(app)
     submodel_tables = SUBMODEL_TABLES
     if history is not None:
         app[HISTORY_KEY] = history

@@ -38,6 +38,7 @@ from basyx.aas import model
 from aas_server.errors import HubError, InvalidRequestError
 from aas_server.model import paths
 from aas_server.opcua.address_space import ProjectedAddressSpace
+from aas_server.opcua.projection import parent_path
 from aas_server.opcua.status import status
 from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
 from aas_server.opcua.variants import data_value, to_variant
@@ -94,19 +95,22 @@ class ProjectionHistory(HistoryManager):
 
     # --- Historizing and AccessLevel --------------------------------------------------------------
 
-    async def mark(self, submodel_id: str | None = None) -> None:
-        """Mark the variables of recorded Properties (of one submodel, or all) as historizing."""
+    async def mark(self, submodel_id: str | None = None, id_short_path: str | None = None) -> None:
+        """Mark the variables of recorded Properties as historizing: all, one submodel's, or those below the
+        parent of the element at ``id_short_path`` (a change there may have re-added its siblings too)."""
         nodes = self._address_space.value_nodes
         if submodel_id is None:
             keys = list(nodes)
         else:
             try:
                 submodel = self._store.submodel(submodel_id)
+                parent = parent_path(id_short_path) if id_short_path else None
+                root: model.Submodel | model.SubmodelElement = paths.resolve(submodel, parent) if parent else submodel
             except HubError:
                 return
             keys = [
                 (submodel_id, path)
-                for path, element in paths.walk(submodel)
+                for path, element in paths.walk(root, parent or "")
                 if isinstance(element, model.Property) and (submodel_id, path) in nodes
             ]
         aspace = self._server.iserver.aspace
@@ -122,9 +126,11 @@ class ProjectionHistory(HistoryManager):
                     await self._server.write_attribute_value(
                         node_id, ua.DataValue(ua.Variant(level | _HISTORY_READ, ua.VariantType.Byte)), attribute
                     )
-            await self._server.write_attribute_value(
-                node_id, ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)), AttributeIds.Historizing
-            )
+            historizing = aspace.read_attribute_value(node_id, AttributeIds.Historizing)
+            if historizing.Value is None or historizing.Value.Value is not True:
+                await self._server.write_attribute_value(
+                    node_id, ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)), AttributeIds.Historizing
+                )
 
     def following(
         self, apply_model_change: ModelChangeHandler, resynchronize: Resynchronizer
@@ -133,7 +139,7 @@ class ProjectionHistory(HistoryManager):
 
         async def apply(change: ModelChanged) -> None:
             await apply_model_change(change)
-            await self.mark(change.identifiable_id)
+            await self.mark(change.identifiable_id, change.id_short_path)
 
         async def resynchronize_all() -> None:
             await resynchronize()

@@ -77,9 +77,13 @@ _NUMERIC = "CASE WHEN typeof(value) IN ('integer', 'real') THEN value END"
 _USABLE = "quality != 'bad' AND value IS NOT NULL"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SampleRecord:
-    """One sample to record: the element, its ``valueType`` (XSD name) and the change."""
+    """One sample to record: the element, its ``valueType`` (XSD name) and the change.
+
+    Treat as immutable; not declared frozen because a frozen dataclass costs four times as much to
+    construct, and every recorded change creates one.
+    """
 
     submodel_id: str
     id_short_path: str

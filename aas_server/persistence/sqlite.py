@@ -423,16 +423,25 @@ class SqliteRepository:
         ]
 
     async def outbox_remove(self, sequences: Sequence[int]) -> None:
-        """Remove delivered events (one transaction)."""
+        """Remove delivered events (one transaction).
+
+        The commit is not waited for on disk (``synchronous=NORMAL``; the next full commit syncs
+        it): a removal lost to a power failure only means the event is published once more.
+        """
         if not sequences:
             return
         parameters = [(sequence,) for sequence in sequences]
 
         def remove() -> None:
-            with self._transaction() as database:
-                before = database.total_changes
-                database.executemany("DELETE FROM outbox WHERE sequence = ?", parameters)
-                removed = database.total_changes - before
+            database = self._db
+            database.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._transaction():
+                    before = database.total_changes
+                    database.executemany("DELETE FROM outbox WHERE sequence = ?", parameters)
+                    removed = database.total_changes - before
+            finally:
+                database.execute("PRAGMA synchronous=FULL")
             self._outbox_size -= removed
 
         await self._run(remove)

@@ -133,6 +133,7 @@ class HistoryService:
         self._batch_period = batch_period
         self._batch_size = batch_size
         self._downsampler = Downsampler(settings.minimum_interval)
+        self._downsampling = settings.minimum_interval > 0
         self._pending: list[SampleRecord] = []
         self._pending_since: float | None = None
         self._value_types: dict[tuple[str, str], str] = {}
@@ -212,7 +213,10 @@ class HistoryService:
             and event.origin != "restore"
             and self.is_mapped(event.submodel_id, event.id_short_path)
         ):
-            self._queue(self._downsampler.offer(event, time.monotonic()))
+            if self._downsampling:
+                self._queue(self._downsampler.offer(event, time.monotonic()))
+            else:
+                self._queue((event,))
 
     def _drain(self) -> None:
         if self._subscription is not None:
@@ -256,21 +260,23 @@ class HistoryService:
         subscription = self._subscription
         assert subscription is not None
         while True:
-            try:
+            event: StoreEvent | None = None
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._wake_in()):
                     event = await subscription.get()
-            except TimeoutError:
-                pass
-            else:
-                self._accept(event)
-            self._drain()
-            now = time.monotonic()
-            self._queue(self._downsampler.due(now))
-            if self._pending and (
-                len(self._pending) >= self._batch_size
-                or (self._pending_since is not None and now >= self._pending_since + self._batch_period)
-            ):
-                await self._write()
+            try:
+                if event is not None:
+                    self._accept(event)
+                self._drain()
+                now = time.monotonic()
+                self._queue(self._downsampler.due(now))
+                if self._pending and (
+                    len(self._pending) >= self._batch_size
+                    or (self._pending_since is not None and now >= self._pending_since + self._batch_period)
+                ):
+                    await self._write()
+            except Exception:
+                _LOG.exception("history: recording failed; going on with the next changes")
 
     # --- retention -------------------------------------------------------------------------------
 

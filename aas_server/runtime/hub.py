@@ -57,6 +57,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
+from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
@@ -151,6 +152,7 @@ class Hub:
         self.opcua: OpcUaProjection | None = None
         self.simulator: BottlingLineSimulator | None = None
         self.rest_url: str | None = None
+        self.rollups: RollupService | None = None
         self.operations = OperationRegistry()
         """Handlers of AAS Operations, shared by REST (``invoke``) and OPC UA (Methods)."""
 
@@ -190,6 +192,8 @@ class Hub:
             self._bind_points(path, mapping, engine)
         await self._describe_mappings(mappings)
         await self._restore_values()
+        # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
+        self.rollups = await start_rollups(self._stack, settings, self.store)
 
         endpoints = dict(settings.device_endpoints)
         if settings.simulator.enabled:
@@ -210,8 +214,8 @@ class Hub:
     def _bind_points(self, path: Path, mapping: MappingFile, engine: MappingEngine) -> None:
         conflicts = semantic_conflicts(mapping, self._element_or_none)
         if conflicts:
-            where, message = conflicts[0]
-            raise MappingError("; ".join(f"{w}: {m}" for w, m in conflicts[1:]) or message, f"{path}: {where}")
+            (where, message), *others = conflicts
+            raise MappingError("; ".join([message, *(f"{w}: {m}" for w, m in others)]), f"{path}: {where}")
         for index, point in enumerate(mapping.points):
             where = f"{path}: points[{index}] ({point.name}).target"
             submodel_id, id_short_path = point.target.submodel, point.target.path

@@ -124,7 +124,9 @@ def plan_rollups(store: TwinStore, settings: Sequence[RollupSettings]) -> list[R
             target_key = (rollup.target.submodel, paths.path_of(target))
             binding = store.binding(*target_key)
             problem = target_problem(rollup.function, target.value_type)
-            if binding is not None:
+            if binding is not None and binding.source.startswith(f"{ORIGIN}:"):
+                problems.add(f"{where}.target", f"{rollup.target.path!r} is the target of a running roll-up already")
+            elif binding is not None:
                 problems.add(
                     f"{where}.target",
                     f"{rollup.target.path!r} is fed by {binding.source}; a roll-up target must not be device-bound",

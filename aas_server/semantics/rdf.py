@@ -42,7 +42,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal as TypingLiteral
+from typing import Any
+from typing import Literal as TypingLiteral
 from urllib.parse import quote
 
 import orjson
@@ -208,6 +209,7 @@ def _data_type_def_xsd(value_type: Any) -> URIRef:
 
 
 def _string(text: str) -> Literal:
+    """A simple literal: RDF 1.1 makes it an ``xs:string``, and rdflib matches it against ``"text"`` in queries."""
     return Literal(text)
 
 
@@ -216,8 +218,10 @@ def _lexical(value: Any) -> str:
 
 
 def _typed(value: Any, value_type: Any) -> Literal:
-    """``value`` as a literal of its XSD type, in its XSD lexical form (rdflib's normalisation would spell ``INF`` as ``inf``)."""
+    """``value`` typed by its XSD type, in XSD lexical form (rdflib's normalisation would write ``INF`` as ``inf``)."""
     local = datatypes.XSD_TYPE_NAMES[value_type].removeprefix("xs:")
+    if local == "string":
+        return _string(value)
     return Literal(_lexical(value), datatype=XSD[local], normalize=False)
 
 
@@ -273,7 +277,9 @@ class _GraphBuilder:
         for embedded in item.embedded_data_specifications:
             node = self._node("EmbeddedDataSpecification")
             self.add((subject, AAS["HasDataSpecification/embeddedDataSpecifications"], node))
-            self.add((node, AAS["EmbeddedDataSpecification/dataSpecification"], self.reference(embedded.data_specification)))
+            self.add(
+                (node, AAS["EmbeddedDataSpecification/dataSpecification"], self.reference(embedded.data_specification))
+            )
             content = embedded.data_specification_content
             if isinstance(content, model.DataSpecificationIEC61360):
                 self.add((node, AAS["EmbeddedDataSpecification/dataSpecificationContent"], self._iec61360(content)))
@@ -281,7 +287,9 @@ class _GraphBuilder:
     def _iec61360(self, content: model.DataSpecificationIEC61360) -> BNode:
         node = self._node("DataSpecificationIec61360")
         prefix = "DataSpecificationIec61360/"
-        self._lang_strings(node, prefix + "preferredName", "LangStringPreferredNameTypeIec61360", content.preferred_name)
+        self._lang_strings(
+            node, prefix + "preferredName", "LangStringPreferredNameTypeIec61360", content.preferred_name
+        )
         self._lang_strings(node, prefix + "shortName", "LangStringShortNameTypeIec61360", content.short_name)
         self._text(node, prefix + "unit", content.unit)
         self._optional_reference(node, prefix + "unitId", content.unit_id)
@@ -434,8 +442,8 @@ class _GraphBuilder:
         elif isinstance(element, model.ReferenceElement):
             self._optional_reference(subject, "ReferenceElement/value", element.value)
         elif isinstance(element, model.RelationshipElement):
-            self.add((subject, AAS["RelationshipElement/first"], self.reference(element.first)))
-            self.add((subject, AAS["RelationshipElement/second"], self.reference(element.second)))
+            self._optional_reference(subject, "RelationshipElement/first", element.first)
+            self._optional_reference(subject, "RelationshipElement/second", element.second)
         elif isinstance(element, model.Entity):
             if element.entity_type is not None:
                 self.add((subject, AAS["Entity/entityType"], _enumeration("EntityType", element.entity_type)))
@@ -499,10 +507,16 @@ class _GraphBuilder:
         self.add((subject, AAS[prefix + "orderRelevant"], Literal(element.order_relevant)))
         self._optional_reference(subject, prefix + "semanticIdListElement", element.semantic_id_list_element)
         self.add(
-            (subject, AAS[prefix + "typeValueListElement"], AAS[f"AasSubmodelElements/{element.type_value_list_element.__name__}"])
+            (
+                subject,
+                AAS[prefix + "typeValueListElement"],
+                AAS[f"AasSubmodelElements/{element.type_value_list_element.__name__}"],
+            )
         )
         if element.value_type_list_element is not None:
-            self.add((subject, AAS[prefix + "valueTypeListElement"], _data_type_def_xsd(element.value_type_list_element)))
+            self.add(
+                (subject, AAS[prefix + "valueTypeListElement"], _data_type_def_xsd(element.value_type_list_element))
+            )
 
 
 def _parent_path(path: str) -> str:
@@ -570,6 +584,9 @@ class QueryLimits:
     max_triples: int = 100_000
 
 
+DEFAULT_LIMITS = QueryLimits()
+
+
 class QueryTimeoutError(HubError):
     """A SPARQL query used up its time budget."""
 
@@ -625,7 +642,7 @@ def _walk_algebra(part: object) -> Iterator[CompValue]:
             yield from _walk_algebra(item)
 
 
-def prepare_query(text: str, limits: QueryLimits = QueryLimits()) -> Query:
+def prepare_query(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> Query:
     """Parse a read-only query; ``InvalidRequestError`` for updates, malformed and unsupported queries."""
     if len(text) > limits.max_query_length:
         raise InvalidRequestError(
@@ -690,7 +707,7 @@ class TwinGraph:
                 self._serialised[rdf_format] = body
             return body
 
-    def query(self, text: str, limits: QueryLimits = QueryLimits(), graph_format: RdfFormat = TURTLE) -> QueryAnswer:
+    def query(self, text: str, limits: QueryLimits = DEFAULT_LIMITS, graph_format: RdfFormat = TURTLE) -> QueryAnswer:
         """Answer a read-only SPARQL 1.1 query within ``limits``.
 
         SELECT and ASK answer SPARQL 1.1 Query Results JSON; CONSTRUCT and DESCRIBE a graph in
@@ -706,13 +723,16 @@ class TwinGraph:
             if form == "SELECT":
                 return _select_answer(outcome, limits, budget)
             if form == "ASK":
-                return QueryAnswer(form, orjson.dumps({"head": {}, "boolean": bool(outcome["askAnswer"])}), SPARQL_RESULTS_JSON, 1)
+                return QueryAnswer(
+                    form, orjson.dumps({"head": {}, "boolean": bool(outcome["askAnswer"])}), SPARQL_RESULTS_JSON, 1
+                )
             result: Graph = outcome["graph"]
         except SPARQLError as error:
             raise InvalidRequestError(f"the query failed: {error}") from None
         if len(result) > limits.max_triples:
             raise InvalidRequestError(
-                f"the {form} result has {len(result)} triples; at most {limits.max_triples} are answered; narrow the query"
+                f"the {form} result has {len(result)} triples; at most {limits.max_triples} are answered; "
+                "narrow the query"
             )
         for prefix, namespace in PREFIXES.items():
             result.bind(prefix, namespace)

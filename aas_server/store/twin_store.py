@@ -312,16 +312,18 @@ class TwinStore:
             versions = self._content_versions
             versions[submodel_id] = versions.get(submodel_id, 0) + 1
             changed = True
-        if quality is not Quality.BAD or changed:
-            state.source_time = change.source_time
+        if not changed:
+            # Times stay those of the last change of value or quality, as OPC UA's SourceTimestamp
+            # (OPC 10000-4, 7.7.3): every view shows the same times for the same value.
+            return False
+        state.source_time = change.source_time
         state.server_time = change.server_time
         state.quality = quality
         state.reason = change.reason
-        if changed:
-            if change.quality is Quality.BAD and change.value != state.value:
-                change = replace(change, value=state.value, source_time=state.source_time)
-            self.bus.publish(change)
-        return changed
+        if quality is Quality.BAD and change.value != state.value:
+            change = replace(change, value=state.value)
+        self.bus.publish(change)
+        return True
 
     async def write_value(self, submodel_id: str, id_short_path: str, value: Any, origin: str) -> ValueChanged:
         """Write a Property's value on behalf of a client (REST, OPC UA).
