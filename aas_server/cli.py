@@ -190,7 +190,8 @@ async def _export(arguments: argparse.Namespace) -> int:
 def _write_rdf(
     output: Path, identifiables: list[model.Identifiable], stored_values: list[StoredValue], rdf_format: str
 ) -> int:
-    """Write the model as RDF with the values last persisted, with the quality and source time they had then."""
+    """Write the model as RDF with the values last persisted, with the quality and source time they had then
+    (Properties without a persisted value get neither: the hub is not running, nothing vouches for them now)."""
     from basyx.aas import model
 
     from aas_server.model.events import ValueChanged
@@ -219,7 +220,9 @@ def _write_rdf(
                 "restore",
             )
         )
-    graph = rdf.build_graph(rdf.take_snapshot(store))
+    persisted = {(stored.submodel_id, stored.id_short_path) for stored in stored_values}
+    values = {key: value for key, value in rdf.live_values(store).items() if key in persisted}
+    graph = rdf.build_graph(rdf.take_snapshot(store, values))
     output.write_bytes(graph.serialize(rdf.JSON_LD if rdf_format == rdf.JSON_LD else rdf.TURTLE))
     return len(graph)
 

@@ -29,9 +29,12 @@ from basyx.aas import model
 from basyx.aas.model import datatypes
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings, HubSettings
+from aas_server.connectors.mqtt import PublishProperties
 from aas_server.mapping.schema import Table
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.opcua.node_ids import node_id_for
@@ -264,6 +267,14 @@ def test_topics_and_payloads_follow_the_repository_scheme() -> None:
     assert OutboxEncoder("plant-1", value_events=False).value_event(device_change("Speed", 1.0)) is None
 
 
+@pytest.mark.parametrize("sequence", [1, 99_999, 10**40])
+def test_publish_properties_are_the_bytes_paho_would_pack(sequence: int) -> None:
+    expected = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    expected.UserProperty = [("sequence", str(sequence))]
+    expected.ContentType = "application/json"
+    assert PublishProperties(sequence).pack() == expected.pack()  # type: ignore[no-untyped-call]
+
+
 async def test_an_acknowledged_change_has_its_event_in_the_outbox_and_sequences_are_never_reused(
     tmp_path: Path,
 ) -> None:
@@ -378,8 +389,8 @@ async def test_events_produced_during_a_broker_outage_all_arrive_in_order(
             await asyncio.to_thread(broker.stop)
             await wait_until(lambda: not publishing.connected, within=5.0, what="the publisher to notice")
             for step in range(100):
-                await store.write_value(SUBMODEL, "Speed", float(step), origin="rest")
-                await store.write_value(SUBMODEL, "Count", step, origin="opcua")
+                await store.write_value(SUBMODEL, "Speed", 100.0 + step, origin="rest")
+                await store.write_value(SUBMODEL, "Count", step + 1, origin="opcua")
                 store.apply(device_change("Motor.Temperature", 30.0 + step))
             await wait_until(lambda: publishing.pending == 300, within=5.0, what="300 events in the outbox")
             await asyncio.to_thread(broker.start)
@@ -387,8 +398,8 @@ async def test_events_produced_during_a_broker_outage_all_arrive_in_order(
             await wait_until(lambda: publishing.pending == 0, within=5.0, what="an empty outbox")
 
     for path, expected in [
-        ("Speed", [float(step) for step in range(100)]),
-        ("Count", list(range(100))),
+        ("Speed", [100.0 + step for step in range(100)]),
+        ("Count", [step + 1 for step in range(100)]),
         ("Motor.Temperature", [30.0 + step for step in range(100)]),
     ]:
         arrived = subscriber.on(value_topic(repo, SUBMODEL, path))
@@ -408,7 +419,7 @@ async def test_a_full_outbox_drops_new_events_counts_them_and_logs_an_error(
     with caplog.at_level(logging.INFO, logger="aas_server.store.outbox"):
         async with publishing_store(tmp_path / "hub.sqlite", settings) as (store, repository, publishing):
             await store.create(submodel())
-            for step in range(129):
+            for step in range(1, 130):
                 await store.write_value(SUBMODEL, "Speed", float(step), origin="rest")
             assert publishing.pending == 100
             assert publishing.dropped == 30
@@ -416,7 +427,7 @@ async def test_a_full_outbox_drops_new_events_counts_them_and_logs_an_error(
             assert len(errors) == 1, [r.getMessage() for r in errors]  # rate-limited
             assert "(100 events)" in errors[0].getMessage()
             (stored_value,) = await repository.load_values()
-            assert stored_value.typed_value(float) == 128.0  # the writes themselves were all kept
+            assert stored_value.typed_value(float) == 129.0  # the writes themselves were all kept
 
             broker = mosquitto_factory(port=port)
             with subscribed(broker, f"sm-repository/{repo}/#") as subscriber:
@@ -428,6 +439,36 @@ async def test_a_full_outbox_drops_new_events_counts_them_and_logs_an_error(
                     what="a new event once the outbox has room",
                 )
     assert any("accepts events again" in record.getMessage() for record in caplog.records)
+
+
+async def test_an_event_the_broker_refuses_is_dropped_and_does_not_block_the_others(
+    tmp_path: Path, mosquitto_factory: Callable[..., MosquittoBroker], caplog: pytest.LogCaptureFixture
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write sm-repository/#\n", encoding="utf-8")
+    broker = mosquitto_factory(extra_config=(f"acl_file {acl}",))
+    repo = repository_id()
+    with caplog.at_level(logging.ERROR, logger="aas_server.connectors.mqtt"):
+        async with publishing_store(tmp_path / "hub.sqlite", event_settings(broker.port, repo)) as (
+            store,
+            _,
+            publishing,
+        ):
+            with subscribed(broker, f"+/{repo}/#") as subscriber:
+                await store.create(concept())
+                await store.create(submodel())
+                await store.create(shell())
+                await store.write_value(SUBMODEL, "Speed", 3.5, origin="rest")
+                await wait_until(lambda: len(subscriber.unique()) >= 2, within=5.0, what="the permitted events")
+                await wait_until(lambda: publishing.pending == 0, within=5.0, what="an empty outbox")
+    assert [event.topic for event in subscriber.unique()] == [
+        f"sm-repository/{repo}/submodels/created",
+        value_topic(repo, SUBMODEL, "Speed"),
+    ]
+    assert publishing.dropped == 2
+    refusals = [record.getMessage() for record in caplog.records if "refused event" in record.getMessage()]
+    assert len(refusals) == 1, refusals  # rate-limited
+    assert "Not authorized" in refusals[0]
 
 
 async def test_tls_and_credentials_from_the_environment(
@@ -501,7 +542,7 @@ async def test_device_rest_and_opcua_changes_arrive_in_order_per_element(
                 for volume in (500.0, 505.0, 510.0):
                     await fill_node.write_value(ua.DataValue(ua.Variant(volume, ua.VariantType.Double)))
             await wait_until(
-                lambda: len([e for e in subscriber.on(fill_topic) if e.json()["origin"] == "opcua"]) == 3,
+                lambda: any(event.json()["value"] == 510.0 for event in subscriber.on(fill_topic)),
                 within=5.0,
                 what="the OPC UA writes' events",
             )
@@ -510,10 +551,16 @@ async def test_device_rest_and_opcua_changes_arrive_in_order_per_element(
     good = [t["value"] for t in temperatures if t["quality"] == "good"]
     assert good[-3:] == [25.1, 25.2, 25.3]
     assert {t["origin"] for t in temperatures} == {"device:bottling-plc"}
-    set_points = [event.json() for event in subscriber.on(set_point_topic) if event.json()["origin"] == "rest"]
-    assert [s["value"] for s in set_points] == [1200.0, 1300.0, 1400.0]
-    fills = [event.json() for event in subscriber.on(fill_topic) if event.json()["origin"] == "opcua"]
-    assert [f["value"] for f in fills] == [500.0, 505.0, 510.0]
+    # Every acknowledged write is announced by its writer; when the device's reading of the new value
+    # happens to be applied before the write's answer, that reading is announced as well.
+    for topic, origin, written in (
+        (set_point_topic, "rest", [1200.0, 1300.0, 1400.0]),
+        (fill_topic, "opcua", [500.0, 505.0, 510.0]),
+    ):
+        arrived = [event.json() for event in subscriber.on(topic)]
+        assert [a["value"] for a in arrived if a["origin"] == origin] == written
+        values = [a["value"] for a in arrived]
+        assert [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]][-3:] == written
     for topic in (temperature_topic, set_point_topic, fill_topic):
         sequences = [event.sequence for event in subscriber.on(topic)]
         assert sequences == sorted(sequences), topic

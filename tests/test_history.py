@@ -345,6 +345,18 @@ async def test_bad_requests_are_answered_with_result_messages(tmp_path: Path) ->
             assert text in message["text"], (query, message)
 
 
+async def test_history_disabled_records_nothing_and_serves_no_route(tmp_path: Path) -> None:
+    settings = HubSettings(data_dir=tmp_path, history=HistorySettings(enabled=False))
+    store = _store()
+    async with AsyncExitStack() as stack:
+        assert await start_history(stack, settings, store, lambda s, p: True) is None
+        client: RestClient = TestClient(TestServer(create_app(store)))
+        await stack.enter_async_context(client)
+        response = await client.get(_history_url("Temperature"))
+        assert response.status == 404
+    assert not settings.history_path.exists()
+
+
 def test_intervals_are_seconds_or_iso_durations() -> None:
     assert parse_interval("90") == timedelta(seconds=90)
     assert parse_interval("0.25") == timedelta(milliseconds=250)
@@ -593,6 +605,7 @@ async def test_opcua_history_read_agrees_with_rest(
                 if number == 1:
                     await hub.store.replace(changed)
                 else:
+                    changed.submodel_element.remove(motor)
                     await hub.store.replace_element(SUBMODEL_ID, "Motor", motor)
                 await eventually(
                     lambda: speed.read_attribute(AttributeIds.Historizing),

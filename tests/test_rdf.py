@@ -41,8 +41,13 @@ SEMANTIC_KEY_VALUE = (
     "<https://admin-shell.io/aas/3/0/Reference/keys>/<https://admin-shell.io/aas/3/0/Key/value>"
 )
 IDENTIFIABLE_ID = "<https://admin-shell.io/aas/3/0/Identifiable/id>"
-CONTAINERS = {"SubmodelElementCollection": "value", "SubmodelElementList": "value", "Entity": "statements"}
-CONTAINERS["AnnotatedRelationshipElement"] = "annotations"
+CONTAINERS = {
+    "SubmodelElementCollection": "value",
+    "SubmodelElementList": "value",
+    "Entity": "statements",
+    "AnnotatedRelationshipElement": "annotations",
+}
+"""Where the REST JSON of each container kind keeps its children."""
 
 
 @pytest.fixture
@@ -96,10 +101,6 @@ async def fetch_graph(client: Client, path: str, rdf_format: str, **headers: str
     return graph
 
 
-def property_node(submodel_id: str, path: str) -> URIRef:
-    return element_iri(submodel_id, path)
-
-
 async def select(client: Client, query: str, api: str = APIS[0]) -> list[dict[str, str]]:
     response = await client.get(f"{api}/sparql", params={"query": query})
     assert response.status == 200, await response.text()
@@ -130,7 +131,7 @@ async def test_turtle_and_json_ld_exports_parse_back_into_the_live_graph(store: 
     by_parameter = await client.get(f"{APIS[0]}/rdf", params={"format": "jsonld"})
     assert by_parameter.content_type == "application/ld+json"
 
-    temperature = property_node(SENSOR, "Temperature")
+    temperature = element_iri(SENSOR, "Temperature")
     assert (temperature, RDF.type, AAS.Property) in turtle
     assert (temperature, AAS["Referable/idShort"], Literal("Temperature")) in turtle
     assert (temperature, AAS["Property/valueType"], AAS["DataTypeDefXsd/Double"]) in turtle
@@ -174,7 +175,7 @@ async def test_a_changed_value_shows_in_the_next_export_and_query(store: TwinSto
         {"value": "87.25", "quality": "uncertain", "reason": "last_usable", "time": source_time.isoformat()}
     ]
     exported = await fetch_graph(client, f"{APIS[0]}/rdf", "turtle")
-    temperature = property_node(SENSOR, "Temperature")
+    temperature = element_iri(SENSOR, "Temperature")
     assert exported.value(temperature, HUB.value) == Literal("87.25", datatype=XSD.double)
     assert exported.value(temperature, AAS["Property/value"]) == Literal("87.25")
     assert exported.value(temperature, HUB.quality) == Literal("uncertain")
@@ -217,8 +218,10 @@ async def rest_json(client: Client, path: str, **params: str) -> Any:
 
 
 async def test_sparql_finds_by_semantic_id_what_the_rest_api_finds(client: Client) -> None:
-    """Every Property semanticId: SPARQL finds the same (submodel, idShortPath) as the elements the REST API
-    lists with that semanticId; every submodel semanticId: the same submodels as ``GET /submodels?semanticId=``."""
+    """Every submodel semanticId: SPARQL finds the submodels ``GET /submodels?semanticId=`` finds. Every Property
+    semanticId: SPARQL finds the (submodel, idShortPath) of the Properties with it in the REST API's element
+    listings (Part 2 has a semanticId filter for submodels, none for elements). A found element's IRI is its
+    REST path."""
     submodels = (await rest_json(client, "/submodels"))["result"]
     by_semantic_id: dict[str, set[tuple[str, str]]] = {}
     for submodel in submodels:
@@ -236,9 +239,14 @@ async def test_sparql_finds_by_semantic_id_what_the_rest_api_finds(client: Clien
                     hub:idShortPath ?path ; hub:submodel/{IDENTIFIABLE_ID} ?submodel }}""",
         )
         assert {(row["submodel"], row["path"]) for row in rows} == expected, semantic_id
-    some = rows[0]
-    element = await rest_json(client, "/" + str(rest_path(some["element"])))
-    assert element["idShort"] == some["path"].rpartition(".")[2]
+    in_lists = await select(
+        client,
+        'SELECT ?element ?path WHERE { ?element a aas:Property ; hub:idShortPath ?path FILTER(CONTAINS(?path, "[")) }',
+    )
+    assert in_lists
+    for row in in_lists:
+        element = await rest_json(client, "/" + str(rest_path(row["element"])))
+        assert element["idShort"] == row["path"].rpartition(".")[2]
 
     for semantic_id in {value for submodel in submodels for value in key_values(submodel)}:
         found = await rest_json(client, "/submodels", semanticId=encode_identifier(semantic_id))
@@ -269,7 +277,7 @@ async def test_query_forms_over_get_and_both_kinds_of_post(client: Client) -> No
     assert construct.status == 200
     assert construct.content_type == "text/turtle"
     graph = Graph().parse(data=await construct.text(), format="turtle")
-    assert set(graph.subjects()) == {property_node(SENSOR, "Temperature")}
+    assert set(graph.subjects()) == {element_iri(SENSOR, "Temperature")}
 
     describe = await client.get(
         f"{APIS[0]}/sparql",
@@ -316,7 +324,7 @@ async def test_malformed_and_unsupported_queries_are_answered_400(client: Client
 
 async def test_limits_a_query_over_time_and_a_result_over_size(store: TwinStore) -> None:
     app = create_app(store)
-    app[RDF_KEY] = RdfService(store, QueryLimits(time_budget=0.5, max_rows=50, max_triples=50))
+    app[RDF_KEY] = RdfService(store, QueryLimits(time_budget=0.5, max_rows=50, max_triples=50), query_workers=1)
     async with TestClient(TestServer(app)) as limited:
         everything = await limited.get(f"{APIS[0]}/sparql", params={"query": "SELECT * WHERE { ?s ?p ?o }"})
         await assert_result(everything, 400, "more than 50 rows", "LIMIT")
@@ -330,9 +338,11 @@ async def test_limits_a_query_over_time_and_a_result_over_size(store: TwinStore)
         overrun = await limited.get(f"{APIS[0]}/sparql", params={"query": endless})
         await assert_result(overrun, 503, "time budget of 0.5 s")
         assert time.monotonic() - started < 5.0
-        for _ in range(3):  # the workers are free again: the overrunning query stopped by itself
-            ask = await limited.get(f"{APIS[0]}/sparql", params={"query": "ASK { ?s ?p ?o }"})
-            assert ask.status == 200, await ask.text()
+        # The one worker is free again (the overrunning query stopped by itself); queries queue for it.
+        asks = await asyncio.gather(
+            *(limited.get(f"{APIS[0]}/sparql", params={"query": f"ASK {{ <{SENSOR}> ?p ?o }}"}) for _ in range(4))
+        )
+        assert [ask.status for ask in asks] == [200] * 4
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -350,18 +360,23 @@ async def test_cli_exports_the_model_with_its_last_values_as_turtle_and_json_ld(
             [ValueChanged(SENSOR, "Temperature", 64.5, source_time, Quality.GOOD, QualityReason.NONE, source_time, "x")]
         )
     turtle_file, json_ld_file = tmp_path / "plant.ttl", tmp_path / "plant.json"
-    for arguments in ([str(turtle_file)], [str(json_ld_file), "--format", "jsonld"]):
-        result = await asyncio.to_thread(
+    command = [sys.executable, "-m", "aas_server", "export", "--config", str(settings_path)]
+    results = await asyncio.gather(
+        asyncio.to_thread(subprocess.run, [*command, str(turtle_file)], capture_output=True, text=True, timeout=120),
+        asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "aas_server", "export", *arguments, "--config", str(settings_path)],
+            [*command, str(json_ld_file), "--format", "jsonld"],
             capture_output=True,
             text=True,
             timeout=120,
-        )
+        ),
+    )
+    for result in results:
         assert result.returncode == 0, result.stderr
         assert "59 identifiables with their last values" in result.stdout
     turtle = Graph().parse(turtle_file, format="turtle")
     assert_isomorphic(Graph().parse(json_ld_file, format="json-ld"), turtle)
-    temperature = property_node(SENSOR, "Temperature")
+    temperature = element_iri(SENSOR, "Temperature")
     assert turtle.value(temperature, HUB.value) == Literal("64.5", datatype=XSD.double)
     assert turtle.value(temperature, HUB.sourceTimestamp) == Literal(source_time)
+    assert turtle.value(element_iri(FILLER, "BottlesFilled"), HUB.sourceTimestamp) is None, "never persisted"

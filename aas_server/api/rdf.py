@@ -12,9 +12,10 @@ Served under every API base path (not part of IDTA-01002 Part 2):
 
 The graph is built from a snapshot of the store in a worker thread and kept until the store's
 structure version, an identifiable's content version or a Property's value, quality or source
-timestamp changes. Queries run on a small pool of their own threads (``QueryLimits``): over its
-time budget a query answers ``503``; the thread cannot be killed, it stops at its next triple
-lookup, and while every query thread is busy further queries are answered ``503`` at once.
+timestamp changes. Queries run on a small pool of threads of their own (``QueryLimits``): a query
+over its time budget is answered ``503``; its thread cannot be killed and stops at the next triple
+it reads (or when the query ends, if it stopped reading triples). A query waits up to the time
+budget for a free thread, else it is answered ``503`` with ``Retry-After``.
 
 Left out: the SPARQL XML, CSV and TSV result formats, ``default-graph-uri``/``named-graph-uri``,
 and SPARQL Update.
@@ -24,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
@@ -48,6 +49,7 @@ from aas_server.semantics.rdf import (
     RdfFormat,
     TwinGraph,
     build_graph,
+    check_query_length,
     live_values,
     take_snapshot,
 )
@@ -77,7 +79,7 @@ _GRACE = 1.0
 
 
 class QueryWorkersBusyError(Exception):
-    """Every SPARQL worker thread is still busy (with queries that overran their budget)."""
+    """No SPARQL worker thread became free within a time budget."""
 
 
 class RdfService:
@@ -93,7 +95,7 @@ class RdfService:
         self._values: dict[tuple[str, str], LiveValue] | None = None
         self._graph: TwinGraph | None = None
         self._query_workers = query_workers
-        self._free_workers = threading.BoundedSemaphore(query_workers)
+        self._free_workers = asyncio.Semaphore(query_workers)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.builds = 0
         """How often the graph was built (for tests and diagnostics)."""
@@ -126,25 +128,30 @@ class RdfService:
 
         Raises ``InvalidRequestError``, ``QueryTimeoutError`` or ``QueryWorkersBusyError``.
         """
+        check_query_length(text, self.limits)
         graph = await self.graph()
-        if not self._free_workers.acquire(blocking=False):
+        try:
+            await asyncio.wait_for(self._free_workers.acquire(), self.limits.time_budget)
+        except TimeoutError:
             raise QueryWorkersBusyError(
-                f"all {self._query_workers} SPARQL workers are busy with queries that overran their time budget"
-            )
+                f"all {self._query_workers} SPARQL workers stayed busy for {self.limits.time_budget:g} s "
+                "(other queries, or queries that overran their time budget)"
+            ) from None
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(self._query_workers, thread_name_prefix="sparql")
+        loop = asyncio.get_running_loop()
 
-        def run() -> QueryAnswer:
-            try:
-                return graph.query(text, self.limits, graph_format)
-            finally:
-                self._free_workers.release()
+        def release(_: object) -> None:
+            """Free the worker when its query ended, on whichever thread that happened (or it was cancelled)."""
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for a worker any more
+                loop.call_soon_threadsafe(self._free_workers.release)
 
         try:
-            future = self._executor.submit(run)
+            future = self._executor.submit(graph.query, text, self.limits, graph_format)
         except BaseException:
             self._free_workers.release()
             raise
+        future.add_done_callback(release)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.time_budget + _GRACE)
         except TimeoutError:

@@ -665,8 +665,8 @@ class MqttEventPublisher:
     if the connection drops, paho sends the unacknowledged messages again after reconnecting
     (duplicates are possible, with the same sequence), and after a restart of the hub the outbox
     is published from its first event. An event the broker refuses (a PUBACK reason code of
-    0x80 or above, e.g. not authorised) is logged, counted in ``rejected`` and removed, since
-    sending it again would not help.
+    0x80 or above, e.g. not authorised) is counted in ``rejected``, logged as an error (at most
+    once a minute, with the count) and removed, since sending it again would not help.
 
     The broker's absence is logged once when it goes and once when it comes back; paho
     reconnects with capped exponential backoff. Call ``notify`` whenever events were added.
@@ -704,6 +704,8 @@ class MqttEventPublisher:
         self._connected = False
         self._reachable: bool | None = None
         self._storage_failing = False
+        self._last_rejection_log: float | None = None
+        self._unreported_rejections = 0
         self.published = 0
         self.acknowledged = 0
         self.rejected = 0
@@ -845,10 +847,25 @@ class MqttEventPublisher:
         if failure is None:
             self.acknowledged += 1
         else:
-            self.rejected += 1
-            logger.error("the MQTT event broker refused event %d: %s; it is dropped", sequence, failure)
+            self._reject(f"the MQTT event broker refused event {sequence}: {failure}")
         self._delivered.append(sequence)
         self._wake.set()
+
+    def _reject(self, message: str) -> None:
+        """Count an event that cannot be delivered; log it, at most once per ``PROBLEM_LOG_INTERVAL``."""
+        self.rejected += 1
+        self._unreported_rejections += 1
+        now = time.monotonic()
+        if self._last_rejection_log is not None and now - self._last_rejection_log < PROBLEM_LOG_INTERVAL:
+            return
+        logger.error(
+            "%s; it is dropped (%d dropped since the last report, %d in total)",
+            message,
+            self._unreported_rejections,
+            self.rejected,
+        )
+        self._last_rejection_log = now
+        self._unreported_rejections = 0
 
     async def _publish_outbox(self) -> None:
         while True:
@@ -861,6 +878,7 @@ class MqttEventPublisher:
                     logger.error("event outbox: %s; retrying", error)
                     self._storage_failing = True
                 await asyncio.sleep(1.0)  # retry delay of a failing database, not synchronisation
+                self._more = True
                 self._wake.set()
             else:
                 if self._storage_failing:
@@ -900,8 +918,7 @@ class MqttEventPublisher:
         try:
             info = client.publish(event.topic, event.payload, qos=self.settings.qos, properties=properties)
         except ValueError as error:
-            logger.error("event %d on %r cannot be published (%s); it is dropped", event.sequence, event.topic, error)
-            self.rejected += 1
+            self._reject(f"event {event.sequence} on {event.topic!r} cannot be published ({error})")
             self._delivered.append(event.sequence)
             return True
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):

@@ -57,6 +57,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
+from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
@@ -153,6 +154,7 @@ class Hub:
         self.simulator: BottlingLineSimulator | None = None
         self.rest_url: str | None = None
         self.rollups: RollupService | None = None
+        self.history: HistoryService | None = None
         self.operations = OperationRegistry()
         """Handlers of AAS Operations, shared by REST (``invoke``) and OPC UA (Methods)."""
 
@@ -192,6 +194,7 @@ class Hub:
             self._bind_points(path, mapping, engine)
         await self._describe_mappings(mappings)
         await self._restore_values()
+        self.history = await start_history(self._stack, settings, self.store, self._is_recorded)
         # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
         self.rollups = await start_rollups(self._stack, settings, self.store)
 
@@ -201,10 +204,19 @@ class Hub:
 
         if settings.opcua.enabled:
             self.opcua = await self._stack.enter_async_context(
-                OpcUaProjection(self.store, settings.opcua, settings.data_dir, operations=self.operations)
+                OpcUaProjection(
+                    self.store,
+                    settings.opcua,
+                    settings.data_dir,
+                    operations=self.operations,
+                    history=self.history.source if self.history is not None else None,
+                )
             )
         if settings.rest.enabled:
             await self._start_rest()
+        if self.history is not None and settings.history.time_series_submodels:
+            # after REST: the segments' endpoints carry the real base URL; OPC UA follows as a model change
+            await install_time_series(self.store, self.history.time_series(self.rest_url or "/api/v3.0"))
 
         for mapping, engine in engines:
             await self._start_connectors(mapping, engine, endpoints)
@@ -238,6 +250,11 @@ class Hub:
             handler = self._write_handler(engine, point.name, point.device) if point.writable else None
             binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
             self.store.bind(submodel_id, id_short_path, binding, handler)
+
+    def _is_recorded(self, submodel_id: str, id_short_path: str) -> bool:
+        """History records device-fed values and roll-ups (not plain model values)."""
+        binding = self.store.binding(submodel_id, id_short_path)
+        return binding is not None and binding.source.startswith(("device:", "rollup:"))
 
     def _element_or_none(self, submodel_id: str, id_short_path: str) -> model.SubmodelElement | None:
         try:
@@ -371,6 +388,7 @@ class Hub:
             attachments=SqliteAttachmentStore(self.repository),
             packages=SqlitePackageStore(self.repository),
             operations=self.operations,
+            history=self.history.source if self.history is not None else None,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

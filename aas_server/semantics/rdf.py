@@ -10,7 +10,9 @@ Vocabulary: classes and properties of the AAS ontology, namespace ``https://admi
 values as IRIs (``<.../KeyTypes/GlobalReference>``), References, Keys, LangStrings and the other
 value objects as blank nodes, literals as ``xs:string`` except where the ontology says otherwise
 (``SubmodelElementList/orderRelevant`` and ``LevelType/*`` ``xs:boolean``, ``Blob/value``
-``xs:base64Binary``). Node IRIs:
+``xs:base64Binary``). Strings are written as simple literals (``"Temperature"``), which RDF 1.1
+defines as ``xs:string``, so that a query's ``"Temperature"`` matches them (rdflib tells the two
+spellings apart in triple patterns). Node IRIs:
 
 - an identifiable: its ``id`` when that is an absolute IRI, else
   ``urn:aas-server:{shells|submodels|concept-descriptions}/{base64url(id)}``;
@@ -19,9 +21,10 @@ value objects as blank nodes, literals as ``xs:string`` except where the ontolog
 
 Our own terms (namespace ``urn:aas-server:rdf#``, prefix ``hub``; ``docs/rdf.md``): on every
 submodel element ``hub:submodel`` (its submodel's node) and ``hub:idShortPath``; on every Property
-with a live value ``hub:value`` (the value typed by its ``valueType``, where the ontology's
-``Property/value`` is the ``xs:string`` lexical form), ``hub:quality`` (``good``, ``uncertain``,
-``bad``), ``hub:qualityReason`` (when not ``none``) and ``hub:sourceTimestamp`` (``xs:dateTime``).
+with a value ``hub:value`` (the value typed by its ``valueType``, where the ontology's
+``Property/value`` is the ``xs:string`` lexical form); on every Property the store keeps a value
+state for, ``hub:quality`` (``good``, ``uncertain``, ``bad``), ``hub:qualityReason`` (when not
+``none``) and ``hub:sourceTimestamp`` (``xs:dateTime``).
 
 Left out: the ``aas:Environment`` node, ``rdfs:label``/``rdfs:comment`` annotations, the order of
 Reference keys and of SubmodelElementList items (RDF has none; list items keep their index in
@@ -84,7 +87,8 @@ MEDIA_TYPES: Mapping[RdfFormat, str] = {TURTLE: "text/turtle", JSON_LD: "applica
 SPARQL_RESULTS_JSON = "application/sparql-results+json"
 
 _ABSOLUTE_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+")
-_NOT_IN_DATA_TYPE_DEF_XSD = {"anyURI": "AnyUri", "normalizedString": "String"}
+_DATA_TYPE_DEF_XSD_EXCEPTIONS = {"anyURI": "AnyUri", "normalizedString": "String"}
+"""``DataTypeDefXsd`` names other than the XSD name capitalised (v3.0 has no ``NormalizedString``)."""
 _CHILD_PREDICATES: tuple[tuple[type, URIRef], ...] = (
     (model.Submodel, AAS["Submodel/submodelElements"]),
     (model.SubmodelElementCollection, AAS["SubmodelElementCollection/value"]),
@@ -205,7 +209,7 @@ def _enumeration(enumeration: str, member: enum.Enum) -> URIRef:
 
 def _data_type_def_xsd(value_type: Any) -> URIRef:
     local = datatypes.XSD_TYPE_NAMES[value_type].removeprefix("xs:")
-    return AAS["DataTypeDefXsd/" + _NOT_IN_DATA_TYPE_DEF_XSD.get(local, local[0].upper() + local[1:])]
+    return AAS["DataTypeDefXsd/" + _DATA_TYPE_DEF_XSD_EXCEPTIONS.get(local, local[0].upper() + local[1:])]
 
 
 def _string(text: str) -> Literal:
@@ -339,10 +343,12 @@ class _GraphBuilder:
                 self._text(node, "Qualifier/value", _lexical(qualifier.value))
             self._optional_reference(node, "Qualifier/valueId", qualifier.value_id)
 
-    def _referable(self, subject: Node, item: model.Referable) -> None:
+    def _referable(self, subject: Node, item: model.Referable, in_list: bool = False) -> None:
+        """``in_list``: an item of a SubmodelElementList has no idShort (AASd-120; basyx invents one on loading)."""
         self._has_extensions(subject, item)
         self._text(subject, "Referable/category", item.category)
-        self._text(subject, "Referable/idShort", item.id_short)
+        if not in_list:
+            self._text(subject, "Referable/idShort", item.id_short)
         self._lang_strings(subject, "Referable/displayName", "LangStringNameType", item.display_name)
         self._lang_strings(subject, "Referable/description", "LangStringTextType", item.description)
 
@@ -411,12 +417,14 @@ class _GraphBuilder:
             self.add((parent_node, _child_predicate(parent), node))
             self.add((node, HUB.submodel, subject))
             self.add((node, HUB.idShortPath, _string(path)))
-            self.element(node, element, snapshot.values.get(path))
+            self.element(node, element, snapshot.values.get(path), isinstance(parent, model.SubmodelElementList))
 
-    def element(self, subject: Node, element: model.SubmodelElement, live: LiveValue | None) -> None:
+    def element(
+        self, subject: Node, element: model.SubmodelElement, live: LiveValue | None, in_list: bool = False
+    ) -> None:
         """The element's own triples; its children only for elements outside the store's tree (blank nodes)."""
         self.add((subject, RDF.type, AAS[type(element).__name__]))
-        self._referable(subject, element)
+        self._referable(subject, element, in_list)
         self._has_semantics(subject, element)
         self._qualifiers(subject, element)
         self._has_data_specification(subject, element)
@@ -459,7 +467,7 @@ class _GraphBuilder:
             for child in _children(element):
                 node = BNode()
                 self.add((subject, _child_predicate(element), node))
-                self.element(node, child, None)
+                self.element(node, child, None, isinstance(element, model.SubmodelElementList))
 
     def _property(self, subject: Node, element: model.Property, live: LiveValue | None) -> None:
         self.add((subject, AAS["Property/valueType"], _data_type_def_xsd(element.value_type)))
@@ -572,10 +580,11 @@ class QueryLimits:
     """How far one SPARQL query may go.
 
     A query runs in a worker thread that cannot be killed. ``time_budget`` (seconds) is checked
-    cooperatively: at every triple pattern lookup, every 1,024 triples scanned and every result
-    row; past it the query stops with :class:`QueryTimeoutError`. Work that touches no triple
-    (sorting, or a ``FILTER`` over a join already in memory) is bounded by the size of the graph
-    only; ``max_query_length`` bounds parsing, ``max_rows``/``max_triples`` the result.
+    cooperatively, at every triple a triple pattern or property path yields and at every result
+    row; past it the query stops with :class:`QueryTimeoutError`. Work between two triples
+    (sorting, joining two sub-results already in memory, a costly ``REGEX``) runs on until the next
+    check: it is bounded by the size of the graph, not by the budget. ``max_query_length`` bounds
+    parsing, ``max_rows`` the rows of a SELECT and ``max_triples`` the graph of a CONSTRUCT or DESCRIBE.
     """
 
     time_budget: float = 5.0
@@ -620,11 +629,10 @@ class _BudgetedGraph(Graph):
         self._budget = budget
 
     def triples(self, triple: Any) -> Iterator[Any]:  # type: ignore[override]
-        budget = self._budget
-        budget.check()
-        for count, found in enumerate(super().triples(triple)):
-            if not count & 1023:
-                budget.check()
+        check = self._budget.check
+        check()
+        for found in super().triples(triple):
+            check()
             yield found
 
 
@@ -642,12 +650,17 @@ def _walk_algebra(part: object) -> Iterator[CompValue]:
             yield from _walk_algebra(item)
 
 
-def prepare_query(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> Query:
-    """Parse a read-only query; ``InvalidRequestError`` for updates, malformed and unsupported queries."""
+def check_query_length(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> None:
+    """``InvalidRequestError`` for a query longer than ``limits.max_query_length`` characters."""
     if len(text) > limits.max_query_length:
         raise InvalidRequestError(
             f"the query has {len(text)} characters; at most {limits.max_query_length} are accepted"
         )
+
+
+def prepare_query(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> Query:
+    """Parse a read-only query; ``InvalidRequestError`` for updates, malformed and unsupported queries."""
+    check_query_length(text, limits)
     try:
         parsed = parseQuery(text)
     except ParseBaseException as error:

@@ -343,6 +343,8 @@ class TwinStore:
         if binding is not None and not binding.writable:
             raise NotWritableError(f"{id_short_path!r} is read-only: it is fed by {binding.source}")
         async with self._lock(submodel_id):
+            # announced if it changes what the Property showed before the write (the device may echo it first)
+            announced = self.outbox_encoder is not None and self._changes_state(submodel_id, id_short_path, typed)
             handler = self._write_handlers.get(key)
             if handler is not None:
                 await handler(typed)
@@ -350,7 +352,7 @@ class TwinStore:
             change = ValueChanged(submodel_id, id_short_path, typed, now, Quality.GOOD, QualityReason.NONE, now, origin)
             if self.journal is not None:
                 encoder = self.outbox_encoder
-                event = encoder.value_event(change) if encoder is not None else None
+                event = encoder.value_event(change) if encoder is not None and announced else None
                 if event is not None:
                     await self._outbox_journal.persist_values([change], outbox=[event])
                 else:
@@ -392,6 +394,16 @@ class TwinStore:
                     f"{path!r} in {submodel.id!r} is bound to {binding.source}; it must stay a Property "
                     f"of valueType {values.xsd_name(value_type)} (change the mapping first)"
                 )
+
+    def _changes_state(self, submodel_id: str, id_short_path: str, value: Any) -> bool:
+        """Whether a good ``value`` differs in value or quality from what the Property shows now."""
+        state = self.state(submodel_id, id_short_path)
+        return (
+            state is None
+            or state.quality is not Quality.GOOD
+            or state.reason is not QualityReason.NONE
+            or state.value != value
+        )
 
     @property
     def _outbox_journal(self) -> OutboxJournal:
