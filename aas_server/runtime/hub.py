@@ -57,6 +57,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
+from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
@@ -155,6 +156,8 @@ class Hub:
         self.rest_url: str | None = None
         self.rollups: RollupService | None = None
         self.history: HistoryService | None = None
+        self.events: EventPublishing | None = None
+        """MQTT change events (``settings.events``); ``None`` when they are off."""
         self.operations = OperationRegistry()
         """Handlers of AAS Operations, shared by REST (``invoke``) and OPC UA (Methods)."""
 
@@ -194,6 +197,8 @@ class Hub:
             self._bind_points(path, mapping, engine)
         await self._describe_mappings(mappings)
         await self._restore_values()
+        # before roll-ups, OPC UA and REST: their changes are announced from the first one on
+        self.events = await start_event_publishing(self._stack, settings, self.store, self.repository)
         self.history = await start_history(self._stack, settings, self.store, self._is_recorded)
         # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
         self.rollups = await start_rollups(self._stack, settings, self.store)
