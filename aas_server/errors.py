@@ -70,5 +70,9 @@ class PersistenceError(HubError):
     """The database could not store or load data."""
 
 
+class StorageFullError(PersistenceError):
+    """The database cannot grow: the disk is full or its size limit is reached. Nothing of the change was stored."""
+
+
 class PackageError(InvalidRequestError):
     """An AASX, JSON or XML package cannot be read: unsafe, malformed, over a limit, or rejected in strict mode."""

@@ -5,6 +5,9 @@ Every error answer, including aiohttp's own (unknown route 404, wrong method 405
 
     {"messages": [{"code": "NotFound", "messageType": "Error", "text": "...", "timestamp": "..."}]}
 
+A change the database has no room for (full disk) is ``507 Insufficient Storage`` (RFC 4918 §11.5):
+nothing of it was stored, reads go on, and the same request succeeds once space is freed.
+
 Unexpected exceptions become ``500`` with a generic text and a ``correlationId`` that the server
 log repeats next to the traceback.
 """
@@ -32,6 +35,7 @@ from aas_server.errors import (
     NotFoundError,
     NotWritableError,
     PersistenceError,
+    StorageFullError,
     TypeMismatchError,
 )
 from aas_server.model.events import utc_now
@@ -57,6 +61,7 @@ ERROR_MAPPINGS: Mapping[type[HubError], ErrorMapping] = {
     DeviceError: ErrorMapping(502, "DeviceError"),
     DeviceTimeoutError: ErrorMapping(504, "DeviceTimeout"),
     PersistenceError: ErrorMapping(500, "PersistenceError"),
+    StorageFullError: ErrorMapping(507, "InsufficientStorage"),
 }
 """The most specific class in an error's MRO decides; ``HubError`` subclasses not listed give 500."""
 

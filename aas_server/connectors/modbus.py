@@ -18,14 +18,20 @@ each; devices never wait on each other):
 
 * A lost or unreachable device gives bad samples (``NO_COMMUNICATION``), is logged once when it goes
   and once when it comes back, and is reconnected with capped exponential backoff
-  (``reconnect_backoff``). pymodbus' own reconnect is switched off; its exceptions are translated
-  into ``aas_server.errors`` here. A device server that closes the connection turns the device's
-  values bad at its next poll; a device that returns is read again within ``reconnect_backoff.maximum``
-  plus one poll interval.
+  (``reconnect_backoff``). pymodbus' own reconnect, and its own disconnect after unanswered
+  requests, are switched off; its exceptions are translated into ``aas_server.errors`` here. A
+  device server that closes the connection turns the device's values bad at its next poll; a device
+  that returns is read again within ``reconnect_backoff.maximum`` plus one poll interval.
 * A request waits at most ``timeout`` for an answer and is sent ``retries`` more times before it
   counts as unanswered. An exception response gives ``COMMUNICATION_ERROR`` for the points of that
   request only; the gateway exceptions 10 and 11 (path unavailable, target failed to respond) give
   ``NO_COMMUNICATION`` for the unit id.
+* An answer that is not a valid Modbus TCP response to its request (bytes that are no MBAP frame,
+  another transaction id, unit id or function code, a wrong length or byte count, a frame still
+  incomplete when the timeout runs out) gives ``DECODE_ERROR`` for the points of that request (a
+  write fails with ``DeviceError``) and is logged once per request until it reads again. The
+  connection is kept: each request starts from an empty receive buffer. Late or repeated answers to
+  earlier requests are recognised by their transaction id and skipped.
 * Unit ids behind one gateway share its connection, and requests on it are sent one at a time (as
   Modbus TCP servers commonly process them). A unit id that does not answer marks only its own points
   bad and is then probed at most once per backoff step (``reconnect_backoff.initial`` doubling up to
@@ -50,7 +56,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -113,6 +119,76 @@ class _ConnectionUnusable(DeviceError):
     """The connection is closed or broke; the request got no answer."""
 
 
+class _GarbledAnswer(DeviceError):
+    """The device answered with something that is not a valid Modbus response to the request."""
+
+    def __init__(self, what: str, problem: str, device: str) -> None:
+        super().__init__(f"the answer to the {what} is not a valid Modbus response: {problem}", device=device)
+        self.problem = problem
+
+
+class _Garbled(Exception):
+    """Raised inside pymodbus' exchange when the bytes received cannot be the answer (``problem`` says why)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+_FIXED_ANSWER_LENGTHS = {5: 5, 6: 5, 15: 5, 16: 5, 22: 7}
+"""PDU lengths of the answers to the write function codes (MODBUS Application Protocol V1.1b3 §6)."""
+_MAXIMUM_MBAP_LENGTH = 254
+"""The MBAP length field counts the unit id and the PDU (at most 253 bytes)."""
+
+
+def _answer_problem(received: bytes, request: bytes, stale: Collection[int], *, finished: bool) -> str | None:
+    """Why ``received`` is no valid answer to ``request`` (both Modbus TCP ADUs), or ``None``.
+
+    MODBUS Messaging on TCP/IP Implementation Guide V1.0b §3.1.3 (MBAP header). Whole frames carrying
+    the transaction id of an earlier request (``stale``) are late or repeated answers and skipped. A
+    frame not yet complete is a problem only once the wait for it is ``finished``.
+    """
+    transaction, unit, function = int.from_bytes(request[0:2], "big"), request[6], request[7]
+    rest = received
+    while rest:
+        if len(rest) >= 4 and rest[2:4] != b"\x00\x00":
+            return f"bytes that are no Modbus TCP frame ({rest[:12].hex(' ')}...)"
+        if len(rest) < 8:
+            return f"an incomplete frame ({len(rest)} bytes)" if finished else None
+        length = int.from_bytes(rest[4:6], "big")
+        if not 2 <= length <= _MAXIMUM_MBAP_LENGTH:
+            return f"a frame with the impossible length {length}"
+        if len(rest) < 6 + length:
+            return f"an incomplete frame ({len(rest)} of {6 + length} bytes)" if finished else None
+        frame, rest = rest[: 6 + length], rest[6 + length :]
+        answered = int.from_bytes(frame[0:2], "big")
+        if answered != transaction and answered in stale:
+            continue
+        if answered not in (transaction, 0):
+            return f"transaction id {answered} instead of {transaction}"
+        if unit and frame[6] != unit:
+            return f"an answer from unit {frame[6]} instead of {unit}"
+        return _pdu_problem(frame[7:], function, request)
+    return None
+
+
+def _pdu_problem(pdu: bytes, function: int, request: bytes) -> str | None:
+    if pdu[0] == function | 0x80:
+        return None if len(pdu) == 2 else f"an exception response of {len(pdu)} bytes instead of 2"
+    if pdu[0] != function:
+        return f"function code {pdu[0]} instead of {function}"
+    fixed = _FIXED_ANSWER_LENGTHS.get(function)
+    if fixed is not None and len(pdu) != fixed:
+        return f"{len(pdu)} bytes instead of {fixed} for function code {function}"
+    if function in (1, 2, 3, 4):
+        count = int.from_bytes(request[10:12], "big")
+        expected = 2 * count if function in (3, 4) else (count + 7) // 8
+        if len(pdu) < 2 or pdu[1] != expected or len(pdu) != 2 + expected:
+            given = pdu[1] if len(pdu) > 1 else 0
+            return f"{len(pdu) - 2} data bytes (byte count {given}) instead of {expected} for {count} items"
+    return None
+
+
 @dataclass(slots=True)
 class _UnitState:
     """What the connector knows about one unit id behind the device's connection."""
@@ -156,6 +232,12 @@ class ModbusConnector:
         self._failing_requests: set[int] = set()
         self._request_budget = device.timeout * (device.retries + 1) + 0.5
         self._reconnect_delay = device.reconnect_backoff.initial
+        self._request_frame: bytes | None = None
+        """The last request sent on the connection (its ADU), and what was received since."""
+        self._received = b""
+        self._sent_transactions: deque[int] = deque(maxlen=64)
+        """Transaction ids of the last requests sent on this connection: answers carrying them may still
+        come (late, or once per retry)."""
 
     @property
     def connected(self) -> bool:
@@ -208,6 +290,43 @@ class ModbusConnector:
         if client is not None:
             client.close()
 
+    def _on_packet(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus' trace of each request sent and of its receive buffer: garbled answers are caught here.
+
+        Returning no bytes keeps pymodbus from parsing a buffer that is no answer (an undecodable frame
+        would make it close the connection); the waiting request fails with ``_Garbled`` at once.
+        """
+        if sending:
+            self._request_frame, self._received = packet, b""
+            self._sent_transactions.append(int.from_bytes(packet[0:2], "big"))
+            return packet
+        request = self._request_frame
+        if request is None:
+            return b""
+        self._received = packet
+        problem = _answer_problem(packet, request, self._sent_transactions, finished=False)
+        if problem is None:
+            return packet
+        client = self._client
+        if client is not None and not client.ctx.response_future.done():
+            client.ctx.response_future.set_exception(_Garbled(problem))
+        return b""
+
+    async def _exchange(
+        self, client: AsyncModbusTcpClient, call: Callable[[AsyncModbusTcpClient], Awaitable[Any]]
+    ) -> Any:
+        """``call(client)``; a timeout with an incomplete answer received becomes ``_Garbled`` (judged in the
+        exchange's own task, before the next request is sent and resets what was received)."""
+        try:
+            return await call(client)
+        except (TimeoutError, ModbusIOException):
+            request = self._request_frame
+            if request is not None:
+                problem = _answer_problem(self._received, request, self._sent_transactions, finished=True)
+                if problem is not None:
+                    raise _Garbled(problem) from None
+            raise
+
     def _on_library_connection_change(self, connected: bool) -> None:
         if not connected:
             self._connection_lost.set()
@@ -223,7 +342,11 @@ class ModbusConnector:
             retries=self.device.retries,
             reconnect_delay=0,
             trace_connect=self._on_library_connection_change,
+            trace_packet=self._on_packet,
         )
+        client.set_max_no_responses(2**31)  # the connector decides when an unanswering device is dropped
+        self._request_frame, self._received = None, b""
+        self._sent_transactions.clear()
         try:
             async with asyncio.timeout(self.device.timeout + 0.5):
                 connected = bool(await client.connect())
@@ -335,13 +458,18 @@ class ModbusConnector:
         if client is None or not client.connected:
             self._mark_unreachable("connection lost")
             raise _ConnectionUnusable(f"not connected; the {what} was not sent", device=self.device.name)
-        exchange = asyncio.ensure_future(call(client))
+        exchange = asyncio.ensure_future(self._exchange(client, call))
         self._in_flight.add(exchange)
         try:
             async with asyncio.timeout(self._request_budget):
                 response = await self._answer(exchange)
-        except (TimeoutError, ModbusIOException) as error:
-            reason = f"no answer from unit {unit_id} ({error or 'timeout'})"
+        except _Garbled as garbled:
+            self._unanswered.clear()
+            self._mark_reachable()
+            raise _GarbledAnswer(what, garbled.problem, self.device.name) from None
+        except (TimeoutError, ModbusIOException):
+            attempts = self.device.retries + 1
+            reason = f"no answer from unit {unit_id} within {self.device.timeout:g} s ({attempts} attempts)"
             self._unit_silent(unit_id, reason, announce=len(self._units) > 1)
             self._unanswered.add(unit_id)
             if self._unanswered.issuperset(self._units):
@@ -408,6 +536,11 @@ class ModbusConnector:
         except (_ConnectionUnusable, DeviceTimeoutError):
             self._emit_failure(request, QualityReason.NO_COMMUNICATION)
             return
+        except _GarbledAnswer as error:
+            self._unit_answers(request.unit_id)
+            self._note_request_failure(index, request, f"the answer is not a valid Modbus response: {error.problem}")
+            self._emit_failure(request, QualityReason.DECODE_ERROR)
+            return
         except DeviceError as error:
             self._note_request_failure(index, request, str(error))
             self._emit_failure(request, QualityReason.COMMUNICATION_ERROR)
@@ -448,7 +581,7 @@ class ModbusConnector:
         if index not in self._failing_requests:
             self._failing_requests.add(index)
             logger.warning(
-                "Modbus device %r refuses to read %s %d..%d of unit %d: %s",
+                "Modbus device %r fails to read %s %d..%d of unit %d: %s; those values are bad until it reads again",
                 self.device.name,
                 request.table.value,
                 request.address,

@@ -19,6 +19,7 @@ from aas_server.errors import (
     InvalidRequestError,
     NotFoundError,
     NotWritableError,
+    StorageFullError,
     TypeMismatchError,
 )
 from aas_server.model.events import Quality, QualityReason
@@ -53,6 +54,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (DeviceError, StatusCodes.BadNoCommunication),
     (NotFoundError, StatusCodes.BadNodeIdUnknown),
     (TimeoutError, StatusCodes.BadTimeout),
+    (StorageFullError, StatusCodes.BadResourceUnavailable),
 )
 
 

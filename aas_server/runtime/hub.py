@@ -35,6 +35,7 @@ from aas_server.errors import (
     NotFoundError,
     PackageError,
     PersistenceError,
+    StorageFullError,
     TypeMismatchError,
 )
 from aas_server.exchange import read_package_file
@@ -60,6 +61,7 @@ from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageSt
 from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.runtime.rollups import RollupService, start_rollups
+from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
@@ -388,6 +390,11 @@ class Hub:
 
     async def _start_rest(self) -> None:
         rest = self.settings.rest
+        ssl_context = (
+            await asyncio.to_thread(rest_server_context, rest.tls, self.settings.data_dir, rest.host)
+            if rest.tls is not None
+            else None
+        )
         app = create_app(
             self.store,
             attachments=SqliteAttachmentStore(self.repository),
@@ -399,10 +406,11 @@ class Hub:
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         listener = socket.create_server((rest.host, rest.port), reuse_port=False)
-        site = web.SockSite(runner, listener)
+        site = web.SockSite(runner, listener, ssl_context=ssl_context)
         await site.start()
         host, port = listener.getsockname()[:2]
-        self.rest_url = f"http://{host}:{port}/api/v3.0"
+        scheme = "https" if ssl_context is not None else "http"
+        self.rest_url = f"{scheme}://{host}:{port}/api/v3.0"
         _LOG.info("REST API on %s", self.rest_url)
 
     async def _start_connectors(self, mapping: MappingFile, engine: MappingEngine, endpoints: dict[str, str]) -> None:
@@ -498,5 +506,7 @@ class Hub:
         if latest:
             try:
                 await self.repository.persist_values(list(latest.values()))
+            except StorageFullError:
+                pass  # the database logs a full disk once, and its recovery once
             except PersistenceError as error:
                 _LOG.error("could not persist %d device values: %s", len(latest), error)
