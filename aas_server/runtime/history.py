@@ -51,9 +51,9 @@ from aas_server.store.twin_store import StoreEvent, TwinStore
 
 _LOG = logging.getLogger(__name__)
 
-BATCH_PERIOD = 0.1
+BATCH_PERIOD = 0.5
 """Seconds a sample may wait for others before its batch is written."""
-BATCH_SIZE = 1000
+BATCH_SIZE = 10_000
 """Samples that make a batch full (written at once)."""
 SUBSCRIPTION_SIZE = 200_000
 """Events the recorder's bus subscription holds before it drops the oldest (logged by the bus)."""
