@@ -110,6 +110,7 @@ def check_file(path: Path) -> str:
     from aas_server.mapping.schema import load_mapping
     from aas_server.model.twins import build_environment, load_twins
     from aas_server.runtime.hub import load_mapping_source
+    from aas_server.security.access import check_security
 
     if path.suffix.lower() in {".aasx", ".json", ".xml"}:
         mapping = load_mapping_source(path)
@@ -122,12 +123,22 @@ def check_file(path: Path) -> str:
         identifiables = build_environment(load_twins(path))
         return f"{path}: twin definitions ok ({len(identifiables)} identifiables)"
     settings = load_settings(path)
+    problems = check_security(settings)
+    if problems:
+        raise ConfigurationError("\n".join(f"{path}: {problem}" for problem in problems))
     for mapping_path in settings.mappings:
         load_mapping_source(mapping_path)
     for twin_path in settings.twins:
         if twin_path.suffix.lower() != ".json":
             build_environment(load_twins(twin_path))
-    return f"{path}: settings ok ({len(settings.twins)} twin files, {len(settings.mappings)} mapping files)"
+    security = settings.security
+    access = (
+        f"access control on: {len(security.api_keys)} API keys, tokens {'on' if security.tokens else 'off'}, "
+        f"{len(security.rules)} rules"
+        if security.enabled
+        else "access control OFF"
+    )
+    return f"{path}: settings ok ({len(settings.twins)} twin files, {len(settings.mappings)} mapping files; {access})"
 
 
 async def _import(arguments: argparse.Namespace) -> int:

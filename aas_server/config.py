@@ -7,11 +7,12 @@ environment variables or files for configuration.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from aas_server.errors import ConfigurationError
 
@@ -21,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class Role(enum.Enum):
-    """Roles of OPC UA (and later REST) users."""
+    """Roles of OPC UA users; access rules (``security.rules``) name them as they name REST roles."""
 
     READ_ONLY = "read-only"
     OPERATOR = "operator"
@@ -41,11 +42,46 @@ class SecurityPolicyName(enum.Enum):
     AES256_SHA256_RSAPSS = "Aes256_Sha256_RsaPss"
 
 
+class RestTlsSettings(_Strict):
+    """HTTPS for the REST API (TLS 1.2 and 1.3 only): a certificate and key from files, or a self-signed pair."""
+
+    certificate: Path | None = None
+    """PEM file: the server certificate, then any intermediate CA certificates."""
+    private_key: Path | None = None
+    """PEM file: the certificate's private key, not encrypted (protect it with file permissions)."""
+    self_signed: bool = False
+    """Demo only: generate ``<data_dir>/rest-tls/cert.pem`` and ``key.pem`` on the first start and reuse them
+    (names the REST host, ``localhost`` and ``127.0.0.1``); clients must be told to trust that certificate."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RestTlsSettings:
+        if self.self_signed and (self.certificate or self.private_key):
+            raise ValueError("give either certificate and private_key, or self_signed: true, not both")
+        if not self.self_signed and self.certificate is None and self.private_key is None:
+            raise ValueError("give certificate and private_key, or self_signed: true")
+        if self.certificate is not None and self.private_key is None:
+            raise ValueError("private_key is missing: certificate and private_key go together")
+        if self.private_key is not None and self.certificate is None:
+            raise ValueError("certificate is missing: certificate and private_key go together")
+        return self
+
+    def resolved(self, fix: Callable[[Path], Path]) -> RestTlsSettings:
+        """A copy with the certificate and key paths passed through ``fix`` (made absolute)."""
+        return self.model_copy(
+            update={
+                "certificate": fix(self.certificate) if self.certificate else None,
+                "private_key": fix(self.private_key) if self.private_key else None,
+            }
+        )
+
+
 class RestSettings(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8081
     """0 lets the operating system choose a free port."""
+    tls: RestTlsSettings | None = None
+    """HTTPS instead of plain HTTP (``docs/security.md``)."""
 
 
 class OpcUaSettings(_Strict):
@@ -166,6 +202,124 @@ class RollupSettings(_Strict):
     (e.g. a motor turning faster than 100 r/min counts as running); boolean parts count as themselves."""
 
 
+class AccessOperation(enum.Enum):
+    """What a request does, for access rules (``docs/security.md`` maps every REST route to one)."""
+
+    READ = "read"
+    """Reading one object or listing objects (listings show only what may be read)."""
+    CREATE = "create"
+    """Creating a shell, submodel, element or concept description."""
+    UPDATE = "update"
+    """Replacing or patching an object or its metadata (PUT, PATCH; submodel references of a shell)."""
+    DELETE = "delete"
+    """Deleting a shell, submodel, element, concept description or package file."""
+    WRITE_VALUE = "write-value"
+    """Writing values only (``PATCH .../$value``, OPC UA writes of Property values)."""
+    INVOKE = "invoke"
+    """Invoking an Operation and reading the status and results of its invocations."""
+    UPLOAD = "upload"
+    """Storing or removing file contents: attachments, thumbnails, AASX package uploads."""
+    EXPORT = "export"
+    """Bulk downloads: ``/serialization``, ``/rdf``, ``/sparql``, AASX package files."""
+
+
+class TokenAlgorithm(enum.Enum):
+    HS256 = "HS256"
+    RS256 = "RS256"
+
+
+class TokenSettings(_Strict):
+    """Bearer tokens (JWT, RFC 7519) accepted by the REST API: signature, ``iss``, ``aud``, ``exp`` checked."""
+
+    issuer: Annotated[str, Field(min_length=1)]
+    audience: Annotated[str, Field(min_length=1)]
+    algorithms: Annotated[list[TokenAlgorithm], Field(min_length=1)] = Field(
+        default_factory=lambda: [TokenAlgorithm.RS256]
+    )
+    hs256_secret_env: str | None = None
+    """Name of the environment variable holding the HS256 secret (at least 32 bytes)."""
+    rs256_public_key: Path | None = None
+    """PEM file with the issuer's RSA public key (RS256)."""
+    roles_claim: Annotated[str, Field(min_length=1)] = "roles"
+    """Claim holding the roles: a list of names or one space-separated string; dots reach into objects
+    (``realm_access.roles``)."""
+    leeway: Annotated[float, Field(ge=0, le=600, allow_inf_nan=False)] = 30.0
+    """Seconds of clock difference tolerated for ``exp``, ``nbf`` and ``iat``."""
+
+
+class ApiKeySettings(_Strict):
+    """An API key (header ``X-API-Key``): only its SHA-256 is kept, or it is read from the environment."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    roles: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None
+    """Hex SHA-256 of the key (``printf %s KEY | sha256sum``)."""
+    key_env: str | None = None
+    """Name of an environment variable holding the key itself."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeySettings:
+        if (self.sha256 is None) == (self.key_env is None):
+            raise ValueError("give exactly one of sha256 and key_env")
+        return self
+
+
+class AccessRule(_Strict):
+    """One access rule (in the spirit of IDTA-01004 Part 4): roles x operations x targets -> allow or deny.
+
+    Target lists are globs (``*`` any text, ``?`` one character; nothing else is special); an empty
+    list does not restrict. All given lists must match. A rule for an element also covers the
+    elements below it.
+    """
+
+    roles: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    """Role names; ``*`` is any authenticated or anonymous caller with a role."""
+    operations: Annotated[list[AccessOperation], Field(min_length=1)]
+    """Operations the rule is about; ``*`` is all of them."""
+    shells: list[str] = Field(default_factory=list)
+    """Shell ids; a submodel (and its elements) belongs to every shell referencing it."""
+    submodels: list[str] = Field(default_factory=list)
+    """Submodel ids."""
+    concept_descriptions: list[str] = Field(default_factory=list)
+    """Concept description ids."""
+    paths: list[str] = Field(default_factory=list)
+    """idShort paths of elements (``Status``, ``Status.*``, ``Bearings[0].Temperature``)."""
+    semantic_ids: list[str] = Field(default_factory=list)
+    """Semantic ids (first key value) of the element, of one of its parents or of its submodel."""
+    effect: Literal["allow", "deny"] = "allow"
+
+    @field_validator("operations", mode="before")
+    @classmethod
+    def _all_operations(cls, value: object) -> object:
+        if isinstance(value, list) and "*" in value:
+            return [operation.value for operation in AccessOperation]
+        return value
+
+
+class SecuritySettings(_Strict):
+    """Access control of the REST API (and the rules behind OPC UA users' writes); ``docs/security.md``."""
+
+    enabled: bool = True
+    """Off: REST is open to everyone (warned at start). On without credentials or rules: every request is 401."""
+    anonymous_role: str | None = None
+    """Role of requests without credentials (e.g. a read-only role); none: they are answered 401."""
+    tokens: TokenSettings | None = None
+    api_keys: list[ApiKeySettings] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    """Further role names rules may use (those tokens carry); ``check`` reports rules naming unknown roles."""
+    rules: list[AccessRule] = Field(default_factory=list)
+    """Deny by default: allowed when an allow rule matches and no deny rule does."""
+    audit_log: Path | None = None
+    """JSON lines of every write and every denial; ``<data_dir>/audit.log``."""
+
+    def resolved(self, fix: Callable[[Path], Path]) -> SecuritySettings:
+        """A copy with the key file and audit log paths passed through ``fix`` (made absolute)."""
+        tokens = self.tokens
+        if tokens is not None and tokens.rs256_public_key is not None:
+            tokens = tokens.model_copy(update={"rs256_public_key": fix(tokens.rs256_public_key)})
+        return self.model_copy(update={"tokens": tokens, "audit_log": fix(self.audit_log) if self.audit_log else None})
+
+
 class HubSettings(_Strict):
     """Everything the hub needs to start. Relative paths are relative to the settings file."""
 
@@ -185,6 +339,7 @@ class HubSettings(_Strict):
     events: EventSettings = EventSettings()
     history: HistorySettings = HistorySettings()
     rollups: list[RollupSettings] = Field(default_factory=list)
+    security: SecuritySettings = SecuritySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def resolved(self, base: Path) -> HubSettings:
@@ -216,6 +371,8 @@ class HubSettings(_Strict):
                 "events": self.events.model_copy(
                     update={"ca_file": fix(self.events.ca_file) if self.events.ca_file else None}
                 ),
+                "security": self.security.resolved(fix),
+                "rest": self.rest.model_copy(update={"tls": self.rest.tls.resolved(fix) if self.rest.tls else None}),
             }
         )
 
@@ -226,6 +383,10 @@ class HubSettings(_Strict):
     @property
     def history_path(self) -> Path:
         return self.history.sqlite_path or self.data_dir / "history.sqlite"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.security.audit_log or self.data_dir / "audit.log"
 
 
 def format_validation_error(error: ValidationError, location: str) -> str:

@@ -49,6 +49,7 @@ def settings_for(data_dir: Path, modbus_port: int = 0) -> HubSettings:
             "rest": settings.rest.model_copy(update={"port": 0}),
             "opcua": settings.opcua.model_copy(update={"port": 0}),
             "simulator": settings.simulator.model_copy(update={"port": modbus_port}),
+            "security": settings.security.model_copy(update={"enabled": False}),
         }
     )
 

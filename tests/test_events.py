@@ -604,6 +604,7 @@ async def test_no_event_is_lost_when_the_broker_is_away_and_the_hub_is_killed(
         f"data_dir: {tmp_path / 'data'}\n"
         "rest: {host: 127.0.0.1, port: 0}\n"
         "opcua: {enabled: false}\n"
+        "security: {enabled: false}\n"
         f"events: {{enabled: true, host: 127.0.0.1, port: {broker.port}, repository_id: {repo}}}\n",
         encoding="utf-8",
     )

@@ -51,6 +51,7 @@ from aas_server.config import (
     OpcUaSettings,
     RestSettings,
     SecurityPolicyName,
+    SecuritySettings,
 )
 from aas_server.connectors.modbus import ModbusDeviceServer
 from aas_server.errors import DeviceError, DeviceTimeoutError
@@ -334,6 +335,7 @@ def device_hub(data_dir: Path, device_port: int) -> HubSettings:
         rest=RestSettings(port=0),
         opcua=OpcUaSettings(port=0, security_policies=[SecurityPolicyName.NONE], allow_anonymous_read=True),
         history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
     )
 
 
@@ -448,6 +450,7 @@ def broker_hub(data_dir: Path, broker: MosquittoBroker) -> HubSettings:
         rest=RestSettings(port=0),
         opcua=OpcUaSettings(enabled=False),
         history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
         events=EventSettings(enabled=True, host=broker.host, port=broker.port, repository_id="faults"),
     )
 
@@ -503,6 +506,7 @@ def rest_only_hub(data_dir: Path) -> HubSettings:
         rest=RestSettings(port=0),
         opcua=OpcUaSettings(enabled=False),
         history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
     )
 
 

@@ -518,6 +518,7 @@ def demo_hub_settings(data_dir: Path) -> HubSettings:
             "rest": settings.rest.model_copy(update={"port": 0}),
             "opcua": settings.opcua.model_copy(update={"port": 0}),
             "simulator": settings.simulator.model_copy(update={"port": 0, "update_interval": 0.05}),
+            "security": settings.security.model_copy(update={"enabled": False}),
         }
     )
 

@@ -39,7 +39,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.server.server import Server
 from pydantic import SecretStr
 
-from aas_server.config import HubSettings, OpcUaSettings, RestSettings, Role, UserSettings
+from aas_server.config import HubSettings, OpcUaSettings, RestSettings, Role, SecuritySettings, UserSettings
 from aas_server.connectors.modbus import ModbusDeviceServer
 from aas_server.errors import MappingError
 from aas_server.mapping.schema import MappingFile, Table, load_mapping
@@ -258,6 +258,7 @@ def hub_settings(data_dir: Path, mapping: Path, endpoints: dict[str, str], views
             port=0,
             users=[UserSettings(name=VIEWER, password=SecretStr(VIEWER_PASSWORD), role=Role.READ_ONLY)],
         ),
+        security=SecuritySettings(enabled=False),
     )
 
 

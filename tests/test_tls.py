@@ -22,7 +22,7 @@ from aiohttp import web
 from cryptography import x509
 
 from aas_server.api.app import create_app
-from aas_server.config import HubSettings, OpcUaSettings, RestSettings, RestTlsSettings, load_settings
+from aas_server.config import HubSettings, OpcUaSettings, RestSettings, RestTlsSettings, SecuritySettings, load_settings
 from aas_server.errors import ConfigurationError
 from aas_server.runtime.hub import Hub
 from aas_server.security.tls import CertificateFiles, rest_server_context, self_signed_certificate, server_context
@@ -238,6 +238,7 @@ def hub_settings(data_dir: Path, tls: RestTlsSettings) -> HubSettings:
         data_dir=data_dir,
         rest=RestSettings(port=0, tls=tls),
         opcua=OpcUaSettings(enabled=False),
+        security=SecuritySettings(enabled=False),
     )
 
 

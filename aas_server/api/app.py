@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Sequence
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from aas_server.api import concept_descriptions, description, file_server, rdf, shells, submodel_elements, submodels
 from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
@@ -90,7 +90,7 @@ def create_app(
     ``cache_entries`` bounds the response cache (0 disables it); ``history`` (recorded values) adds the
     history routes.
     """
-    chain: list[Middleware] = [error_middleware, *middlewares]
+    chain: list[Middleware] = [error_middleware, body_limit_middleware(client_max_size), *middlewares]
     if cors_origins:
         chain.insert(0, cors_middleware(frozenset(cors_origins)))
     app = web.Application(middlewares=chain, client_max_size=client_max_size, handler_args=dict(PARSER_LIMITS))
@@ -119,6 +119,23 @@ def create_app(
         app.router.register_resource(resource)
     app.cleanup_ctx.append(_operation_runs)
     return app
+
+
+def body_limit_middleware(limit: int) -> Middleware:
+    """``413`` for a request whose declared ``Content-Length`` is above ``limit``, before any of the body is read.
+
+    Bodies without a length (chunked) are counted as they are read: ``request.read()`` stops at
+    ``client_max_size`` and uploads at the same limit (``attachments.read_upload``).
+    """
+
+    @web.middleware
+    async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        return await handler(request)
+
+    return limit_body
 
 
 async def _operation_runs(app: web.Application) -> AsyncIterator[None]:

@@ -75,6 +75,10 @@ async def read_upload(request: web.Request, limit: int) -> Upload:
         raise InvalidRequestError(f"malformed multipart body: {error}".strip()) from None
 
 
+MAX_MULTIPART_PARTS = 16
+"""Uploads carry a file and a few fields; many tiny parts would only cost the server time."""
+
+
 async def _read_parts(request: web.Request, limit: int) -> Upload:
     reader = await request.multipart()
     content: bytes | None = None
@@ -82,10 +86,16 @@ async def _read_parts(request: web.Request, limit: int) -> Upload:
     part_type: str | None = None
     fields: dict[str, list[str]] = {}
     total = 0
+    parts = 0
     while True:
         part = await reader.next()
         if part is None:
             break
+        parts += 1
+        if parts > MAX_MULTIPART_PARTS:
+            raise InvalidRequestError(
+                f"a multipart body may have at most {MAX_MULTIPART_PARTS} parts (file, fileName and a few fields)"
+            )
         if not isinstance(part, BodyPartReader):
             raise InvalidRequestError("nested multipart bodies are not accepted")
         chunks: list[bytes] = []

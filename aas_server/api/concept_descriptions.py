@@ -7,6 +7,7 @@ Served: ``GET /concept-descriptions`` (filters ``idShort``, ``isCaseOf``, ``data
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 from aiohttp import web
 from basyx.aas import model
 
+from aas_server.api import auth
 from aas_server.api.context import catalog_of, store_of
 from aas_server.api.deserialization import decode_model
 from aas_server.api.paging import FilterKey, parse_page_request
@@ -100,6 +102,9 @@ async def get_all_concept_descriptions(request: web.Request) -> web.Response:
                 for embedded in cd.embedded_data_specifications
             )
         )
+    readable = auth.concept_description_filter(request)
+    if readable is not None:
+        tests.append(readable)
     page = catalog_of(request).concept_descriptions().page(page_request, keys, _matches_all(tests))
     return bytes_response(page.to_bytes(lambda cd: concept_description_body(request, cd.id)))
 
@@ -108,7 +113,9 @@ async def get_all_concept_descriptions(request: web.Request) -> web.Response:
 async def post_concept_description(request: web.Request) -> web.Response:
     """PostConceptDescription: ``201`` with ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    concept_description = decode_model(await read_json_body(request), model.ConceptDescription, "ConceptDescription")
+    concept_description = await asyncio.to_thread(
+        decode_model, await read_json_body(request), model.ConceptDescription, "ConceptDescription"
+    )
     await store_of(request).create(concept_description)
     note_change(request, concept_description.id, concept_description)
     return created(
@@ -130,7 +137,9 @@ async def put_concept_description(request: web.Request) -> web.Response:
     """PutConceptDescriptionById: replace (``204``) or create (``201``); the body's id must match."""
     accept_json(request)
     identifier = _identifier(request)
-    concept_description = decode_model(await read_json_body(request), model.ConceptDescription, "ConceptDescription")
+    concept_description = await asyncio.to_thread(
+        decode_model, await read_json_body(request), model.ConceptDescription, "ConceptDescription"
+    )
     if concept_description.id != identifier:
         raise InvalidRequestError(
             f"the id in the body ({concept_description.id!r}) differs from the path's ({identifier!r})"

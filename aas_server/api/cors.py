@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
-ALLOWED_HEADERS = "Authorization, Content-Type, Accept"
+ALLOWED_HEADERS = "Authorization, X-API-Key, Content-Type, Accept"
 EXPOSED_HEADERS = "X-AAS-Quality, X-AAS-Quality-Reason, X-AAS-Source-Timestamp, X-AAS-Server-Timestamp, Location"
 PREFLIGHT_MAX_AGE = "600"
 

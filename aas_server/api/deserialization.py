@@ -5,6 +5,14 @@ objects bottom-up, as ``json.loads(..., cls=StrictAASFromJsonDecoder)`` would, w
 JSON location of every object: a constraint violation (``AASConstraintViolation``), a missing or
 mistyped attribute or an unknown ``modelType`` becomes ``InvalidRequestError`` (``400``) whose text
 says where, e.g. ``$.submodelElements[2].value[0]: Property: ...``.
+
+Every string is checked against AASd-130 (no NUL or other control characters but tab, line feed
+and carriage return, no U+FFFE/U+FFFF): such a string could not be written to XML or AASX later.
+File values and thumbnail paths are confined as package imports confine them
+(``aas_server.exchange.repairs.normalise_file_reference``): a path that climbs above the package
+root (``/../etc/passwd``), holds a backslash or NUL, or names a drive is ``400``, and so is one
+that is not in its normal form (``/aasx/./a//b.pdf``), with the normal form in the message. URIs
+with a scheme (``https:``, ``file:``) are kept as they are: the server never dereferences them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from basyx.aas import model
 from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
 from aas_server.errors import InvalidRequestError
+from aas_server.exchange.repairs import AASD_130_VIOLATION, normalise_file_reference
+from aas_server.exchange.report import path_segment
 
 T = TypeVar("T")
 
@@ -43,16 +53,49 @@ def _walk(data: Any, location: str, depth: int = 1) -> Any:
         if depth > MAX_NESTING:
             raise InvalidRequestError(f"{location}: JSON nested deeper than {MAX_NESTING} levels")
         return [_walk(item, f"{location}[{index}]", depth + 1) for index, item in enumerate(data)]
+    if isinstance(data, str):
+        forbidden = AASD_130_VIOLATION.search(data)
+        if forbidden is not None:
+            raise InvalidRequestError(
+                f"{location}: the string holds U+{ord(forbidden.group()):04X}, which AASd-130 does not allow"
+            )
+        return data
     if not isinstance(data, dict):
         return data
     if depth > MAX_NESTING:
         raise InvalidRequestError(f"{location}: JSON nested deeper than {MAX_NESTING} levels")
-    converted = {key: _walk(value, f"{location}.{key}", depth + 1) for key, value in data.items()}
+    converted = {key: _walk(value, f"{location}.{path_segment(key)}", depth + 1) for key, value in data.items()}
     try:
-        return StrictAASFromJsonDecoder.object_hook(converted)
+        decoded = StrictAASFromJsonDecoder.object_hook(converted)
     except _DECODE_ERRORS as error:
         model_type = converted.get("modelType")
         raise InvalidRequestError(f"{location}: {model_type}: {_reason(error)}") from None
+    if isinstance(decoded, model.File) and decoded.value:
+        check_file_reference(decoded.value, f"{location}.value")
+    elif isinstance(decoded, model.AssetAdministrationShell):
+        _check_thumbnail(decoded.asset_information, f"{location}.assetInformation")
+    return decoded
+
+
+def check_file_reference(value: str, location: str) -> None:
+    """``InvalidRequestError`` unless ``value`` (a File value or thumbnail path) is confined and normalised."""
+    normalised, reason = normalise_file_reference(value, None)
+    if normalised is None:
+        raise InvalidRequestError(f"{location}: file reference {_shortened(value)} {reason}")
+    if normalised != value:
+        raise InvalidRequestError(
+            f"{location}: file reference {_shortened(value)} is not in normal form; use {_shortened(normalised)}"
+        )
+
+
+def _check_thumbnail(information: model.AssetInformation, location: str) -> None:
+    thumbnail = information.default_thumbnail
+    if thumbnail is not None and thumbnail.path:
+        check_file_reference(thumbnail.path, f"{location}.defaultThumbnail.path")
+
+
+def _shortened(value: str) -> str:
+    return repr(value) if len(value) <= 200 else f"{value[:200]!r}... ({len(value)} characters)"
 
 
 def decode_model(data: Any, expected: type[T], what: str) -> T:
@@ -92,4 +135,5 @@ def decode_asset_information(data: Any) -> model.AssetInformation:
     information: model.AssetInformation = decode_part(
         data, StrictAASFromJsonDecoder._construct_asset_information, "AssetInformation"
     )
+    _check_thumbnail(information, "$")
     return information

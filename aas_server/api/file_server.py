@@ -21,6 +21,7 @@ import uuid
 from aiohttp import web
 from basyx.aas import model
 
+from aas_server.api import auth
 from aas_server.api.attachments import read_upload, safe_file_name
 from aas_server.api.context import ATTACHMENTS_KEY, MAX_BODY_KEY, PACKAGES_KEY, store_of
 from aas_server.api.packages import import_package
@@ -94,6 +95,9 @@ async def get_all_packages(request: web.Request) -> web.Response:
     if aas_id is not None:
         wanted = decode_identifier(aas_id, "aasId")
         packages = [package for package in packages if wanted in package.aas_ids]
+    readable = auth.package_filter(request)
+    if readable is not None:
+        packages = [package for package in packages if readable(package)]
     page = page_positions(packages, page_request, lambda package: package.package_id)
     return bytes_response(page.to_bytes(_description))
 
@@ -159,7 +163,7 @@ def _selection(request: web.Request) -> list[model.Identifiable]:
         selected.extend(store.submodel(identifier) for identifier in dict.fromkeys(submodel_ids))
     if include_concept_descriptions:
         selected.extend(store.concept_descriptions())
-    return selected
+    return auth.exportable(request, selected)
 
 
 def _environment_json(request: web.Request, selected: list[model.Identifiable]) -> bytes:

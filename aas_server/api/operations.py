@@ -38,17 +38,21 @@ _DURATION = re.compile(
 
 
 def parse_duration(text: str) -> timedelta:
-    """An ``xs:duration`` such as ``PT30S`` (years as 365 days, months as 30); ``400`` if malformed or negative."""
+    """An ``xs:duration`` such as ``PT30S`` (years as 365 days, months as 30); ``400`` if malformed, negative or
+    beyond what ``timedelta`` holds (about 2.7 million years)."""
     match = _DURATION.match(text)
     if match is None:
         raise InvalidRequestError(f"clientTimeoutDuration {text!r} is not a non-negative xs:duration such as PT30S")
     parts = {name: float(value) for name, value in match.groupdict().items() if value is not None}
-    return timedelta(
-        days=parts.get("years", 0) * 365 + parts.get("months", 0) * 30 + parts.get("days", 0),
-        hours=parts.get("hours", 0),
-        minutes=parts.get("minutes", 0),
-        seconds=parts.get("seconds", 0),
-    )
+    try:
+        return timedelta(
+            days=parts.get("years", 0) * 365 + parts.get("months", 0) * 30 + parts.get("days", 0),
+            hours=parts.get("hours", 0),
+            minutes=parts.get("minutes", 0),
+            seconds=parts.get("seconds", 0),
+        )
+    except OverflowError:
+        raise InvalidRequestError(f"clientTimeoutDuration {text[:64]!r} is longer than a timeout can be") from None
 
 
 @dataclass(slots=True)

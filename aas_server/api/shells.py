@@ -14,6 +14,7 @@ Changes build a new shell (a deep copy with the change, or the deserialised body
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -21,6 +22,7 @@ import orjson
 from aiohttp import hdrs, web
 from basyx.aas import model
 
+from aas_server.api import auth
 from aas_server.api.attachments import attachment_path, content_type_for, read_upload
 from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
 from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
@@ -82,7 +84,7 @@ def _shell_page(request: web.Request) -> Page[model.AssetAdministrationShell]:
     id_short = request.query.get("idShort")
     if id_short is not None:
         keys.append(("idShort", id_short))
-    return catalog_of(request).shells().page(page_request, keys)
+    return catalog_of(request).shells().page(page_request, keys, auth.shell_filter(request))
 
 
 def shell_body(request: web.Request, shell_id: str) -> bytes:
@@ -131,7 +133,9 @@ async def get_all_shells_reference(request: web.Request) -> web.Response:
 async def post_shell(request: web.Request) -> web.Response:
     """PostAssetAdministrationShell: ``201`` with the shell and ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    shell = decode_model(await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell")
+    shell = await asyncio.to_thread(
+        decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
+    )
     await store_of(request).create(shell)
     note_change(request, shell.id, shell)
     return created(request, shell_body(request, shell.id), collection_location(request, shell.id))
@@ -149,7 +153,9 @@ async def put_shell(request: web.Request) -> web.Response:
     """PutAssetAdministrationShellById: replace (``204``) or create (``201``); the body's id must match."""
     accept_json(request)
     shell_id = shell_id_of(request)
-    shell = decode_model(await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell")
+    shell = await asyncio.to_thread(
+        decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
+    )
     _check_id(shell, shell_id)
     store = store_of(request)
     try:

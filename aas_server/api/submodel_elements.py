@@ -12,6 +12,7 @@ GETs of a Property add its live quality as response headers (``docs/rest.md``):
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from basyx.aas import model
 
+from aas_server.api import auth
 from aas_server.api.attachments import attachment_path, content_type_for, read_upload
 from aas_server.api.context import MAX_BODY_KEY, OPERATIONS_KEY, RUNS_KEY, attachments_of, store_of
 from aas_server.api.deserialization import decode_element
@@ -135,7 +137,7 @@ async def put_submodel_element(request: web.Request) -> web.Response:
     """PutSubmodelElementByPath: replace (``204``) or create it in an existing parent (``201``)."""
     accept_json(request)
     store, submodel_id, path = _target(request)
-    element = decode_element(await read_json_body(request))
+    element = await asyncio.to_thread(decode_element, await read_json_body(request))
     try:
         store.element(submodel_id, path)
     except NotFoundError:
@@ -158,7 +160,7 @@ async def patch_submodel_element(request: web.Request) -> web.Response:
     store, submodel_id, path = _target(request)
     body = await read_json_object(request, "SubmodelElement")
     current = plain_json(store.element(submodel_id, path))
-    element = decode_element(merged(current, body))
+    element = await asyncio.to_thread(decode_element, merged(current, body))
     await store.replace_element(submodel_id, path, element)
     return no_content()
 
@@ -168,7 +170,7 @@ async def post_submodel_element_by_path(request: web.Request) -> web.Response:
     """PostSubmodelElementByPath: a new child of the collection, list or entity at the path."""
     accept_json(request)
     store, submodel_id, path = _target(request)
-    element = decode_element(await read_json_body(request))
+    element = await asyncio.to_thread(decode_element, await read_json_body(request))
     new_path = await store.create_element(submodel_id, path, element)
     location = f"{_elements_base(request)}/{new_path}"
     return created(request, element_body(request, submodel_id, new_path, Modifiers()), location)
@@ -215,7 +217,7 @@ async def patch_submodel_element_metadata(request: web.Request) -> web.Response:
     body = await read_json_object(request, "SubmodelElementMetadata")
     current = plain_json(store.element(submodel_id, path))
     check_metadata_body(body, current)
-    element = decode_element(merged(current, body))
+    element = await asyncio.to_thread(decode_element, merged(current, body))
     await store.replace_element(submodel_id, path, element)
     return no_content()
 
@@ -283,6 +285,9 @@ async def get_submodel_element_path(request: web.Request) -> web.Response:
     store, submodel_id, path = _target(request)
     _require(store.element(submodel_id, path), _CONTAINERS, "$path")
     level = parse_modifiers(request.query).level
+    view = auth.element_view(request, submodel_id, path)
+    if view is not None:
+        return bytes_response(dumps([path, *element_paths(view, path, level)]))
     body = cached_body(
         request,
         submodel_id,

@@ -16,6 +16,7 @@ the body into the current JSON form and deserialises the result; nothing is chan
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from basyx.aas import model
 
+from aas_server.api import auth
 from aas_server.api.context import catalog_of, is_release_3_1, store_of
 from aas_server.api.deserialization import decode_element, decode_model
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
@@ -74,6 +76,9 @@ def element_paths(element: model.Submodel | model.SubmodelElement, prefix: str, 
 
 
 def submodel_body(request: web.Request, submodel_id: str, modifiers: Modifiers) -> bytes:
+    view = auth.submodel_view(request, submodel_id)
+    if view is not None:
+        return dumps(to_json_object(view, modifiers), modifiers)
     store = store_of(request)
     return cached_body(
         request,
@@ -84,6 +89,9 @@ def submodel_body(request: web.Request, submodel_id: str, modifiers: Modifiers) 
 
 
 def element_body(request: web.Request, submodel_id: str, path: str, modifiers: Modifiers) -> bytes:
+    view = auth.element_view(request, submodel_id, path)
+    if view is not None:
+        return dumps(to_json_object(view, modifiers), modifiers)
     store = store_of(request)
     return cached_body(
         request,
@@ -96,6 +104,11 @@ def element_body(request: web.Request, submodel_id: str, path: str, modifiers: M
 def element_value_body(request: web.Request, submodel_id: str, path: str, modifiers: Modifiers) -> bytes:
     """The cached bare ValueOnly bytes of an element; ``400`` for Operation and Capability (they have none)."""
     store = store_of(request)
+    view = auth.element_view(request, submodel_id, path)
+    if view is not None:
+        if isinstance(view, model.Operation | model.Capability):
+            raise InvalidRequestError(f"a {type(view).__name__} has no ValueOnly form")
+        return dumps(element_value(view, modifiers), modifiers)
 
     def build() -> bytes:
         element = store.element(submodel_id, path)
@@ -162,7 +175,7 @@ def _submodel_page(request: web.Request) -> Page[model.Submodel]:
     semantic_id = request.query.get("semanticId")
     if semantic_id is not None:
         keys.append(("semanticId", decode_identifier(semantic_id, "semanticId")))
-    return catalog_of(request).submodels().page(page_request, keys)
+    return catalog_of(request).submodels().page(page_request, keys, auth.submodel_filter(request))
 
 
 def _paged(request: web.Request, page: Page[Any], item_bytes: Callable[[Any], bytes]) -> web.Response:
@@ -196,15 +209,20 @@ async def get_all_submodels_value(request: web.Request) -> web.Response:
     accept_json(request)
     modifiers = parse_modifiers(request.query)
     page = _submodel_page(request)
-    return _paged(
+    return _paged(request, page, lambda submodel: submodel_value_body(request, submodel.id, modifiers))
+
+
+def submodel_value_body(request: web.Request, submodel_id: str, modifiers: Modifiers) -> bytes:
+    """The SubmodelValue bytes (cached unless the caller sees a pruned submodel)."""
+    store = store_of(request)
+    view = auth.submodel_view(request, submodel_id)
+    if view is not None:
+        return dumps(submodel_value(view, modifiers), modifiers)
+    return cached_body(
         request,
-        page,
-        lambda submodel: cached_body(
-            request,
-            submodel.id,
-            ("submodel-value", modifiers.key),
-            lambda: dumps(submodel_value(submodel, modifiers), modifiers),
-        ),
+        submodel_id,
+        ("submodel-value", modifiers.key),
+        lambda: dumps(submodel_value(store.submodel(submodel_id), modifiers), modifiers),
     )
 
 
@@ -239,7 +257,7 @@ async def get_all_submodels_path(request: web.Request) -> web.Response:
 async def post_submodel(request: web.Request) -> web.Response:
     """PostSubmodel: ``201`` with the submodel and its ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    submodel = decode_model(await read_json_body(request), model.Submodel, "Submodel")
+    submodel = await asyncio.to_thread(decode_model, await read_json_body(request), model.Submodel, "Submodel")
     await store_of(request).create(submodel)
     note_change(request, submodel.id, submodel)
     return created(request, submodel_body(request, submodel.id, Modifiers()), collection_location(request, submodel.id))
@@ -260,7 +278,7 @@ async def put_submodel(request: web.Request) -> web.Response:
     """PutSubmodelById: replace (``204``) or, in the repository, create (``201``); the body's id must match."""
     accept_json(request)
     submodel_id = submodel_id_of(request)
-    submodel = decode_model(await read_json_body(request), model.Submodel, "Submodel")
+    submodel = await asyncio.to_thread(decode_model, await read_json_body(request), model.Submodel, "Submodel")
     _check_id(submodel, submodel_id)
     store = store_of(request)
     if "aasIdentifier" not in request.match_info:
@@ -282,7 +300,7 @@ async def patch_submodel(request: web.Request) -> web.Response:
     submodel_id = submodel_id_of(request)
     body = await read_json_object(request, "Submodel")
     current = plain_json(store.submodel(submodel_id))
-    submodel = decode_model(merged(current, body), model.Submodel, "Submodel")
+    submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
     _check_id(submodel, submodel_id)
     await store.replace(submodel)
     note_change(request, submodel.id, submodel)
@@ -333,7 +351,7 @@ async def patch_submodel_metadata(request: web.Request) -> web.Response:
     body = await read_json_object(request, "SubmodelMetadata")
     current = plain_json(store.submodel(submodel_id))
     check_metadata_body(body, current)
-    submodel = decode_model(merged(current, body), model.Submodel, "Submodel")
+    submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
     await store.replace(submodel)
     note_change(request, submodel.id, submodel)
     return no_content()
@@ -343,17 +361,7 @@ async def patch_submodel_metadata(request: web.Request) -> web.Response:
 async def get_submodel_value(request: web.Request) -> web.Response:
     """GetSubmodelById-ValueOnly."""
     accept_json(request)
-    store = store_of(request)
-    submodel_id = submodel_id_of(request)
-    modifiers = parse_modifiers(request.query)
-    return bytes_response(
-        cached_body(
-            request,
-            submodel_id,
-            ("submodel-value", modifiers.key),
-            lambda: dumps(submodel_value(store.submodel(submodel_id), modifiers), modifiers),
-        )
-    )
+    return bytes_response(submodel_value_body(request, submodel_id_of(request), parse_modifiers(request.query)))
 
 
 @interface.patch("/$value")
@@ -390,6 +398,9 @@ async def get_submodel_path(request: web.Request) -> web.Response:
     store = store_of(request)
     submodel_id = submodel_id_of(request)
     level = parse_modifiers(request.query).level
+    view = auth.submodel_view(request, submodel_id)
+    if view is not None:
+        return bytes_response(dumps(element_paths(view, "", level)))
     return bytes_response(
         cached_body(
             request,
@@ -407,7 +418,8 @@ def _element_page(request: web.Request) -> tuple[str, Page[model.SubmodelElement
     submodel_id = submodel_id_of(request)
     submodel = store_of(request).submodel(submodel_id)
     page_request = parse_page_request(request.query)
-    return submodel_id, page_positions(submodel.submodel_element, page_request, lambda element: element.id_short)
+    elements = auth.visible_elements(request, submodel_id, submodel.submodel_element)
+    return submodel_id, page_positions(elements, page_request, lambda element: element.id_short)
 
 
 @interface.get("/submodel-elements")
@@ -474,12 +486,13 @@ async def get_all_submodel_elements_path(request: web.Request) -> web.Response:
     """GetAllSubmodelElements-Path, paged over the top-level elements (each with its subtree for ``deep``)."""
     accept_json(request)
     level = parse_modifiers(request.query).level
-    _, page = _element_page(request)
+    submodel_id, page = _element_page(request)
     result: list[str] = []
     for element in page.items:
         result.append(str(element.id_short))
         if level is Level.DEEP:
-            result.extend(element_paths(element, str(element.id_short), level))
+            shown = auth.element_view(request, submodel_id, str(element.id_short)) or element
+            result.extend(element_paths(shown, str(element.id_short), level))
     return bytes_response(Page(result, page.next_cursor).to_bytes(dumps))
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from basyx.aas import model
 
-from aas_server.api.deserialization import decode_element, decode_reference
+from aas_server.api.deserialization import check_file_reference, decode_element, decode_reference
 from aas_server.api.serialization import plain_json
 from aas_server.errors import InvalidRequestError
 from aas_server.model import values
@@ -191,7 +191,10 @@ def _element_update_checked(plan: ValuePlan, element: model.SubmodelElement, val
         if "contentType" in data:
             replacement_file.content_type = _expect(data["contentType"], str, path, "a contentType string")
         if "value" in data:
-            replacement_file.value = None if data["value"] is None else _expect(data["value"], str, path, "a path")
+            file_value = None if data["value"] is None else _expect(data["value"], str, path, "a path")
+            if file_value is not None:
+                check_file_reference(file_value, path)
+            replacement_file.value = file_value
         plan.replacements.append(ElementReplacement(path, replacement_file))
     elif isinstance(element, model.ReferenceElement):
         replacement_reference = copy_element(element)

@@ -1,12 +1,16 @@
 """AASX packages (IDTA-01005 Part 5, an OPC/ECMA-376-2 zip): checked before anything is unpacked.
 
-The zip's central directory is checked first: entry count, declared sizes (each part, total),
-compression ratio, encryption, and part names (no absolute names, ``..``, backslashes, drive letters,
-empty segments or duplicates). The OPC parts basyx's reader parses itself (``[Content_Types].xml``,
-``*.rels``) are checked to have no DOCTYPE. Only then is the package opened with basyx's
-``AASXReader`` to follow the relationships (aasx-origin, aas-spec, aas-spec-split); the AAS parts
-(XML or JSON) go through the same safe parsing and repairs as standalone files. Python's zipfile
-stops reading a member at its declared size, so the checked sizes bound the memory used.
+The zip's central directory is checked first: entry count (counted in the raw directory before
+Python's zipfile builds an object per entry), declared sizes (each part, total), compression ratio
+(each part above ``ratio_check_above``, and the whole package), encryption, and part names (no
+absolute names, ``..``, backslashes, drive letters, empty segments or duplicates). The OPC parts
+basyx's reader parses itself (``[Content_Types].xml``, ``*.rels``) are checked to have no DOCTYPE.
+Only then is the package opened with basyx's ``AASXReader`` to follow the relationships
+(aasx-origin, aas-spec, aas-spec-split); the AAS parts (XML or JSON) go through the same safe
+parsing and repairs as standalone files. Every member is read up to its declared size and no
+further (``read_member``), so the checked sizes bound the memory used; a member whose data does not
+match its directory entry (CRC, truncation, unknown compression method) is a ``PackageError`` like
+any other damage.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from __future__ import annotations
 import io
 import posixpath
 import re
+import struct
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 from basyx.aas import model
 from basyx.aas.adapter import aasx
@@ -33,6 +40,27 @@ _SPEC_TYPES = (aasx.RELATIONSHIP_TYPE_AAS_SPEC, "http://www.admin-shell.io/aasx/
 _SPLIT_TYPES = (aasx.RELATIONSHIP_TYPE_AAS_SPEC_SPLIT, "http://www.admin-shell.io/aasx/relationships/aas-spec-split")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _OPC_XML_PARTS_MAX = 1024 * 1024
+_END_OF_DIRECTORY = b"PK\x05\x06"
+_END_OF_DIRECTORY_SIZE = 22
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_LOCATOR_SIZE = 20
+_ZIP64_END_OF_DIRECTORY = b"PK\x06\x06"
+_ZIP64_END_OF_DIRECTORY_SIZE = 56
+_DIRECTORY_ENTRY = b"PK\x01\x02"
+_DIRECTORY_ENTRY_SIZE = 46
+ZIP_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OSError,
+    struct.error,
+)
+"""What Python's zipfile raises on a damaged archive or member (bad CRC, truncated or corrupt data,
+unsupported compression method or version, offsets outside the file)."""
+_STRUCTURE_ERRORS: tuple[type[Exception], ...] = (KeyError, *ZIP_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +76,10 @@ def check_archive(data: bytes, limits: PackageLimits) -> zipfile.ZipFile:
     """Check a zip's directory against ``limits`` and its names for traversal; ``PackageError`` if not safe."""
     if len(data) > limits.max_package_bytes:
         raise PackageError(f"package is {len(data)} bytes, more than the limit of {limits.max_package_bytes}")
+    _check_directory_size(data, limits.max_entries)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as error:
+    except ZIP_ERRORS as error:
         raise PackageError(f"not a readable zip archive: {error}") from None
     entries = archive.infolist()
     if len(entries) > limits.max_entries:
@@ -82,16 +111,89 @@ def check_archive(data: bytes, limits: PackageLimits) -> zipfile.ZipFile:
                     f"package entry {name!r} has compression ratio {ratio:.0f}, more than the limit of"
                     f" {limits.max_compression_ratio:.0f} (a zip bomb?)"
                 )
+    if total > limits.ratio_check_above:
+        ratio = total / max(len(data), 1)
+        if ratio > limits.max_compression_ratio:
+            raise PackageError(
+                f"package of {len(data)} bytes unpacks to {total} bytes, ratio {ratio:.0f}, more than the limit of"
+                f" {limits.max_compression_ratio:.0f} (a zip bomb?)"
+            )
     for entry in entries:
         lower = entry.filename.lower()
         if lower.endswith(".rels") or lower == "[content_types].xml":
             if entry.file_size > _OPC_XML_PARTS_MAX:
                 raise PackageError(f"package entry {entry.filename!r} is too large for an OPC metadata part")
+            content = read_member(archive, entry)
             try:
-                parse_xml(archive.read(entry), limits.max_depth)
+                parse_xml(content, limits.max_depth)
             except PackageError as error:
                 raise PackageError(f"package entry {entry.filename!r}: {error}") from None
     return archive
+
+
+def read_member(archive: zipfile.ZipFile, member: str | zipfile.ZipInfo) -> bytes:
+    """The bytes of one archive member; ``PackageError`` if its data is damaged.
+
+    No more than the declared size is unpacked: ``ZipFile.read`` would inflate the whole member in
+    one step, however much less its directory entry declares (a member that declares 100 bytes and
+    inflates to 300 MB is a zip bomb past every size check); the checksum then fails.
+    """
+    try:
+        info = member if isinstance(member, zipfile.ZipInfo) else archive.getinfo(member)
+        with archive.open(info) as stream:
+            return _read_declared(stream, info.file_size, info.filename)
+    except ZIP_ERRORS as error:
+        name = member.filename if isinstance(member, zipfile.ZipInfo) else member
+        raise PackageError(f"package entry {name!r} is damaged: {error or type(error).__name__}") from None
+
+
+def _read_declared(stream: IO[bytes], size: int, name: str) -> bytes:
+    """Exactly ``size`` bytes (a zip member's declared size; reading them checks its CRC), or ``PackageError``."""
+    content = stream.read(size)
+    if len(content) != size or stream.read(1):
+        raise PackageError(f"package entry {name!r} is damaged: its data does not match its declared size {size}")
+    return content
+
+
+def _directory_bounds(data: bytes) -> tuple[int, int] | None:
+    """Start and size of the central directory, found as Python's zipfile finds them (APPNOTE 4.3.16, 4.3.14)."""
+    end = len(data) - _END_OF_DIRECTORY_SIZE
+    if end < 0:
+        return None
+    if not (data.startswith(_END_OF_DIRECTORY, end) and data.endswith(b"\0\0")):
+        end = data.rfind(_END_OF_DIRECTORY, max(len(data) - (1 << 16) - _END_OF_DIRECTORY_SIZE, 0))
+        if end < 0 or end + _END_OF_DIRECTORY_SIZE > len(data):
+            return None
+    (size,) = struct.unpack_from("<I", data, end + 12)
+    start = end - size
+    locator = end - _ZIP64_LOCATOR_SIZE
+    record = locator - _ZIP64_END_OF_DIRECTORY_SIZE
+    if record >= 0 and data.startswith(_ZIP64_LOCATOR, locator) and data.startswith(_ZIP64_END_OF_DIRECTORY, record):
+        (size,) = struct.unpack_from("<Q", data, record + 40)
+        start = record - size
+    return start, size
+
+
+def _check_directory_size(data: bytes, max_entries: int) -> None:
+    """Count the central directory's entries without building them; ``PackageError`` above ``max_entries``.
+
+    Python's zipfile reads every entry of the directory (whatever count the end record declares) into
+    an object, which for a directory of small entries costs about 600 bytes and 10 µs each.
+    """
+    bounds = _directory_bounds(data)
+    if bounds is None:
+        return
+    start, size = bounds
+    position, count, enough = max(start, 0), 0, 4 * max_entries
+    while position < start + size and data.startswith(_DIRECTORY_ENTRY, position) and count <= enough:
+        if position + _DIRECTORY_ENTRY_SIZE > len(data):
+            return
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, position + 28)
+        position += _DIRECTORY_ENTRY_SIZE + name_length + extra_length + comment_length
+        count += 1
+    if count > max_entries:
+        counted = f"over {enough}" if count > enough else str(count)
+        raise PackageError(f"package has {counted} entries, more than the limit of {max_entries}")
 
 
 def _name_problem(name: str) -> str:
@@ -109,11 +211,14 @@ def _name_problem(name: str) -> str:
     return ""
 
 
-def aas_parts(data: bytes) -> list[AasPart]:
-    """The AAS document parts of a checked package, in relationship order (aas-spec, then its splits)."""
+def aas_parts(data: bytes, max_document_bytes: int) -> list[AasPart]:
+    """The AAS document parts of a checked package, in relationship order (aas-spec, then its splits).
+
+    A part that unpacks to more than ``max_document_bytes`` is a ``PackageError``; no more than that is unpacked.
+    """
     try:
         reader = aasx.AASXReader(io.BytesIO(data))
-    except ValueError as error:
+    except ZIP_ERRORS as error:
         raise PackageError(f"not an AASX (OPC) package: {error}") from None
     with reader:
         package = reader.reader
@@ -135,8 +240,15 @@ def aas_parts(data: bytes) -> list[AasPart]:
             result = []
             for name in dict.fromkeys(names):
                 with package.open_part(name) as stream:
-                    result.append(AasPart(name, stream.read(), package.get_content_type(name) or ""))
-        except (KeyError, ValueError) as error:
+                    declared = package.getinfo(stream.name).file_size
+                    if declared > max_document_bytes:
+                        raise PackageError(
+                            f"AAS part {name!r} unpacks to {declared} bytes,"
+                            f" more than the limit of {max_document_bytes}"
+                        )
+                    content = _read_declared(stream, declared, name)
+                result.append(AasPart(name, content, package.get_content_type(name) or ""))
+        except _STRUCTURE_ERRORS as error:
             raise PackageError(f"AASX package structure is broken: {error}") from None
     if not result:
         raise PackageError("AASX package holds no AAS part (no aas-spec relationship)")
@@ -171,7 +283,7 @@ def supplementary_files(
             continue
         extension = posixpath.splitext(path)[1].lower().lstrip(".")
         content_type = content_types.get(path.lower()) or content_types.get(extension) or declared_type
-        files[path] = (archive.read(member), content_type or "application/octet-stream")
+        files[path] = (read_member(archive, member), content_type or "application/octet-stream")
     return files
 
 
@@ -188,7 +300,7 @@ def _content_types(archive: zipfile.ZipFile) -> dict[str, str]:
     result: dict[str, str] = {}
     if "[Content_Types].xml" not in archive.namelist():
         return result
-    root = parse_xml(archive.read("[Content_Types].xml"), 8)
+    root = parse_xml(read_member(archive, "[Content_Types].xml"), 8)
     for element in root:
         tag = element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
         content_type = element.get("ContentType") or ""

@@ -18,7 +18,7 @@ from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
 from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.repairs import TOP_LEVEL_KEYS
-from aas_server.exchange.report import ImportReport, empty_counts
+from aas_server.exchange.report import ImportReport, empty_counts, path_segment
 
 _ELEMENT_CONTAINERS = {
     "Submodel": "submodelElements",
@@ -61,7 +61,8 @@ def count_source_elements(node: Any) -> int:
     while stack:
         current = stack.pop()
         if isinstance(current, dict):
-            if current.get("modelType") in SUBMODEL_ELEMENT_TYPES:
+            model_type = current.get("modelType")
+            if isinstance(model_type, str) and model_type in SUBMODEL_ELEMENT_TYPES:
                 total += 1
             stack.extend(current.values())
         elif isinstance(current, list):
@@ -163,7 +164,7 @@ class Builder:
         container = _ELEMENT_CONTAINERS.get(model_type) if isinstance(model_type, str) else None
         decoded: dict[str, Any] = {}
         for key, value in node.items():
-            child_path = f"{path}.{key}"
+            child_path = f"{path}.{path_segment(key)}"
             if key == container and isinstance(value, list):
                 decoded[key] = self._elements(value, child_path, unique=model_type != "SubmodelElementList")
             elif model_type == "Operation" and key in _OPERATION_VARIABLES and isinstance(value, list):

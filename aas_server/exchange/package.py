@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from basyx.aas import model
 from basyx.aas.adapter.json import AASToJsonEncoder
 from basyx.aas.adapter.xml import object_store_to_xml_element
@@ -88,7 +89,7 @@ def read_package(
             identifiables: list[model.Identifiable] = []
             seen: set[str] = set()
             versions: list[str] = []
-            for part in archive.aas_parts(data):
+            for part in archive.aas_parts(data, limits.max_document_bytes):
                 part_format = _part_format(part)
                 report.path_prefix = f"{part.name}#"
                 identifiables.extend(_read_document(part.data, part_format, report, limits, seen, part.name))
@@ -97,8 +98,8 @@ def read_package(
             report.metamodel_version = "+".join(dict.fromkeys(versions))
             files = archive.supplementary_files(checked, identifiables, report)
             return ImportResult(identifiables, files, report)
-        if len(data) > limits.max_part_bytes:
-            raise PackageError(f"document is {len(data)} bytes, more than the limit of {limits.max_part_bytes}")
+        if len(data) > limits.max_document_bytes:
+            raise PackageError(f"document is {len(data)} bytes, more than the limit of {limits.max_document_bytes}")
         identifiables = _read_document(data, package_format, report, limits, set(), None)
         return ImportResult(identifiables, {}, report)
     except ImportRejected:
@@ -150,15 +151,16 @@ def _read_document(
 
 
 def _parse_json(data: bytes, limits: PackageLimits) -> Any:
+    """Strict JSON (RFC 8259: no NaN, no lone surrogates, which no AAS string may hold and no serializer writes)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise PackageError(f"JSON is not UTF-8: {error}") from None
     try:
-        document = json.loads(text)
-    except RecursionError:
-        raise PackageError("JSON nested too deeply") from None
-    except json.JSONDecodeError as error:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        if "depth" in error.msg or "recursion" in error.msg:
+            raise PackageError("JSON nested too deeply") from None
         raise PackageError(f"not valid JSON: {error}") from None
     stack: list[tuple[Any, int]] = [(document, 1)]
     while stack:
@@ -176,7 +178,7 @@ def _as_environment(document: Any, report: ImportReport) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise PackageError("an AAS JSON document must be an object (an environment)")
     model_type = document.get("modelType")
-    if model_type in IDENTIFIABLE_TYPES:
+    if isinstance(model_type, str) and model_type in IDENTIFIABLE_TYPES:
         key = _ENVIRONMENT_KEY_OF[model_type]
         report.add("repaired", "", f"a single {model_type} read as an environment holding it")
         return {key: [document]}

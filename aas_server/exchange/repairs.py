@@ -20,6 +20,10 @@ Part 1 v3.1), never by guessing, and each is recorded in the :class:`ImportRepor
   the package root, holds a backslash or NUL, or names a drive is dropped.
 * ``identifiable-id-short``: an idShort of a shell, submodel or concept description that violates
   AASd-002 is dropped (it is optional there), reported as ``dropped``.
+* ``forbidden-characters``: a string attribute holding a character AASd-130 excludes (NUL and the
+  other control characters but tab, line feed and carriage return; lone surrogates, U+FFFE, U+FFFF)
+  is dropped, reported as ``dropped``; without it a required attribute is missing and its object is
+  dropped too. No XML serializer could write such a string back.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 from basyx.aas import model
 
-from aas_server.exchange.report import ImportReport
+from aas_server.exchange.report import ImportReport, path_segment
 
 IDENTIFIABLE_TYPES = frozenset({"AssetAdministrationShell", "Submodel", "ConceptDescription"})
 TOP_LEVEL_KEYS = {
@@ -76,15 +80,20 @@ _OPTIONAL_REFERENCES = frozenset(
 )
 _REFERENCE_LISTS = frozenset({"supplementalSemanticIds", "isCaseOf", "refersTo"})
 _OPTIONAL_LANG_STRING_SETS = frozenset({"displayName", "description", "shortName", "definition"})
-_PLACEHOLDER_KEY_VALUES = frozenset({"", "EMPTY"})
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+AASD_130_VIOLATION = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""A character that Constraint AASd-130 does not allow in an attribute of data type string."""
 
 
 def is_placeholder_reference(value: Any) -> bool:
     """A Reference with no keys, or whose key values are all empty or ``EMPTY`` (template placeholders)."""
     if not isinstance(value, dict) or "keys" not in value or not isinstance(value["keys"], list):
         return False
-    return all(isinstance(key, dict) and key.get("value", "") in _PLACEHOLDER_KEY_VALUES for key in value["keys"])
+    return all(isinstance(key, dict) and key.get("value", "") in ("", "EMPTY") for key in value["keys"])
+
+
+def _string_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def valid_id_short(value: str) -> bool:
@@ -151,11 +160,14 @@ class Repairer:
         elif isinstance(node, dict):
             for key, value in list(node.items()):
                 if isinstance(value, (dict, list)):
-                    self.node(value, f"{path}.{key}")
+                    self.node(value, f"{path}.{path_segment(key)}")
             self._repair(node, path)
 
     def _repair(self, node: dict[str, Any], path: str) -> None:
+        self._forbidden_characters(node, path)
         model_type = node.get("modelType")
+        if not isinstance(model_type, str):
+            model_type = None
         self._empty_strings(node, path, model_type)
         self._placeholder_references(node, path, model_type)
         self._lang_strings(node, path, model_type)
@@ -178,6 +190,17 @@ class Repairer:
                     "dropped",
                     f"{path}.idShort",
                     f"idShort {id_short!r} violates AASd-002; removed (optional for {model_type})",
+                )
+
+    def _forbidden_characters(self, node: dict[str, Any], path: str) -> None:
+        for key, value in list(node.items()):
+            forbidden = AASD_130_VIOLATION.search(value) if isinstance(value, str) else None
+            if forbidden is not None:
+                del node[key]
+                self.report.add(
+                    "dropped",
+                    f"{path}.{path_segment(key)}",
+                    f"string holds U+{ord(forbidden.group()):04X}, which AASd-130 does not allow; attribute removed",
                 )
 
     def _empty_strings(self, node: dict[str, Any], path: str, model_type: Any) -> None:
@@ -261,7 +284,7 @@ class Repairer:
                         f"idShort {id_short!r} of a list item removed (AASd-120: list items have no idShort)",
                     )
         if node.get("typeValueListElement") in ("Property", "Range") and "valueTypeListElement" not in node:
-            value_types = {item.get("valueType") if isinstance(item, dict) else None for item in items}
+            value_types = {_string_or_none(item.get("valueType")) if isinstance(item, dict) else None for item in items}
             if items and len(value_types) == 1:
                 (value_type,) = value_types
                 if isinstance(value_type, str) and value_type:

@@ -66,7 +66,10 @@ class ImportReport:
     def add(self, severity: Severity, path: str, message: str, lost: Mapping[str, int] | None = None) -> None:
         """Record an issue; in strict mode raise :class:`ImportRejected` instead of going on."""
         issue = ImportIssue(
-            severity, self.path_prefix + path, message, {key: count for key, count in (lost or {}).items() if count}
+            severity,
+            _bounded(self.path_prefix + path),
+            _bounded(message),
+            {key: count for key, count in (lost or {}).items() if count},
         )
         self.issues.append(issue)
         if self.strict:
@@ -123,6 +126,28 @@ class ImportReport:
         return "\n".join([self.headline(), *(f"  {issue}" for issue in self.issues)])
 
 
+PATH_SEGMENT_LIMIT = 64
+"""Longest property name kept whole in an issue path; longer ones (only hostile documents have them) are cut,
+so that the paths built while walking a document stay small at every depth."""
+
+
+def path_segment(name: str) -> str:
+    """``name`` for use in a document path: as it is, or cut to ``PATH_SEGMENT_LIMIT`` characters."""
+    if len(name) <= PATH_SEGMENT_LIMIT:
+        return name
+    return f"{name[:PATH_SEGMENT_LIMIT]}...({len(name)})"
+
+
+ISSUE_TEXT_LIMIT = 1000
+"""Longest path or message of an issue in characters; a longer one (quoting a 1 MB identifier) is cut."""
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= ISSUE_TEXT_LIMIT:
+        return text
+    return f"{text[:ISSUE_TEXT_LIMIT]}... ({len(text)} characters)"
+
+
 class ImportRejected(PackageError):
     """A strict import met an issue (``issue``); ``report`` holds what was found up to there."""
 
@@ -139,11 +164,15 @@ class PackageLimits:
     Sizes are bytes. ``max_compression_ratio`` applies to archive entries larger than
     ``ratio_check_above`` (small entries of repetitive text compress well and are harmless).
     ``max_depth`` is the deepest nesting of JSON arrays/objects or XML elements accepted.
+    ``max_document_bytes`` bounds an AAS document (a JSON or XML file, or the AAS part of an AASX
+    after unpacking): it is parsed into a tree that takes several times its size in memory, while a
+    supplementary file (``max_part_bytes``) is only kept as bytes.
     """
 
     max_package_bytes: int = 100 * 1024 * 1024
     max_total_uncompressed_bytes: int = 100 * 1024 * 1024
     max_part_bytes: int = 100 * 1024 * 1024
+    max_document_bytes: int = 32 * 1024 * 1024
     max_entries: int = 10_000
     max_compression_ratio: float = 100.0
     ratio_check_above: int = 1024 * 1024

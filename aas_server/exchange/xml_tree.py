@@ -20,7 +20,7 @@ from lxml import etree
 
 from aas_server.errors import PackageError
 from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
-from aas_server.exchange.report import ImportReport
+from aas_server.exchange.report import ImportReport, path_segment
 
 NAMESPACE_3_1 = "https://admin-shell.io/aas/3/1"
 NAMESPACE_3_0 = "https://admin-shell.io/aas/3/0"
@@ -67,14 +67,14 @@ LIST_PROPERTIES = frozenset(
 _LIST_VALUE_OWNERS = frozenset({"SubmodelElementCollection", "SubmodelElementList", "MultiLanguageProperty"})
 _BOOLEAN_PROPERTIES = frozenset({"orderRelevant"})
 _BOOLEAN_OWNERS = frozenset({"levelType"})
-_DOCTYPE_IN_PROLOG = re.compile(rb"(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.DOTALL)
 _PROLOG_SCAN = 1024 * 1024
+_XML_WHITESPACE = re.compile(rb"[ \t\r\n]+")
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def parse_xml(data: bytes, max_depth: int) -> etree._Element:
     """Parse untrusted XML bytes: no entities, no DTD, no network; reject a DOCTYPE or a too deep tree."""
-    if _DOCTYPE_IN_PROLOG.match(data[:_PROLOG_SCAN]):
+    if _doctype_in_prolog(data[:_PROLOG_SCAN]):
         raise PackageError("XML with a DOCTYPE (DTD, entities) is not accepted in AAS packages")
     parser = etree.XMLParser(
         resolve_entities=False,
@@ -94,6 +94,28 @@ def parse_xml(data: bytes, max_depth: int) -> etree._Element:
         raise PackageError("XML with a DOCTYPE (DTD, entities) is not accepted in AAS packages")
     _check_depth(root, max_depth)
     return root
+
+
+def _doctype_in_prolog(data: bytes) -> bool:
+    """Whether a DOCTYPE follows the XML declaration, comments and processing instructions; one linear pass."""
+    position = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    while position < len(data):
+        whitespace = _XML_WHITESPACE.match(data, position)
+        if whitespace:
+            position = whitespace.end()
+        elif data.startswith(b"<?", position):
+            end = data.find(b"?>", position + 2)
+            if end == -1:
+                return False
+            position = end + 2
+        elif data.startswith(b"<!--", position):
+            end = data.find(b"-->", position + 4)
+            if end == -1:
+                return False
+            position = end + 3
+        else:
+            return data.startswith(b"<!DOCTYPE", position)
+    return False
 
 
 def _check_depth(root: etree._Element, max_depth: int) -> None:
@@ -137,10 +159,10 @@ class _Converter:
         result: dict[str, Any] = {}
         model_type = MODEL_TYPES.get(owner)
         for child in element:
-            name = self._name(child, f"{path}.{etree.QName(child).localname}")
+            name = self._name(child, f"{path}.{path_segment(etree.QName(child).localname)}")
             if name is None:
                 continue
-            child_path = f"{path}.{name}"
+            child_path = f"{path}.{path_segment(name)}"
             if name in result:
                 self.report.add("dropped", child_path, f"property {name!r} given twice; the first one was taken")
                 continue

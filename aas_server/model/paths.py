@@ -16,6 +16,7 @@ from aas_server.errors import InvalidRequestError, NotFoundError
 Segment = str | int
 
 _ID_SHORT = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_INDEX = re.compile(r"[0-9]+")
 _MAX_PATH_LENGTH = 4096
 
 
@@ -32,7 +33,7 @@ def parse_id_short_path(path: str) -> tuple[Segment, ...]:
     while position < length:
         if path[position] == "[":
             end = path.find("]", position)
-            if end == -1 or not path[position + 1 : end].isdigit():
+            if end == -1 or not _INDEX.fullmatch(path, position + 1, end):
                 raise InvalidRequestError(f"idShort path {path!r}: bad list index at position {position}")
             segments.append(int(path[position + 1 : end]))
             position = end + 1

@@ -8,8 +8,11 @@ value and model changes live; client writes go through the store (:mod:`aas_serv
 With a ``history``, HistoryRead of recorded Properties reads it (:mod:`aas_server.opcua.history`).
 Leaving it stops everything. See ``docs/opcua.md``.
 
+With ``access`` (the hub's ``AccessControl``), client writes are also checked against the access
+rules (``security.rules``) with the user's role as rule role (:mod:`aas_server.opcua.writes`).
+
 Left out for now: per-session ``UserAccessLevel`` (it equals ``AccessLevel``; the write hook
-enforces roles).
+enforces roles and rules), and rules on reads and Method calls (roles only).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from aas_server.opcua.security import (
 )
 from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer, StoreSync
 from aas_server.opcua.writes import ProjectionAttributeService, PropertyWriter
+from aas_server.security.access import AccessControl
 from aas_server.store.bus import Subscription
 from aas_server.store.history import HistorySource
 from aas_server.store.operations import OperationRegistry
@@ -70,8 +74,10 @@ class OpcUaProjection:
         write_timeout: float = 30.0,
         operations: OperationRegistry | None = None,
         history: HistorySource | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self._store = store
+        self._access = access
         self._operations = operations
         self._history = history
         self._projection_history: ProjectionHistory | None = None
@@ -180,7 +186,11 @@ class OpcUaProjection:
                 await self._projection_history.mark()
                 server.iserver.history_manager = self._projection_history
             writer = PropertyWriter(
-                self._store, address_space.property_targets, server.iserver.aspace.__contains__, self._write_timeout
+                self._store,
+                address_space.property_targets,
+                server.iserver.aspace.__contains__,
+                self._write_timeout,
+                self._access,
             )
             server.iserver.attribute_service = ProjectionAttributeService(server.iserver.aspace, writer)
             try:

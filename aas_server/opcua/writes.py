@@ -6,6 +6,10 @@ journal, publish) and its outcome returned as the item's status code. The node i
 by the value sync when the store publishes the change, never here. Every other client write is
 refused; asyncua's internal session (the server's own set-up writes) keeps the original path.
 
+With an ``AccessControl`` whose access control is enabled, a write must also be allowed by the
+access rules (``security.rules``, operation ``write-value`` on the Property, the user's role as rule
+role); otherwise it is ``BadUserAccessDenied``. Denials and attempted writes go to the audit log.
+
 Left out for now: ``IndexRange`` writes (``BadWriteNotSupported``) and client-supplied status codes
 or timestamps, which are ignored (the store stamps the write).
 """
@@ -23,8 +27,12 @@ from asyncua.server.address_space import AddressSpace, AttributeService
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 
+from aas_server.config import AccessOperation
 from aas_server.opcua.security import HubUser
 from aas_server.opcua.status import status, status_code_for_error
+from aas_server.security.access import AccessControl
+from aas_server.security.audit import AuditRecord
+from aas_server.security.scopes import ModelAccess
 from aas_server.store.twin_store import TwinStore
 
 _LOG = logging.getLogger(__name__)
@@ -49,25 +57,62 @@ class PropertyWriter:
         targets: Mapping[ua.NodeId, PropertyTarget],
         node_exists: Callable[[ua.NodeId], bool],
         timeout: float,
+        access: AccessControl | None = None,
     ) -> None:
         self._store = store
         self._targets = targets
         self._node_exists = node_exists
         self._timeout = timeout
+        self._access = access if access is not None and access.enabled else None
+        self._model_access = ModelAccess(store, self._access.policy) if self._access is not None else None
 
     async def write(self, user: HubUser, write_value: ua.WriteValue) -> ua.StatusCode:
         """The status of writing ``write_value`` on behalf of ``user``."""
         return status(await self._write(user, write_value))
 
+    def _audit(self, user: HubUser, node_id: ua.NodeId, target: PropertyTarget | None, code: int, reason: str) -> None:
+        if self._access is None:
+            return
+        principal = AccessControl.opcua_principal(user.name, user.hub_role)
+        self._access.audit.record(
+            AuditRecord(
+                principal=principal.name,
+                principal_kind=principal.kind,
+                roles=tuple(sorted(principal.roles)),
+                method="OPCUA-WRITE",
+                path=node_id.to_string(),
+                operation=AccessOperation.WRITE_VALUE.value,
+                target=f"submodel {target.submodel_id!r} element {target.id_short_path!r}" if target else "-",
+                status=status(code).name,
+                reason=reason,
+            )
+        )
+
     async def _write(self, user: HubUser, write_value: ua.WriteValue) -> int:
         node_id = write_value.NodeId
         if not self._node_exists(node_id):
             return StatusCodes.BadNodeIdUnknown
-        if not user.may_write_values:
-            return StatusCodes.BadUserAccessDenied
         target = self._targets.get(node_id)
+        if not user.may_write_values:
+            self._audit(user, node_id, target, StatusCodes.BadUserAccessDenied, "the session's role may not write")
+            return StatusCodes.BadUserAccessDenied
         if target is None or write_value.AttributeId != AttributeIds.Value or not target.writable:
             return StatusCodes.BadNotWritable
+        if self._access is not None and self._model_access is not None:
+            principal = AccessControl.opcua_principal(user.name, user.hub_role)
+            decision = self._access.policy.decide(
+                principal.roles,
+                AccessOperation.WRITE_VALUE,
+                self._model_access.element_target(target.submodel_id, target.id_short_path),
+            )
+            if not decision.allowed:
+                self._audit(user, node_id, target, StatusCodes.BadUserAccessDenied, decision.reason)
+                return StatusCodes.BadUserAccessDenied
+        code = await self._write_value(user, write_value, target)
+        self._audit(user, node_id, target, code, "")
+        return code
+
+    async def _write_value(self, user: HubUser, write_value: ua.WriteValue, target: PropertyTarget) -> int:
         if write_value.IndexRange:
             return StatusCodes.BadWriteNotSupported
         variant = write_value.Value.Value if write_value.Value is not None else None

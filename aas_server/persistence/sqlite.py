@@ -12,6 +12,11 @@ reused (``AUTOINCREMENT``) and are removed once the broker acknowledged them. Th
 most ``outbox_limit`` events; beyond that new events are dropped (the changes themselves are
 still stored), counted in ``outbox_dropped`` and reported as errors.
 
+A full disk (or ``set_size_limit`` reached; SQLite reports both as ``SQLITE_FULL``) fails the change
+with ``StorageFullError``: its transaction is rolled back whole, earlier data stays intact, reads go
+on, and the next change that fits is stored as usual, without a restart. The first refused change
+is logged as an error, the first change stored again as information.
+
 All SQLite calls run on one dedicated worker thread that owns the connection, never on the event
 loop. The model is never rewritten as a whole on a change: identifiables are upserted one by one.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,12 +42,18 @@ from basyx.aas import model
 from basyx.aas.adapter.json import AASToJsonEncoder, StrictAASFromJsonDecoder
 from basyx.aas.model import datatypes
 
-from aas_server.errors import PersistenceError
+from aas_server.errors import PersistenceError, StorageFullError
+from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.store.files import Attachment, StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
 
 _T = TypeVar("_T")
+
+_LOG = logging.getLogger(__name__)
+
+_LARGEST_PAGE_COUNT = 4_294_967_294
+"""SQLite's largest ``max_page_count`` (lifts a size limit)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identifiables (
@@ -127,6 +139,8 @@ class SqliteRepository:
         self._overflow = OutboxOverflow()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._connection: sqlite3.Connection | None = None
+        self._full = False
+        """The last change failed for lack of space (read and written on the database thread)."""
 
     async def __aenter__(self) -> Self:
         await self._run(self._open)
@@ -143,6 +157,10 @@ class SqliteRepository:
         try:
             return await loop.run_in_executor(self._executor, function, *args)
         except sqlite3.Error as error:
+            if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise StorageFullError(
+                    f"{self.path}: storage full ({error}); the change was not stored (free disk space)"
+                ) from error
             raise PersistenceError(f"{self.path}: {error}") from error
 
     def _open(self) -> None:
@@ -168,14 +186,55 @@ class SqliteRepository:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; on any failure (the commit's included) it is rolled back and the error re-raised.
+
+        SQLite may have rolled back already (``SQLITE_FULL``, ``SQLITE_IOERR``): then there is nothing
+        to undo, and the original error is kept rather than masked by the failing ``ROLLBACK``.
+        """
         database = self._db
         database.execute("BEGIN IMMEDIATE")
         try:
             yield database
-        except BaseException:
-            database.execute("ROLLBACK")
+            database.execute("COMMIT")
+        except BaseException as error:
+            if database.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    database.execute("ROLLBACK")
+            if isinstance(error, sqlite3.Error) and error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                self._storage_full(error)
             raise
-        database.execute("COMMIT")
+        if self._full:
+            self._full = False
+            _LOG.info("database %s stores changes again", self.path)
+
+    def _storage_full(self, error: sqlite3.Error) -> None:
+        """Log the first change refused for lack of space (database thread); later ones until recovery are quiet."""
+        if not self._full:
+            self._full = True
+            _LOG.error(
+                "database %s is full (%s): changes are refused until disk space is freed (or its size limit "
+                "raised); reads go on",
+                self.path,
+                error,
+            )
+
+    async def set_size_limit(self, maximum_bytes: int | None) -> None:
+        """Cap the database at about ``maximum_bytes`` (SQLite ``max_page_count``); ``None`` lifts the cap.
+
+        A change that would grow the database beyond the cap fails with ``StorageFullError``, as on a
+        full disk. A cap below the current size holds the database at its current size.
+        """
+
+        def limit() -> None:
+            database = self._db
+            if maximum_bytes is None:
+                pages = _LARGEST_PAGE_COUNT
+            else:
+                (page_size,) = database.execute("PRAGMA page_size").fetchone()
+                pages = max(1, maximum_bytes // page_size)
+            database.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+        await self._run(limit)
 
     # --- model ---------------------------------------------------------------------------------
 
@@ -186,15 +245,36 @@ class SqliteRepository:
         self, identifiables: Iterable[model.Identifiable], *, outbox: Sequence[OutboundEvent] = ()
     ) -> None:
         """Insert or replace identifiables, keeping the order of first insertion; ``outbox`` events in the same
-        transaction."""
+        transaction.
+
+        A submodel's document carries the current value of each of its Properties, so a stored last
+        value that differs from it (the Property was replaced, deleted or re-created since) or whose
+        Property is gone is removed in the same transaction: a restart restores the document's value
+        and never an older one. Stored values equal to the document's keep their times and quality.
+        """
+        identifiables = list(identifiables)
         rows = [
             (identifiable.id, _KINDS[type(identifiable)], json.dumps(identifiable, cls=AASToJsonEncoder))
             for identifiable in identifiables
         ]
-        await self._run(self._save_identifiables, rows, list(outbox))
+        documented = {
+            identifiable.id: {
+                path: _lexical(element.value)
+                for path, element in paths.walk(identifiable)
+                if isinstance(element, model.Property)
+            }
+            for identifiable in identifiables
+            if isinstance(identifiable, model.Submodel)
+        }
+        await self._run(self._save_identifiables, rows, list(outbox), documented)
         self._outbox_appended(outbox)
 
-    def _save_identifiables(self, rows: list[tuple[str, str, str]], events: list[OutboundEvent]) -> None:
+    def _save_identifiables(
+        self,
+        rows: list[tuple[str, str, str]],
+        events: list[OutboundEvent],
+        documented: dict[str, dict[str, str | None]],
+    ) -> None:
         with self._transaction() as database:
             (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
             for identifier, kind, document in rows:
@@ -203,6 +283,14 @@ class SqliteRepository:
                     "INSERT INTO identifiables (id, kind, position, document) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, document=excluded.document",
                     (identifier, kind, position, document),
+                )
+            for submodel_id, values in documented.items():
+                kept = database.execute(
+                    "SELECT id_short_path, value FROM property_values WHERE submodel_id = ?", (submodel_id,)
+                ).fetchall()
+                database.executemany(
+                    "DELETE FROM property_values WHERE submodel_id = ? AND id_short_path = ?",
+                    [(submodel_id, path) for path, value in kept if path not in values or values[path] != value],
                 )
             stored = self._insert_events(database, events)
         self._count_events(stored, len(events))

@@ -7,8 +7,8 @@ What becomes durable where (``docs/events.md``):
   its answer;
 - device values (origin ``device:<name>``) and roll-ups (origin ``rollup``): they are not
   journaled one by one, so ``DeviceEventCollector`` takes them from the change bus and appends
-  them to the outbox in batches (one transaction every ``batch_period`` seconds at most); only
-  then are they published;
+  them to the outbox as soon as they arrive (what arrives while an append runs goes in the
+  next one, so batches grow with the rate); only then are they published;
 - restored values (origin ``restore``) are not published, nor are the identifiables loaded at start.
 
 ``MqttEventPublisher`` (``connectors.mqtt``) then publishes the outbox in sequence order.
@@ -32,7 +32,6 @@ from aas_server.store.twin_store import StoreEvent, TwinStore
 
 _LOG = logging.getLogger(__name__)
 
-BATCH_PERIOD = 0.025
 """Seconds device value events wait to be appended to the outbox together (one transaction)."""
 
 
@@ -54,12 +53,10 @@ class DeviceEventCollector:
         subscription: Subscription[StoreEvent],
         outbox: Outbox,
         encoder: OutboxEncoder,
-        batch_period: float = BATCH_PERIOD,
     ) -> None:
         self._subscription = subscription
         self._outbox = outbox
         self._encoder = encoder
-        self._batch_period = batch_period
         self._task: asyncio.Task[None] | None = None
         self.appended = 0
 
@@ -104,7 +101,10 @@ class DeviceEventCollector:
         try:
             while True:
                 taken.append(await self._subscription.get())
-                await asyncio.sleep(self._batch_period)  # batching window (a rate limit), not synchronisation
+                # No batching window: what arrived meanwhile is taken along, and the append is queued on
+                # the database's one worker at once, so a client write journaled later gets a later
+                # sequence number than a device value it follows. While an append runs, new events
+                # gather and go in the next one (batches grow with the rate by themselves).
                 taken.extend(self._subscription.get_nowait_all())
                 batch, taken = taken, []
                 await self._append(batch)

@@ -24,6 +24,7 @@ from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api.app import create_app
+from aas_server.api.auth import access_middleware
 from aas_server.config import HubSettings
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.mqtt import MqttConnector
@@ -61,6 +62,7 @@ from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageSt
 from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.runtime.rollups import RollupService, start_rollups
+from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
@@ -160,6 +162,8 @@ class Hub:
         self.history: HistoryService | None = None
         self.events: EventPublishing | None = None
         """MQTT change events (``settings.events``); ``None`` when they are off."""
+        self.access: AccessControl
+        """REST access control and the rules behind OPC UA writes (``settings.security``), once started."""
         self.operations = OperationRegistry()
         """Handlers of AAS Operations, shared by REST (``invoke``) and OPC UA (Methods)."""
 
@@ -183,6 +187,8 @@ class Hub:
     async def _start(self) -> None:
         settings = self.settings
         mappings = [load_mapping_source(path) for path in settings.mappings]
+        self.access = await asyncio.to_thread(AccessControl.from_settings, settings)
+        self._stack.push_async_callback(self.access.aclose)
         self.repository = await self._stack.enter_async_context(SqliteRepository(settings.sqlite_path))
         self.store = TwinStore(journal=self.repository)
         if await self.repository.has_model():
@@ -217,6 +223,7 @@ class Hub:
                     settings.data_dir,
                     operations=self.operations,
                     history=self.history.source if self.history is not None else None,
+                    access=self.access,
                 )
             )
         if settings.rest.enabled:
@@ -397,6 +404,7 @@ class Hub:
         )
         app = create_app(
             self.store,
+            middlewares=[access_middleware(self.access)],
             attachments=SqliteAttachmentStore(self.repository),
             packages=SqlitePackageStore(self.repository),
             operations=self.operations,

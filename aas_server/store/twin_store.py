@@ -120,6 +120,14 @@ _CONTAINER_TYPES = (
 """``Container`` for ``isinstance`` (a subscripted generic cannot be checked)."""
 
 
+def _check_annotation(container: object, element: model.SubmodelElement) -> None:
+    """Annotations of an AnnotatedRelationshipElement are data elements (Part 1: ``annotation: DataElement[0..*]``)."""
+    if isinstance(container, model.AnnotatedRelationshipElement) and not isinstance(element, model.DataElement):
+        raise InvalidRequestError(
+            f"the annotations of an AnnotatedRelationshipElement are data elements; {type(element).__name__} is not one"
+        )
+
+
 def _children_set(container: Container) -> model.NamespaceSet[Any]:
     if isinstance(container, model.Submodel):
         return container.submodel_element
@@ -538,6 +546,7 @@ class TwinStore:
         async with self._lock(submodel_id):
             submodel = self.submodel(submodel_id)
             container = self._container(submodel, parent_path)
+            _check_annotation(container, element)
             children = _children_set(container)
             if not isinstance(container, model.SubmodelElementList):
                 if element.id_short is None:
@@ -562,6 +571,7 @@ class TwinStore:
             container = old.parent
             if not isinstance(container, _CONTAINER_TYPES):
                 raise InvalidRequestError(f"{id_short_path!r} cannot be changed on its own; change its parent")
+            _check_annotation(container, element)
             if not isinstance(container, model.SubmodelElementList) and element.id_short != old.id_short:
                 raise InvalidRequestError(
                     f"the idShort in the body ({element.id_short!r}) differs from the path's ({old.id_short!r})"

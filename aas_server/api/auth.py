@@ -1,0 +1,560 @@
+"""Access control of the REST API: authentication, the rule check of every route, list filtering, audit.
+
+``access_middleware(control)`` (pass it to ``create_app(store, middlewares=[...])``) runs inside the
+error middleware, before any handler:
+
+1. credentials: ``Authorization: Bearer <JWT>`` or ``X-API-Key: <key>``; none is anonymous
+   (``security.anonymous_role``). Invalid credentials, or none without an anonymous role, are
+   ``401`` with ``WWW-Authenticate: Bearer`` whatever the route.
+2. the route's operation and target (``ROUTE_ACCESS`` maps every route to exactly one operation),
+   resolved read-only from the path, the query and the store; then the rules. A denied request is
+   ``403`` (``401`` for an anonymous caller) and the handler does not run, so nothing changes.
+3. the handler; reads see only what the caller may read (the helpers below), writes and denials
+   are recorded in the audit log with their outcome.
+
+Targets and checks by route kind:
+
+- one shell, concept description: the rule must allow the object;
+- a submodel or an element: reads need some part of the subtree to be readable (a partly readable
+  one is served pruned, see ``aas_server.security.scopes``); updates, deletes and value writes
+  need all of the subtree; creating an element is checked on its container (the new element's
+  idShort and semanticId are in the body); ``PUT`` is *update* when the object exists, else *create*;
+- listings (``GET /shells``, ``/submodels`` and their ``$``-forms, ``/concept-descriptions``,
+  ``/packages``, a submodel's ``submodel-elements``) need some rule allowing reads and show only
+  what the caller may read; paging cursors count only what is shown;
+- ``/serialization`` (*export*): the ``aasIds`` and ``submodelIds`` asked for must be wholly
+  exportable; without them it holds what the caller may export (concept descriptions likewise);
+- ``/rdf`` and ``/sparql`` (*export*): the whole repository; only a rule without target lists
+  allows them (the graph cannot be cut per caller);
+- AASX packages: a download (*export*) or delete needs every shell the package holds; uploads
+  (*upload*), like ``POST`` of a shell, submodel or concept description (*create*), are checked
+  against the whole repository, as their content is known only to the handler;
+- ``/description`` is public (invalid credentials are still ``401``).
+
+With ``security.enabled: false`` every request passes and writes are still audited.
+
+Left out: checking the body of a change against the rules (a change is checked against the object
+as it is, so whoever may update an object may also give it another semanticId), an RDF graph cut
+to the caller, and caching of pruned bodies (a partly readable submodel is copied per request).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import weakref
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+from basyx.aas import model
+
+from aas_server.api.context import PACKAGES_KEY, store_of
+from aas_server.api.errors import mapping_for, result_response
+from aas_server.api.resources import canonical_path
+from aas_server.api.serialization import decode_identifier
+from aas_server.config import AccessOperation
+from aas_server.errors import AccessDeniedError, HubError, NotFoundError
+from aas_server.model import paths
+from aas_server.security.access import AccessControl
+from aas_server.security.audit import AuditRecord
+from aas_server.security.credentials import CredentialError, Principal
+from aas_server.security.rules import REPOSITORY, Decision
+from aas_server.security.scopes import ModelAccess, ScopeKind
+from aas_server.store.files import StoredPackage
+from aas_server.store.twin_store import TwinStore
+
+_LOG = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+"""The header carrying an API key."""
+
+
+class TargetKind(enum.Enum):
+    """What part of the request names the target the rules look at."""
+
+    PUBLIC = "public"
+    LISTING = "listing"
+    REPOSITORY = "repository"
+    SERIALIZATION = "serialization"
+    SHELL = "shell"
+    SUBMODEL = "submodel"
+    ELEMENT = "element"
+    CONTAINER = "container"
+    """Where a new element goes: the element at ``idShortPath``, or the submodel."""
+    CONCEPT_DESCRIPTION = "concept-description"
+    PACKAGE = "package"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAccess:
+    """The operation of a route (``None``: *update* if the target exists, else *create*) and its target kind."""
+
+    operation: AccessOperation | None
+    kind: TargetKind
+
+
+_READ, _CREATE, _UPDATE, _DELETE = (
+    AccessOperation.READ,
+    AccessOperation.CREATE,
+    AccessOperation.UPDATE,
+    AccessOperation.DELETE,
+)
+_WRITE_VALUE, _INVOKE, _UPLOAD, _EXPORT = (
+    AccessOperation.WRITE_VALUE,
+    AccessOperation.INVOKE,
+    AccessOperation.UPLOAD,
+    AccessOperation.EXPORT,
+)
+
+
+def _route(operation: AccessOperation | None, kind: TargetKind) -> RouteAccess:
+    return RouteAccess(operation, kind)
+
+
+ROUTE_ACCESS: Mapping[str, RouteAccess] = {
+    # AAS Repository and AAS interfaces
+    "shells.get_all_shells": _route(_READ, TargetKind.LISTING),
+    "shells.get_all_shells_reference": _route(_READ, TargetKind.LISTING),
+    "shells.post_shell": _route(_CREATE, TargetKind.REPOSITORY),
+    "shells.get_shell": _route(_READ, TargetKind.SHELL),
+    "shells.put_shell": _route(None, TargetKind.SHELL),
+    "shells.delete_shell": _route(_DELETE, TargetKind.SHELL),
+    "shells.get_shell_reference": _route(_READ, TargetKind.SHELL),
+    "shells.get_asset_information": _route(_READ, TargetKind.SHELL),
+    "shells.put_asset_information": _route(_UPDATE, TargetKind.SHELL),
+    "shells.get_thumbnail": _route(_READ, TargetKind.SHELL),
+    "shells.put_thumbnail": _route(_UPLOAD, TargetKind.SHELL),
+    "shells.delete_thumbnail": _route(_UPLOAD, TargetKind.SHELL),
+    "shells.get_submodel_references": _route(_READ, TargetKind.SHELL),
+    "shells.post_submodel_reference": _route(_UPDATE, TargetKind.SHELL),
+    "shells.delete_submodel_reference": _route(_UPDATE, TargetKind.SHELL),
+    # Submodel Repository
+    "submodels.get_all_submodels": _route(_READ, TargetKind.LISTING),
+    "submodels.get_all_submodels_metadata": _route(_READ, TargetKind.LISTING),
+    "submodels.get_all_submodels_value": _route(_READ, TargetKind.LISTING),
+    "submodels.get_all_submodels_reference": _route(_READ, TargetKind.LISTING),
+    "submodels.get_all_submodels_path": _route(_READ, TargetKind.LISTING),
+    "submodels.post_submodel": _route(_CREATE, TargetKind.REPOSITORY),
+    # Submodel interface (under /submodels/{id} and /shells/{aas}/submodels/{id})
+    "submodels.get_submodel": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.put_submodel": _route(None, TargetKind.SUBMODEL),
+    "submodels.patch_submodel": _route(_UPDATE, TargetKind.SUBMODEL),
+    "submodels.delete_submodel": _route(_DELETE, TargetKind.SUBMODEL),
+    "submodels.get_submodel_metadata": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.patch_submodel_metadata": _route(_UPDATE, TargetKind.SUBMODEL),
+    "submodels.get_submodel_value": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.patch_submodel_value": _route(_WRITE_VALUE, TargetKind.SUBMODEL),
+    "submodels.get_submodel_reference": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.get_submodel_path": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.get_all_submodel_elements": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.get_all_submodel_elements_metadata": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.get_all_submodel_elements_value": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.get_all_submodel_elements_reference": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.get_all_submodel_elements_path": _route(_READ, TargetKind.SUBMODEL),
+    "submodels.post_submodel_element": _route(_CREATE, TargetKind.CONTAINER),
+    # Submodel interface, elements
+    "submodel_elements.get_submodel_element": _route(_READ, TargetKind.ELEMENT),
+    "submodel_elements.put_submodel_element": _route(None, TargetKind.ELEMENT),
+    "submodel_elements.patch_submodel_element": _route(_UPDATE, TargetKind.ELEMENT),
+    "submodel_elements.post_submodel_element_by_path": _route(_CREATE, TargetKind.CONTAINER),
+    "submodel_elements.delete_submodel_element": _route(_DELETE, TargetKind.ELEMENT),
+    "submodel_elements.get_submodel_element_metadata": _route(_READ, TargetKind.ELEMENT),
+    "submodel_elements.patch_submodel_element_metadata": _route(_UPDATE, TargetKind.ELEMENT),
+    "submodel_elements.get_submodel_element_value": _route(_READ, TargetKind.ELEMENT),
+    "submodel_elements.patch_submodel_element_value": _route(_WRITE_VALUE, TargetKind.ELEMENT),
+    "submodel_elements.get_submodel_element_reference": _route(_READ, TargetKind.ELEMENT),
+    "submodel_elements.get_submodel_element_path": _route(_READ, TargetKind.ELEMENT),
+    "submodel_elements.get_attachment": _route(_READ, TargetKind.ELEMENT),
+    "submodel_elements.put_attachment": _route(_UPLOAD, TargetKind.ELEMENT),
+    "submodel_elements.delete_attachment": _route(_UPLOAD, TargetKind.ELEMENT),
+    "submodel_elements.invoke_operation": _route(_INVOKE, TargetKind.ELEMENT),
+    "submodel_elements.invoke_operation_value_only": _route(_INVOKE, TargetKind.ELEMENT),
+    "submodel_elements.invoke_operation_async": _route(_INVOKE, TargetKind.ELEMENT),
+    "submodel_elements.invoke_operation_async_value_only": _route(_INVOKE, TargetKind.ELEMENT),
+    "submodel_elements.get_operation_status": _route(_INVOKE, TargetKind.ELEMENT),
+    "submodel_elements.get_operation_results": _route(_INVOKE, TargetKind.ELEMENT),
+    "submodel_elements.get_operation_results_value_only": _route(_INVOKE, TargetKind.ELEMENT),
+    "history.get_history": _route(_READ, TargetKind.ELEMENT),
+    # Concept Description Repository
+    "concept_descriptions.get_all_concept_descriptions": _route(_READ, TargetKind.LISTING),
+    "concept_descriptions.post_concept_description": _route(_CREATE, TargetKind.REPOSITORY),
+    "concept_descriptions.get_concept_description": _route(_READ, TargetKind.CONCEPT_DESCRIPTION),
+    "concept_descriptions.put_concept_description": _route(None, TargetKind.CONCEPT_DESCRIPTION),
+    "concept_descriptions.delete_concept_description": _route(_DELETE, TargetKind.CONCEPT_DESCRIPTION),
+    # AASX File Server and serialization
+    "file_server.get_all_packages": _route(_READ, TargetKind.LISTING),
+    "file_server.post_package": _route(_UPLOAD, TargetKind.REPOSITORY),
+    "file_server.get_package": _route(_EXPORT, TargetKind.PACKAGE),
+    "file_server.put_package": _route(_UPLOAD, TargetKind.REPOSITORY),
+    "file_server.delete_package": _route(_DELETE, TargetKind.PACKAGE),
+    "file_server.get_serialization": _route(_EXPORT, TargetKind.SERIALIZATION),
+    # description, RDF, SPARQL
+    "description.get_description": _route(_READ, TargetKind.PUBLIC),
+    "rdf.get_rdf": _route(_EXPORT, TargetKind.REPOSITORY),
+    "rdf.get_sparql": _route(_EXPORT, TargetKind.REPOSITORY),
+    "rdf.post_sparql": _route(_EXPORT, TargetKind.REPOSITORY),
+}
+"""Every route's operation and target kind, by handler (module in ``aas_server.api`` and function name)."""
+
+
+def route_name(handler: Callable[..., object]) -> str:
+    """The ``ROUTE_ACCESS`` key of a handler: ``shells.get_all_shells``."""
+    module = getattr(handler, "__module__", "") or ""
+    return f"{module.removeprefix('aas_server.api.')}.{getattr(handler, '__qualname__', '')}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAccess:
+    """The checked request's caller and operation, for the list filters of the handlers."""
+
+    principal: Principal
+    operation: AccessOperation
+    model: ModelAccess
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return self.principal.roles
+
+    @property
+    def reads(self) -> bool:
+        return self.operation is AccessOperation.READ
+
+    def unrestricted(self, operation: AccessOperation) -> bool:
+        return self.model.policy.rules_for(self.roles, operation).unrestricted
+
+
+ACCESS_KEY: web.RequestKey[RequestAccess] = web.RequestKey("access", RequestAccess)
+"""The caller and what it may see, set on requests that passed the rule check."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    operation: AccessOperation
+    target: str
+    decision: Decision
+
+
+def access_middleware(control: AccessControl) -> Middleware:
+    """The REST access-control middleware of ``control`` (see the module docstring)."""
+    models: weakref.WeakKeyDictionary[TwinStore, ModelAccess] = weakref.WeakKeyDictionary()
+    routes: dict[Callable[..., object], RouteAccess | None] = {}
+
+    def route_of(handler: Callable[..., object]) -> RouteAccess | None:
+        if handler not in routes:
+            routes[handler] = ROUTE_ACCESS.get(route_name(handler))
+        return routes[handler]
+
+    def model_access(store: TwinStore) -> ModelAccess:
+        found = models.get(store)
+        if found is None:
+            found = models[store] = ModelAccess(store, control.policy)
+        return found
+
+    def audit(
+        request: web.Request,
+        principal: Principal,
+        operation: AccessOperation | None,
+        target: str,
+        status: int,
+        reason: str,
+    ) -> None:
+        control.audit.record(
+            AuditRecord(
+                principal=principal.name,
+                principal_kind=principal.kind,
+                roles=tuple(sorted(principal.roles)),
+                method=request.method,
+                path=request.path,
+                operation=operation.value if operation else None,
+                target=target,
+                status=status,
+                reason=reason,
+            )
+        )
+
+    async def run_audited(
+        request: web.Request, handler: Handler, principal: Principal, operation: AccessOperation, target: str
+    ) -> web.StreamResponse:
+        status: int | str = "cancelled"
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except HubError as error:
+            mapping = mapping_for(error)
+            status = mapping.status if mapping is not None else 500
+            raise
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            control.audit.record(
+                AuditRecord(
+                    principal=principal.name,
+                    principal_kind=principal.kind,
+                    roles=tuple(sorted(principal.roles)),
+                    method=request.method,
+                    path=request.path,
+                    operation=operation.value,
+                    target=target,
+                    status=status,
+                )
+            )
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        match_info = request.match_info
+        if match_info.http_exception is not None:
+            return await handler(request)
+        route = route_of(match_info.handler)
+        if not control.enabled:
+            if route is None or route.operation in (_READ, _EXPORT) or route.kind is TargetKind.PUBLIC:
+                return await handler(request)
+            open_caller = Principal("anonymous", "open", frozenset())
+            return await run_audited(request, handler, open_caller, route.operation or _UPDATE, "-")
+        try:
+            principal = control.authenticate(
+                request.headers.get(hdrs.AUTHORIZATION), request.headers.get(API_KEY_HEADER)
+            )
+        except CredentialError as error:
+            caller = Principal("unknown", "invalid-credentials", frozenset())
+            operation = route.operation if route is not None else None
+            audit(request, caller, operation, "-", 401, str(error))
+            return _unauthorized(str(error))
+        if route is None:
+            _LOG.error("REST route %s has no access rule mapping; refused", route_name(match_info.handler))
+            audit(request, principal, None, "-", 403, "route without access mapping")
+            return result_response(403, "Forbidden", "access to this route is not configured")
+        if route.kind is TargetKind.PUBLIC:
+            return await handler(request)
+        if not principal.roles:
+            audit(request, principal, route.operation, "-", 401, "no credentials")
+            return _unauthorized("credentials are required: send a bearer token or an API key")
+        model_of_store = model_access(store_of(request))
+        checked = await _check(request, route, principal, model_of_store)
+        if not checked.decision.allowed:
+            status = 401 if principal.anonymous else 403
+            audit(request, principal, checked.operation, checked.target, status, checked.decision.reason)
+            if status == 401:
+                return _unauthorized(f"anonymous callers may not {checked.operation.value} this; send credentials")
+            return result_response(
+                403, "Forbidden", f"{principal.name!r} may not {checked.operation.value} {checked.target}"
+            )
+        request[ACCESS_KEY] = RequestAccess(principal, checked.operation, model_of_store)
+        if checked.operation in (_READ, _EXPORT):
+            return await handler(request)
+        return await run_audited(request, handler, principal, checked.operation, checked.target)
+
+    return middleware
+
+
+def _unauthorized(text: str) -> web.Response:
+    return result_response(401, "Unauthorized", text, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="aas-server"'})
+
+
+def _exists(lookup: Callable[[], object]) -> bool:
+    try:
+        lookup()
+    except NotFoundError:
+        return False
+    return True
+
+
+async def _check(request: web.Request, route: RouteAccess, principal: Principal, access: ModelAccess) -> _Checked:
+    """The operation, a description of the target and the decision for ``request`` (nothing is changed)."""
+    roles = principal.roles
+    store = access.store
+    policy = access.policy
+    match_info = request.match_info
+    kind = route.kind
+    operation = route.operation or _UPDATE
+    if kind is TargetKind.LISTING:
+        rules = policy.rules_for(roles, operation)
+        allowed = bool(rules.allow)
+        return _Checked(operation, "the listing", Decision(allowed, "filtered" if allowed else "no rule allows it"))
+    if kind is TargetKind.REPOSITORY:
+        return _Checked(operation, "the whole repository", policy.decide(roles, operation, REPOSITORY))
+    if kind is TargetKind.SERIALIZATION:
+        return _check_serialization(request, roles, access)
+    if kind is TargetKind.SHELL:
+        shell_id = decode_identifier(match_info["aasIdentifier"], "aasIdentifier")
+        if route.operation is None:
+            operation = _UPDATE if _exists(lambda: store.shell(shell_id)) else _CREATE
+        return _Checked(
+            operation, f"shell {shell_id!r}", policy.decide(roles, operation, access.shell_target(shell_id))
+        )
+    if kind is TargetKind.CONCEPT_DESCRIPTION:
+        identifier = decode_identifier(match_info["cdIdentifier"], "cdIdentifier")
+        if route.operation is None:
+            operation = _UPDATE if _exists(lambda: store.concept_description(identifier)) else _CREATE
+        return _Checked(
+            operation,
+            f"concept description {identifier!r}",
+            policy.decide(roles, operation, access.concept_description_target(identifier)),
+        )
+    if kind is TargetKind.PACKAGE:
+        package_id = decode_identifier(match_info["packageId"], "packageId")
+        package = await request.app[PACKAGES_KEY].get(package_id)
+        return _Checked(operation, f"package {package_id!r}", _decide_package(package, roles, operation, access))
+    submodel_id = decode_identifier(match_info["submodelIdentifier"], "submodelIdentifier")
+    path = canonical_path(match_info["idShortPath"]) if "idShortPath" in match_info else ""
+    description = f"submodel {submodel_id!r}" + (f" element {path!r}" if path else "")
+    if kind is TargetKind.CONTAINER:
+        return _Checked(
+            operation, description, policy.decide(roles, operation, access.element_target(submodel_id, path))
+        )
+    if route.operation is None:
+        if path:
+            operation = _UPDATE if _exists(lambda: store.element(submodel_id, path)) else _CREATE
+        else:
+            operation = _UPDATE if _exists(lambda: store.submodel(submodel_id)) else _CREATE
+    if operation is _CREATE:
+        return _Checked(
+            operation, description, policy.decide(roles, operation, access.element_target(submodel_id, path))
+        )
+    scope = access.scope(roles, operation, submodel_id, path)
+    if operation in (_READ, _EXPORT):
+        allowed = scope.kind is not ScopeKind.NONE
+    else:
+        allowed = scope.kind is ScopeKind.ALL
+        if not allowed and scope.kind is ScopeKind.PARTIAL:
+            return _Checked(operation, description, Decision(False, "not allowed on every element it holds"))
+    return _Checked(operation, description, Decision(allowed, scope.reason))
+
+
+def _decide_package(
+    package: StoredPackage | None, roles: frozenset[str], operation: AccessOperation, access: ModelAccess
+) -> Decision:
+    """A package needs every shell it holds; one without known shells needs the whole repository."""
+    if package is None or not package.aas_ids:
+        return access.policy.decide(roles, operation, REPOSITORY)
+    for shell_id in package.aas_ids:
+        decision = access.policy.decide(roles, operation, access.shell_target(shell_id))
+        if not decision.allowed:
+            return decision
+    return Decision(True, "allowed for every shell of the package")
+
+
+def _check_serialization(request: web.Request, roles: frozenset[str], access: ModelAccess) -> _Checked:
+    shell_ids = [decode_identifier(text, "aasIds value") for text in request.query.getall("aasIds", [])]
+    submodel_ids = [decode_identifier(text, "submodelIds value") for text in request.query.getall("submodelIds", [])]
+    if not shell_ids and not submodel_ids:
+        allowed = bool(access.policy.rules_for(roles, _EXPORT).allow)
+        return _Checked(_EXPORT, "the repository", Decision(allowed, "filtered" if allowed else "no rule allows it"))
+    for shell_id in shell_ids:
+        decision = access.policy.decide(roles, _EXPORT, access.shell_target(shell_id))
+        if not decision.allowed:
+            return _Checked(_EXPORT, f"shell {shell_id!r}", decision)
+    for submodel_id in submodel_ids:
+        scope = access.scope(roles, _EXPORT, submodel_id)
+        if scope.kind is not ScopeKind.ALL:
+            return _Checked(_EXPORT, f"submodel {submodel_id!r}", Decision(False, scope.reason))
+    return _Checked(_EXPORT, "the selected objects", Decision(True, "allowed for every selected object"))
+
+
+# --- helpers for the handlers --------------------------------------------------------------------
+
+
+def _reading(request: web.Request) -> RequestAccess | None:
+    """The access of a read request that may have to be filtered; ``None`` when nothing is hidden."""
+    access: RequestAccess | None = request.get(ACCESS_KEY)
+    if access is None or not access.reads or access.unrestricted(AccessOperation.READ):
+        return None
+    return access
+
+
+def shell_filter(request: web.Request) -> Callable[[model.AssetAdministrationShell], bool] | None:
+    """The shells a listing may show (``None``: all)."""
+    access = _reading(request)
+    if access is None:
+        return None
+    policy, roles = access.model.policy, access.roles
+    return lambda shell: policy.decide(roles, _READ, access.model.shell_target(shell.id)).allowed
+
+
+def submodel_filter(request: web.Request) -> Callable[[model.Submodel], bool] | None:
+    """The submodels a listing may show: those with anything readable (``None``: all)."""
+    access = _reading(request)
+    if access is None:
+        return None
+    return lambda submodel: access.model.scope(access.roles, _READ, submodel.id).kind is not ScopeKind.NONE
+
+
+def concept_description_filter(request: web.Request) -> Callable[[model.ConceptDescription], bool] | None:
+    """The concept descriptions a listing may show (``None``: all)."""
+    access = _reading(request)
+    if access is None:
+        return None
+    policy, roles = access.model.policy, access.roles
+    return lambda cd: policy.decide(roles, _READ, access.model.concept_description_target(cd.id)).allowed
+
+
+def package_filter(request: web.Request) -> Callable[[StoredPackage], bool] | None:
+    """The packages a listing may show: those whose shells may all be read (``None``: all)."""
+    access = _reading(request)
+    if access is None:
+        return None
+    return lambda package: _decide_package(package, access.roles, _READ, access.model).allowed
+
+
+def submodel_view(request: web.Request, submodel_id: str) -> model.Submodel | None:
+    """``None`` when the caller may read all of the submodel (serve it as it is), else a pruned copy."""
+    access = _reading(request)
+    if access is None:
+        return None
+    scope = access.model.scope(access.roles, _READ, submodel_id)
+    if scope.kind is ScopeKind.ALL:
+        return None
+    if scope.kind is ScopeKind.NONE:
+        raise AccessDeniedError(f"{access.principal.name!r} may not read submodel {submodel_id!r}")
+    return access.model.pruned_submodel(submodel_id, scope)
+
+
+def element_view(request: web.Request, submodel_id: str, id_short_path: str) -> model.SubmodelElement | None:
+    """``None`` when the caller may read all of the element (serve it as it is), else a pruned copy."""
+    access = _reading(request)
+    if access is None:
+        return None
+    scope = access.model.scope(access.roles, _READ, submodel_id, id_short_path)
+    if scope.kind is ScopeKind.ALL:
+        return None
+    if scope.kind is ScopeKind.NONE:
+        raise AccessDeniedError(f"{access.principal.name!r} may not read {id_short_path!r} of {submodel_id!r}")
+    return paths.resolve(access.model.pruned_submodel(submodel_id, scope, id_short_path), id_short_path)
+
+
+def visible_elements(
+    request: web.Request, submodel_id: str, elements: Collection[model.SubmodelElement]
+) -> Collection[model.SubmodelElement]:
+    """The top-level elements of a submodel a listing may show (with anything readable)."""
+    access = _reading(request)
+    if access is None:
+        return elements
+    scope = access.model.scope(access.roles, _READ, submodel_id)
+    if scope.kind is ScopeKind.ALL:
+        return elements
+    return [element for element in elements if scope.keeps(str(element.id_short))]
+
+
+def exportable(request: web.Request, identifiables: list[model.Identifiable]) -> list[model.Identifiable]:
+    """The identifiables of an export the caller may export whole (all, without access control)."""
+    access: RequestAccess | None = request.get(ACCESS_KEY)
+    if access is None or access.unrestricted(_EXPORT):
+        return identifiables
+    policy, roles, model_access = access.model.policy, access.roles, access.model
+    shown: list[model.Identifiable] = []
+    for identifiable in identifiables:
+        if isinstance(identifiable, model.Submodel):
+            allowed = model_access.scope(roles, _EXPORT, identifiable.id).kind is ScopeKind.ALL
+        elif isinstance(identifiable, model.AssetAdministrationShell):
+            allowed = policy.decide(roles, _EXPORT, model_access.shell_target(identifiable.id)).allowed
+        else:
+            allowed = policy.decide(roles, _EXPORT, model_access.concept_description_target(identifiable.id)).allowed
+        if allowed:
+            shown.append(identifiable)
+    return shown
