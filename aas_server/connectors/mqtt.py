@@ -50,12 +50,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
 import orjson
 from jsonpath_ng import JSONPath
-from jsonpath_ng.ext.parser import parse as parse_json_path
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
@@ -71,6 +71,7 @@ from aas_server.errors import (
     PersistenceError,
     TypeMismatchError,
 )
+from aas_server.mapping.json_paths import compile_json_path
 from aas_server.mapping.schema import MqttDevice, MqttPoint, TimestampFormat
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
 from aas_server.store.outbox import SEQUENCE_PROPERTY, Outbox, PendingEvent
@@ -121,10 +122,9 @@ class _PointDecoder:
     def __init__(self, device: MqttDevice, point: MqttPoint) -> None:
         self.device = device
         self.point = point
-        self.value_path = _compile_path(device, point, "value_path", point.value_path)
-        self.timestamp_path = (
-            _compile_path(device, point, "timestamp_path", point.timestamp_path) if point.timestamp_path else None
-        )
+        # the mapping schema checked both paths when the point was made
+        self.value_path: JSONPath = compile_json_path(point.value_path)
+        self.timestamp_path = compile_json_path(point.timestamp_path) if point.timestamp_path else None
 
     def bad(self, time: datetime, problem: str) -> _Decoded:
         sample = RawSample(self.device.name, self.point.name, None, time, Quality.BAD, QualityReason.DECODE_ERROR)
@@ -150,15 +150,6 @@ class _PointDecoder:
             if problem is not None:
                 problem += "; the arrival time is used"
         return _Decoded(RawSample(self.device.name, self.point.name, value, source_time), problem)
-
-
-def _compile_path(device: MqttDevice, point: MqttPoint, field: str, path: str) -> JSONPath:
-    try:
-        return parse_json_path(path)
-    except Exception as error:
-        raise ConfigurationError(
-            f"invalid JSONPath {path!r}: {error}", f"device {device.name!r} point {point.name!r} {field}"
-        ) from None
 
 
 class _ProblemLog:
@@ -198,11 +189,11 @@ class MqttConnector:
         self._points = {point.name: point for point in points}
         self._decoders_by_filter: dict[str, list[_PointDecoder]] = {}
         for point in points:
-            _check_topic_filter(device, point)
             self._decoders_by_filter.setdefault(point.topic, []).append(_PointDecoder(device, point))
         self._filters = list(self._decoders_by_filter)
-        self._password = _password(device)
-        self._tls_context = _tls_context(device) if device.tls else None
+        location = f"device {device.name!r}"
+        self._password = _password(device.password, device.password_env, location)
+        self._tls_context = _tls_context(device.ca_file, location) if device.tls else None
         self._client_id = device.client_id or f"aas-server-{device.name}-{secrets.token_hex(4)}"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,22 +227,16 @@ class MqttConnector:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         device = self.device
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            clean_session=True,
-            protocol=MQTTProtocolVersion.MQTTv311,
-            reconnect_on_failure=True,
-        )
-        client.suppress_exceptions = True
-        client.connect_timeout = device.timeout
         backoff = device.reconnect_backoff
-        # paho computes with these as seconds; fractions work although its signature says int.
-        client.reconnect_delay_set(backoff.initial, backoff.maximum)  # type: ignore[arg-type]
-        if device.username is not None:
-            client.username_pw_set(device.username, self._password)
-        if self._tls_context is not None:
-            client.tls_set_context(self._tls_context)
+        client = _new_client(
+            self._client_id,
+            MQTTProtocolVersion.MQTTv311,  # with a clean session: paho's default for 3.1.1
+            device.timeout,
+            (backoff.initial, backoff.maximum),
+            device.username,
+            self._password,
+            self._tls_context,
+        )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -291,11 +276,7 @@ class MqttConnector:
     # --- paho's thread ----------------------------------------------------------------------------
 
     def _to_loop(self, callback: Callable[..., None], *arguments: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(callback, *arguments)
+        _call_on_loop(self._loop, callback, *arguments)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
@@ -542,27 +523,14 @@ class MqttConnector:
                 del self._pending_writes[info.mid]
 
 
-def _check_topic_filter(device: MqttDevice, point: MqttPoint) -> None:
-    """``#`` only as the whole last level, ``+`` only as a whole level (MQTT 3.1.1, section 4.7.1)."""
-    levels = point.topic.split("/")
-    for index, level in enumerate(levels):
-        misplaced_hash = "#" in level and (level != "#" or index != len(levels) - 1)
-        if misplaced_hash or ("+" in level and level != "+") or "\0" in level:
-            raise ConfigurationError(
-                f"invalid topic filter {point.topic!r}: '#' may only be the last level and '+' only a whole level",
-                f"device {device.name!r} point {point.name!r} topic",
-            )
-
-
-def _password(device: MqttDevice) -> str | None:
-    if device.password_env is None:
-        return device.password
-    password = os.environ.get(device.password_env)
-    if password is None:
-        raise ConfigurationError(
-            f"environment variable {device.password_env!r} (password_env) is not set", f"device {device.name!r}"
-        )
-    return password
+def _password(password: str | None, password_env: str | None, location: str) -> str | None:
+    """The password itself, or the one in the environment variable ``password_env``."""
+    if password_env is None:
+        return password
+    from_environment = os.environ.get(password_env)
+    if from_environment is None:
+        raise ConfigurationError(f"environment variable {password_env!r} (password_env) is not set", location)
+    return from_environment
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
@@ -576,38 +544,47 @@ class _ClosingSSLSocket(ssl.SSLSocket):
             raise
 
 
-def _tls_context(device: MqttDevice) -> ssl.SSLContext:
+def _tls_context(ca_file: Path | None, location: str) -> ssl.SSLContext:
     """A client TLS context that verifies the broker against ``ca_file`` (else the system's CAs) and its host name."""
     try:
-        context = ssl.create_default_context(cafile=str(device.ca_file) if device.ca_file is not None else None)
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
     except (OSError, ssl.SSLError) as error:
-        raise ConfigurationError(f"cannot load ca_file {device.ca_file}: {error}", f"device {device.name!r}") from None
+        raise ConfigurationError(f"cannot load ca_file {ca_file}: {error}", location) from None
     context.sslsocket_class = _ClosingSSLSocket
     return context
+
+
+def _new_client(
+    client_id: str,
+    protocol: MQTTProtocolVersion,
+    timeout: float,
+    reconnect_delay: tuple[float, float],
+    username: str | None,
+    password: str | None,
+    tls_context: ssl.SSLContext | None,
+) -> mqtt.Client:
+    """A paho client with the hub's common settings: own reconnects, exceptions kept in paho's thread."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, reconnect_on_failure=True)
+    client.suppress_exceptions = True
+    client.connect_timeout = timeout
+    # paho computes with these as seconds; fractions work although its signature says int.
+    client.reconnect_delay_set(*reconnect_delay)  # type: ignore[arg-type]
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls_context is not None:
+        client.tls_set_context(tls_context)
+    return client
+
+
+def _call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[..., None], *arguments: Any) -> None:
+    """Hand ``callback`` from paho's thread to the event loop (dropped once the loop is gone)."""
+    if loop is None or loop.is_closed():
+        return
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *arguments)
 
 
 # --- change events (northbound) ---------------------------------------------------------------
-
-
-def _event_password(settings: EventSettings) -> str | None:
-    if settings.password_env is not None:
-        password = os.environ.get(settings.password_env)
-        if password is None:
-            raise ConfigurationError(
-                f"environment variable {settings.password_env!r} is not set", "events.password_env"
-            )
-        return password
-    return settings.password.get_secret_value() if settings.password is not None else None
-
-
-def _event_tls_context(settings: EventSettings) -> ssl.SSLContext:
-    """Verifies the broker against ``ca_file`` (else the system's CAs) and its host name."""
-    try:
-        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file is not None else None)
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigurationError(f"cannot load ca_file {settings.ca_file}: {error}", "events.ca_file") from None
-    context.sslsocket_class = _ClosingSSLSocket
-    return context
 
 
 def _variable_byte_integer(value: int) -> bytes:
@@ -686,8 +663,9 @@ class MqttEventPublisher:
         self._outbox = outbox
         self._window = window
         self._reconnect_delay = reconnect_delay
-        self._password = _event_password(settings)
-        self._tls_context = _event_tls_context(settings) if settings.tls else None
+        secret = settings.password.get_secret_value() if settings.password is not None else None
+        self._password = _password(secret, settings.password_env, "events.password_env")
+        self._tls_context = _tls_context(settings.ca_file, "events.ca_file") if settings.tls else None
         self._client_id = settings.client_id or f"aas-server-events-{secrets.token_hex(4)}"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -734,21 +712,16 @@ class MqttEventPublisher:
         """Start connecting and publishing in the background; an unreachable broker is not an error."""
         self._loop = asyncio.get_running_loop()
         settings = self.settings
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            reconnect_on_failure=True,
+        client = _new_client(
+            self._client_id,
+            MQTTProtocolVersion.MQTTv5,
+            settings.timeout,
+            self._reconnect_delay,
+            settings.username,
+            self._password,
+            self._tls_context,
         )
-        client.suppress_exceptions = True
-        client.connect_timeout = settings.timeout
-        # paho computes with these as seconds; fractions work although its signature says int.
-        client.reconnect_delay_set(*self._reconnect_delay)  # type: ignore[arg-type]
         client.max_inflight_messages_set(self._window)
-        if settings.username is not None:
-            client.username_pw_set(settings.username, self._password)
-        if self._tls_context is not None:
-            client.tls_set_context(self._tls_context)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -785,11 +758,7 @@ class MqttEventPublisher:
     # --- paho's thread ----------------------------------------------------------------------------
 
     def _to_loop(self, callback: Callable[..., None], *arguments: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(callback, *arguments)
+        _call_on_loop(self._loop, callback, *arguments)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any

@@ -624,6 +624,8 @@ class MqttPoint(_PointBase):
                 raise ValueError(f"'#' must be a whole last level of the topic filter (MQTT 3.1.1, 4.7.1.2): {topic!r}")
             if "+" in level and level != "+":
                 raise ValueError(f"'+' must be a whole level of the topic filter (MQTT 3.1.1, 4.7.1.3): {topic!r}")
+            if "\0" in level:
+                raise ValueError(f"a topic filter must not contain NUL (MQTT 3.1.1, 4.7.3): {topic!r}")
         return topic
 
     @model_validator(mode="after")
