@@ -596,7 +596,7 @@ async def test_a_silent_unit_behind_a_gateway_leaves_the_others_polling(caplog: 
             if sample.point == "Fast" and sample.quality is Quality.GOOD:
                 arrivals.append(time.monotonic())
 
-        connector._sink = sink
+        connector._supervisor.sink = sink
         async with connector:
             await wait_until(lambda: recorder.value("Slow") == 2)
             server.unit_response_delays[2] = 5.0  # far beyond the 0.2 s timeout: unit 2 is silent

@@ -53,7 +53,6 @@ flight on one connection, several connections to one gateway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -70,6 +69,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType as SimulatorDataType
 from pymodbus.simulator import SimData, SimDevice
 
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, SampleSink
 from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError, TypeMismatchError
 from aas_server.mapping.codecs import register_bit_masks, with_register_bit
 from aas_server.mapping.planner import ReadRequest, plan_reads
@@ -79,7 +79,6 @@ from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite,
 logger = logging.getLogger(__name__)
 
 Point = RegisterPoint | BitPoint
-SampleSink = Callable[[RawSample], None]
 
 _EXCEPTION_NAMES = {
     0x01: "illegal function",
@@ -197,7 +196,8 @@ class _UnitState:
     """No answer (or a gateway exception) to its last request."""
     announced: bool = False
     """Its silence was logged; its next answer is logged too."""
-    probe_delay: float = 0.0
+    probe: Backoff | None = None
+    """Delays between probes of a silent unit (set when it first falls silent)."""
     next_probe: float = 0.0
     """Loop time before which a silent unit's reads are not sent."""
     mask_write: bool = True
@@ -215,7 +215,13 @@ class ModbusConnector:
         if foreign:
             raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
         self.device = device
-        self._sink = sink
+        backoff = device.reconnect_backoff
+        self._supervisor = ConnectionSupervisor(
+            logger,
+            f"Modbus device {device.name!r} at {device.host}:{device.port}",
+            sink,
+            Backoff(backoff.initial, backoff.maximum),
+        )
         self._points = {point.name: point for point in points}
         self._requests = plan_reads(device, points)
         unit_ids = sorted({device.point_unit_id(point) for point in points} or {device.unit_id})
@@ -224,14 +230,9 @@ class ModbusConnector:
         self._register_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._client: AsyncModbusTcpClient | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self._connection_lost = asyncio.Event()
-        self._first_attempt_done = asyncio.Event()
-        self._reachable: bool | None = None
         self._failing_requests: set[int] = set()
         self._request_budget = device.timeout * (device.retries + 1) + 0.5
-        self._reconnect_delay = device.reconnect_backoff.initial
         self._request_frame: bytes | None = None
         """The last request sent on the connection (its ADU), and what was received since."""
         self._received = b""
@@ -245,6 +246,11 @@ class ModbusConnector:
         return self._client is not None and self._client.connected
 
     @property
+    def reachable(self) -> bool | None:
+        """Whether the device answered last time; ``None`` before the first attempt ended."""
+        return self._supervisor.reachable
+
+    @property
     def read_requests(self) -> list[ReadRequest]:
         """The planned read requests, one of each per poll (for diagnostics and benchmarks)."""
         return list(self._requests)
@@ -252,15 +258,13 @@ class ModbusConnector:
     async def __aenter__(self) -> Self:
         """Start connecting and polling; does not wait for, nor fail on, an unreachable device."""
         _quiet_library_logging()
-        name = self.device.name
-        self._tasks.append(asyncio.create_task(self._maintain_connection(), name=f"modbus {name} connection"))
+        name, supervisor = self.device.name, self._supervisor
+        supervisor.spawn(self._maintain_connection(), f"modbus {name} connection")
         by_interval: dict[float, list[int]] = {}
         for index, request in enumerate(self._requests):
             by_interval.setdefault(request.poll_interval, []).append(index)
         for interval, indexes in sorted(by_interval.items()):
-            self._tasks.append(
-                asyncio.create_task(self._poll(interval, indexes), name=f"modbus {name} poll {interval:g}s")
-            )
+            supervisor.spawn(supervisor.every(interval, self._reader(indexes)), f"modbus {name} poll {interval:g}s")
         return self
 
     async def __aexit__(
@@ -269,18 +273,8 @@ class ModbusConnector:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Stop polling and close the connection.
-
-        Cancels until every task has ended: Python 3.11's ``asyncio.wait_for`` (used inside pymodbus)
-        can swallow a cancellation that arrives just as a response does, so one ``cancel`` is not enough.
-        """
-        self._stopping = True
-        pending = set(self._tasks)
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=1.0)
-        self._tasks.clear()
+        """Stop polling (every task ended) and close the connection."""
+        await self._supervisor.stop()
         self._close_client()
 
     # --- connection ----------------------------------------------------------------------------
@@ -362,53 +356,25 @@ class ModbusConnector:
         return True
 
     async def _maintain_connection(self) -> None:
-        backoff = self.device.reconnect_backoff
-        while not self._stopping:
+        supervisor = self._supervisor
+        while not supervisor.stopping:
             if not self.connected:
                 self._close_client()
                 self._connection_lost.clear()
                 if not await self._connect():
-                    self._mark_unreachable("connection refused or timed out")
-                    self._first_attempt_done.set()
-                    await self._back_off(backoff.maximum)
+                    supervisor.mark_unreachable("connection refused or timed out")
+                    supervisor.first_attempt_done.set()
+                    await supervisor.backoff.wait()
                     continue
-                self._first_attempt_done.set()
+                supervisor.first_attempt_done.set()
             await self._connection_lost.wait()
-            if self._reachable is False:
-                await self._back_off(backoff.maximum)
-
-    async def _back_off(self, maximum: float) -> None:
-        """Wait before the next connection attempt; the wait doubles until the device answers again."""
-        delay = self._reconnect_delay
-        self._reconnect_delay = min(delay * 2, maximum)
-        await asyncio.sleep(delay)
+            if supervisor.reachable is False:
+                await supervisor.backoff.wait()
 
     def _drop_connection(self, reason: str) -> None:
-        self._mark_unreachable(reason)
+        self._supervisor.mark_unreachable(reason)
         self._close_client()
         self._connection_lost.set()
-
-    def _mark_reachable(self) -> None:
-        if self._reachable is True:
-            return
-        self._reconnect_delay = self.device.reconnect_backoff.initial
-        where = f"{self.device.host}:{self.device.port}"
-        if self._reachable is False:
-            logger.info("Modbus device %r at %s is reachable again", self.device.name, where)
-        else:
-            logger.debug("Modbus device %r at %s answers", self.device.name, where)
-        self._reachable = True
-
-    def _mark_unreachable(self, reason: str) -> None:
-        if self._reachable is not False:
-            logger.warning(
-                "Modbus device %r at %s:%d is unreachable: %s; its values are bad until it is back",
-                self.device.name,
-                self.device.host,
-                self.device.port,
-                reason,
-            )
-        self._reachable = False
 
     # --- unit ids ------------------------------------------------------------------------------
 
@@ -426,12 +392,10 @@ class ModbusConnector:
     def _unit_silent(self, unit_id: int, reason: str, announce: bool) -> None:
         """Back off from a unit id that did not answer; ``announce`` logs it (once per outage)."""
         unit = self._unit(unit_id)
-        backoff = self.device.reconnect_backoff
-        if unit.silent:
-            unit.probe_delay = min(unit.probe_delay * 2, backoff.maximum)
-        else:
+        if not unit.silent or unit.probe is None:
             unit.silent = True
-            unit.probe_delay = backoff.initial
+            backoff = self.device.reconnect_backoff
+            unit.probe = Backoff(backoff.initial, backoff.maximum)
         if announce and not unit.announced:
             unit.announced = True
             logger.warning(
@@ -440,7 +404,7 @@ class ModbusConnector:
                 unit_id,
                 reason,
             )
-        unit.next_probe = asyncio.get_running_loop().time() + unit.probe_delay
+        unit.next_probe = asyncio.get_running_loop().time() + unit.probe.step()
 
     def _unit_due(self, unit_id: int) -> bool:
         unit = self._unit(unit_id)
@@ -456,7 +420,7 @@ class ModbusConnector:
         """
         client = self._client
         if client is None or not client.connected:
-            self._mark_unreachable("connection lost")
+            self._supervisor.mark_unreachable("connection lost")
             raise _ConnectionUnusable(f"not connected; the {what} was not sent", device=self.device.name)
         exchange = asyncio.ensure_future(self._exchange(client, call))
         self._in_flight.add(exchange)
@@ -465,7 +429,7 @@ class ModbusConnector:
                 response = await self._answer(exchange)
         except _Garbled as garbled:
             self._unanswered.clear()
-            self._mark_reachable()
+            self._supervisor.mark_reachable()
             raise _GarbledAnswer(what, garbled.problem, self.device.name) from None
         except (TimeoutError, ModbusIOException):
             attempts = self.device.retries + 1
@@ -485,7 +449,7 @@ class ModbusConnector:
         finally:
             self._in_flight.discard(exchange)
         self._unanswered.clear()
-        self._mark_reachable()
+        self._supervisor.mark_reachable()
         return response
 
     @staticmethod
@@ -505,23 +469,19 @@ class ModbusConnector:
 
     # --- reading -------------------------------------------------------------------------------
 
-    async def _poll(self, interval: float, indexes: list[int]) -> None:
-        await self._first_attempt_done.wait()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while not self._stopping:
+    def _reader(self, indexes: list[int]) -> Callable[[], Awaitable[None]]:
+        """One poll of a poll group: its requests in turn."""
+
+        async def read_all() -> None:
             for index in indexes:
                 await self._read(index)
-            deadline += interval
-            now = loop.time()
-            if deadline < now:
-                deadline = now
-            await asyncio.sleep(deadline - now)
+
+        return read_all
 
     async def _read(self, index: int) -> None:
         request = self._requests[index]
         if not self.connected:
-            self._mark_unreachable("connection lost")
+            self._supervisor.mark_unreachable("connection lost")
             self._emit_failure(request, QualityReason.NO_COMMUNICATION)
             return
         if not self._unit_due(request.unit_id):
@@ -590,19 +550,11 @@ class ModbusConnector:
                 reason,
             )
 
-    def _emit(self, sample: RawSample) -> None:
-        try:
-            self._sink(sample)
-        except Exception:
-            logger.exception("sample sink failed for point %r", sample.point)
-
     def _emit_failure(self, request: ReadRequest, reason: QualityReason) -> None:
-        now = utc_now()
-        for planned in request.points:
-            self._emit(RawSample(self.device.name, planned.name, None, now, Quality.BAD, reason))
+        self._supervisor.emit_without_value(self.device.name, (planned.name for planned in request.points), reason)
 
     def _emit_values(self, request: ReadRequest, response: Any) -> None:
-        now = utc_now()
+        now, emit = utc_now(), self._supervisor.emit
         items: list[int] | list[bool]
         if request.table.is_bit_table:
             items = [bool(bit) for bit in response.bits[: request.count]]
@@ -611,11 +563,9 @@ class ModbusConnector:
         for planned in request.points:
             raw = tuple(items[planned.offset : planned.offset + planned.count])
             if len(raw) != planned.count:
-                self._emit(
-                    RawSample(self.device.name, planned.name, None, now, Quality.BAD, QualityReason.DECODE_ERROR)
-                )
+                emit(RawSample(self.device.name, planned.name, None, now, Quality.BAD, QualityReason.DECODE_ERROR))
                 continue
-            self._emit(RawSample(self.device.name, planned.name, raw, now))
+            emit(RawSample(self.device.name, planned.name, raw, now))
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -630,10 +580,7 @@ class ModbusConnector:
         if point is None:
             raise NotFoundError(f"device {self.device.name!r} has no point {raw.point!r}")
         items = _write_items(point, raw.raw)
-        if not self._first_attempt_done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.device.timeout + 0.5):
-                    await self._first_attempt_done.wait()
+        await self._supervisor.wait_for_first_attempt(self.device.timeout + 0.5)
         address = self.device.wire_address(point)
         unit_id = self.device.point_unit_id(point)
         what = f"write of {point.name!r}"

@@ -62,6 +62,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, SampleSink
 from aas_server.errors import (
     ConfigurationError,
     DeviceError,
@@ -77,8 +78,6 @@ from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite,
 from aas_server.store.outbox import SEQUENCE_PROPERTY, Outbox, PendingEvent
 
 logger = logging.getLogger(__name__)
-
-SampleSink = Callable[[RawSample], None]
 
 PROBLEM_LOG_INTERVAL = 60.0
 """Seconds between two log lines about undecodable messages of the same point."""
@@ -185,7 +184,13 @@ class MqttConnector:
         if foreign:
             raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
         self.device = device
-        self._sink = sink
+        backoff = device.reconnect_backoff
+        self._supervisor = ConnectionSupervisor(
+            logger,
+            f"MQTT broker of device {device.name!r} at {device.host}:{device.port}",
+            sink,
+            Backoff(backoff.initial, backoff.maximum),  # paho waits these; the supervisor only logs
+        )
         self._points = {point.name: point for point in points}
         self._decoders_by_filter: dict[str, list[_PointDecoder]] = {}
         for point in points:
@@ -197,20 +202,22 @@ class MqttConnector:
         self._client_id = device.client_id or f"aas-server-{device.name}-{secrets.token_hex(4)}"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
         self._connected = False
-        self._reachable: bool | None = None
         self._granted_qos: dict[str, int] = {}
         self._pending_writes: dict[int, asyncio.Future[None]] = {}
         self._last_message: dict[str, float] = {}
         self._message_arrived = asyncio.Event()
-        self._stale_watch: asyncio.Task[None] | None = None
         self._problems = _ProblemLog(PROBLEM_LOG_INTERVAL)
 
     @property
     def connected(self) -> bool:
         """Whether the broker accepted the connection (CONNACK) and it is open now."""
         return self._connected
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the broker accepted the last connection attempt; ``None`` before the first ended."""
+        return self._supervisor.reachable
 
     @property
     def granted_qos(self) -> Mapping[str, int]:
@@ -225,7 +232,7 @@ class MqttConnector:
     async def __aenter__(self) -> Self:
         """Start connecting and subscribing in the background; does not wait for, nor fail on, an unreachable broker."""
         self._loop = asyncio.get_running_loop()
-        self._stopping = False
+        self._supervisor.stopping = False
         device = self.device
         backoff = device.reconnect_backoff
         client = _new_client(
@@ -247,9 +254,7 @@ class MqttConnector:
         self._client = client
         client.loop_start()
         if device.stale_after is not None:
-            self._stale_watch = asyncio.create_task(
-                self._watch_staleness(device.stale_after), name=f"mqtt {device.name} staleness"
-            )
+            self._supervisor.spawn(self._watch_staleness(device.stale_after), f"mqtt {device.name} staleness")
         return self
 
     async def __aexit__(
@@ -259,12 +264,7 @@ class MqttConnector:
         traceback: TracebackType | None,
     ) -> None:
         """Disconnect and stop paho's thread (off the event loop); pending writes fail with ``DeviceError``."""
-        self._stopping = True
-        watch, self._stale_watch = self._stale_watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await self._supervisor.stop()
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
@@ -332,19 +332,8 @@ class MqttConnector:
 
     # --- the event loop ---------------------------------------------------------------------------
 
-    def _emit(self, sample: RawSample) -> None:
-        try:
-            self._sink(sample)
-        except Exception:
-            logger.exception("sample sink failed for point %r", sample.point)
-
-    def _emit_all(self, quality: Quality, reason: QualityReason) -> None:
-        now = utc_now()
-        for name in self._points:
-            self._emit(RawSample(self.device.name, name, None, now, quality, reason))
-
     def _deliver(self, decoded: list[_Decoded]) -> None:
-        if self._stopping:
+        if self._supervisor.stopping:
             return
         loop = asyncio.get_running_loop()
         for item in decoded:
@@ -358,17 +347,13 @@ class MqttConnector:
                 self._message_arrived.set()
             else:
                 self._last_message.pop(sample.point, None)
-            self._emit(sample)
+            self._supervisor.emit(sample)
 
     def _connection_made(self) -> None:
-        if self._stopping:
+        if self._supervisor.stopping:
             return
         self._connected = True
-        if self._reachable is False:
-            logger.info("MQTT broker of device %r at %s is reachable again", self.device.name, self._where)
-        else:
-            logger.debug("MQTT broker of device %r at %s accepted the connection", self.device.name, self._where)
-        self._reachable = True
+        self._supervisor.mark_reachable()
 
     def _connection_refused(self, reason: str) -> None:
         self._mark_unreachable(f"the broker refused the connection: {reason}", QualityReason.COMMUNICATION_ERROR)
@@ -377,7 +362,7 @@ class MqttConnector:
         self._mark_unreachable(reason, QualityReason.NO_COMMUNICATION)
 
     def _mark_unreachable(self, reason: str, quality_reason: QualityReason) -> None:
-        if self._stopping:
+        if self._supervisor.stopping:
             return
         self._connected = False
         self._granted_qos.clear()
@@ -385,26 +370,13 @@ class MqttConnector:
             "the connection to the broker was lost before it acknowledged the write; "
             "paho sends it again after reconnecting, so it may still arrive"
         )
-        if self._reachable is False:
-            return
-        logger.warning(
-            "MQTT broker of device %r at %s is unreachable: %s; its values are bad until it is back",
-            self.device.name,
-            self._where,
-            reason,
-        )
-        self._reachable = False
-        self._last_message.clear()
-        self._emit_all(Quality.BAD, quality_reason)
-
-    @property
-    def _where(self) -> str:
-        return f"{self.device.host}:{self.device.port}"
+        if self._supervisor.mark_unreachable(reason):
+            self._last_message.clear()
+            self._supervisor.emit_without_value(self.device.name, self._points, quality_reason)
 
     def _subscribed(self, reason_values: list[int]) -> None:
-        if self._stopping:
+        if self._supervisor.stopping:
             return
-        now = utc_now()
         for topic_filter, value in zip(self._filters, reason_values, strict=False):
             if value >= 0x80:
                 logger.warning(
@@ -413,17 +385,11 @@ class MqttConnector:
                     topic_filter,
                     value,
                 )
-                for decoder in self._decoders_by_filter[topic_filter]:
-                    self._emit(
-                        RawSample(
-                            self.device.name,
-                            decoder.point.name,
-                            None,
-                            now,
-                            Quality.BAD,
-                            QualityReason.COMMUNICATION_ERROR,
-                        )
-                    )
+                self._supervisor.emit_without_value(
+                    self.device.name,
+                    (decoder.point.name for decoder in self._decoders_by_filter[topic_filter]),
+                    QualityReason.COMMUNICATION_ERROR,
+                )
                 continue
             if value < self.device.qos:
                 logger.info(
@@ -448,13 +414,10 @@ class MqttConnector:
                 await asyncio.sleep(due - now)
                 continue
             stale = [name for name, last in self._last_message.items() if last + stale_after <= now]
-            time_now = utc_now()
             for name in stale:
                 del self._last_message[name]
                 logger.debug("MQTT point %r: no message for %g s; its value is uncertain", name, stale_after)
-                self._emit(
-                    RawSample(self.device.name, name, None, time_now, Quality.UNCERTAIN, QualityReason.LAST_USABLE)
-                )
+            self._supervisor.emit_without_value(self.device.name, stale, QualityReason.LAST_USABLE, Quality.UNCERTAIN)
 
     # --- writing ----------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +82,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, SampleSink
 from aas_server.errors import (
     ConfigurationError,
     DeviceError,
@@ -103,8 +104,6 @@ from aas_server.mapping.schema import (
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
 
 logger = logging.getLogger(__name__)
-
-SampleSink = Callable[[RawSample], None]
 
 CLIENT_CERTIFICATE_FILE = "opcua_client_certificate.der"
 CLIENT_PRIVATE_KEY_FILE = "opcua_client_private_key.pem"
@@ -544,7 +543,7 @@ class _DataChanges:
         self._session = session
 
     def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
-        if self._session.lost.is_set() or self._connector._stopping:
+        if self._session.lost.is_set() or self._connector._supervisor.stopping:
             return
         point = self._session.monitored.get(int(data.monitored_item.ClientHandle))
         if point is not None:
@@ -569,7 +568,7 @@ class OpcUaClientConnector:
         self,
         device: OpcUaDevice,
         points: Sequence[OpcUaVariablePoint | OpcUaMethodPoint],
-        sink: Callable[[RawSample], None],
+        sink: SampleSink,
         *,
         pki_dir: Path | None = None,
     ) -> None:
@@ -577,7 +576,14 @@ class OpcUaClientConnector:
         if foreign:
             raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
         self.device = device
-        self._sink = sink
+        self._where = _without_user_info(device.endpoint)
+        backoff = device.reconnect_backoff
+        self._supervisor = ConnectionSupervisor(
+            logger,
+            f"OPC UA device {device.name!r} at {self._where}",
+            sink,
+            Backoff(backoff.initial, backoff.maximum),
+        )
         self._pki_dir = pki_dir
         self._variables = {point.name: point for point in points if isinstance(point, OpcUaVariablePoint)}
         self._methods = {point.name: point for point in points if isinstance(point, OpcUaMethodPoint)}
@@ -623,14 +629,7 @@ class OpcUaClientConnector:
         self._request_timeout = max([device.timeout, *(method.timeout for method in self._methods.values())])
         self._session: _Session | None = None
         self._clients: set[Client] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-        self._first_attempt_done = asyncio.Event()
-        self._reachable: bool | None = None
-        self._failure: str | None = None
-        self._reconnect_delay = device.reconnect_backoff.initial
         self._point_problems: dict[str, str] = {}
-        self._where = _without_user_info(device.endpoint)
 
     def _parse_address(
         self, name: str, id_field: str, node_id: str | None, path_field: str, browse_path: str | None
@@ -657,6 +656,11 @@ class OpcUaClientConnector:
         """Whether a session with the server is active and its points are resolved and subscribed."""
         return self._session is not None and not self._session.lost.is_set()
 
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the server answered the last attempt; ``None`` before the first attempt ended."""
+        return self._supervisor.reachable
+
     async def __aenter__(self) -> Self:
         """Start connecting, subscribing and polling; does not wait for, nor fail on, an unreachable server.
 
@@ -672,12 +676,10 @@ class OpcUaClientConnector:
                 self.device.name,
                 self._where,
             )
-        name = self.device.name
-        self._tasks.append(asyncio.create_task(self._maintain_connection(), name=f"opcua {name} connection"))
+        name, supervisor = self.device.name, self._supervisor
+        supervisor.spawn(self._maintain_connection(), f"opcua {name} connection")
         for interval, points in sorted(self._polled.items()):
-            self._tasks.append(
-                asyncio.create_task(self._poll(interval, points), name=f"opcua {name} poll {interval:g}s")
-            )
+            supervisor.spawn(supervisor.every(interval, self._poller(points)), f"opcua {name} poll {interval:g}s")
         return self
 
     async def __aexit__(
@@ -687,13 +689,7 @@ class OpcUaClientConnector:
         traceback: TracebackType | None,
     ) -> None:
         """Stop polling, close the session (deleting its subscription on the server) and the connection."""
-        self._stopping = True
-        pending = set(self._tasks)
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=1.0)
-        self._tasks.clear()
+        await self._supervisor.stop()
         self._session = None
         for client in list(self._clients):
             await self._close_client(client)
@@ -713,30 +709,22 @@ class OpcUaClientConnector:
     # --- connection ----------------------------------------------------------------------------
 
     async def _maintain_connection(self) -> None:
-        while not self._stopping:
+        supervisor = self._supervisor
+        while True:  # until cancelled by ``supervisor.stop``
             session = await self._open_session()
-            self._first_attempt_done.set()
+            supervisor.first_attempt_done.set()
             if session is None:
-                await self._back_off()
+                await supervisor.backoff.wait()
                 continue
             self._session = session
-            self._mark_reachable()
+            supervisor.mark_reachable()
             await session.lost.wait()
             self._session = None
-            if self._stopped():
+            if supervisor.stopping:
                 return
             self._mark_unreachable(session.loss_reason)
             await self._close_client(session.client)
-            await self._back_off()
-
-    def _stopped(self) -> bool:
-        return self._stopping
-
-    async def _back_off(self) -> None:
-        """Wait before the next connection attempt; the wait doubles until the server answers again."""
-        delay = self._reconnect_delay
-        self._reconnect_delay = min(delay * 2, self.device.reconnect_backoff.maximum)
-        await asyncio.sleep(delay)
+            await supervisor.backoff.wait()
 
     def _new_client(self) -> Client:
         client = Client(self.device.endpoint, timeout=self._request_timeout, watchdog_intervall=self.device.timeout)
@@ -824,36 +812,14 @@ class OpcUaClientConnector:
         client.disconnect_socket()
         self._clients.discard(client)
 
-    def _mark_reachable(self) -> None:
-        self._reconnect_delay = self.device.reconnect_backoff.initial
-        self._failure = None
-        if self._reachable is False:
-            logger.info("OPC UA device %r at %s is reachable again", self.device.name, self._where)
-        else:
-            logger.debug("OPC UA device %r at %s answers", self.device.name, self._where)
-        self._reachable = True
-
     def _mark_unreachable(self, reason: str, *, persistent: bool = False) -> None:
         """Make every variable point bad once per outage and log the outage once.
 
         A later attempt is logged again only when the server refuses this client for a new reason
         (``persistent``: wrong credentials, untrusted certificate), which needs a person to act.
         """
-        if self._reachable is not False or (persistent and reason != self._failure):
-            logger.warning(
-                "OPC UA device %r at %s is unreachable: %s; its values are bad until it is back",
-                self.device.name,
-                self._where,
-                reason,
-            )
-        else:
-            logger.debug("OPC UA device %r is still unreachable: %s", self.device.name, reason)
-        self._failure = reason
-        if self._reachable is not False:
-            now = utc_now()
-            for name in self._variables:
-                self._emit(RawSample(self.device.name, name, None, now, Quality.BAD, QualityReason.NO_COMMUNICATION))
-        self._reachable = False
+        if self._supervisor.mark_unreachable(reason, persistent=persistent):
+            self._supervisor.emit_without_value(self.device.name, self._variables, QualityReason.NO_COMMUNICATION)
 
     # --- after each connect --------------------------------------------------------------------
 
@@ -861,11 +827,13 @@ class OpcUaClientConnector:
         await self._resolve(session)
         await self._read_variable_types(session)
         await self._read_method_arguments(session)
-        now = utc_now()
         for name, reason in session.unresolved.items():
             self._note_point_problem(name, reason)
-            if name in self._variables:
-                self._emit(RawSample(self.device.name, name, None, now, Quality.BAD, QualityReason.COMMUNICATION_ERROR))
+        self._supervisor.emit_without_value(
+            self.device.name,
+            (name for name in session.unresolved if name in self._variables),
+            QualityReason.COMMUNICATION_ERROR,
+        )
         for name in session.methods:
             self._note_point_ok(name)
         await self._subscribe(session)
@@ -1047,7 +1015,9 @@ class OpcUaClientConnector:
                 self._note_point_problem(
                     point.name, f"the server does not monitor {self._address_text(point)} ({status_name(code)})"
                 )
-                self._emit(RawSample(self.device.name, point.name, None, now, Quality.BAD, quality_of_status(code)[1]))
+                self._supervisor.emit(
+                    RawSample(self.device.name, point.name, None, now, Quality.BAD, quality_of_status(code)[1])
+                )
 
     def _address_text(self, point: OpcUaVariablePoint) -> str:
         return f"node {point.node_id!r}" if point.node_id is not None else f"browse path {point.browse_path!r}"
@@ -1063,39 +1033,29 @@ class OpcUaClientConnector:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def _emit(self, sample: RawSample) -> None:
-        try:
-            self._sink(sample)
-        except Exception:
-            logger.exception("sample sink failed for point %r", sample.point)
-
     def _emit_data_value(self, name: str, data_value: ua.DataValue) -> None:
         code = 0 if data_value.StatusCode is None else int(data_value.StatusCode.value)
         quality, reason = quality_of_status(code)
         value = data_value.Value.Value if data_value.Value is not None else None
-        time = _timestamp(data_value)
+        time, emit = _timestamp(data_value), self._supervisor.emit
         if quality is Quality.BAD:
-            self._emit(RawSample(self.device.name, name, None, time, quality, reason))
+            emit(RawSample(self.device.name, name, None, time, quality, reason))
         elif value is None:
-            self._emit(RawSample(self.device.name, name, None, time, Quality.BAD, QualityReason.NOT_YET_READ))
+            emit(RawSample(self.device.name, name, None, time, Quality.BAD, QualityReason.NOT_YET_READ))
         else:
             if name in self._point_problems:
                 self._note_point_ok(name)
-            self._emit(RawSample(self.device.name, name, _plain(value), time, quality, reason))
+            emit(RawSample(self.device.name, name, _plain(value), time, quality, reason))
 
-    async def _poll(self, interval: float, points: list[OpcUaVariablePoint]) -> None:
-        await self._first_attempt_done.wait()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
-        while not self._stopping:
+    def _poller(self, points: list[OpcUaVariablePoint]) -> Callable[[], Awaitable[None]]:
+        """One poll of a poll group: one Read request while a session is up."""
+
+        async def poll() -> None:
             session = self._session
             if session is not None and not session.lost.is_set():
                 await self._read(session, points)
-            deadline += interval
-            now = loop.time()
-            if deadline < now:
-                deadline = now
-            await asyncio.sleep(deadline - now)
+
+        return poll
 
     async def _read(self, session: _Session, points: list[OpcUaVariablePoint]) -> None:
         """Read the values of ``points`` in one Read request and emit a sample for each."""
@@ -1114,7 +1074,9 @@ class OpcUaClientConnector:
             now = utc_now()
             for point in resolved:
                 self._note_point_problem(point.name, f"the server refuses to read it ({status_name(code)})")
-                self._emit(RawSample(self.device.name, point.name, None, now, Quality.BAD, quality_of_status(code)[1]))
+                self._supervisor.emit(
+                    RawSample(self.device.name, point.name, None, now, Quality.BAD, quality_of_status(code)[1])
+                )
             return
         except (OSError, ua.UaError) as error:
             session.mark_lost(f"connection lost while reading ({self._describe_failure(error)})")
@@ -1132,13 +1094,11 @@ class OpcUaClientConnector:
     # --- writing and calling -------------------------------------------------------------------
 
     async def _ready_session(self, action: str) -> _Session:
-        if not self._first_attempt_done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.device.timeout + 0.5):
-                    await self._first_attempt_done.wait()
+        await self._supervisor.wait_for_first_attempt(self.device.timeout + 0.5)
         session = self._session
         if session is None or session.lost.is_set():
-            reason = f": {self._failure}" if self._failure else ""
+            failure = self._supervisor.failure
+            reason = f": {failure}" if failure else ""
             raise DeviceError(f"not connected{reason}; {action} was not sent", device=self.device.name)
         return session
 
