@@ -558,3 +558,53 @@ def exportable(request: web.Request, identifiables: list[model.Identifiable]) ->
         if allowed:
             shown.append(identifiable)
     return shown
+
+
+# --- changes that could widen the caller's own rights --------------------------------------------
+
+
+def referenced_submodels(shell: model.AssetAdministrationShell | None) -> frozenset[str]:
+    """The ids of the submodels a shell references (none for ``None``)."""
+    if shell is None:
+        return frozenset()
+    return frozenset(reference.key[0].value for reference in shell.submodel if reference.key)
+
+
+def check_references(
+    request: web.Request,
+    shell_id: str,
+    after: model.AssetAdministrationShell | None,
+    *,
+    created: Collection[str] = (),
+) -> None:
+    """Refuse (``AccessDeniedError``) a change of shell ``shell_id`` to ``after`` (``None``: deleting it) that
+    would give the caller rights on a submodel it does not have now.
+
+    Rules scoped by shell cover the submodels the shell references. A reference the change adds (or
+    removes, where a deny rule scoped by shell followed it) is allowed only when the caller's rights on
+    that submodel stay what they are: so a caller cannot pull another submodel into its shells. Submodels
+    in ``created`` are being created by the same change (a package upload) and are the caller's anyway.
+    Does nothing when access control is off or the caller may do everything.
+    """
+    access: RequestAccess | None = request.get(ACCESS_KEY)
+    if access is None:
+        return
+    model_access = access.model
+    try:
+        before: model.AssetAdministrationShell | None = model_access.store.shell(shell_id)
+    except NotFoundError:
+        before = None
+    old, new = referenced_submodels(before), referenced_submodels(after)
+    for submodel_id in sorted(old ^ new):
+        if submodel_id in created:
+            continue
+        current = model_access.shells_of(submodel_id)
+        changed = current - {shell_id} if submodel_id in old else current | {shell_id}
+        gained = model_access.gained_by_references(access.roles, submodel_id, current, changed)
+        if gained:
+            change = "reference" if submodel_id in new else "remove the reference to"
+            raise AccessDeniedError(
+                f"{access.principal.name!r} may not {change} submodel {submodel_id!r} in shell {shell_id!r}: "
+                f"that would give it {', '.join(operation.value for operation in gained)} rights on the submodel "
+                "that it does not have on the submodel itself"
+            )

@@ -26,7 +26,7 @@ from aas_server.api import auth
 from aas_server.api.attachments import attachment_path, content_type_for, read_upload
 from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
 from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
-from aas_server.api.paging import FilterKey, Page, page_sorted, parse_page_request
+from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
 from aas_server.api.resources import (
     cached_body,
     collection_location,
@@ -136,6 +136,7 @@ async def post_shell(request: web.Request) -> web.Response:
     shell = await asyncio.to_thread(
         decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
     )
+    auth.check_references(request, shell.id, shell)
     await store_of(request).create(shell)
     note_change(request, shell.id, shell)
     return created(request, shell_body(request, shell.id), collection_location(request, shell.id))
@@ -157,6 +158,7 @@ async def put_shell(request: web.Request) -> web.Response:
         decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
     )
     _check_id(shell, shell_id)
+    auth.check_references(request, shell_id, shell)
     store = store_of(request)
     try:
         store.shell(shell_id)
@@ -174,6 +176,7 @@ async def delete_shell(request: web.Request) -> web.Response:
     store = store_of(request)
     shell_id = shell_id_of(request)
     store.shell(shell_id)
+    auth.check_references(request, shell_id, None)
     await store.delete(shell_id)
     note_change(request, shell_id, None)
     return no_content()
@@ -266,12 +269,12 @@ def _reference_sort_key(reference: model.Reference) -> str:
 
 @routes.get("/shells/{aasIdentifier}/submodel-refs")
 async def get_submodel_references(request: web.Request) -> web.Response:
-    """GetAllSubmodelReferences, paged (ordered by the references' key values)."""
+    """GetAllSubmodelReferences, paged in the shell's order of its references."""
     accept_json(request)
     shell_id = shell_id_of(request)
     page_request = parse_page_request(request.query)
     shell = store_of(request).shell(shell_id)
-    page = page_sorted(shell.submodel, page_request, _reference_sort_key)
+    page = page_positions(list(shell.submodel), page_request, _reference_sort_key)
     return bytes_response(page.to_bytes(dumps))
 
 
@@ -290,6 +293,7 @@ async def post_submodel_reference(request: web.Request) -> web.Response:
     if any(_reference_sort_key(existing) == _reference_sort_key(reference) for existing in shell.submodel):
         raise ConflictError(f"shell {shell.id!r} references {reference.key[0].value!r} already")
     shell.submodel.add(reference)
+    auth.check_references(request, shell.id, shell)
     await _replace(request, shell)
     return created(request, dumps(reference), f"{request.path.rstrip('/')}/{encode_identifier(reference.key[0].value)}")
 
@@ -304,5 +308,6 @@ async def delete_submodel_reference(request: web.Request) -> web.Response:
         raise NotFoundError(f"shell {shell.id!r} has no reference to submodel {submodel_id!r}")
     for reference in matching:
         shell.submodel.discard(reference)
+    auth.check_references(request, shell.id, shell)
     await _replace(request, shell)
     return no_content()

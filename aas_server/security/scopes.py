@@ -21,7 +21,7 @@ import copy
 import enum
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from basyx.aas import model
@@ -164,16 +164,50 @@ class ModelAccess:
         if found is not None:
             self._scopes.move_to_end(key)
             return found
-        found = self._compute(rules, submodel_id, id_short_path, root)
+        found = self._compute(rules, self.element_target(submodel_id, id_short_path), id_short_path, root)
         self._scopes[key] = found
         if len(self._scopes) > _SCOPE_CACHE_LIMIT:
             self._scopes.popitem(last=False)
         return found
 
-    def _compute(
-        self, rules: RuleSet, submodel_id: str, id_short_path: str, root: model.Submodel | model.SubmodelElement
+    def scope_if_referenced_by(
+        self, roles: frozenset[str], operation: AccessOperation, submodel_id: str, shells: frozenset[str]
     ) -> Scope:
-        base = self.element_target(submodel_id, id_short_path)
+        """What of the whole submodel ``roles`` could do if exactly ``shells`` referenced it (not cached)."""
+        rules = self.policy.rules_for(roles, operation)
+        if rules.unrestricted:
+            return Scope(ScopeKind.ALL, "allowed for every target")
+        base = replace(self.element_target(submodel_id), shells=shells)
+        try:
+            root = self.store.submodel(submodel_id)
+        except NotFoundError:
+            decision = rules.decide(base)
+            return Scope(ScopeKind.ALL if decision.allowed else ScopeKind.NONE, decision.reason)
+        return self._compute(rules, base, "", root)
+
+    def gained_by_references(
+        self, roles: frozenset[str], submodel_id: str, before: frozenset[str], after: frozenset[str]
+    ) -> list[AccessOperation]:
+        """The operations ``roles`` could do on more of the submodel if the shells referencing it went from
+        ``before`` to ``after`` (a reference added, or one removed that a deny rule scoped by shell followed)."""
+        if before == after:
+            return []
+        gained: list[AccessOperation] = []
+        for operation in AccessOperation:
+            rules = self.policy.rules_for(roles, operation)
+            if not rules.allow or rules.unrestricted:
+                continue
+            if not any(rule.shells.restricts for rule in (*rules.allow, *rules.deny)):
+                continue
+            now = self.scope_if_referenced_by(roles, operation, submodel_id, before)
+            then = self.scope_if_referenced_by(roles, operation, submodel_id, after)
+            if not _covers(now, then):
+                gained.append(operation)
+        return gained
+
+    def _compute(
+        self, rules: RuleSet, base: Target, id_short_path: str, root: model.Submodel | model.SubmodelElement
+    ) -> Scope:
         decision = rules.decide(base)
         if any(rule.match(base) is Match.YES for rule in rules.deny):
             return Scope(ScopeKind.NONE, decision.reason)
@@ -206,6 +240,15 @@ class ModelAccess:
         root: model.Submodel | model.SubmodelElement = paths.resolve(pruned, id_short_path) if id_short_path else pruned
         _prune(root, id_short_path, scope)
         return pruned
+
+
+def _covers(wider: Scope, narrower: Scope) -> bool:
+    """Whether ``wider`` allows at least what ``narrower`` does."""
+    if wider.kind is ScopeKind.ALL or narrower.kind is ScopeKind.NONE:
+        return True
+    if narrower.kind is ScopeKind.ALL or wider.kind is ScopeKind.NONE:
+        return False
+    return narrower.kept <= wider.kept
 
 
 def _step(current: model.Submodel | model.SubmodelElement, segment: paths.Segment) -> model.SubmodelElement | None:
