@@ -7,6 +7,7 @@ environment variables or files for configuration.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -424,3 +425,16 @@ def load_settings(path: Path) -> HubSettings:
     except ValidationError as error:
         raise ConfigurationError(format_validation_error(error, str(path))) from None
     return settings.resolved(path.parent.resolve())
+
+
+def secret_from_environment(value: str | None, env_name: str | None, location: str) -> str | None:
+    """A configured secret: ``value`` itself, or the one in the environment variable ``env_name``.
+
+    ``ConfigurationError`` naming ``location`` when the variable is not set.
+    """
+    if env_name is None:
+        return value
+    from_environment = os.environ.get(env_name)
+    if from_environment is None:
+        raise ConfigurationError(f"environment variable {env_name!r} (password_env) is not set", location)
+    return from_environment

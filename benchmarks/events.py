@@ -68,7 +68,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings, HistorySettings, HubSettings
-from aas_server.connectors.mqtt import MqttEventPublisher, PublishProperties
+from aas_server.events.mqtt import MqttEventPublisher, PublishProperties
 from aas_server.model.events import ValueChanged, utc_now
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.runtime.events import EventPublishing, start_event_publishing

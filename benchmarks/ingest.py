@@ -61,7 +61,8 @@ from basyx.aas.model import datatypes
 from pymodbus.client import AsyncModbusTcpClient
 
 from aas_server.config import HubSettings
-from aas_server.connectors.modbus import ModbusConnector, ModbusDeviceServer
+from aas_server.connectors.modbus import ModbusConnector
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.mapping import codecs
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.planner import ReadRequest, plan_reads

@@ -40,7 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import SecretStr
 
 from aas_server.config import HubSettings, OpcUaSettings, RestSettings, Role, UserSettings
-from aas_server.connectors.modbus import ModbusDeviceServer
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.mapping.schema import Table
 from aas_server.model.events import ValueChanged, utc_now
 from aas_server.opcua.node_ids import node_id_for

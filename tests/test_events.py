@@ -34,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings, HubSettings
-from aas_server.connectors.mqtt import PublishProperties
+from aas_server.events.mqtt import PublishProperties
 from aas_server.mapping.schema import Table
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.opcua.node_ids import node_id_for
@@ -369,7 +369,7 @@ async def test_model_and_value_events_reach_a_subscriber_in_order(tmp_path: Path
 async def test_events_produced_during_a_broker_outage_all_arrive_in_order(
     tmp_path: Path, mosquitto_factory: Callable[..., MosquittoBroker], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="aas_server.connectors.mqtt")
+    caplog.set_level(logging.INFO, logger="aas_server.events.mqtt")
     broker = mosquitto_factory(persistence=True, extra_config=("max_queued_messages 10000",))
     repo = repository_id()
     async with publishing_store(tmp_path / "hub.sqlite", event_settings(broker.port, repo)) as (
@@ -443,7 +443,7 @@ async def test_an_event_the_broker_refuses_is_dropped_and_does_not_block_the_oth
     acl.write_text("topic read #\ntopic write sm-repository/#\n", encoding="utf-8")
     broker = mosquitto_factory(extra_config=(f"acl_file {acl}",))
     repo = repository_id()
-    with caplog.at_level(logging.ERROR, logger="aas_server.connectors.mqtt"):
+    with caplog.at_level(logging.ERROR, logger="aas_server.events.mqtt"):
         async with publishing_store(tmp_path / "hub.sqlite", event_settings(broker.port, repo)) as (
             store,
             _,
@@ -487,7 +487,7 @@ async def test_tls_and_credentials_from_the_environment(
         assert sub.unique()[0].topic == f"sm-repository/{repo}/submodels/created"
 
     monkeypatch.setenv("TEST_EVENTS_PASSWORD", "wrong")
-    with caplog.at_level(logging.WARNING, logger="aas_server.connectors.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="aas_server.events.mqtt"):
         async with publishing_store(tmp_path / "other.sqlite", secure) as (store, _, publishing):
             await store.create(submodel())
             await wait_until(

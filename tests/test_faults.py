@@ -53,7 +53,7 @@ from aas_server.config import (
     SecurityPolicyName,
     SecuritySettings,
 )
-from aas_server.connectors.modbus import ModbusDeviceServer
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import DeviceError, DeviceTimeoutError
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import Table
@@ -68,6 +68,7 @@ from tests.test_mqtt_ingest import send
 
 PERSISTENCE_LOGGER = "aas_server.persistence.sqlite"
 MQTT_LOGGER = "aas_server.connectors.mqtt"
+EVENTS_LOGGER = "aas_server.events.mqtt"
 
 
 def b64(identifier: str) -> str:
@@ -487,9 +488,9 @@ async def test_a_broker_that_goes_away_turns_mqtt_values_bad_keeps_events_and_re
         await send(broker, "faults/ambient/temperature", 22.0)
         await eventually(temperature, lambda state: state == (22.0, "good", None), within=10.0)
 
-    for what in ("MQTT broker of device 'weather' at", "MQTT event broker at"):
-        assert len(messages(caplog, MQTT_LOGGER, logging.WARNING, what)) == 1, what
-    assert len(messages(caplog, MQTT_LOGGER, logging.INFO, "reachable again")) == 2
+    for logger, what in ((MQTT_LOGGER, "MQTT broker of device 'weather' at"), (EVENTS_LOGGER, "MQTT event broker at")):
+        assert len(messages(caplog, logger, logging.WARNING, what)) == 1, what
+        assert len(messages(caplog, logger, logging.INFO, "reachable again")) == 1, logger
 
 
 # --- a full disk ------------------------------------------------------------------------------------

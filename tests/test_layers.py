@@ -13,17 +13,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aas_server"
 LAYERS = {
     "model": 0, "config": 0, "errors": 0,
     "store": 1, "mapping": 1, "semantics": 1, "security": 1, "exchange": 1,
-    "api": 2, "opcua": 2, "connectors": 2, "persistence": 2,
+    "api": 2, "opcua": 2, "connectors": 2, "persistence": 2, "devices": 2, "events": 2,
     "cli": 3, "runtime": 3, "__main__": 3, "__init__": 0,
 }  # fmt: skip
-EDGES = {"api", "opcua", "connectors", "persistence"}
+EDGES = {"api", "opcua", "connectors", "persistence", "devices", "events"}
+"""``connectors`` reads and writes devices (southbound); ``events`` publishes change events (northbound);
+``devices`` are simulated field devices (the demo PLC), which the hub reaches only through a connector."""
 
 # Protocol library -> the modules (relative paths, or package folders ending in "/") allowed to import it.
 PROTOCOL_HOMES = {
-    "pymodbus": ["connectors/modbus.py"],
+    # the client connector, and the simulated device server it talks to like any PLC
+    "pymodbus": ["connectors/modbus.py", "devices/modbus_server.py"],
     "asyncua": ["opcua/", "connectors/opcua_client.py"],
     "aiohttp": ["api/", "runtime/"],
-    "paho": ["connectors/mqtt.py"],
+    # southbound device data, and northbound change events: two edges, which never import each other
+    "paho": ["connectors/mqtt.py", "events/mqtt.py"],
     "rdflib": ["semantics/"],
 }
 LOW_LEVEL_FORBIDDEN = {"socket", "ssl", "sqlite3", "http", "urllib.request", "asyncio.streams"}
@@ -62,6 +66,8 @@ def test_the_package_has_the_documented_layout() -> None:
         "semantics",
         "security",
         "connectors",
+        "devices",
+        "events",
         "opcua",
         "api",
         "persistence",
@@ -99,3 +105,11 @@ def test_module_respects_layers_and_protocol_homes(path: Path) -> None:
                 assert name.startswith("basyx.aas.model") or name == "basyx.aas", (
                     f"{relative} (L0) imports {name}; only basyx.aas.model belongs in L0"
                 )
+
+
+def test_connectors_are_southbound_only() -> None:
+    """Device servers live in ``devices/`` and the northbound event publisher in ``events/``, not among connectors."""
+    northbound_or_serving = ("pymodbus.server", "pymodbus.simulator", "asyncua.server", "aas_server.store.outbox")
+    for path in sorted((PACKAGE / "connectors").glob("*.py")):
+        for name in _imports(path):
+            assert not name.startswith(northbound_or_serving), f"{path.name} imports {name}"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from aas_server.connectors.modbus import ModbusConnector, ModbusDeviceServer
+from aas_server.connectors.modbus import ModbusConnector
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import DeviceError, DeviceTimeoutError, MappingError, NotFoundError, TypeMismatchError
 from aas_server.mapping.codecs import decode_register_point, encode_register_point
 from aas_server.mapping.engine import MappingEngine

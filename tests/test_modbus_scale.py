@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aas_server.connectors.modbus import ModbusConnector, ModbusDeviceServer
+from aas_server.connectors.modbus import ModbusConnector
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.mapping.codecs import decode_register_point, encode_register_point, integer_range
 from aas_server.mapping.schema import (
     BitPoint,

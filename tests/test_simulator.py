@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aas_server.connectors.modbus import ModbusConnector
-from aas_server.connectors.simulator import BottlingLineSimulator
+from aas_server.devices.bottling_line import BottlingLineSimulator
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import MappingFile, ModbusTcpDevice, RegisterPoint, Table, load_mapping
 from aas_server.model.events import Quality, RawSample

@@ -40,7 +40,7 @@ from asyncua.server.server import Server
 from pydantic import SecretStr
 
 from aas_server.config import HubSettings, OpcUaSettings, RestSettings, Role, SecuritySettings, UserSettings
-from aas_server.connectors.modbus import ModbusDeviceServer
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import MappingError
 from aas_server.mapping.schema import MappingFile, Table, load_mapping
 from aas_server.model.units import lookup_unit

@@ -11,7 +11,7 @@ What becomes durable where (``docs/events.md``):
   next one, so batches grow with the rate); only then are they published;
 - restored values (origin ``restore``) are not published, nor are the identifiables loaded at start.
 
-``MqttEventPublisher`` (``connectors.mqtt``) then publishes the outbox in sequence order.
+``MqttEventPublisher`` (the events edge, ``events.mqtt``) then publishes the outbox in sequence order.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass
 
 from aas_server.config import HubSettings
-from aas_server.connectors.mqtt import MqttEventPublisher
 from aas_server.errors import PersistenceError
+from aas_server.events.mqtt import MqttEventPublisher
 from aas_server.model.events import ValueChanged
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.store.bus import Subscription

@@ -29,7 +29,7 @@ from aas_server.config import HubSettings
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.mqtt import MqttConnector
 from aas_server.connectors.opcua_client import OpcUaClientConnector
-from aas_server.connectors.simulator import BottlingLineSimulator
+from aas_server.devices.bottling_line import BottlingLineSimulator
 from aas_server.errors import (
     ConfigurationError,
     MappingError,

@@ -235,3 +235,27 @@ def _read_private_key(path: Path, setting: str) -> None:
         raise ConfigurationError(f"{path} holds an encrypted private key; give it unencrypted", setting) from None
     except (ValueError, UnsupportedAlgorithm):
         raise ConfigurationError(f"{path} holds no PEM private key", setting) from None
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the TLS handshake fails; paho 2.x leaves that socket to the garbage collector."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def client_context(ca_file: Path | None, location: str) -> ssl.SSLContext:
+    """A client context that verifies the server against ``ca_file`` (else the system's CAs) and its host name.
+
+    For the MQTT brokers the hub connects to (device data and change events).
+    """
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(f"cannot load ca_file {ca_file}: {error}", location) from None
+    context.sslsocket_class = _ClosingSSLSocket
+    return context

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from aas_server.connectors.modbus import ModbusDeviceServer
+from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import MappingError
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import BitPoint, MappingFile, ModbusTcpDevice, RegisterPoint

@@ -1,0 +1,1 @@
+"""Simulated field devices the hub talks to like real ones: never imported by a connector."""

@@ -1,0 +1,1 @@
+"""Northbound change events: edges that carry the hub's outbox to other systems (MQTT)."""
