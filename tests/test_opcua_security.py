@@ -9,17 +9,20 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlparse
 
 import pytest
 import pytest_asyncio
 from asyncua import ua
 from asyncua.client.client import Client
+from asyncua.client.ua_client import UaClient
 from asyncua.crypto import cert_gen
 from asyncua.crypto.security_policies import (
     SecurityPolicy,
     SecurityPolicyAes128Sha256RsaOaep,
     SecurityPolicyAes256Sha256RsaPss,
     SecurityPolicyBasic256Sha256,
+    SecurityPolicyNone,
 )
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
@@ -30,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
-from aas_server.config import OpcUaSettings, Role, UserSettings
+from aas_server.config import OpcUaSettings, Role, SecurityPolicyName, UserSettings
 from aas_server.opcua import OpcUaProjection, node_id_for
 from aas_server.store.twin_store import TwinStore
 from tests.support import (
@@ -175,8 +178,9 @@ async def test_no_none_endpoint_unless_configured(projection: OpcUaProjection) -
         for mode in (ua.MessageSecurityMode.Sign, ua.MessageSecurityMode.SignAndEncrypt)
     }
     client = Client(projection.endpoint_url, timeout=5)
-    with pytest.raises(ua.UaError, match="No matching endpoints"):
+    with pytest.raises(UaStatusCodeError) as refused:
         await client.connect()
+    assert refused.value.code == StatusCodes.BadSecurityPolicyRejected
 
 
 @pytest.mark.parametrize("policy_name", list(POLICIES))
@@ -278,3 +282,136 @@ async def test_trust_all_is_warned_and_accepts_an_unknown_certificate(
             assert await _level(client, projection).read_value() == 4.5
     assert any("trust_all_client_certificates" in record.getMessage() for record in caplog.records)
     assert list((tmp_path / "data" / "pki" / "rejected").iterdir()) == []
+
+
+async def _raw_none_channel(projection: OpcUaProjection, certificate: ClientCertificate | None) -> UaClient:
+    """A secure channel with SecurityPolicy None opened by hand (no endpoint offers it), maybe sending a certificate."""
+    address = urlparse(projection.endpoint_url)
+    assert address.hostname is not None
+    assert address.port is not None
+    client = UaClient(timeout=5)
+    if certificate is not None:
+        host_certificate = x509.load_der_x509_certificate(certificate.certificate.read_bytes())
+        client.set_security(SecurityPolicyNone(host_cert=host_certificate))  # type: ignore[no-untyped-call]
+    await client.connect_socket(address.hostname, address.port)
+    await client.send_hello(projection.endpoint_url)
+    parameters = ua.OpenSecureChannelParameters()
+    parameters.RequestType = ua.SecurityTokenRequestType.Issue
+    parameters.SecurityMode = ua.MessageSecurityMode.None_
+    parameters.RequestedLifetime = 600_000
+    parameters.ClientNonce = b""
+    await client.open_secure_channel(parameters)
+    return client
+
+
+def _session_parameters(
+    projection: OpcUaProjection, certificate: ClientCertificate | None
+) -> ua.CreateSessionParameters:
+    parameters = ua.CreateSessionParameters()
+    parameters.ClientDescription = ua.ApplicationDescription(
+        ApplicationUri=CLIENT_URI, ApplicationType=ua.ApplicationType.Client
+    )
+    parameters.EndpointUrl = projection.endpoint_url
+    parameters.SessionName = "raw none channel"
+    parameters.ClientNonce = bytes(32)
+    parameters.ClientCertificate = certificate.certificate.read_bytes() if certificate is not None else None
+    parameters.RequestedSessionTimeout = 60_000
+    return parameters
+
+
+def _activation(user: UserSettings | None) -> ua.ActivateSessionParameters:
+    parameters = ua.ActivateSessionParameters()
+    if user is None:
+        parameters.UserIdentityToken = ua.AnonymousIdentityToken(PolicyId="anonymous")
+    else:
+        parameters.UserIdentityToken = ua.UserNameIdentityToken(
+            PolicyId="username", UserName=user.name, Password=user.password.get_secret_value().encode()
+        )
+    return parameters
+
+
+def _write_level(projection: OpcUaProjection, value: float) -> ua.WriteParameters:
+    item = ua.WriteValue()
+    item.NodeId = ua.NodeId(cast(Any, node_id_for(SUBMODEL_ID, "Level")), cast(Any, projection.namespace_index))
+    item.AttributeId = ua.AttributeIds.Value
+    item.Value = ua.DataValue(ua.Variant(value, ua.VariantType.Double))
+    return ua.WriteParameters(NodesToWrite=[item])
+
+
+@pytest.mark.parametrize("with_certificate", [False, True], ids=["no-certificate", "certificate"])
+async def test_a_none_channel_may_only_discover(
+    projection: OpcUaProjection, opcua_client_certificate: ClientCertificate, with_certificate: bool
+) -> None:
+    certificate = opcua_client_certificate if with_certificate else None
+    client = await _raw_none_channel(projection, certificate)
+    try:
+        endpoints = await client.get_endpoints(ua.GetEndpointsParameters(EndpointUrl=projection.endpoint_url))
+        assert endpoints
+        assert all(endpoint.SecurityMode != ua.MessageSecurityMode.None_ for endpoint in endpoints)
+        assert await client.find_servers(ua.FindServersParameters(EndpointUrl=projection.endpoint_url))
+        with pytest.raises(UaStatusCodeError) as no_session:
+            await client.create_session(_session_parameters(projection, certificate))
+        assert no_session.value.code == StatusCodes.BadSecurityPolicyRejected
+        for user in (ANONYMOUS, OPERATOR):
+            with pytest.raises(UaStatusCodeError) as no_activation:
+                await client.activate_session(_activation(user))
+            assert no_activation.value.code == StatusCodes.BadSecurityPolicyRejected
+        with pytest.raises(UaStatusCodeError) as no_write:
+            await client.write(_write_level(projection, 99.0))
+        assert no_write.value.code == StatusCodes.BadSecurityPolicyRejected
+        level = ua.ReadValueId(
+            NodeId=_write_level(projection, 0).NodesToWrite[0].NodeId, AttributeId=ua.AttributeIds.Value
+        )
+        with pytest.raises(UaStatusCodeError) as no_read:
+            await client.read(ua.ReadParameters(NodesToRead=[level]))
+        assert no_read.value.code == StatusCodes.BadSecurityPolicyRejected
+    finally:
+        await client.close_secure_channel()
+        client.disconnect_socket()
+    async with _session(projection, opcua_client_certificate, VIEWER) as checker:
+        assert await _level(checker, projection).read_value() == 4.5
+
+
+async def test_a_password_is_never_accepted_unencrypted_over_a_sign_channel(
+    projection: OpcUaProjection, opcua_client_certificate: ClientCertificate
+) -> None:
+    client = Client(projection.endpoint_url, timeout=5)
+    client.application_uri = CLIENT_URI
+    await client.set_security(
+        SecurityPolicyBasic256Sha256,
+        str(opcua_client_certificate.certificate),
+        str(opcua_client_certificate.private_key),
+        mode=ua.MessageSecurityMode.Sign,
+    )
+    client.set_user(OPERATOR.name)
+    client.set_password(OPERATOR.password.get_secret_value())
+
+    def add_plaintext_password(
+        parameters: ua.ActivateSessionParameters, username: str | None, password: str | None
+    ) -> None:
+        parameters.UserIdentityToken = ua.UserNameIdentityToken(
+            PolicyId="username", UserName=username, Password=(password or "").encode()
+        )
+
+    client._add_user_auth = add_plaintext_password  # type: ignore[method-assign,assignment]
+    with pytest.raises(UaStatusCodeError) as rejected:
+        await client.connect()
+    assert rejected.value.code == StatusCodes.BadIdentityTokenRejected
+
+
+async def test_with_a_none_endpoint_configured_a_none_channel_works_and_is_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(security_policies=[SecurityPolicyName.NONE, SecurityPolicyName.BASIC256SHA256])
+    with caplog.at_level(logging.WARNING, logger="aas_server.opcua"):
+        async with OpcUaProjection(_store(), settings, tmp_path / "data") as projection:
+            client = await _raw_none_channel(projection, None)
+            try:
+                await client.create_session(_session_parameters(projection, None))
+                await client.activate_session(_activation(OPERATOR))
+                assert (await client.write(_write_level(projection, 7.5)))[0].is_good()
+            finally:
+                await client.close_session(True)
+                await client.close_secure_channel()
+                client.disconnect_socket()
+    assert any("security policy None is enabled" in record.getMessage() for record in caplog.records)

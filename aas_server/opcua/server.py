@@ -8,11 +8,14 @@ value and model changes live; client writes go through the store (:mod:`aas_serv
 With a ``history``, HistoryRead of recorded Properties reads it (:mod:`aas_server.opcua.history`).
 Leaving it stops everything. See ``docs/opcua.md``.
 
-With ``access`` (the hub's ``AccessControl``), client writes are also checked against the access
-rules (``security.rules``) with the user's role as rule role (:mod:`aas_server.opcua.writes`).
+Every request passes :class:`~aas_server.opcua.processor.HubProcessor`: a secure channel matching no
+offered endpoint may only discover, and unencrypted passwords are refused. With ``access`` (the hub's
+``AccessControl``), client writes (:mod:`aas_server.opcua.writes`) and reads, browsing, history,
+Method calls and monitored items (:mod:`aas_server.opcua.access`) are checked against the access
+rules (``security.rules``) with the user's role as rule role.
 
-Left out for now: per-session ``UserAccessLevel`` (it equals ``AccessLevel``; the write hook
-enforces roles and rules), and rules on reads and Method calls (roles only).
+Left out for now: per-session ``UserAccessLevel`` and ``UserExecutable`` (they equal ``AccessLevel``
+and ``Executable``; the request checks enforce roles and rules).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from types import TracebackType
 from typing import Self
 
 from asyncua import ua
-from asyncua.server.server import Server
 
-from aas_server.config import OpcUaSettings
+from aas_server.config import OpcUaSettings, SecurityPolicyName
+from aas_server.opcua.access import SessionAccess
 from aas_server.opcua.address_space import ProjectedAddressSpace
 from aas_server.opcua.history import ProjectionHistory
 from aas_server.opcua.methods import OperationCallRuleset
 from aas_server.opcua.nodeset import import_type_model
+from aas_server.opcua.processor import HubServer
 from aas_server.opcua.security import (
     ClientCertificateTrust,
     HubUserManager,
@@ -85,7 +89,7 @@ class OpcUaProjection:
         self._settings = settings
         self._data_dir = data_dir
         self._write_timeout = write_timeout
-        self._server: Server | None = None
+        self._server: HubServer | None = None
         self._subscription: Subscription[StoreEvent] | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._endpoint_url: str | None = None
@@ -155,7 +159,10 @@ class OpcUaProjection:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = settings.port or _free_port(settings.host)
             url = f"opc.tcp://{_host_for_url(settings.host)}:{port}/"
-            server = Server(user_manager=HubUserManager(settings, trust))
+            server = HubServer(
+                user_manager=HubUserManager(settings, trust),
+                plaintext_passwords=SecurityPolicyName.NONE in settings.security_policies,
+            )
             server.set_server_name(settings.server_name)
             server.product_uri = PRODUCT_URI
             server.manufacturer_name = "aas-server"
@@ -193,6 +200,13 @@ class OpcUaProjection:
                 self._access,
             )
             server.iserver.attribute_service = ProjectionAttributeService(server.iserver.aspace, writer)
+            if self._access is not None and self._access.enabled:
+                server.access = SessionAccess(self._access, self._store, self._namespace_index)
+                if settings.allow_anonymous_read and self._access.anonymous_role is None and attempt == 1:
+                    _LOG.warning(
+                        "OPC UA anonymous sessions are allowed but security.anonymous_role is not set: "
+                        "under the access rules they may read no shell or submodel"
+                    )
             try:
                 await server.start()
             except OSError as error:
@@ -266,7 +280,7 @@ def _cyclic_collection_paused() -> Iterator[None]:
     gc.freeze()
 
 
-async def _stop_clock(server: Server) -> None:
+async def _stop_clock(server: HubServer) -> None:
     """Cancel asyncua's one-second ``CurrentTime`` loop, which ``Server.stop`` would otherwise wait out."""
     clock: asyncio.Task[None] | None = getattr(server.iserver, "time_task", None)
     if clock is None:

@@ -1,0 +1,296 @@
+"""The one place every OPC UA request passes: secure channel checks and access rules (OPC 10000-4 §5.4-§5.6).
+
+asyncua's ``UaProcessor`` dispatches each request of a connection to its service. :class:`HubProcessor`
+checks a request before that dispatch:
+
+* **Channel.** A secure channel whose security policy and mode match no offered endpoint (a
+  ``None`` channel when no ``None`` endpoint is configured: asyncua opens one for anybody) may only
+  discover (GetEndpoints, FindServers) and close; any other request is answered
+  ``BadSecurityPolicyRejected``. So no session exists over such a channel, with or without a client
+  certificate.
+* **User token.** ActivateSession with a user name token whose password is not encrypted is
+  ``BadIdentityTokenRejected`` unless the channel encrypts (SignAndEncrypt) or a ``None`` endpoint
+  is configured.
+* **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
+  TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
+  item by item (:mod:`aas_server.opcua.access`); writes follow them in :mod:`aas_server.opcua.writes`.
+
+:class:`HubServer` is asyncua's ``Server`` whose connections use :class:`HubProcessor`.
+
+Left out: BrowseNext (asyncua answers ``BadServiceUnsupported``, so no continuation point can
+bypass the filter), QueryFirst/QueryNext (unsupported by asyncua).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+from asyncua import ua
+from asyncua.common.utils import Buffer, ServiceError
+from asyncua.crypto import uacrypto
+from asyncua.crypto.security_policies import SecurityPolicyFactory
+from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
+from asyncua.server.server import Server
+from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.ua_binary import struct_from_binary
+
+from aas_server.config import AccessOperation
+from aas_server.opcua.access import SessionAccess
+from aas_server.opcua.status import status
+
+_LOG = logging.getLogger(__name__)
+
+
+def _request(object_id: int) -> ua.NodeId:
+    return ua.NodeId(cast(Any, object_id))
+
+
+DISCOVERY_REQUESTS = frozenset(
+    {
+        _request(ua.ObjectIds.GetEndpointsRequest_Encoding_DefaultBinary),
+        _request(ua.ObjectIds.FindServersRequest_Encoding_DefaultBinary),
+        _request(ua.ObjectIds.CloseSecureChannelRequest_Encoding_DefaultBinary),
+    }
+)
+"""What a channel matching no offered endpoint may still ask."""
+
+_ACTIVATE_SESSION = _request(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+_READ = _request(ua.ObjectIds.ReadRequest_Encoding_DefaultBinary)
+_BROWSE = _request(ua.ObjectIds.BrowseRequest_Encoding_DefaultBinary)
+_TRANSLATE = _request(ua.ObjectIds.TranslateBrowsePathsToNodeIdsRequest_Encoding_DefaultBinary)
+_HISTORY_READ = _request(ua.ObjectIds.HistoryReadRequest_Encoding_DefaultBinary)
+_CALL = _request(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+_CREATE_MONITORED_ITEMS = _request(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
+_GUARDED = frozenset({_READ, _BROWSE, _TRANSLATE, _HISTORY_READ, _CALL, _CREATE_MONITORED_ITEMS})
+
+
+def _denied() -> ua.StatusCode:
+    return status(StatusCodes.BadUserAccessDenied)
+
+
+class HubProcessor(UaProcessor):
+    """asyncua's request processor with the channel, user token and access rule checks of this module."""
+
+    def __init__(
+        self,
+        internal_server: Any,
+        transport: Any,
+        limits: Any,
+        *,
+        plaintext_passwords: bool,
+        access: SessionAccess | None,
+    ) -> None:
+        super().__init__(internal_server, transport, limits)
+        self._offered: list[SecurityPolicyFactory] = []
+        self._plaintext_passwords = plaintext_passwords
+        self._access = access
+        self._refusal_logged = False
+
+    def set_policies(self, policies: list[SecurityPolicyFactory]) -> None:
+        super().set_policies(policies)  # type: ignore[no-untyped-call]
+        self._offered = list(policies)
+
+    def channel_matches_an_endpoint(self) -> bool:
+        """Whether the secure channel's (security policy URI, security mode) is an offered endpoint's."""
+        policy = self._connection.security_policy
+        return any(factory.matches(policy.URI, policy.Mode) for factory in self._offered)  # type: ignore[no-untyped-call]
+
+    async def _process_message(self, typeid: ua.NodeId, requesthdr: ua.RequestHeader, seqhdr: Any, body: Buffer) -> Any:
+        if typeid not in DISCOVERY_REQUESTS and not self.channel_matches_an_endpoint():
+            if not self._refusal_logged:
+                policy = self._connection.security_policy
+                _LOG.warning(
+                    "OPC UA request from %s refused: its secure channel (%s, %s) matches no offered endpoint",
+                    self.name,
+                    policy.URI,
+                    policy.Mode.name,
+                )
+                self._refusal_logged = True
+            raise ServiceError(StatusCodes.BadSecurityPolicyRejected)
+        if typeid == _ACTIVATE_SESSION:
+            self._check_user_token(body)
+        elif (
+            typeid in _GUARDED and self._access is not None and self.session is not None and self.session.is_activated()
+        ):
+            return await self._process_guarded(typeid, requesthdr, seqhdr, body)
+        return await super()._process_message(typeid, requesthdr, seqhdr, body)  # type: ignore[no-untyped-call]
+
+    def _check_user_token(self, body: Buffer) -> None:
+        parameters = struct_from_binary(ua.ActivateSessionParameters, body.copy())
+        token = parameters.UserIdentityToken
+        if not isinstance(token, ua.UserNameIdentityToken) or token.EncryptionAlgorithm:
+            return
+        mode = self._connection.security_policy.Mode
+        if mode == ua.MessageSecurityMode.SignAndEncrypt or self._plaintext_passwords:
+            return
+        _LOG.warning(
+            "OPC UA session of %s refused: a password was sent unencrypted over a %s channel", self.name, mode.name
+        )
+        raise ServiceError(StatusCodes.BadIdentityTokenRejected)
+
+    async def _process_guarded(
+        self, typeid: ua.NodeId, requesthdr: ua.RequestHeader, seqhdr: Any, body: Buffer
+    ) -> bool:
+        """Read, Browse, TranslateBrowsePaths, HistoryRead, Call, CreateMonitoredItems under the access rules."""
+        session = self.session
+        access = self._access
+        assert session is not None
+        assert access is not None
+        user = session.user
+        permissions = self._connection.security_policy.permissions
+        if permissions is not None and permissions.check_validity(user, typeid, body) is False:  # type: ignore[no-untyped-call]
+            raise ua.uaerrors.BadUserAccessDenied
+        self.session_last_activity = time.monotonic()
+        session.touch()
+        response: Any
+        if typeid == _READ:
+            read = struct_from_binary(ua.ReadParameters, body)
+            allowed = access.allowed(user, AccessOperation.READ, [item.NodeId for item in read.NodesToRead], "READ")
+            values = await session.read(_subset(read, "NodesToRead", allowed)) if any(allowed) else []
+            response = ua.ReadResponse()
+            response.Results = _merge(allowed, values, lambda: ua.DataValue(StatusCode=_denied()))
+        elif typeid == _BROWSE:
+            browse = struct_from_binary(ua.BrowseParameters, body)
+            allowed = access.allowed(
+                user, AccessOperation.READ, [item.NodeId for item in browse.NodesToBrowse], "BROWSE"
+            )
+            results = await session.browse(_subset(browse, "NodesToBrowse", allowed)) if any(allowed) else []
+            for result in results:
+                result.References = access.visible_references(user, result.References)
+            response = ua.BrowseResponse()
+            response.Results = _merge(allowed, results, lambda: ua.BrowseResult(StatusCode=_denied()))
+        elif typeid == _TRANSLATE:
+            translate = struct_from_binary(ua.TranslateBrowsePathsToNodeIdsParameters, body)
+            paths = translate.BrowsePaths
+            allowed = access.allowed(user, AccessOperation.READ, [path.StartingNode for path in paths], "BROWSE")
+            kept = [path for path, permitted in zip(paths, allowed, strict=True) if permitted]
+            found = await session.translate_browsepaths_to_nodeids(kept) if kept else []
+            for path_result in found:
+                access.filter_targets(user, path_result)
+            response = ua.TranslateBrowsePathsToNodeIdsResponse()
+            response.Results = _merge(allowed, found, lambda: ua.BrowsePathResult(StatusCode=_denied()))
+        elif typeid == _HISTORY_READ:
+            history = struct_from_binary(ua.HistoryReadParameters, body)
+            allowed = access.allowed(
+                user, AccessOperation.READ, [item.NodeId for item in history.NodesToRead], "HISTORYREAD"
+            )
+            histories = await session.history_read(_subset(history, "NodesToRead", allowed)) if any(allowed) else []
+            response = ua.HistoryReadResponse()
+            response.Results = _merge(allowed, histories, lambda: ua.HistoryReadResult(StatusCode=_denied()))
+        elif typeid == _CALL:
+            call = struct_from_binary(ua.CallParameters, body)
+            methods = call.MethodsToCall
+            allowed = access.allowed(
+                user, AccessOperation.INVOKE, [method.MethodId for method in methods], "CALL", audit_allowed=True
+            )
+            kept_methods = [method for method, permitted in zip(methods, allowed, strict=True) if permitted]
+            called = await session.call(kept_methods) if kept_methods else []
+            response = ua.CallResponse()
+            response.Results = _merge(allowed, called, lambda: ua.CallMethodResult(StatusCode=_denied()))
+        else:
+            create = struct_from_binary(ua.CreateMonitoredItemsParameters, body)
+            allowed = access.allowed(
+                user,
+                AccessOperation.READ,
+                [item.ItemToMonitor.NodeId for item in create.ItemsToCreate],
+                "MONITOR",
+            )
+            created = (
+                await session.create_monitored_items(_subset(create, "ItemsToCreate", allowed)) if any(allowed) else []
+            )
+            response = ua.CreateMonitoredItemsResponse()
+            response.Results = _merge(allowed, created, lambda: ua.MonitoredItemCreateResult(StatusCode=_denied()))
+        self.send_response(requesthdr.RequestHandle, seqhdr, response)  # type: ignore[no-untyped-call]
+        return True
+
+
+def _subset(parameters: Any, field_name: str, allowed: Sequence[bool]) -> Any:
+    """``parameters`` with only the allowed items of its list ``field_name`` (the request's own object)."""
+    items = getattr(parameters, field_name)
+    setattr(parameters, field_name, [item for item, permitted in zip(items, allowed, strict=True) if permitted])
+    return parameters
+
+
+def _merge(allowed: Sequence[bool], results: Sequence[Any], denied: Any) -> list[Any]:
+    """The results of the allowed items, in request order, with ``denied()`` for the others."""
+    answered = iter(results)
+    return [next(answered) if permitted else denied() for permitted in allowed]
+
+
+class _HubProtocol(OPCUAProtocol):
+    """asyncua's connection protocol with a :class:`HubProcessor`."""
+
+    plaintext_passwords: bool = False
+    access: SessionAccess | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if self.processor is not None:
+            processor = HubProcessor(
+                self.iserver,
+                self.transport,
+                self.limits,
+                plaintext_passwords=self.plaintext_passwords,
+                access=self.access,
+            )
+            processor.set_policies(self.policies)
+            self.processor = processor
+
+
+class _HubBinaryServer(BinaryServer):
+    def __init__(self, *arguments: Any, plaintext_passwords: bool, access: SessionAccess | None) -> None:
+        super().__init__(*arguments)
+        self._plaintext_passwords = plaintext_passwords
+        self._access = access
+
+    def _make_protocol(self) -> OPCUAProtocol:
+        protocol = _HubProtocol(
+            iserver=self.iserver,
+            policies=self._policies,
+            clients=self.clients,
+            closing_tasks=self.closing_tasks,
+            limits=self.limits,
+        )
+        protocol.plaintext_passwords = self._plaintext_passwords
+        protocol.access = self._access
+        return protocol
+
+
+class HubServer(Server):
+    """asyncua's ``Server`` whose connections are processed by :class:`HubProcessor`.
+
+    ``plaintext_passwords``: accept unencrypted passwords (only when a ``None`` endpoint is configured).
+    ``access`` may be set until :meth:`start`.
+    """
+
+    def __init__(self, *, plaintext_passwords: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.plaintext_passwords = plaintext_passwords
+        self.access: SessionAccess | None = None
+
+    async def start(self) -> None:
+        """Asyncua's ``Server.start`` with the hub's binary server."""
+        if self.iserver.certificate is not None:
+            uacrypto.check_certificate(self.iserver.certificate, self._application_uri, socket.gethostname())
+        await self._setup_server_nodes()
+        await self.iserver.start()
+        try:
+            address, port = self._get_bind_socket_info()
+            self.bserver = _HubBinaryServer(
+                self.iserver,
+                address,
+                port,
+                self.limits,
+                plaintext_passwords=self.plaintext_passwords,
+                access=self.access,
+            )
+            self.bserver.set_policies(self._policies)
+            await self.bserver.start()
+        except Exception:
+            await self.iserver.stop()
+            raise
