@@ -15,6 +15,7 @@ any other damage.
 
 from __future__ import annotations
 
+import copy
 import io
 import posixpath
 import re
@@ -24,12 +25,13 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from basyx.aas import model
 from basyx.aas.adapter import aasx
 
 from aas_server.errors import PackageError
+from aas_server.exchange import parts
 from aas_server.exchange.report import ImportReport, PackageLimits
 from aas_server.exchange.xml_tree import parse_xml
 from aas_server.model import paths
@@ -38,6 +40,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 _ORIGIN_TYPES = (aasx.RELATIONSHIP_TYPE_AASX_ORIGIN, "http://www.admin-shell.io/aasx/relationships/aasx-origin")
 _SPEC_TYPES = (aasx.RELATIONSHIP_TYPE_AAS_SPEC, "http://www.admin-shell.io/aasx/relationships/aas-spec")
 _SPLIT_TYPES = (aasx.RELATIONSHIP_TYPE_AAS_SPEC_SPLIT, "http://www.admin-shell.io/aasx/relationships/aas-spec-split")
+_FOLLOWED_TYPES = frozenset((*_ORIGIN_TYPES, *_SPEC_TYPES, *_SPLIT_TYPES))
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _OPC_XML_PARTS_MAX = 1024 * 1024
 _END_OF_DIRECTORY = b"PK\x05\x06"
@@ -211,7 +214,57 @@ def _name_problem(name: str) -> str:
     return ""
 
 
-def aas_parts(data: bytes, max_document_bytes: int) -> list[AasPart]:
+def _related_parts(package: Any, source: str = "/", report: ImportReport | None = None) -> dict[str, list[str]]:
+    """The parts ``source`` (``/``: the package root) relates to, by relationship type.
+
+    pyecma376_2 resolves a relative target that climbs above the package root with an ``IndexError``.
+    A relationship with ``TargetMode="External"`` whose target is a path (no scheme, no host) naming
+    a part this package holds is followed as the relationship says, and reported (packages written
+    by some tools, e.g. the IDTA Digital Product Passport 1.0 templates, mark their aasx-origin and
+    aas-spec relationships so); an external target outside the package is never fetched.
+    """
+    try:
+        related: dict[str, list[str]] = {
+            kind: list(parts) for kind, parts in package.get_related_parts_by_type(source).items()
+        }
+    except IndexError:
+        raise PackageError(
+            f"AASX package structure is broken: a relationship of {source!r} "
+            "targets a part above the package root"
+        ) from None
+    for relationship in package.get_raw_relationships(source):
+        if relationship.target_mode.name != "EXTERNAL" or relationship.type not in _FOLLOWED_TYPES:
+            continue
+        target = relationship.target
+        location = urllib.parse.urlsplit(target)
+        if location.scheme or location.netloc or not location.path:
+            continue
+        segments: list[str] = [] if location.path.startswith("/") else source.split("/")[1:-1]
+        for segment in urllib.parse.unquote(location.path).split("/"):
+            if segment in ("", "."):
+                continue
+            if segment == "..":
+                if not segments:
+                    break
+                segments.pop()
+            else:
+                segments.append(segment)
+        else:
+            member = _member(package, "/" + "/".join(segments)) if segments else None
+            if member is not None:
+                part = "/" + member
+                related.setdefault(relationship.type, []).append(part)
+                if report is not None:
+                    report.add(
+                        "repaired",
+                        f"{part}",
+                        f"relationship {relationship.type.rsplit('/', 1)[-1]} from {source!r} marked"
+                        f' TargetMode="External" names the package part {part!r}; followed',
+                    )
+    return related
+
+
+def aas_parts(data: bytes, max_document_bytes: int, report: ImportReport | None = None) -> list[AasPart]:
     """The AAS document parts of a checked package, in relationship order (aas-spec, then its splits).
 
     A part that unpacks to more than ``max_document_bytes`` is a ``PackageError``; no more than that is unpacked.
@@ -223,20 +276,18 @@ def aas_parts(data: bytes, max_document_bytes: int) -> list[AasPart]:
     with reader:
         package = reader.reader
         try:
-            relationships = package.get_related_parts_by_type()
+            relationships = _related_parts(package, "/", report)
             origins = [part for kind in _ORIGIN_TYPES for part in relationships.get(kind, [])]
             if not origins:
                 raise PackageError("not an AASX package: the aasx-origin relationship is missing")
             names: list[str] = []
             for origin in origins:
+                from_origin = _related_parts(package, origin, report)
                 for kind in _SPEC_TYPES:
-                    for part in package.get_related_parts_by_type(origin).get(kind, []):
+                    for part in from_origin.get(kind, []):
                         names.append(part)
-                        names.extend(
-                            split
-                            for split_kind in _SPLIT_TYPES
-                            for split in package.get_related_parts_by_type(part).get(split_kind, [])
-                        )
+                        from_part = _related_parts(package, part, report)
+                        names.extend(split for split_kind in _SPLIT_TYPES for split in from_part.get(split_kind, []))
             result = []
             for name in dict.fromkeys(names):
                 with package.open_part(name) as stream:
@@ -316,7 +367,17 @@ def write_aasx(
     files: dict[str, tuple[bytes, str]],
     part_format: str = "xml",
 ) -> bytes:
-    """An AASX package with the objects in one AAS part and the supplementary files they name."""
+    """An AASX package with the objects in one AAS part and the supplementary files they name.
+
+    File values and thumbnails naming a part the package holds itself, or a file named earlier (case
+    and percent-encoding aside), are written under new names (``parts.export_names``) in copies of the
+    objects, so that the package has no duplicate entries and reads back with ``read_package``.
+    """
+    local = {path for path, _, _ in file_references(identifiables) if path.startswith("/")}
+    renamed = parts.export_names(path for path in local if not path.startswith("//"))
+    if renamed:
+        identifiables = [_with_renamed_files(identifiable, renamed) for identifiable in identifiables]
+        files = {renamed.get(name, name): item for name, item in files.items()}
     store: model.DictIdentifiableStore[model.Identifiable] = model.DictIdentifiableStore(identifiables)
     container = aasx.DictSupplementaryFileContainer()  # type: ignore[no-untyped-call]
     referenced = {path for path, _, _ in file_references(identifiables)}
@@ -330,3 +391,23 @@ def write_aasx(
     finally:
         writer.close()  # type: ignore[no-untyped-call]
     return buffer.getvalue()
+
+
+def _with_renamed_files(identifiable: model.Identifiable, renamed: dict[str, str]) -> model.Identifiable:
+    """A copy of ``identifiable`` whose File values and thumbnail path are renamed as ``renamed`` says."""
+    if isinstance(identifiable, model.AssetAdministrationShell):
+        thumbnail = identifiable.asset_information.default_thumbnail
+        if thumbnail is None or thumbnail.path not in renamed:
+            return identifiable
+        shell = copy.deepcopy(identifiable)
+        shell.asset_information.default_thumbnail = model.Resource(renamed[thumbnail.path], thumbnail.content_type)
+        return shell
+    if isinstance(identifiable, model.Submodel) and any(
+        isinstance(element, model.File) and element.value in renamed for _, element in paths.walk(identifiable)
+    ):
+        submodel = copy.deepcopy(identifiable)
+        for _, element in paths.walk(submodel):
+            if isinstance(element, model.File) and element.value in renamed:
+                element.value = renamed[element.value]
+        return submodel
+    return identifiable

@@ -20,6 +20,16 @@ Part 1 v3.1), never by guessing, and each is recorded in the :class:`ImportRepor
   the package root, holds a backslash or NUL, or names a drive is dropped.
 * ``identifiable-id-short``: an idShort of a shell, submodel or concept description that violates
   AASd-002 is dropped (it is optional there), reported as ``dropped``.
+* ``duplicate-language``: a second language string in a language the set holds already is removed
+  (basyx keeps one string per language; it would keep the last one without a word); the first is
+  kept and the removed text is quoted in the report.
+* ``key-type``: a Key of type ``Identifiable`` or ``Referable`` (v3.0/v3.1 key types basyx lacks) gets
+  the type of the identifiable with that id in the same document (``ConceptDescription``, ...); a
+  lone unresolved ``Identifiable`` key becomes a ``GlobalReference`` of an ExternalReference (a
+  reference by the globally unique id); a ``Referable`` key after the first becomes
+  ``SubmodelElement`` (every referable below an identifiable is one).
+* ``supplemental-semantic-ids``: ``supplementalSemanticIds`` without a ``semanticId`` (AASd-118) are
+  removed, reported as ``dropped`` with their keys; the element keeps everything else.
 * ``forbidden-characters``: a string attribute holding a character AASd-130 excludes (NUL and the
   other control characters but tab, line feed and carriage return; lone surrogates, U+FFFE, U+FFFF)
   is dropped, reported as ``dropped``; without it a required attribute is missing and its object is
@@ -33,6 +43,7 @@ from typing import Any
 
 from basyx.aas import model
 
+from aas_server.exchange.parts import reserved_part_reason
 from aas_server.exchange.report import ImportReport, path_segment
 
 IDENTIFIABLE_TYPES = frozenset({"AssetAdministrationShell", "Submodel", "ConceptDescription"})
@@ -110,7 +121,8 @@ def normalise_file_reference(value: str, base_part: str | None) -> tuple[str | N
     URIs with a scheme (``https:``) and network-path references (``//host/x``) are external and
     kept as they are. A path is resolved (``.``, ``..``, empty segments); a relative one against the
     folder of ``base_part`` (the AASX part holding the document) when given. A path that climbs
-    above the root, contains a backslash or NUL, or starts with a drive letter is refused.
+    above the root, contains a backslash or NUL, starts with a drive letter, or names a part an AASX
+    holds itself (``parts.reserved_part_reason``: ``/_rels/.rels``, ``/[Content_Types].xml``, ...) is refused.
     """
     if "\\" in value or "\x00" in value:
         return None, "contains a backslash or NUL character"
@@ -134,6 +146,9 @@ def normalise_file_reference(value: str, base_part: str | None) -> tuple[str | N
             segments.append(segment)
     if not segments:
         return None, "names no file"
+    reserved = reserved_part_reason("/".join(segments))
+    if reserved is not None:
+        return None, reserved
     if absolute or base_part is not None:
         return "/" + "/".join(segments), ""
     return "/".join(segments), ""
@@ -145,8 +160,17 @@ class Repairer:
     def __init__(self, report: ImportReport, base_part: str | None = None) -> None:
         self.report = report
         self.base_part = base_part
+        self.identifiable_types: dict[str, str] = {}
 
     def document(self, document: dict[str, Any]) -> None:
+        for key in TOP_LEVEL_KEYS:
+            items = document.get(key)
+            if isinstance(items, list):
+                for item in items:
+                    if isinstance(item, dict) and isinstance(item.get("id"), str):
+                        model_type = item.get("modelType")
+                        if isinstance(model_type, str) and model_type in IDENTIFIABLE_TYPES:
+                            self.identifiable_types.setdefault(item["id"], model_type)
         for key in TOP_LEVEL_KEYS:
             items = document.get(key)
             if isinstance(items, list):
@@ -170,6 +194,8 @@ class Repairer:
             model_type = None
         self._empty_strings(node, path, model_type)
         self._placeholder_references(node, path, model_type)
+        self._key_types(node, path)
+        self._supplemental_semantic_ids(node, path)
         self._lang_strings(node, path, model_type)
         if model_type == "File" and isinstance(node.get("value"), str):
             self._file_path(node, "value", path, "value removed")
@@ -246,16 +272,80 @@ class Repairer:
             keys.add("preferredName")
         for key in [key for key in node if key in keys and isinstance(node[key], list)]:
             kept = []
+            first_texts: dict[str, Any] = {}
             for index, item in enumerate(node[key]):
+                language = item.get("language") if isinstance(item, dict) else None
                 if isinstance(item, dict) and item.get("text") == "":
                     self.report.add("repaired", f"{path}.{key}[{index}]", "language string with empty text removed")
+                elif isinstance(language, str) and language in first_texts:
+                    text = item.get("text")
+                    self.report.add(
+                        "repaired",
+                        f"{path}.{key}[{index}]",
+                        f"second language string in {language!r} removed: the same text as the first"
+                        if text == first_texts[language]
+                        else f"second language string in {language!r} ({text!r}) removed; the first"
+                        f" ({first_texts[language]!r}) is kept (one string per language)",
+                    )
                 else:
+                    if isinstance(language, str):
+                        first_texts[language] = item.get("text")
                     kept.append(item)
             if kept or key == "preferredName":
                 node[key] = kept
             else:
                 del node[key]
                 self.report.add("repaired", f"{path}.{key}", "empty optional language string set removed")
+
+    def _key_types(self, node: dict[str, Any], path: str) -> None:
+        keys = node.get("keys")
+        if not isinstance(keys, list) or node.get("type") not in ("ModelReference", "ExternalReference"):
+            return
+        for index, key in enumerate(keys):
+            if not isinstance(key, dict) or key.get("type") not in ("Identifiable", "Referable"):
+                continue
+            old = key["type"]
+            value = key.get("value")
+            resolved = self.identifiable_types.get(value) if isinstance(value, str) else None
+            key_path = f"{path}.keys[{index}].type"
+            if index == 0 and resolved is not None:
+                key["type"] = resolved
+                self.report.add(
+                    "repaired",
+                    key_path,
+                    f"key type {old!r} set to {resolved!r}, the type of the {value!r} in the package",
+                )
+            elif index == 0 and old == "Identifiable" and len(keys) == 1:
+                key["type"] = "GlobalReference"
+                node["type"] = "ExternalReference"
+                self.report.add(
+                    "repaired",
+                    key_path,
+                    f"key type {old!r} of {value!r} (not in the package) set to 'GlobalReference', and the reference"
+                    " made an ExternalReference (a reference by the globally unique id)",
+                )
+            elif index > 0 and old == "Referable":
+                key["type"] = "SubmodelElement"
+                self.report.add(
+                    "repaired", key_path, f"key type {old!r} set to 'SubmodelElement' (below an identifiable)"
+                )
+
+    def _supplemental_semantic_ids(self, node: dict[str, Any], path: str) -> None:
+        supplemental = node.get("supplementalSemanticIds")
+        if supplemental is None or "semanticId" in node:
+            return
+        del node["supplementalSemanticIds"]
+        values = [
+            [key.get("value") for key in reference.get("keys", []) if isinstance(key, dict)]
+            if isinstance(reference, dict)
+            else reference
+            for reference in (supplemental if isinstance(supplemental, list) else [supplemental])
+        ]
+        self.report.add(
+            "dropped",
+            f"{path}.supplementalSemanticIds",
+            f"supplementalSemanticIds {values!r} without a semanticId (AASd-118) set aside; the element is kept",
+        )
 
     def _file_path(self, node: dict[str, Any], key: str, path: str, consequence: str) -> bool:
         original = node[key]

@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +39,11 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from basyx.aas import model
-from basyx.aas.adapter.json import AASToJsonEncoder, StrictAASFromJsonDecoder
 from basyx.aas.model import datatypes
 
 from aas_server.errors import PersistenceError, StorageFullError
+from aas_server.exchange.json_codec import FaithfulJsonDecoder
+from aas_server.exchange.roundtrip import JsonEncoder, roundtrip_problem
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.store.files import Attachment, StoredPackage
@@ -61,6 +62,13 @@ CREATE TABLE IF NOT EXISTS identifiables (
     kind TEXT NOT NULL,
     position INTEGER NOT NULL,
     document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantined_identifiables (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    document TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    quarantined_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS supplementary_files (
     path TEXT PRIMARY KEY,
@@ -122,6 +130,45 @@ class StoredValue:
 
 def _lexical(value: Any) -> str | None:
     return None if value is None else datatypes.xsd_repr(value)
+
+
+def _documents(
+    identifiables: list[model.Identifiable],
+) -> tuple[list[tuple[str, str, str]], dict[str, dict[str, str | None]]]:
+    """The rows of ``identifiables`` (id, kind, JSON document) and each submodel's Property values as documented.
+
+    The caller keeps the identifiables from changing meanwhile (the store's lock); only values may
+    change, each atomically.
+    """
+    rows = [
+        (identifiable.id, _KINDS[type(identifiable)], json.dumps(identifiable, cls=JsonEncoder))
+        for identifiable in identifiables
+    ]
+    documented = {
+        identifiable.id: {
+            path: _lexical(element.value)
+            for path, element in paths.walk(identifiable)
+            if isinstance(element, model.Property)
+        }
+        for identifiable in identifiables
+        if isinstance(identifiable, model.Submodel)
+    }
+    return rows, documented
+
+
+_UPSERT_FILE = (
+    "INSERT INTO supplementary_files VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+    "content_type = excluded.content_type, data = excluded.data"
+)
+
+
+def _upsert_package(database: sqlite3.Connection, package: StoredPackage) -> None:
+    (position,) = database.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM packages").fetchone()
+    database.execute(
+        "INSERT INTO packages VALUES (?, ?, ?, ?, ?) ON CONFLICT(package_id) DO UPDATE SET "
+        "file_name = excluded.file_name, aas_ids = excluded.aas_ids, content = excluded.content",
+        (package.package_id, position, package.file_name, json.dumps(package.aas_ids), package.content),
+    )
 
 
 class SqliteRepository:
@@ -253,19 +300,8 @@ class SqliteRepository:
         and never an older one. Stored values equal to the document's keep their times and quality.
         """
         identifiables = list(identifiables)
-        rows = [
-            (identifiable.id, _KINDS[type(identifiable)], json.dumps(identifiable, cls=AASToJsonEncoder))
-            for identifiable in identifiables
-        ]
-        documented = {
-            identifiable.id: {
-                path: _lexical(element.value)
-                for path, element in paths.walk(identifiable)
-                if isinstance(element, model.Property)
-            }
-            for identifiable in identifiables
-            if isinstance(identifiable, model.Submodel)
-        }
+        # encoding takes seconds for a submodel of 40,000 elements: on the database thread, off the loop
+        rows, documented = await self._run(_documents, identifiables)
         await self._run(self._save_identifiables, rows, list(outbox), documented)
         self._outbox_appended(outbox)
 
@@ -274,6 +310,7 @@ class SqliteRepository:
         rows: list[tuple[str, str, str]],
         events: list[OutboundEvent],
         documented: dict[str, dict[str, str | None]],
+        extra: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         with self._transaction() as database:
             (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
@@ -292,8 +329,34 @@ class SqliteRepository:
                     "DELETE FROM property_values WHERE submodel_id = ? AND id_short_path = ?",
                     [(submodel_id, path) for path, value in kept if path not in values or values[path] != value],
                 )
+            if extra is not None:
+                extra(database)
             stored = self._insert_events(database, events)
         self._count_events(stored, len(events))
+
+    async def save_batch(
+        self,
+        identifiables: Sequence[model.Identifiable],
+        *,
+        files: Mapping[str, tuple[bytes, str]],
+        package: StoredPackage | None,
+        outbox: Sequence[OutboundEvent] = (),
+    ) -> None:
+        """``save_identifiables`` with supplementary files and an uploaded package file, in one transaction.
+
+        The identifiables are written first, then the files, then the package: a failure anywhere
+        (a full disk included) rolls all of it back, so an upload or import is stored whole or not at all.
+        """
+        rows, documented = await self._run(_documents, list(identifiables))
+        file_rows = [(path, content_type, data) for path, (data, content_type) in files.items()]
+
+        def files_and_package(database: sqlite3.Connection) -> None:
+            database.executemany(_UPSERT_FILE, file_rows)
+            if package is not None:
+                _upsert_package(database, package)
+
+        await self._run(self._save_identifiables, rows, list(outbox), documented, files_and_package)
+        self._outbox_appended(outbox)
 
     async def delete_identifiable(self, identifier: str, *, outbox: Sequence[OutboundEvent] = ()) -> None:
         """Delete an identifiable and the values of its Properties; ``outbox`` events in the same transaction."""
@@ -310,19 +373,56 @@ class SqliteRepository:
         self._outbox_appended(outbox)
 
     async def load_identifiables(self) -> list[model.Identifiable]:
-        """Every stored identifiable, in insertion order, decoded strictly (the database holds only valid objects)."""
-        rows = await self._run(
-            lambda: self._db.execute("SELECT id, document FROM identifiables ORDER BY position").fetchall()
-        )
+        """Every stored identifiable, in insertion order, decoded strictly.
+
+        One that does not decode, or does not write and read back as itself, is quarantined: moved
+        to the ``quarantined_identifiables`` table with the reason (kept, not deleted), logged as an
+        error, and left out; the others are returned, so one bad object never stops a start.
+        """
+        return await self._run(self._load_identifiables)
+
+    def _load_identifiables(self) -> list[model.Identifiable]:
+        rows = self._db.execute("SELECT id, kind, document FROM identifiables ORDER BY position").fetchall()
         result: list[model.Identifiable] = []
-        for identifier, document in rows:
+        for identifier, kind, document in rows:
+            problem: str | None
             try:
-                result.append(json.loads(document, cls=StrictAASFromJsonDecoder))
-            except (ValueError, TypeError, KeyError) as error:
-                raise PersistenceError(
-                    f"{self.path}: stored identifiable {identifier!r} is unreadable: {error}"
-                ) from error
+                identifiable = json.loads(document, cls=FaithfulJsonDecoder)
+            except (ValueError, TypeError, KeyError, model.AASConstraintViolation) as error:
+                problem = f"does not decode: {str(error).split(' >>> ')[0]}"
+            else:
+                if not isinstance(identifiable, model.Identifiable):
+                    problem = f"decodes as a {type(identifiable).__name__}, not an identifiable"
+                else:
+                    problem = roundtrip_problem(identifiable)
+            if problem is None:
+                result.append(identifiable)
+                continue
+            with self._transaction() as database:
+                database.execute(
+                    "INSERT INTO quarantined_identifiables (id, kind, document, reason, quarantined_at) "
+                    "VALUES (?, ?, ?, ?, datetime('now')) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, "
+                    "document = excluded.document, reason = excluded.reason, quarantined_at = excluded.quarantined_at",
+                    (identifier, kind, document, problem),
+                )
+                database.execute("DELETE FROM identifiables WHERE id = ?", (identifier,))
+            _LOG.error(
+                "stored %s %r %s; quarantined (kept in table quarantined_identifiables of %s), the rest is served",
+                kind,
+                identifier,
+                problem,
+                self.path,
+            )
         return result
+
+    async def quarantined_identifiables(self) -> list[tuple[str, str, str]]:
+        """``(id, kind, reason)`` of every identifiable set aside at a load, oldest first."""
+        rows: list[tuple[str, str, str]] = await self._run(
+            lambda: self._db.execute(
+                "SELECT id, kind, reason FROM quarantined_identifiables ORDER BY quarantined_at, id"
+            ).fetchall()
+        )
+        return rows
 
     # --- supplementary files (AASX parts named by File elements and thumbnails) ----------------
 
@@ -332,11 +432,7 @@ class SqliteRepository:
 
         def save() -> None:
             with self._transaction() as database:
-                database.executemany(
-                    "INSERT INTO supplementary_files VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                    "content_type = excluded.content_type, data = excluded.data",
-                    rows,
-                )
+                database.executemany(_UPSERT_FILE, rows)
 
         if rows:
             await self._run(save)
@@ -367,12 +463,7 @@ class SqliteRepository:
     async def save_package(self, package: StoredPackage) -> None:
         def save() -> None:
             with self._transaction() as database:
-                (position,) = database.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM packages").fetchone()
-                database.execute(
-                    "INSERT INTO packages VALUES (?, ?, ?, ?, ?) ON CONFLICT(package_id) DO UPDATE SET "
-                    "file_name = excluded.file_name, aas_ids = excluded.aas_ids, content = excluded.content",
-                    (package.package_id, position, package.file_name, json.dumps(package.aas_ids), package.content),
-                )
+                _upsert_package(database, package)
 
         await self._run(save)
 
@@ -543,6 +634,8 @@ class SqliteAttachmentStore:
 
     def __init__(self, repository: SqliteRepository) -> None:
         self._repository = repository
+        self.journal = repository
+        """The journal it stores in: a ``TwinStore`` with the same journal stores uploads whole (``save_batch``)."""
 
     async def get(self, path: str) -> Attachment | None:
         found = await self._repository.load_file(path)
@@ -560,6 +653,8 @@ class SqlitePackageStore:
 
     def __init__(self, repository: SqliteRepository) -> None:
         self._repository = repository
+        self.journal = repository
+        """The journal it stores in (see ``SqliteAttachmentStore.journal``)."""
 
     async def packages(self) -> list[StoredPackage]:
         return await self._repository.load_packages()
