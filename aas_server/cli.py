@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aas_server import __version__
 from aas_server.config import HubSettings, load_settings, load_yaml
-from aas_server.errors import ConfigurationError, HubError, PackageError
+from aas_server.errors import ConfigurationError, ConflictError, HubError, InvalidRequestError, PackageError
 
 if TYPE_CHECKING:
     from basyx.aas import model
@@ -142,9 +142,16 @@ def check_file(path: Path) -> str:
 
 
 async def _import(arguments: argparse.Namespace) -> int:
-    """Read each package; with ``--config``, store what was taken (skip or replace existing ids)."""
+    """Read each package; with ``--config``, store what was taken (skip or replace existing ids).
+
+    All packages are read and checked before anything is stored; then their objects and files are
+    stored in one transaction (``TwinStore.commit_identifiables``). If any package cannot be read,
+    or the objects cannot be stored, nothing is stored.
+    """
     from aas_server.exchange import ImportResult, read_package_file
     from aas_server.persistence.sqlite import SqliteRepository
+    from aas_server.store.files import owned_files
+    from aas_server.store.twin_store import TwinStore
 
     results: list[ImportResult] = []
     status = EXIT_OK
@@ -164,22 +171,36 @@ async def _import(arguments: argparse.Namespace) -> int:
     if arguments.config is None or not results:
         return status
     settings = load_settings(arguments.config)
+    if status != EXIT_OK:
+        print(f"nothing stored in {settings.sqlite_path}: not every package could be read", file=sys.stderr)
+        return status
     async with SqliteRepository(settings.sqlite_path) as repository:
-        existing = {identifiable.id for identifiable in await repository.load_identifiables()}
+        store = TwinStore(journal=repository)
+        store.add_all(await repository.load_identifiables())
+        existing = {identifiable.id for identifiable in store.identifiables()}
+        batch: dict[str, model.Identifiable] = {}
+        files: dict[str, tuple[bytes, str]] = {}
         for result in results:
-            taken = [i for i in result.identifiables if arguments.replace or i.id not in existing]
+            taken = [i for i in result.identifiables if arguments.replace or i.id not in existing | batch.keys()]
             for skipped in sorted({i.id for i in result.identifiables} - {i.id for i in taken}):
                 print(f"{result.report.source}: {skipped!r} exists already; skipped (use --replace)", file=sys.stderr)
-            await repository.save_identifiables(taken)
-            await repository.save_files(result.supplementary_files)
-            existing.update(identifiable.id for identifiable in taken)
-            print(f"{result.report.source}: {len(taken)} identifiables stored in {settings.sqlite_path}")
+            batch.update((identifiable.id, identifiable) for identifiable in taken)
+            files.update(owned_files(taken, result.supplementary_files))
+        try:
+            await store.commit_identifiables(list(batch.values()), replace=arguments.replace, files=files)
+        except HubError as error:
+            print(f"{error}; nothing stored in {settings.sqlite_path}", file=sys.stderr)
+            return EXIT_INVALID if isinstance(error, (ConflictError, InvalidRequestError)) else EXIT_FAILURE
+        for result in results:
+            count = sum(1 for identifiable in result.identifiables if batch.get(identifiable.id) is identifiable)
+            print(f"{result.report.source}: {count} identifiables stored in {settings.sqlite_path}")
     return status
 
 
 async def _export(arguments: argparse.Namespace) -> int:
     from aas_server.exchange import write_package_file
     from aas_server.persistence.sqlite import SqliteRepository
+    from aas_server.store.files import stored_package_files
 
     rdf_format = RDF_FORMATS.get(arguments.format or RDF_EXTENSIONS.get(arguments.output.suffix.lower(), ""))
     settings = load_settings(arguments.config)
@@ -188,7 +209,7 @@ async def _export(arguments: argparse.Namespace) -> int:
         if not identifiables:
             identifiables = await asyncio.to_thread(_model_from_settings, settings)
         stored_values = await repository.load_values() if rdf_format else []
-        files = {} if rdf_format else await repository.load_files()
+        files = {} if rdf_format else stored_package_files(identifiables, await repository.load_files())
     if rdf_format:
         triples = await asyncio.to_thread(_write_rdf, arguments.output, identifiables, stored_values, rdf_format)
         print(f"{arguments.output}: {len(identifiables)} identifiables with their last values, {triples} triples")

@@ -16,6 +16,7 @@ Without ``aasIds`` and ``submodelIds`` the whole repository is serialised; unkno
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from basyx.aas import model
 from aas_server.api import auth
 from aas_server.api.attachments import read_upload, safe_file_name
 from aas_server.api.context import ATTACHMENTS_KEY, MAX_BODY_KEY, PACKAGES_KEY, store_of
-from aas_server.api.packages import import_package
+from aas_server.api.packages import import_package, object_rights
 from aas_server.api.paging import page_positions, parse_page_request
 from aas_server.api.resources import cached_body, note_change
 from aas_server.api.routing import RouteTable
@@ -39,9 +40,17 @@ from aas_server.api.serialization import (
     to_json_object,
 )
 from aas_server.errors import InvalidRequestError, NotFoundError
-from aas_server.exchange import read_package, write_package
-from aas_server.model import paths
-from aas_server.store.files import AttachmentStore, StoredPackage
+from aas_server.exchange import write_package
+from aas_server.exchange.json_codec import FaithfulJsonDecoder
+from aas_server.store.files import (
+    AttachmentStore,
+    FileReference,
+    StoredPackage,
+    file_references,
+    owned_key,
+    package_files,
+    rename_files,
+)
 
 routes = RouteTable()
 
@@ -69,20 +78,21 @@ def _package_id(request: web.Request) -> str:
 
 
 async def _import(request: web.Request, package_id: str, *, replace: bool) -> StoredPackage:
+    """Import an uploaded package whole or not at all (``packages.import_package``), checking the caller's
+    rights on every object it creates or replaces."""
     upload = await read_upload(request, request.app[MAX_BODY_KEY])
     file_name = safe_file_name(upload.file_name, "package.aasx")
-    aas_ids = await import_package(
+    return await import_package(
         store_of(request),
         request.app[ATTACHMENTS_KEY],
+        request.app[PACKAGES_KEY],
         upload.content,
-        file_name,
+        StoredPackage(package_id, file_name, upload.content, tuple(upload.fields.get("aasIds", []))),
         replace=replace,
         strict=_boolean(request, "strict", False),
+        rights=lambda batch: object_rights(request, batch),
         on_change=lambda identifiable: note_change(request, identifiable.id, identifiable),
     )
-    package = StoredPackage(package_id, file_name, upload.content, aas_ids or tuple(upload.fields.get("aasIds", [])))
-    await request.app[PACKAGES_KEY].put(package)
-    return package
 
 
 @routes.get("/packages")
@@ -189,27 +199,32 @@ def _environment_json(request: web.Request, selected: list[model.Identifiable]) 
 
 async def _supplementary_files(
     attachments: AttachmentStore, selected: list[model.Identifiable]
-) -> dict[str, tuple[bytes, str]]:
-    wanted: set[str] = set()
-    for identifiable in selected:
-        if isinstance(identifiable, model.Submodel):
-            for _, element in paths.walk(identifiable):
-                if isinstance(element, model.File) and element.value and element.value.startswith("/"):
-                    wanted.add(element.value)
-        elif isinstance(identifiable, model.AssetAdministrationShell):
-            thumbnail = identifiable.asset_information.default_thumbnail
-            if thumbnail is not None and thumbnail.path.startswith("/"):
-                wanted.add(thumbnail.path)
-    files: dict[str, tuple[bytes, str]] = {}
-    for path in sorted(wanted):
-        attachment = await attachments.get(path)
-        if attachment is not None:
-            files[path] = (attachment.content, attachment.content_type)
-    return files
+) -> tuple[dict[str, tuple[bytes, str]], dict[str, str]]:
+    """The bytes stored for each File and thumbnail of ``selected`` by package path, and the owners whose path
+    another owner fills with different bytes, with the path they get in the package (``store.files``)."""
+    found: list[tuple[FileReference, tuple[bytes, str] | None]] = []
+    for reference in file_references(selected):
+        attachment = await attachments.get(owned_key(reference.owner, reference.path))
+        found.append((reference, None if attachment is None else (attachment.content, attachment.content_type)))
+    return package_files(found)
 
 
-def _convert(snapshot: bytes, files: dict[str, tuple[bytes, str]], package_format: str) -> bytes:
-    identifiables = read_package(snapshot, "environment.json").identifiables
+def _snapshot_objects(snapshot: bytes) -> list[model.Identifiable]:
+    """The objects of a JSON snapshot as stored, without the importer's repairs (which would drop, not rename,
+    a legacy File value naming a package part: ``write_package`` renames those)."""
+    document = json.loads(snapshot, cls=FaithfulJsonDecoder)
+    return [
+        item
+        for key in ("assetAdministrationShells", "submodels", "conceptDescriptions")
+        for item in document.get(key, [])
+    ]
+
+
+def _convert(
+    snapshot: bytes, files: dict[str, tuple[bytes, str]], renamed: dict[str, str], package_format: str
+) -> bytes:
+    identifiables = _snapshot_objects(snapshot)
+    rename_files(identifiables, renamed)
     return write_package(identifiables, files, package_format)  # type: ignore[arg-type]
 
 
@@ -222,10 +237,10 @@ async def get_serialization(request: web.Request) -> web.Response:
     if media_type == JSON_CONTENT_TYPE:
         return bytes_response(snapshot)
     if media_type == XML_CONTENT_TYPE:
-        body = await asyncio.to_thread(_convert, snapshot, {}, "xml")
+        body = await asyncio.to_thread(_convert, snapshot, {}, {}, "xml")
         return web.Response(body=body, content_type=XML_CONTENT_TYPE)
-    files = await _supplementary_files(request.app[ATTACHMENTS_KEY], selected)
-    body = await asyncio.to_thread(_convert, snapshot, files, "aasx")
+    files, renamed = await _supplementary_files(request.app[ATTACHMENTS_KEY], selected)
+    body = await asyncio.to_thread(_convert, snapshot, files, renamed, "aasx")
     return web.Response(
         body=body,
         content_type=media_type,

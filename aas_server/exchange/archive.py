@@ -229,8 +229,7 @@ def _related_parts(package: Any, source: str = "/", report: ImportReport | None 
         }
     except IndexError:
         raise PackageError(
-            f"AASX package structure is broken: a relationship of {source!r} "
-            "targets a part above the package root"
+            f"AASX package structure is broken: a relationship of {source!r} targets a part above the package root"
         ) from None
     for relationship in package.get_raw_relationships(source):
         if relationship.target_mode.name != "EXTERNAL" or relationship.type not in _FOLLOWED_TYPES:
