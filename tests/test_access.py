@@ -53,7 +53,15 @@ from aas_server.runtime.hub import load_model_files
 from aas_server.security.access import AccessControl
 from aas_server.security.rules import AccessPolicy, glob_matches
 from aas_server.security.scopes import ModelAccess, ScopeKind
-from aas_server.store.files import Attachment, MemoryAttachmentStore, MemoryPackageStore, StoredPackage
+from aas_server.store.files import (
+    Attachment,
+    MemoryAttachmentStore,
+    MemoryPackageStore,
+    StoredPackage,
+    element_owner,
+    owned_key,
+    thumbnail_owner,
+)
 from aas_server.store.history import AggregatePage, SampleKey, SamplePage
 from aas_server.store.twin_store import TwinStore
 from tests.support import ROOT
@@ -75,6 +83,9 @@ SEM_SECRET = "urn:test:sem:Secret"
 PACKAGE_A = "package-a"
 THUMBNAIL_PATH = "/aasx/thumbnail.png"
 MANUAL_PATH = "/aasx/files/manual.pdf"
+THUMBNAIL_KEY = owned_key(thumbnail_owner(SHELL_A), THUMBNAIL_PATH)
+MANUAL_KEY = owned_key(element_owner(SM_A, "Manual"), MANUAL_PATH)
+"""Where the attachment store keeps the bytes of shell A's thumbnail and of the File ``Manual`` of ``SM_A``."""
 
 ISSUER = "https://idp.example.test/realms/plant"
 AUDIENCE = "aas-server-tests"
@@ -326,7 +337,7 @@ class Served:
     async def snapshot(self) -> list[Any]:
         """Everything a request could change: identifiables, stored files and packages."""
         identifiables = sorted((item.id, dumps(to_json_object(item))) for item in self.store.identifiables())
-        files = [await self.attachments.get(path) for path in (THUMBNAIL_PATH, MANUAL_PATH)]
+        files = [await self.attachments.get(key) for key in (THUMBNAIL_KEY, MANUAL_KEY)]
         packages = [(package.package_id, package.content) for package in await self.packages.packages()]
         return [identifiables, files, packages]
 
@@ -341,8 +352,8 @@ async def _serve(tmp_path: Path, settings: HubSettings | None = None) -> AsyncIt
     control = AccessControl.from_settings(settings, {SECRET_ENV: HS256_SECRET})
     store = build_store()
     attachments = MemoryAttachmentStore()
-    await attachments.put(THUMBNAIL_PATH, Attachment(b"\x89PNG thumbnail", "image/png"))
-    await attachments.put(MANUAL_PATH, Attachment(b"%PDF manual", "application/pdf"))
+    await attachments.put(THUMBNAIL_KEY, Attachment(b"\x89PNG thumbnail", "image/png"))
+    await attachments.put(MANUAL_KEY, Attachment(b"%PDF manual", "application/pdf"))
     packages = MemoryPackageStore()
     await packages.put(StoredPackage(PACKAGE_A, "a.aasx", _aasx("urn:test:aas:packaged"), (SHELL_A,)))
     app = create_app(

@@ -29,7 +29,6 @@ from aas_server.api.app import create_app
 from aas_server.api.auth import access_middleware
 from aas_server.api.serialization import encode_identifier
 from aas_server.config import HistorySettings, HubSettings, OpcUaSettings, RestSettings, SecuritySettings
-from aas_server.errors import PackageError
 from aas_server.exchange import read_package, read_package_file, write_package
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.runtime.hub import Hub
@@ -396,20 +395,3 @@ async def test_cli_export_of_legacy_file_values_reads_back(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     _check_reimport(output.read_bytes())
     assert read_package_file(output, strict=True).report.counts_taken["submodel_elements"] == 7
-
-
-async def test_the_commit_refuses_an_object_that_does_not_read_back_and_stores_nothing(tmp_path: Path) -> None:
-    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
-        store = TwinStore(journal=repository)
-        await store.commit_identifiables(plant())
-        changed = plant(serial="SN-2", id_short="Changed")
-        unreadable = _submodel("urn:test:sm:unreadable", "Fine", "SN-3")
-        unreadable._id_short = "not an idShort"  # what no decoder would build: its JSON form does not read back
-        with pytest.raises(PackageError) as refused:
-            await store.commit_identifiables([*changed, unreadable], replace=True)
-        assert "urn:test:sm:unreadable" in str(refused.value)
-        assert "AASd-002" in str(refused.value)
-        assert store.shell(PLANT).id_short == "Plant"
-        assert [item.id for item in await repository.load_identifiables()] == [PLANT, NAMEPLATE, OPERATION]
-        stored_nameplate = (await repository.load_identifiables())[1]
-        assert stored_nameplate.get_referable("SerialNumber").value == "SN-1"  # type: ignore[attr-defined]

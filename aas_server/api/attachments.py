@@ -1,12 +1,18 @@
 """File contents behind File elements and shell thumbnails (Part 2, *attachment* and *thumbnail*).
 
 A File element's ``value`` is a path inside the AASX package (``/aasx/files/manual.pdf``), exactly as
-an AASX keeps supplementary files; the hub keeps the bytes under that path in an
-``AttachmentStore``. Uploading through ``PUT .../attachment`` stores the bytes under a path derived
-from the element (``/aasx/files/<hash of submodel and idShort path>/<fileName>``) and sets the
-element's ``value`` (and ``contentType``) to it, so a download finds the bytes only while the element
-still points at them; a package import stores its supplementary files under their package paths,
-and a package export writes them back from there.
+an AASX keeps supplementary files; the hub keeps the bytes in an ``AttachmentStore`` for their owner,
+the element (or the shell, for a thumbnail), under that path (``aas_server.store.files.owned_key``).
+Uploading through ``PUT .../attachment`` stores the bytes under a path derived from the element
+(``/aasx/files/<hash of submodel and idShort path>/<fileName>``) and sets the element's ``value``
+(and ``contentType``) to it, so a download finds the bytes only while the element still points at
+them; a package import stores its supplementary files for the elements that name them, and a package
+export writes them back from there.
+
+A download reads only the bytes stored for the element (or shell) asked for. A change that points a
+File or thumbnail at a path whose bytes another element or shell owns is refused (``403``,
+:func:`check_file_values`, :func:`check_thumbnail`): the value would name bytes the element cannot
+reach, and would otherwise be a way to read what the caller may not.
 
 The protocol is small and asynchronous so that a SQLite or PostgreSQL implementation can sit
 beside ``MemoryAttachmentStore`` (see ``aas_server/store/files.py``).
@@ -14,6 +20,7 @@ beside ``MemoryAttachmentStore`` (see ``aas_server/store/files.py``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import mimetypes
 import posixpath
@@ -22,9 +29,22 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
+from basyx.aas import model
 
-from aas_server.errors import InvalidRequestError
-from aas_server.store.files import DEFAULT_CONTENT_TYPE
+from aas_server.api.context import attachments_of, store_of
+from aas_server.errors import AccessDeniedError, InvalidRequestError, NotFoundError
+from aas_server.model import paths
+from aas_server.store.files import (
+    DEFAULT_CONTENT_TYPE,
+    Attachment,
+    FileReference,
+    element_owner,
+    file_references,
+    is_package_path,
+    owned_key,
+    thumbnail_owner,
+)
+from aas_server.store.twin_store import TwinStore
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -115,3 +135,126 @@ async def _read_parts(request: web.Request, limit: int) -> Upload:
         raise InvalidRequestError("the multipart body has no 'file' part")
     file_name = (fields.get("fileName") or [part_file_name or ""])[0]
     return Upload(content, file_name, part_type, fields)
+
+
+# --- ownership of stored bytes ----------------------------------------------------------------------
+
+
+async def stored_attachment(
+    request: web.Request, submodel_id: str, id_short_path: str, value: str | None
+) -> Attachment | None:
+    """The bytes stored for the File element at ``id_short_path`` under its ``value`` (``None``: none)."""
+    if not value:
+        return None
+    return await attachments_of(request).get(owned_key(element_owner(submodel_id, id_short_path), value))
+
+
+async def stored_thumbnail(request: web.Request, shell_id: str, path: str) -> Attachment | None:
+    """The thumbnail bytes stored for the shell under ``path``."""
+    return await attachments_of(request).get(owned_key(thumbnail_owner(shell_id), path))
+
+
+class _Owners:
+    """Who else keeps bytes under a package path, looked up once per request (the model is walked lazily)."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self._references: list[FileReference] | None = None
+
+    async def other_owner(self, owner: str | None, path: str) -> bool:
+        if self._references is None:
+            store = store_of(self.request)
+            self._references = file_references([*store.shells(), *store.submodels()])
+        attachments = attachments_of(self.request)
+        for reference in self._references:
+            if (
+                reference.path == path
+                and reference.owner != owner
+                and await attachments.get(owned_key(reference.owner, path)) is not None
+            ):
+                return True
+        return False
+
+    async def check(self, owner: str | None, path: str | None, current: str | None, what: str) -> None:
+        if path is None or not is_package_path(path) or path == current:
+            return
+        if owner is not None and await attachments_of(self.request).get(owned_key(owner, path)) is not None:
+            return
+        if await self.other_owner(owner, path):
+            raise AccessDeniedError(
+                f"{what} may not name {path!r}: the bytes stored under that path belong to another element or "
+                "shell; upload this one's own content (PUT .../attachment or .../thumbnail) instead"
+            )
+
+
+def _current_file_value(request: web.Request, submodel_id: str, id_short_path: str | None) -> str | None:
+    if id_short_path is None:
+        return None
+    try:
+        current = store_of(request).element(submodel_id, id_short_path)
+    except (NotFoundError, InvalidRequestError):
+        return None
+    return current.value if isinstance(current, model.File) else None
+
+
+def _files_below(new: model.Submodel | model.SubmodelElement, prefix: str) -> list[tuple[str, model.File]]:
+    return [(path, element) for path, element in paths.walk(new, prefix) if isinstance(element, model.File)]
+
+
+async def check_file_values(
+    request: web.Request,
+    submodel_id: str,
+    id_short_path: str | None,
+    new: model.Submodel | model.SubmodelElement,
+) -> None:
+    """Refuse (``AccessDeniedError``) a change that points a File at bytes another element or shell owns.
+
+    ``new`` is the submodel (``id_short_path`` ``""``) or the element about to be put at
+    ``id_short_path`` (``None`` when not known yet: a new item of a SubmodelElementList), with what it
+    holds. A File may keep its value, name bytes stored for itself, or name a path no one has bytes
+    under (a link to a file not uploaded yet).
+    """
+    owners = _Owners(request)
+    found: list[tuple[str | None, model.File]] = []
+    if isinstance(new, model.File):
+        found.append((id_short_path, new))
+    # a walk over a large submodel takes a while: in a worker thread (``new`` is not shown to anyone yet)
+    files = await asyncio.to_thread(_files_below, new, id_short_path or "")
+    for child_path, element in files:
+        found.append((child_path if id_short_path is not None else None, element))
+    for path, file in found:
+        owner = element_owner(submodel_id, path) if path is not None else None
+        what = f"File {path or file.id_short!r} of submodel {submodel_id!r}"
+        await owners.check(owner, file.value, _current_file_value(request, submodel_id, path), what)
+
+
+async def check_thumbnail(request: web.Request, shell_id: str, thumbnail: model.Resource | None) -> None:
+    """Refuse (``AccessDeniedError``) a shell change that points its thumbnail at bytes another owner keeps."""
+    if thumbnail is None:
+        return
+    try:
+        current = store_of(request).shell(shell_id).asset_information.default_thumbnail
+    except NotFoundError:
+        current = None
+    await _Owners(request).check(
+        thumbnail_owner(shell_id),
+        thumbnail.path,
+        current.path if current is not None else None,
+        f"the thumbnail of shell {shell_id!r}",
+    )
+
+
+def new_element_path(
+    store: TwinStore, submodel_id: str, parent_path: str | None, element: model.SubmodelElement
+) -> str | None:
+    """Where ``element`` goes when created in the container at ``parent_path`` (``None``/``""``: the submodel);
+    ``None`` for an item of a SubmodelElementList (its index is given when it is added)."""
+    if not parent_path:
+        return str(element.id_short)
+    try:
+        parent = store.element(submodel_id, parent_path)
+    except (NotFoundError, InvalidRequestError):
+        return None
+    if isinstance(parent, model.SubmodelElementList):
+        return None
+    return f"{parent_path}.{element.id_short}"

@@ -23,7 +23,13 @@ from aiohttp import hdrs, web
 from basyx.aas import model
 
 from aas_server.api import auth
-from aas_server.api.attachments import attachment_path, content_type_for, read_upload
+from aas_server.api.attachments import (
+    attachment_path,
+    check_thumbnail,
+    content_type_for,
+    read_upload,
+    stored_thumbnail,
+)
 from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
 from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
@@ -46,7 +52,7 @@ from aas_server.api.serialization import (
     to_json_object,
 )
 from aas_server.errors import ConflictError, InvalidRequestError, NotFoundError
-from aas_server.store.files import Attachment
+from aas_server.store.files import Attachment, owned_key, thumbnail_owner
 
 routes = RouteTable()
 
@@ -137,6 +143,7 @@ async def post_shell(request: web.Request) -> web.Response:
         decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
     )
     auth.check_references(request, shell.id, shell)
+    await check_thumbnail(request, shell.id, shell.asset_information.default_thumbnail)
     await store_of(request).create(shell)
     note_change(request, shell.id, shell)
     return created(request, shell_body(request, shell.id), collection_location(request, shell.id))
@@ -159,6 +166,7 @@ async def put_shell(request: web.Request) -> web.Response:
     )
     _check_id(shell, shell_id)
     auth.check_references(request, shell_id, shell)
+    await check_thumbnail(request, shell_id, shell.asset_information.default_thumbnail)
     store = store_of(request)
     try:
         store.shell(shell_id)
@@ -214,6 +222,7 @@ async def put_asset_information(request: web.Request) -> web.Response:
     """PutAssetInformation: ``204``."""
     information = decode_asset_information(await read_json_body(request))
     shell = _copy(request)
+    await check_thumbnail(request, shell.id, information.default_thumbnail)
     shell.asset_information = information
     await _replace(request, shell)
     return no_content()
@@ -224,7 +233,7 @@ async def get_thumbnail(request: web.Request) -> web.Response:
     """GetThumbnail: the stored thumbnail bytes with their content type."""
     shell = store_of(request).shell(shell_id_of(request))
     thumbnail = shell.asset_information.default_thumbnail
-    attachment = await attachments_of(request).get(thumbnail.path) if thumbnail is not None else None
+    attachment = await stored_thumbnail(request, shell.id, thumbnail.path) if thumbnail is not None else None
     if thumbnail is None or attachment is None:
         raise NotFoundError(f"shell {shell.id!r} has no stored thumbnail")
     return web.Response(
@@ -241,7 +250,9 @@ async def put_thumbnail(request: web.Request) -> web.Response:
     upload = await read_upload(request, request.app[MAX_BODY_KEY])
     content_type = content_type_for(upload.file_name, upload.content_type)
     path = attachment_path(shell.id, "thumbnail", upload.file_name or "thumbnail")
-    await attachments_of(request).put(path, Attachment(upload.content, content_type))
+    await attachments_of(request).put(
+        owned_key(thumbnail_owner(shell.id), path), Attachment(upload.content, content_type)
+    )
     shell.asset_information.default_thumbnail = model.Resource(path, content_type)
     await _replace(request, shell)
     return no_content()
@@ -256,7 +267,7 @@ async def delete_thumbnail(request: web.Request) -> web.Response:
         raise NotFoundError(f"shell {shell.id!r} has no thumbnail")
     shell.asset_information.default_thumbnail = None
     await _replace(request, shell)
-    await attachments_of(request).delete(thumbnail.path)
+    await attachments_of(request).delete(owned_key(thumbnail_owner(shell.id), thumbnail.path))
     return web.Response(status=200)
 
 

@@ -21,7 +21,14 @@ from aiohttp import hdrs, web
 from basyx.aas import model
 
 from aas_server.api import auth
-from aas_server.api.attachments import attachment_path, content_type_for, read_upload
+from aas_server.api.attachments import (
+    attachment_path,
+    check_file_values,
+    content_type_for,
+    new_element_path,
+    read_upload,
+    stored_attachment,
+)
 from aas_server.api.context import MAX_BODY_KEY, OPERATIONS_KEY, RUNS_KEY, attachments_of, store_of
 from aas_server.api.deserialization import decode_element
 from aas_server.api.errors import timestamp
@@ -56,7 +63,7 @@ from aas_server.api.value_only import copy_element, is_wrapped, plan_element_val
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths, values
 from aas_server.model.events import QualityReason
-from aas_server.store.files import Attachment
+from aas_server.store.files import Attachment, element_owner, owned_key
 from aas_server.store.twin_store import TwinStore
 
 routes = RouteTable()
@@ -138,6 +145,7 @@ async def put_submodel_element(request: web.Request) -> web.Response:
     accept_json(request)
     store, submodel_id, path = _target(request)
     element = await asyncio.to_thread(decode_element, await read_json_body(request))
+    await check_file_values(request, submodel_id, path, element)
     try:
         store.element(submodel_id, path)
     except NotFoundError:
@@ -161,6 +169,7 @@ async def patch_submodel_element(request: web.Request) -> web.Response:
     body = await read_json_object(request, "SubmodelElement")
     current = plain_json(store.element(submodel_id, path))
     element = await asyncio.to_thread(decode_element, merged(current, body))
+    await check_file_values(request, submodel_id, path, element)
     await store.replace_element(submodel_id, path, element)
     return no_content()
 
@@ -171,6 +180,7 @@ async def post_submodel_element_by_path(request: web.Request) -> web.Response:
     accept_json(request)
     store, submodel_id, path = _target(request)
     element = await asyncio.to_thread(decode_element, await read_json_body(request))
+    await check_file_values(request, submodel_id, new_element_path(store, submodel_id, path, element), element)
     new_path = await store.create_element(submodel_id, path, element)
     location = f"{_elements_base(request)}/{new_path}"
     return created(request, element_body(request, submodel_id, new_path, Modifiers()), location)
@@ -257,7 +267,10 @@ async def patch_submodel_element_value(request: web.Request) -> web.Response:
             body = body[element.id_short]
         await store.write_value(submodel_id, path, body, origin="rest")
     else:
-        await apply_value_plan(store, submodel_id, plan_element_value_update(element, body, path))
+        plan = plan_element_value_update(element, body, path)
+        for replacement in plan.replacements:
+            await check_file_values(request, submodel_id, replacement.id_short_path, replacement.element)
+        await apply_value_plan(store, submodel_id, plan)
     return no_content()
 
 
@@ -325,7 +338,7 @@ async def get_attachment(request: web.Request) -> web.Response:
             raise NotFoundError(f"Blob {path!r} has no content")
         content, content_type, name = element.value, element.content_type, str(element.id_short or "blob")
     else:
-        attachment = await attachments_of(request).get(element.value) if element.value else None
+        attachment = await stored_attachment(request, submodel_id, path, element.value)
         if attachment is None:
             raise NotFoundError(f"no file content is stored for File {path!r} (value {element.value!r})")
         content = attachment.content
@@ -351,7 +364,9 @@ async def put_attachment(request: web.Request) -> web.Response:
         replacement.content_type = content_type
     else:
         package_path = attachment_path(submodel_id, path, upload.file_name or str(element.id_short))
-        await attachments_of(request).put(package_path, Attachment(upload.content, content_type))
+        await attachments_of(request).put(
+            owned_key(element_owner(submodel_id, path), package_path), Attachment(upload.content, content_type)
+        )
         replacement.value = package_path
         replacement.content_type = content_type
     await store.replace_element(submodel_id, path, replacement)
@@ -369,7 +384,7 @@ async def delete_attachment(request: web.Request) -> web.Response:
     replacement.value = None
     await store.replace_element(submodel_id, path, replacement)
     if isinstance(element, model.File) and element.value:
-        await attachments_of(request).delete(element.value)
+        await attachments_of(request).delete(owned_key(element_owner(submodel_id, path), element.value))
     return web.Response(status=200)
 
 

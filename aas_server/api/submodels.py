@@ -25,6 +25,7 @@ from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api import auth
+from aas_server.api.attachments import check_file_values
 from aas_server.api.context import catalog_of, is_release_3_1, store_of
 from aas_server.api.deserialization import decode_element, decode_model
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
@@ -258,6 +259,7 @@ async def post_submodel(request: web.Request) -> web.Response:
     """PostSubmodel: ``201`` with the submodel and its ``Location``; ``409`` if the id exists."""
     accept_json(request)
     submodel = await asyncio.to_thread(decode_model, await read_json_body(request), model.Submodel, "Submodel")
+    await check_file_values(request, submodel.id, "", submodel)
     await store_of(request).create(submodel)
     note_change(request, submodel.id, submodel)
     return created(request, submodel_body(request, submodel.id, Modifiers()), collection_location(request, submodel.id))
@@ -280,6 +282,7 @@ async def put_submodel(request: web.Request) -> web.Response:
     submodel_id = submodel_id_of(request)
     submodel = await asyncio.to_thread(decode_model, await read_json_body(request), model.Submodel, "Submodel")
     _check_id(submodel, submodel_id)
+    await check_file_values(request, submodel_id, "", submodel)
     store = store_of(request)
     if "aasIdentifier" not in request.match_info:
         try:
@@ -302,6 +305,7 @@ async def patch_submodel(request: web.Request) -> web.Response:
     current = plain_json(store.submodel(submodel_id))
     submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
     _check_id(submodel, submodel_id)
+    await check_file_values(request, submodel_id, "", submodel)
     await store.replace(submodel)
     note_change(request, submodel.id, submodel)
     return no_content()
@@ -371,6 +375,8 @@ async def patch_submodel_value(request: web.Request) -> web.Response:
     submodel_id = submodel_id_of(request)
     body = await read_json_body(request)
     plan = plan_value_update(store.submodel(submodel_id), body)
+    for replacement in plan.replacements:
+        await check_file_values(request, submodel_id, replacement.id_short_path, replacement.element)
     await apply_value_plan(store, submodel_id, plan)
     return no_content()
 
@@ -503,6 +509,7 @@ async def post_submodel_element(request: web.Request) -> web.Response:
     store = store_of(request)
     submodel_id = submodel_id_of(request)
     element = decode_element(await read_json_body(request))
+    await check_file_values(request, submodel_id, str(element.id_short), element)
     path = await store.create_element(submodel_id, None, element)
     location = f"{request.path.rstrip('/')}/{path}"
     return created(request, element_body(request, submodel_id, path, Modifiers()), location)
