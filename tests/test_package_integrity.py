@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from aas_server.api.app import create_app
 from aas_server.api.auth import access_middleware
 from aas_server.api.serialization import encode_identifier
 from aas_server.config import HistorySettings, HubSettings, OpcUaSettings, RestSettings, SecuritySettings
+from aas_server.errors import PackageError
 from aas_server.exchange import read_package, read_package_file, write_package
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.runtime.hub import Hub
@@ -395,3 +397,45 @@ async def test_cli_export_of_legacy_file_values_reads_back(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     _check_reimport(output.read_bytes())
     assert read_package_file(output, strict=True).report.counts_taken["submodel_elements"] == 7
+
+
+async def test_the_commit_refuses_an_object_that_does_not_read_back_and_stores_nothing(tmp_path: Path) -> None:
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        store = TwinStore(journal=repository)
+        await store.commit_identifiables(plant())
+        changed = plant(serial="SN-2", id_short="Changed")
+        unreadable = _submodel("urn:test:sm:unreadable", "Fine", "SN-3")
+        unreadable._id_short = "not an idShort"  # what no decoder would build: its JSON form does not read back
+        with pytest.raises(PackageError) as refused:
+            await store.commit_identifiables([*changed, unreadable], replace=True)
+        assert "urn:test:sm:unreadable" in str(refused.value)
+        assert "AASd-002" in str(refused.value)
+        assert store.shell(PLANT).id_short == "Plant"
+        assert [item.id for item in await repository.load_identifiables()] == [PLANT, NAMEPLATE, OPERATION]
+        stored_nameplate = (await repository.load_identifiables())[1]
+        assert stored_nameplate.get_referable("SerialNumber").value == "SN-1"  # type: ignore[attr-defined]
+
+
+def test_an_import_drops_file_values_naming_package_parts_and_strict_mode_rejects_them() -> None:
+    legacy = package(_legacy_objects(), _legacy_files())  # written with those values renamed
+    document = {
+        "submodels": [
+            {
+                "modelType": "Submodel",
+                "id": "urn:test:sm:vendor",
+                "submodelElements": [
+                    {"modelType": "File", "idShort": "Spec", "contentType": "text/xml", "value": "/aasx/data.xml"},
+                    {"modelType": "File", "idShort": "Fine", "contentType": "text/xml", "value": MANUAL},
+                ],
+            }
+        ]
+    }
+    lenient = read_package(json.dumps(document).encode(), "vendor.json")
+    (submodel,) = lenient.identifiables
+    assert [element.value for element in submodel.submodel_element] == [None, MANUAL]  # type: ignore[attr-defined]
+    (issue,) = [issue for issue in lenient.report.issues if issue.severity == "dropped"]
+    assert issue.path == "submodels[0].submodelElements[0].value"
+    assert "/aasx/data.xml" in issue.message
+    with pytest.raises(PackageError):
+        read_package(json.dumps(document).encode(), "vendor.json", strict=True)
+    assert read_package(legacy, "legacy.aasx", strict=True).report.counts_taken["submodel_elements"] == 7
