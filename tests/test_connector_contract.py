@@ -8,21 +8,29 @@ samples; leaving the connector ends every task it started.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import dataclasses
 import logging
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, Connector
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, Connector, ConnectorContext
 from aas_server.connectors.modbus import ModbusConnector
 from aas_server.connectors.mqtt import MqttConnector
 from aas_server.connectors.opcua_client import OpcUaClientConnector
+from aas_server.connectors.registry import connector_module, create_connector
 from aas_server.devices.modbus_server import ModbusDeviceServer
+from aas_server.errors import ConfigurationError, MappingError
 from aas_server.mapping.schema import (
+    PROTOCOLS,
+    AnyPoint,
     BitPoint,
     ModbusTcpDevice,
     MqttDevice,
@@ -31,10 +39,12 @@ from aas_server.mapping.schema import (
     OpcUaVariablePoint,
     RegisterPoint,
     Table,
+    parse_mapping,
+    protocol_named,
 )
 from aas_server.model.events import Quality, QualityReason, RawSample
 from tests.mqtt_broker import MosquittoBroker
-from tests.support import wait_until
+from tests.support import ROOT, wait_until
 
 TARGET = {"submodel": "urn:test:sm:contract", "path": "Value"}
 BACKOFF = {"initial": 0.05, "maximum": 0.2}
@@ -251,7 +261,7 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over_after_an_answer() -> None
         Backoff(1.0, 0.5)
 
 
-def test_every_connector_fulfils_the_contract(tmp_path: Any) -> None:
+def test_every_connector_fulfils_the_contract(tmp_path: Path) -> None:
     opcua_device = OpcUaDevice.model_validate({"name": "legacy", "protocol": "opcua", "endpoint": "opc.tcp://x:4840"})
     opcua_point = OpcUaVariablePoint.model_validate(
         {"name": "Value", "device": "legacy", "node_id": "ns=2;s=Value", "target": TARGET}
@@ -270,3 +280,86 @@ def test_every_connector_fulfils_the_contract(tmp_path: Any) -> None:
         assert isinstance(connector, Connector), type(connector).__name__
         assert connector.reachable is None
         assert connector.connected is False
+
+
+# --- the protocol registry -------------------------------------------------------------------------
+
+
+def test_every_registered_protocol_has_a_connector_module_that_builds_its_connector(tmp_path: Path) -> None:
+    samples = Samples()
+    context = ConnectorContext(samples, tmp_path)
+    examples: dict[str, tuple[Any, list[Any]]] = {
+        "modbus-tcp": (modbus_device(502), [register("Value", 0)]),
+        "opcua": (
+            OpcUaDevice.model_validate({"name": "legacy", "protocol": "opcua", "endpoint": "opc.tcp://x:4840"}),
+            [
+                OpcUaVariablePoint.model_validate(
+                    {"name": "Value", "device": "legacy", "node_id": "ns=2;s=Value", "target": TARGET}
+                )
+            ],
+        ),
+        "mqtt": (
+            MqttDevice.model_validate({"name": "site-broker", "protocol": "mqtt", "host": "127.0.0.1"}),
+            [mqtt_point("Value", "contract/value")],
+        ),
+    }
+    assert {entry.name for entry in PROTOCOLS} == set(examples)
+    for entry in PROTOCOLS:
+        device, points = examples[entry.name]
+        assert isinstance(device, entry.device)
+        assert all(isinstance(point, entry.point_models) for point in points)
+        module = connector_module(entry)
+        assert module.__name__.startswith("aas_server.connectors.")  # type: ignore[attr-defined]
+        connector = create_connector(examples[entry.name][0], points, context)
+        assert isinstance(connector, Connector)
+        assert connector.reachable is None
+
+
+def test_a_device_endpoint_override_reaches_the_connector() -> None:
+    device = modbus_device(502)
+    connector = create_connector(device, [register("Value", 0)], ConnectorContext(Samples(), Path()), "10.1.2.3:1502")
+    assert isinstance(connector, ModbusConnector)
+    assert (connector.device.host, connector.device.port) == ("10.1.2.3", 1502)
+    opcua = OpcUaDevice.model_validate({"name": "legacy", "protocol": "opcua", "endpoint": "opc.tcp://x:4840"})
+    moved = connector_module(protocol_named("opcua")).with_endpoint(opcua, "opc.tcp://127.0.0.1:4841")
+    assert moved.endpoint == "opc.tcp://127.0.0.1:4841"
+
+
+def test_a_registry_entry_can_only_name_a_connector_module() -> None:
+    rogue = dataclasses.replace(protocol_named("mqtt"), connector="os")
+    with pytest.raises(ConfigurationError, match="is not a connector"):
+        connector_module(rogue)
+    incomplete = dataclasses.replace(protocol_named("mqtt"), connector="aas_server.connectors.base")
+    with pytest.raises(ConfigurationError, match="has no create_connector"):
+        connector_module(incomplete)
+
+
+def test_the_unions_spelled_out_for_the_type_checker_list_exactly_the_registered_models() -> None:
+    """mypy reads ``AnyDevice`` and ``AnyPoint`` from a TYPE_CHECKING branch; pydantic builds them from the registry."""
+    tree = ast.parse((ROOT / "aas_server" / "mapping" / "schema.py").read_text(encoding="utf-8"))
+    spelled: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.Assign) and isinstance(statement.targets[0], ast.Name):
+                    names = {name.id for name in ast.walk(statement.value) if isinstance(name, ast.Name)}
+                    spelled[statement.targets[0].id] = names
+    assert spelled["AnyDevice"] == {entry.device.__name__ for entry in PROTOCOLS}
+    assert spelled["AnyPoint"] == {model.__name__ for entry in PROTOCOLS for model in entry.point_models}
+    assert set(typing.get_args(AnyPoint)) == {model for entry in PROTOCOLS for model in entry.point_models}
+
+
+def test_a_point_of_no_known_kind_is_told_every_registered_kind() -> None:
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(
+            {
+                "devices": [{"name": "plc", "protocol": "modbus-tcp", "host": "h", "addressing": "zero-based"}],
+                "points": [{"name": "Value", "device": "plc", "target": TARGET}],
+            },
+            "line.yaml",
+        )
+    message = str(caught.value)
+    assert "line.yaml: points[0] (Value)" in message
+    for entry in PROTOCOLS:
+        for kind in entry.points:
+            assert f"{' or '.join(kind.keys)} ({kind.label})" in message

@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -61,6 +63,34 @@ class Connector(Protocol):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class MethodCaller(Protocol):
+    """A connector whose protocol has methods (OPC UA): the outputs of calling a method point."""
+
+    async def call(self, point_name: str, inputs: Sequence[Any]) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorContext:
+    """What the hub hands every connector it creates."""
+
+    sink: SampleSink
+    data_dir: Path
+    """The hub's data directory (for a connector's own files, such as a generated client certificate)."""
+
+
+class ConnectorModule(Protocol):
+    """What the module a protocol registry entry names (``mapping.schema.Protocol.connector``) provides."""
+
+    def create_connector(self, device: Any, points: Sequence[Any], context: ConnectorContext) -> Connector:
+        """The connector of ``device`` for ``points`` (the device's points of this protocol)."""
+        ...
+
+    def with_endpoint(self, device: Any, endpoint: str) -> Any:
+        """``device`` reached at ``endpoint`` instead (``host:port``, or the protocol's URL)."""
+        ...
 
 
 class Backoff:

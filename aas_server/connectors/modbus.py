@@ -61,7 +61,7 @@ from typing import Any, Self
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, SampleSink
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, ConnectorContext, SampleSink
 from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError, TypeMismatchError
 from aas_server.mapping.codecs import register_bit_masks, with_register_bit
 from aas_server.mapping.planner import ReadRequest, plan_reads
@@ -650,3 +650,17 @@ def _write_items(point: Point, raw: Any) -> tuple[int, ...] | tuple[bool, ...]:
     if any(isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFF for word in raw):
         raise TypeMismatchError(f"point {point.name!r}: register words must be 0..65535, got {list(raw)!r}")
     return tuple(int(word) for word in raw)
+
+
+# --- the protocol registry's entry points ---------------------------------------------------------
+
+
+def create_connector(device: ModbusTcpDevice, points: Sequence[Point], context: ConnectorContext) -> ModbusConnector:
+    """The connector of a Modbus TCP device (``mapping.schema.PROTOCOLS``)."""
+    return ModbusConnector(device, points, context.sink)
+
+
+def with_endpoint(device: ModbusTcpDevice, endpoint: str) -> ModbusTcpDevice:
+    """``device`` at ``host:port``."""
+    host, _, port = endpoint.rpartition(":")
+    return device.model_copy(update={"host": host, "port": int(port)})

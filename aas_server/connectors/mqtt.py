@@ -57,7 +57,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import secret_from_environment
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, SampleSink
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, ConnectorContext, SampleSink
 from aas_server.errors import (
     DeviceError,
     DeviceTimeoutError,
@@ -507,3 +507,17 @@ def _call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[...
         return
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *arguments)
+
+
+# --- the protocol registry's entry points ---------------------------------------------------------
+
+
+def create_connector(device: MqttDevice, points: Sequence[MqttPoint], context: ConnectorContext) -> MqttConnector:
+    """The connector of an MQTT broker of device data (``mapping.schema.PROTOCOLS``)."""
+    return MqttConnector(device, points, context.sink)
+
+
+def with_endpoint(device: MqttDevice, endpoint: str) -> MqttDevice:
+    """``device`` at ``host:port``."""
+    host, _, port = endpoint.rpartition(":")
+    return device.model_copy(update={"host": host, "port": int(port)})

@@ -82,7 +82,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, SampleSink
+from aas_server.connectors.base import Backoff, ConnectionSupervisor, ConnectorContext, SampleSink
 from aas_server.errors import (
     ConfigurationError,
     DeviceError,
@@ -1210,3 +1210,19 @@ class OpcUaClientConnector:
             detail = f" ({'; '.join(refused)})" if refused else ""
             raise self._refusal(int(result.StatusCode.value), what + detail)
         return [_plain(variant.Value) for variant in result.OutputArguments or []]
+
+
+# --- the protocol registry's entry points ---------------------------------------------------------
+
+
+def create_connector(
+    device: OpcUaDevice, points: Sequence[OpcUaVariablePoint | OpcUaMethodPoint], context: ConnectorContext
+) -> OpcUaClientConnector:
+    """The connector of an OPC UA server (``mapping.schema.PROTOCOLS``); a generated client
+    certificate goes to ``<data_dir>/pki-client/<device>``."""
+    return OpcUaClientConnector(device, points, context.sink, pki_dir=context.data_dir / "pki-client" / device.name)
+
+
+def with_endpoint(device: OpcUaDevice, endpoint: str) -> OpcUaDevice:
+    """``device`` at the endpoint URL ``opc.tcp://...``."""
+    return device.model_copy(update={"endpoint": endpoint})

@@ -53,7 +53,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from basyx.aas import model
@@ -62,6 +62,7 @@ from pydantic import BaseModel, ValidationError
 
 from aas_server.errors import InvalidRequestError, MappingError
 from aas_server.mapping.schema import (
+    PROTOCOLS,
     Addressing,
     AnyDevice,
     AnyPoint,
@@ -79,6 +80,7 @@ from aas_server.mapping.schema import (
     Table,
     format_mapping_errors,
     parse_mapping,
+    protocol_named,
 )
 from aas_server.model.paths import Segment, format_id_short_path, parse_id_short_path
 from aas_server.model.templates import global_reference
@@ -102,12 +104,8 @@ _RDF_TYPE = "https://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 _UNIT_CODE = "https://schema.org/unitCode"
 _SECURITY_POLICY_URI = "http://opcfoundation.org/UA/SecurityPolicy#"
 
-_PROTOCOL_SEMANTIC_IDS = {
-    "modbus-tcp": "http://www.w3.org/2011/modbus",
-    "mqtt": "http://www.w3.org/2011/mqtt",
-    "opcua": "http://opcfoundation.org/UA/WoT-Binding",
-}
-_SCHEMES = {"modbus+tcp": "modbus-tcp", "opc.tcp": "opcua", "mqtt": "mqtt", "mqtts": "mqtt"}
+_SCHEMES = {scheme: protocol.name for protocol in PROTOCOLS for scheme in protocol.aid.schemes}
+"""``EndpointMetadata/base`` URI scheme -> protocol, from the protocol registry."""
 
 _ENTITIES = {
     Table.HOLDING_REGISTER: "HoldingRegister",
@@ -164,11 +162,6 @@ _SIZED_TYPES = {
 _SECURITY_MODES = {"none": "none", "sign": "sign", "signandencrypt": "sign-and-encrypt"}
 _SECURITY_MODE_TERMS = {"none": "None", "sign": "Sign", "sign-and-encrypt": "SignAndEncrypt"}
 
-_DEVICE_CLASSES: dict[str, type[AnyDevice]] = {
-    "modbus-tcp": ModbusTcpDevice,
-    "opcua": OpcUaDevice,
-    "mqtt": MqttDevice,
-}
 _E = TypeVar("_E", bound=model.SubmodelElement)
 _MISSING = object()
 
@@ -667,7 +660,7 @@ def _describe_device(
         place.id_short,
         [_property("title", device.name, _TD + "title"), endpoint, interaction],
         _AID + "Interface",
-        [_PROTOCOL_SEMANTIC_IDS[device.protocol], "https://www.w3.org/2019/wot/td"],
+        [protocol_named(device.protocol).aid.semantic_id, "https://www.w3.org/2019/wot/td"],
     )
     context = _read_interface(place.submodel_id, interface)
     device_fields = _field_difference(device, _standard_device(context), frozenset({"password"}))
@@ -857,7 +850,7 @@ def _read_interface(submodel_id: str, element: model.SubmodelElementCollection) 
     if protocol is None:
         raise _Problem(
             f"{path}.EndpointMetadata.base",
-            f"protocol {scheme or base!r} is not supported (modbus+tcp, opc.tcp, mqtt, mqtts)",
+            f"protocol {scheme or base!r} is not supported ({', '.join(_SCHEMES)})",
         )
     affordances: dict[tuple[str, str], _Affordance] = {}
     interaction = _typed_child(element, "InteractionMetadata", model.SubmodelElementCollection, path)
@@ -1347,11 +1340,12 @@ def mapping_from_aid(aid: model.Submodel, aimc: model.Submodel | None) -> Mappin
 
 
 def _validated_device(fields: dict[str, Any], where: str) -> AnyDevice:
-    kind = _DEVICE_CLASSES.get(str(fields.get("protocol")))
-    if kind is None:
-        raise MappingError(f"unknown protocol {fields.get('protocol')!r}", where)
     try:
-        return kind.model_validate(fields)
+        kind = protocol_named(str(fields.get("protocol"))).device
+    except KeyError:
+        raise MappingError(f"unknown protocol {fields.get('protocol')!r}", where) from None
+    try:
+        return cast(AnyDevice, kind.model_validate(fields))
     except ValidationError as error:
         raise MappingError(format_mapping_errors(error, where, fields)) from None
 

@@ -29,8 +29,9 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Union
 
 from pydantic import (
     BaseModel,
@@ -323,11 +324,6 @@ class MqttDevice(_Strict):
         if self.ca_file is not None and not self.tls:
             raise ValueError("ca_file needs tls: true")
         return self
-
-
-Device = Annotated[ModbusTcpDevice | OpcUaDevice | MqttDevice, Field(discriminator="protocol")]
-"""A device, discriminated by its ``protocol``."""
-AnyDevice = ModbusTcpDevice | OpcUaDevice | MqttDevice
 
 
 # --- normalisation -------------------------------------------------------------------------------
@@ -637,56 +633,137 @@ class MqttPoint(_PointBase):
         return self
 
 
+# --- the protocol registry ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PointKind:
+    """One kind of point: its tag, the keys that give it away in a mapping file, and its models."""
+
+    tag: str
+    label: str
+    """How the error for a point of no known kind names it (``OPC UA method``)."""
+    keys: tuple[str, ...]
+    models: tuple[type[_PointBase], ...]
+    annotation: Any = None
+    """What the point union holds for this kind; the one model unless it is itself a union (Modbus)."""
+
+    @property
+    def member(self) -> Any:
+        return Annotated[self.annotation if self.annotation is not None else self.models[0], Tag(self.tag)]
+
+
+@dataclass(frozen=True, slots=True)
+class AidBinding:
+    """How an Asset Interfaces Description (IDTA 02017) names the protocol."""
+
+    semantic_id: str
+    """The interface's protocol semanticId (the WoT binding's namespace)."""
+    schemes: tuple[str, ...]
+    """URI schemes of ``EndpointMetadata/base`` that mean this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Protocol:
+    """One southbound protocol: device and point models, connector, codec and AID description.
+
+    ``connector`` names the module (in ``aas_server.connectors``) whose ``create_connector`` and
+    ``with_endpoint`` the hub uses; the mapping layer does not import connectors, the hub resolves it
+    (``aas_server.connectors.registry``). ``decoder`` is the value codec of the protocol's points
+    (``mapping.engine``); ``aid`` how an AID interface names it.
+    """
+
+    name: str
+    """The devices' ``protocol`` value."""
+    device: type[_Strict]
+    points: tuple[PointKind, ...]
+    connector: str
+    aid: AidBinding
+
+    @property
+    def point_models(self) -> tuple[type[_PointBase], ...]:
+        return tuple(model for kind in self.points for model in kind.models)
+
+
+PROTOCOLS: tuple[Protocol, ...] = (
+    Protocol(
+        "modbus-tcp",
+        ModbusTcpDevice,
+        (PointKind("modbus", "Modbus", ("table",), (RegisterPoint, BitPoint), ModbusPoint),),
+        "aas_server.connectors.modbus",
+        AidBinding("http://www.w3.org/2011/modbus", ("modbus+tcp",)),
+    ),
+    Protocol(
+        "opcua",
+        OpcUaDevice,
+        (
+            PointKind("opcua-variable", "OPC UA", ("node_id", "browse_path"), (OpcUaVariablePoint,)),
+            PointKind("opcua-method", "OPC UA method", ("method_node_id", "method_browse_name"), (OpcUaMethodPoint,)),
+        ),
+        "aas_server.connectors.opcua_client",
+        AidBinding("http://opcfoundation.org/UA/WoT-Binding", ("opc.tcp",)),
+    ),
+    Protocol(
+        "mqtt",
+        MqttDevice,
+        (PointKind("mqtt", "MQTT", ("topic",), (MqttPoint,)),),
+        "aas_server.connectors.mqtt",
+        AidBinding("http://www.w3.org/2011/mqtt", ("mqtt", "mqtts")),
+    ),
+)
+"""Every southbound protocol, in the order of the device and point unions. A new protocol adds its
+models (its own module) and one entry here; the unions, the point-kind detection, the hub's connector
+start-up and the AID protocol names follow from it."""
+
+_PROTOCOL_BY_NAME = {protocol.name: protocol for protocol in PROTOCOLS}
+_POINT_KINDS = [kind for protocol in PROTOCOLS for kind in protocol.points]
+_TAG_OF_MODEL: dict[type, str] = {model: kind.tag for kind in _POINT_KINDS for model in kind.models}
+_PROTOCOL_OF_POINT: dict[type, str] = {model: entry.name for entry in PROTOCOLS for model in entry.point_models}
+
+
+def protocol_named(name: str) -> Protocol:
+    """The registry entry of protocol ``name``; ``KeyError`` for an unknown one."""
+    return _PROTOCOL_BY_NAME[name]
+
+
 def _point_kind(data: Any) -> str | None:
     """Which kind of point ``data`` is, from the keys that say where its value comes from."""
     if isinstance(data, BaseModel):
-        return {
-            RegisterPoint: "modbus",
-            BitPoint: "modbus",
-            OpcUaVariablePoint: "opcua-variable",
-            OpcUaMethodPoint: "opcua-method",
-            MqttPoint: "mqtt",
-        }.get(type(data))
+        return _TAG_OF_MODEL.get(type(data))
     if not isinstance(data, dict):
         return None
-    keys = data.keys()
-    if "table" in keys:
-        return "modbus"
-    if "topic" in keys:
-        return "mqtt"
-    if "method_node_id" in keys or "method_browse_name" in keys:
-        return "opcua-method"
-    if "node_id" in keys or "browse_path" in keys:
-        return "opcua-variable"
+    for kind in _POINT_KINDS:
+        if any(key in data for key in kind.keys):
+            return kind.tag
     return None
 
 
-Point = Annotated[
-    Annotated[ModbusPoint, Tag("modbus")]
-    | Annotated[OpcUaVariablePoint, Tag("opcua-variable")]
-    | Annotated[OpcUaMethodPoint, Tag("opcua-method")]
-    | Annotated[MqttPoint, Tag("mqtt")],
-    Discriminator(
-        _point_kind,
-        custom_error_type="point_kind",
-        custom_error_message=(
-            "cannot tell the kind of point: give table (Modbus), node_id or browse_path (OPC UA), "
-            "method_node_id or method_browse_name (OPC UA method) or topic (MQTT)"
-        ),
-    ),
-]
-"""A mapped point of any protocol."""
-AnyPoint = RegisterPoint | BitPoint | OpcUaVariablePoint | OpcUaMethodPoint | MqttPoint
+def _kind_hint(kind: PointKind) -> str:
+    return f"{' or '.join(kind.keys)} ({kind.label})"
 
-_PROTOCOL_OF_POINT: dict[type, str] = {
-    RegisterPoint: "modbus-tcp",
-    BitPoint: "modbus-tcp",
-    OpcUaVariablePoint: "opcua",
-    OpcUaMethodPoint: "opcua",
-    MqttPoint: "mqtt",
-}
 
-_TABLE_TAGS = frozenset(table.value for table in Table) | {"modbus", "opcua-variable", "opcua-method", "mqtt"}
+_POINT_KIND_ERROR = (
+    "cannot tell the kind of point: give "
+    + ", ".join(_kind_hint(kind) for kind in _POINT_KINDS[:-1])
+    + f" or {_kind_hint(_POINT_KINDS[-1])}"
+)
+
+if TYPE_CHECKING:  # the same unions, spelled out for the type checker
+    AnyDevice = ModbusTcpDevice | OpcUaDevice | MqttDevice
+    AnyPoint = RegisterPoint | BitPoint | OpcUaVariablePoint | OpcUaMethodPoint | MqttPoint
+    Device = AnyDevice
+    Point = AnyPoint
+else:
+    AnyDevice = Union[tuple(entry.device for entry in PROTOCOLS)]  # noqa: UP007
+    AnyPoint = Union[tuple(model for entry in PROTOCOLS for model in entry.point_models)]  # noqa: UP007
+    Device = Annotated[AnyDevice, Field(discriminator="protocol")]
+    Point = Annotated[
+        Union[tuple(kind.member for kind in _POINT_KINDS)],  # noqa: UP007
+        Discriminator(_point_kind, custom_error_type="point_kind", custom_error_message=_POINT_KIND_ERROR),
+    ]
+"""``Device``: a device, discriminated by its ``protocol``; ``Point``: a mapped point of any protocol."""
+
+_TABLE_TAGS = frozenset(table.value for table in Table) | {kind.tag for kind in _POINT_KINDS}
 _ENUM_MEMBER = re.compile(r"<\w+\.\w+: '([^']*)'>")
 
 

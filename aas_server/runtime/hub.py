@@ -26,9 +26,8 @@ from basyx.aas import model
 from aas_server.api.app import create_app
 from aas_server.api.auth import access_middleware
 from aas_server.config import HubSettings
-from aas_server.connectors.modbus import ModbusConnector
-from aas_server.connectors.mqtt import MqttConnector
-from aas_server.connectors.opcua_client import OpcUaClientConnector
+from aas_server.connectors.base import Connector, ConnectorContext, MethodCaller
+from aas_server.connectors.registry import create_connector
 from aas_server.devices.bottling_line import BottlingLineSimulator
 from aas_server.errors import (
     ConfigurationError,
@@ -43,15 +42,8 @@ from aas_server.exchange import read_package_file
 from aas_server.mapping.aid import mapping_from_aid, mapping_to_aids
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import (
-    BitPoint,
     MappingFile,
-    ModbusTcpDevice,
-    MqttDevice,
-    MqttPoint,
-    OpcUaDevice,
     OpcUaMethodPoint,
-    OpcUaVariablePoint,
-    RegisterPoint,
     load_mapping,
 )
 from aas_server.model import values
@@ -65,7 +57,6 @@ from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
-from aas_server.store.files import claim_unowned_files
 from aas_server.store.operations import OperationHandler, OperationRegistry
 from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
 
@@ -101,9 +92,6 @@ def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
             _LOG.warning("%s", imported.report.summary())
         result.extend(imported.identifiables)
     return result
-
-
-Connector = ModbusConnector | OpcUaClientConnector | MqttConnector
 
 
 _AID_SEMANTIC_PREFIX = "https://admin-shell.io/idta/AssetInterfacesDescription/"
@@ -337,8 +325,8 @@ class Hub:
         ]
 
         async def invoke(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
-            connector = self._connectors.get(point.device)
-            if not isinstance(connector, OpcUaClientConnector):
+            connector: object = self._connectors.get(point.device)
+            if not isinstance(connector, MethodCaller):
                 raise NotFoundError(f"device {point.device!r} is not connected")
             outputs = await connector.call(point.name, [arguments.get(name) for name in input_names])
             return dict(zip(output_names, outputs, strict=False))
@@ -403,14 +391,10 @@ class Hub:
             if rest.tls is not None
             else None
         )
-        attachments = SqliteAttachmentStore(self.repository)
-        claimed = await claim_unowned_files(attachments, list(self.store.identifiables()))
-        if claimed:
-            _LOG.info("%d stored files kept under a bare package path now belong to the elements naming them", claimed)
         app = create_app(
             self.store,
             middlewares=[access_middleware(self.access)],
-            attachments=attachments,
+            attachments=SqliteAttachmentStore(self.repository),
             packages=SqlitePackageStore(self.repository),
             operations=self.operations,
             history=self.history.source if self.history is not None else None,
@@ -427,31 +411,10 @@ class Hub:
         _LOG.info("REST API on %s", self.rest_url)
 
     async def _start_connectors(self, mapping: MappingFile, engine: MappingEngine, endpoints: dict[str, str]) -> None:
-        sink = self._sink(engine)
+        """One connector per device, made by its protocol's entry in the registry (``mapping.schema.PROTOCOLS``)."""
+        context = ConnectorContext(self._sink(engine), self.settings.data_dir)
         for device in mapping.devices:
-            override = endpoints.get(device.name)
-            connector: Connector
-            if isinstance(device, ModbusTcpDevice):
-                if override:
-                    host, _, port = override.rpartition(":")
-                    device = device.model_copy(update={"host": host, "port": int(port)})
-                modbus_points = [p for p in mapping.points_of(device.name) if isinstance(p, RegisterPoint | BitPoint)]
-                connector = ModbusConnector(device, modbus_points, sink)
-            elif isinstance(device, OpcUaDevice):
-                if override:
-                    device = device.model_copy(update={"endpoint": override})
-                opcua_points = [
-                    p for p in mapping.points_of(device.name) if isinstance(p, OpcUaVariablePoint | OpcUaMethodPoint)
-                ]
-                pki = self.settings.data_dir / "pki-client" / device.name
-                connector = OpcUaClientConnector(device, opcua_points, sink, pki_dir=pki)
-            else:
-                assert isinstance(device, MqttDevice)
-                if override:
-                    host, _, port = override.rpartition(":")
-                    device = device.model_copy(update={"host": host, "port": int(port)})
-                mqtt_points = [p for p in mapping.points_of(device.name) if isinstance(p, MqttPoint)]
-                connector = MqttConnector(device, mqtt_points, sink)
+            connector = create_connector(device, mapping.points_of(device.name), context, endpoints.get(device.name))
             self._connectors[device.name] = await self._stack.enter_async_context(connector)
 
     def _sink(self, engine: MappingEngine) -> Callable[[RawSample], None]:
