@@ -439,3 +439,17 @@ def test_an_import_drops_file_values_naming_package_parts_and_strict_mode_reject
     with pytest.raises(PackageError):
         read_package(json.dumps(document).encode(), "vendor.json", strict=True)
     assert read_package(legacy, "legacy.aasx", strict=True).report.counts_taken["submodel_elements"] == 7
+
+
+async def test_an_upload_cannot_pull_another_submodel_into_a_shell_the_caller_may_change(
+    guarded: tuple[Client, TwinStore, MemoryPackageStore],
+) -> None:
+    client, store, packages = guarded
+    packager = {"X-API-Key": "packager-key"}
+    nameplate = store.submodel(NAMEPLATE)
+    grabbing = _shell(NEW_SHELL, "Grab", [nameplate])  # its rules on NEW_SHELL would then cover the nameplate
+    response = await client.post(f"{API}/packages", data=upload_form(package([grabbing])), headers=packager)
+    assert response.status == 403, await response.text()
+    assert NAMEPLATE in await _result_text(response)
+    assert [shell.id for shell in store.shells()] == [PLANT]
+    assert await packages.packages() == []
