@@ -453,3 +453,31 @@ async def test_an_upload_cannot_pull_another_submodel_into_a_shell_the_caller_ma
     assert NAMEPLATE in await _result_text(response)
     assert [shell.id for shell in store.shells()] == [PLANT]
     assert await packages.packages() == []
+
+
+async def test_file_values_that_are_no_opc_part_names_are_renamed_on_export(
+    open_client: tuple[Client, TwinStore, MemoryAttachmentStore],
+) -> None:
+    client, store, attachments = open_client
+    values = ["/aasx/files/Anleitung-ä.pdf", "/aasx/files/a#b.pdf", "/aasx/files/[x].pdf", "/aasx/files/v1."]
+    body = {
+        "modelType": "Submodel",
+        "id": "urn:test:sm:odd",
+        "submodelElements": [
+            {"modelType": "File", "idShort": f"File{index}", "contentType": "application/pdf", "value": value}
+            for index, value in enumerate(values)
+        ],
+    }
+    response = await client.post(f"{API}/submodels", json=body)
+    assert response.status == 201, await response.text()
+    contents = {value: (f"content of {value}".encode(), "application/pdf") for value in values}
+    for key, (content, content_type) in owned_files(store.submodels(), contents).items():
+        await attachments.put(key, Attachment(content, content_type))
+
+    response = await client.get(f"{API}/serialization", headers={"Accept": AASX_TYPE})
+    assert response.status == 200, await response.text()
+    result = read_package(await response.read(), "export.aasx", strict=True)
+    (submodel,) = result.identifiables
+    exported = [element.value for element in submodel.submodel_element]  # type: ignore[attr-defined]
+    assert all(value.startswith("/aasx/files/renamed/") for value in exported)
+    assert [result.supplementary_files[value][0] for value in exported] == [contents[v][0] for v in values]

@@ -16,6 +16,8 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 
+from pyecma376_2 import package_model
+
 AASX_ORIGIN_PART = "/aasx/aasx-origin"
 SPEC_PART_FOLDER = "/aasx"
 SPEC_PART_NAMES = ("/aasx/data.xml", "/aasx/data.json")
@@ -47,12 +49,23 @@ def reserved_part_reason(path: str) -> str | None:
     return None
 
 
+def _valid_part_name(path: str) -> bool:
+    """Whether the OPC writer takes ``path`` as a part name (ECMA-376-2 9.1.1: ASCII URI segments, no ``#``,
+    ``?``, brackets, encoded slashes, or a segment ending in ``.``)."""
+    try:
+        package_model.check_part_name(path)
+    except ValueError:
+        return False
+    return True
+
+
 def export_names(paths: Iterable[str]) -> dict[str, str]:
     """For each supplementary file path that would clash in a written package, the name it is written under.
 
-    A path clashes when it is reserved (:func:`reserved_part_reason`) or equals an earlier one once
-    case and percent-encoding are ignored. The new names lie under ``/aasx/files/renamed/`` and clash
-    with nothing; paths that do not clash are not in the result.
+    A path clashes when it is reserved (:func:`reserved_part_reason`), equals an earlier one once
+    case and percent-encoding are ignored, or is no valid OPC part name (``ä``, ``#``, ``?``, ``[``,
+    a segment ending in ``.``: the writer would refuse it). The new names lie under
+    ``/aasx/files/renamed/`` and clash with nothing; paths that do not clash are not in the result.
     """
     taken = set(RESERVED_PART_NAMES)
     ordered = sorted(set(paths))
@@ -63,10 +76,10 @@ def export_names(paths: Iterable[str]) -> dict[str, str]:
     seen: set[str] = set()
     for path in ordered:
         comparable = _comparable(path)
-        if reserved_part_reason(path) is None and comparable not in seen:
+        if reserved_part_reason(path) is None and comparable not in seen and _valid_part_name(path):
             seen.add(comparable)
             continue
-        base = _UNSAFE_CHARACTERS.sub("_", posixpath.basename(urllib.parse.unquote(path))) or "file"
+        base = _UNSAFE_CHARACTERS.sub("_", posixpath.basename(urllib.parse.unquote(path))).rstrip(".") or "file"
         if base.lower().endswith(".rels"):
             base = base[: -len(".rels")] + "_rels"
         number = 1
