@@ -20,6 +20,7 @@ from tests.test_access import (
     API,
     PRINCIPALS,
     RULES,
+    SEM_TEMPERATURE,
     SHELL_A,
     SHELL_B,
     SM_A,
@@ -32,6 +33,7 @@ from tests.test_access import (
     b64,
     element,
     security_section,
+    sm,
 )
 
 FILLER_GLOB = "urn:test:aas:A*"
@@ -175,3 +177,57 @@ async def test_a_refused_change_of_references_is_in_the_audit_log(served: Served
     await served.control.aclose()
     lines = [json.loads(line) for line in (tmp_path / "data" / "audit.log").read_text().splitlines()]
     assert [(line["principal"], line["method"], line["status"]) for line in lines] == [("filler", "POST", 403)]
+
+
+# --- relabelling what one may update ---------------------------------------------------------------
+
+
+LABELLER_RULES: list[dict[str, Any]] = [
+    {"roles": ["labeller"], "operations": ["update"], "submodels": [SM_A]},
+    {"roles": ["labeller"], "operations": ["read"], "semantic_ids": [SEM_TEMPERATURE]},
+]
+LABELLER = _headers("labeller-key")
+
+
+@pytest.fixture
+async def labelled(tmp_path: Path) -> AsyncIterator[Served]:
+    section = security_section(tmp_path)
+    key = {"name": "labeller", "roles": ["labeller"], "sha256": _sha256("labeller-key")}
+    section["api_keys"] = [*section["api_keys"], key]
+    section["rules"] = [*RULES, *LABELLER_RULES]
+    settings = HubSettings.model_validate({"data_dir": str(tmp_path / "data"), "security": section})
+    async for running in _serve(tmp_path, settings):
+        yield running
+
+
+def _semantic_id(value: str) -> dict[str, Any]:
+    return {"type": "ExternalReference", "keys": [{"type": "GlobalReference", "value": value}]}
+
+
+async def test_relabelling_what_one_may_update_does_not_open_what_it_holds(labelled: Served) -> None:
+    client = labelled.client
+    await _refused(await client.get(element(SM_A, "Status.Secret"), headers=LABELLER), 403)
+    relabel = {"semanticId": _semantic_id(SEM_TEMPERATURE)}
+    for url in (element(SM_A, "Status", "/$metadata"), element(SM_A, "Status"), sm(SM_A, "/$metadata"), sm(SM_A)):
+        response = await client.patch(url, json=relabel, headers=LABELLER)
+        await _denied(response, "read")
+    await _refused(await client.get(element(SM_A, "Status.Secret"), headers=LABELLER), 403)
+    assert labelled.store.element(SM_A, "Status").semantic_id is None
+    harmless = await client.patch(
+        element(SM_A, "Status", "/$metadata"), json={"category": "PARAMETER"}, headers=LABELLER
+    )
+    assert harmless.status == 204, await harmless.text()
+
+
+async def test_a_full_replacement_may_carry_a_new_label_as_it_brings_its_own_content(labelled: Served) -> None:
+    client = labelled.client
+    status = {
+        "modelType": "SubmodelElementCollection",
+        "idShort": "Status",
+        "semanticId": _semantic_id(SEM_TEMPERATURE),
+        "value": [{"modelType": "Property", "idShort": "Mode", "valueType": "xs:string", "value": "manual"}],
+    }
+    replaced = await client.put(element(SM_A, "Status"), json=status, headers=LABELLER)
+    assert replaced.status == 204, await replaced.text()
+    shown = await client.get(element(SM_A, "Status", "/$value"), headers=LABELLER)
+    assert await shown.json() == {"Status": {"Mode": "manual"}}

@@ -31,11 +31,23 @@ Targets and checks by route kind:
   against the whole repository, as their content is known only to the handler;
 - ``/description`` is public (invalid credentials are still ``401``).
 
+No widening of one's own rights, checked by the handlers once the body is read (``403``):
+
+- a change of the submodels a shell references (``POST``/``DELETE .../submodel-refs``, ``POST``,
+  ``PUT`` and ``DELETE`` of a shell, package uploads) must not give the caller rights on a referenced
+  submodel it lacks on the submodel itself (:func:`check_references`), so rules scoped by shell may
+  follow references: the caller could not have made one that widens them;
+- a ``PATCH`` of a submodel or element (and of its ``$metadata``) keeps what it holds, so it must not
+  change it (say, its semanticId) such that the caller could do more with what it holds
+  (:func:`check_kept_content`); a ``PUT`` brings its own content and may relabel it;
+- File values and thumbnails may not name bytes stored for another element or shell
+  (``attachments.check_file_values``).
+
 With ``security.enabled: false`` every request passes and writes are still audited.
 
-Left out: checking the body of a change against the rules (a change is checked against the object
-as it is, so whoever may update an object may also give it another semanticId), an RDF graph cut
-to the caller, and caching of pruned bodies (a partly readable submodel is copied per request).
+Left out: checking the rest of a change's body against the rules (a new element's semanticId or a
+``PUT``'s content give rights only on what the caller itself supplied), an RDF graph cut to the
+caller, and caching of pruned bodies (a partly readable submodel is copied per request).
 """
 
 from __future__ import annotations
@@ -608,3 +620,31 @@ def check_references(
                 f"that would give it {', '.join(operation.value for operation in gained)} rights on the submodel "
                 "that it does not have on the submodel itself"
             )
+
+
+def check_kept_content(
+    request: web.Request,
+    submodel_id: str,
+    id_short_path: str,
+    replacement: model.Submodel | model.SubmodelElement,
+) -> None:
+    """Refuse (``AccessDeniedError``) a change that keeps what a submodel or element holds (a ``PATCH``) but
+    would let the caller do more with it than now: another semanticId that a rule follows, say.
+
+    Rules on semantic ids cover the elements below the one carrying it, so whoever may update an element
+    could otherwise read or invoke what it holds by relabelling it. A full replacement (``PUT``) brings
+    its own content and is not checked. Does nothing when access control is off or the caller may do
+    everything.
+    """
+    access: RequestAccess | None = request.get(ACCESS_KEY)
+    if access is None:
+        return
+    gained = access.model.gained_by_replacement(access.roles, submodel_id, id_short_path, replacement)
+    if gained:
+        what = (
+            f"element {id_short_path!r} of submodel {submodel_id!r}" if id_short_path else f"submodel {submodel_id!r}"
+        )
+        raise AccessDeniedError(
+            f"{access.principal.name!r} may not change {what} this way: that would give it "
+            f"{', '.join(operation.value for operation in gained)} rights on what it holds that it does not have now"
+        )

@@ -170,6 +170,7 @@ async def patch_submodel_element(request: web.Request) -> web.Response:
     current = plain_json(store.element(submodel_id, path))
     element = await asyncio.to_thread(decode_element, merged(current, body))
     await check_file_values(request, submodel_id, path, element)
+    auth.check_kept_content(request, submodel_id, path, element)
     await store.replace_element(submodel_id, path, element)
     return no_content()
 
@@ -228,6 +229,7 @@ async def patch_submodel_element_metadata(request: web.Request) -> web.Response:
     current = plain_json(store.element(submodel_id, path))
     check_metadata_body(body, current)
     element = await asyncio.to_thread(decode_element, merged(current, body))
+    auth.check_kept_content(request, submodel_id, path, element)
     await store.replace_element(submodel_id, path, element)
     return no_content()
 

@@ -205,6 +205,49 @@ class ModelAccess:
                 gained.append(operation)
         return gained
 
+    def gained_by_replacement(
+        self,
+        roles: frozenset[str],
+        submodel_id: str,
+        id_short_path: str,
+        replacement: model.Submodel | model.SubmodelElement,
+    ) -> list[AccessOperation]:
+        """The operations ``roles`` could do on more of what exists now if the submodel (``""``) or the element at
+        ``id_short_path`` were replaced by ``replacement`` (say, with another semanticId that a rule follows).
+
+        Compares the elements at the idShort paths found both now and in ``replacement``.
+        """
+        try:
+            submodel = self.store.submodel(submodel_id)
+            current: model.Submodel | model.SubmodelElement = (
+                paths.resolve(submodel, id_short_path) if id_short_path else submodel
+            )
+        except NotFoundError:
+            return []
+        old_paths = {id_short_path, *(path for path, _ in paths.walk(current, id_short_path))}
+        new_paths = {id_short_path, *(path for path, _ in paths.walk(replacement, id_short_path))}
+        common = old_paths & new_paths
+        inherited: frozenset[str] = frozenset()
+        if id_short_path:
+            parent = paths.format_id_short_path(paths.parse_id_short_path(id_short_path)[:-1])
+            inherited = self.element_target(submodel_id, parent).semantic_ids or frozenset()
+        base = replace(
+            self.element_target(submodel_id, id_short_path),
+            semantic_ids=inherited | semantic_ids_of(replacement),
+        )
+        gained: list[AccessOperation] = []
+        for operation in AccessOperation:
+            rules = self.policy.rules_for(roles, operation)
+            if not rules.allow or rules.unrestricted:
+                continue
+            if not any(rule.semantic_ids.restricts for rule in (*rules.allow, *rules.deny)):
+                continue
+            before = _allowed_paths(self.scope(roles, operation, submodel_id, id_short_path), old_paths)
+            after = _allowed_paths(self._compute(rules, base, id_short_path, replacement), new_paths)
+            if (after & common) - before:
+                gained.append(operation)
+        return gained
+
     def _compute(
         self, rules: RuleSet, base: Target, id_short_path: str, root: model.Submodel | model.SubmodelElement
     ) -> Scope:
@@ -240,6 +283,15 @@ class ModelAccess:
         root: model.Submodel | model.SubmodelElement = paths.resolve(pruned, id_short_path) if id_short_path else pruned
         _prune(root, id_short_path, scope)
         return pruned
+
+
+def _allowed_paths(scope: Scope, every: set[str]) -> set[str]:
+    """The idShort paths of ``every`` (a subtree's) that ``scope`` allows or keeps."""
+    if scope.kind is ScopeKind.ALL:
+        return every
+    if scope.kind is ScopeKind.NONE:
+        return set()
+    return every & scope.kept
 
 
 def _covers(wider: Scope, narrower: Scope) -> bool:
