@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "aas_server"
 
 LAYERS = {
-    "model": 0, "config": 0, "errors": 0,
+    "model": 0, "config": 0, "errors": 0, "lifecycle": 0,
     "store": 1, "mapping": 1, "semantics": 1, "security": 1, "exchange": 1,
     "api": 2, "opcua": 2, "connectors": 2, "persistence": 2, "devices": 2, "events": 2,
     "cli": 3, "runtime": 3, "__main__": 3, "__init__": 0,
@@ -74,7 +74,7 @@ def test_the_package_has_the_documented_layout() -> None:
         "runtime",
     ):
         assert (PACKAGE / folder / "__init__.py").is_file(), folder
-    for module in ("cli.py", "__main__.py", "config.py", "errors.py"):
+    for module in ("cli.py", "__main__.py", "config.py", "errors.py", "lifecycle.py"):
         assert (PACKAGE / module).is_file(), module
 
 

@@ -40,11 +40,11 @@ SampleSink = Callable[[RawSample], None]
 class Connector(Protocol):
     """One running connection to one device: samples to a sink, writes to the device.
 
-    Started and stopped as an async context manager. ``connected`` tells whether the connection is
-    usable now, ``reachable`` whether the device answered last time (``None`` before the first
-    attempt ended). ``write`` returns once the device acknowledged the raw value and raises the
-    ``aas_server.errors`` tree otherwise (``NotWritableError`` for a protocol or point that takes no
-    writes).
+    A ``lifecycle.Service``: ``start()`` and ``stop()``, or ``async with``. ``connected`` tells
+    whether the connection is usable now, ``reachable`` whether the device answered last time
+    (``None`` before the first attempt ended). ``write`` returns once the device acknowledged the
+    raw value and raises the ``aas_server.errors`` tree otherwise (``NotWritableError`` for a
+    protocol or point that takes no writes).
     """
 
     @property
@@ -54,6 +54,10 @@ class Connector(Protocol):
     def reachable(self) -> bool | None: ...
 
     async def write(self, raw: RawWrite) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -91,6 +95,17 @@ class ConnectorModule(Protocol):
     def with_endpoint(self, device: Any, endpoint: str) -> Any:
         """``device`` reached at ``endpoint`` instead (``host:port``, or the protocol's URL)."""
         ...
+
+
+def quiet_library_logging(logger_name: str) -> None:
+    """Silence a protocol library's own log lines (every failed connect, timeout and teardown).
+
+    The connector reports outages once itself. Applied only when nobody configured that logger:
+    set its level to see the library's logs.
+    """
+    library_logger = logging.getLogger(logger_name)
+    if library_logger.level == logging.NOTSET:
+        library_logger.setLevel(logging.CRITICAL)
 
 
 class Backoff:
@@ -153,6 +168,20 @@ class ConnectionSupervisor:
         self.first_attempt_done = asyncio.Event()
         """Set once the first connection attempt has ended, whatever its outcome."""
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def of_device(
+        cls, logger: logging.Logger, subject: str, device: Any, points: Iterable[Any], sink: SampleSink
+    ) -> ConnectionSupervisor:
+        """The supervisor of the connector of ``device`` (its ``reconnect_backoff``).
+
+        ``ValueError`` when a point belongs to another device.
+        """
+        foreign = [point.name for point in points if point.device != device.name]
+        if foreign:
+            raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
+        backoff = device.reconnect_backoff
+        return cls(logger, subject, sink, Backoff(backoff.initial, backoff.maximum))
 
     # --- reachability ------------------------------------------------------------------------------
 

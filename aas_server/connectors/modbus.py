@@ -55,14 +55,20 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, ConnectorContext, SampleSink
+from aas_server.connectors.base import (
+    Backoff,
+    ConnectionSupervisor,
+    ConnectorContext,
+    SampleSink,
+    quiet_library_logging,
+)
 from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError, TypeMismatchError
+from aas_server.lifecycle import Service
 from aas_server.mapping.codecs import register_bit_masks, with_register_bit
 from aas_server.mapping.planner import ReadRequest, plan_reads
 from aas_server.mapping.schema import BitPoint, ModbusTcpDevice, RegisterPoint, Table
@@ -85,16 +91,6 @@ _EXCEPTION_NAMES = {
 }
 _ILLEGAL_FUNCTION = 0x01
 _GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
-
-
-def _quiet_library_logging() -> None:
-    """pymodbus logs every failed connect and timeout; the connector reports outages once itself.
-
-    Applied only when nobody configured the ``pymodbus`` logger (set its level to see its logs).
-    """
-    library_logger = logging.getLogger("pymodbus")
-    if library_logger.level == logging.NOTSET:
-        library_logger.setLevel(logging.CRITICAL)
 
 
 def _exception_code(response: Any) -> int:
@@ -196,24 +192,16 @@ class _UnitState:
     """Whether it is still assumed to support Mask Write Register (22)."""
 
 
-class ModbusConnector:
+class ModbusConnector(Service):
     """Polls one Modbus TCP device and writes to it; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
     """
 
     def __init__(self, device: ModbusTcpDevice, points: Sequence[Point], sink: SampleSink) -> None:
-        foreign = [point.name for point in points if point.device != device.name]
-        if foreign:
-            raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
+        subject = f"Modbus device {device.name!r} at {device.host}:{device.port}"
+        self._supervisor = ConnectionSupervisor.of_device(logger, subject, device, points, sink)
         self.device = device
-        backoff = device.reconnect_backoff
-        self._supervisor = ConnectionSupervisor(
-            logger,
-            f"Modbus device {device.name!r} at {device.host}:{device.port}",
-            sink,
-            Backoff(backoff.initial, backoff.maximum),
-        )
         self._points = {point.name: point for point in points}
         self._requests = plan_reads(device, points)
         unit_ids = sorted({device.point_unit_id(point) for point in points} or {device.unit_id})
@@ -247,9 +235,9 @@ class ModbusConnector:
         """The planned read requests, one of each per poll (for diagnostics and benchmarks)."""
         return list(self._requests)
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         """Start connecting and polling; does not wait for, nor fail on, an unreachable device."""
-        _quiet_library_logging()
+        quiet_library_logging("pymodbus")
         name, supervisor = self.device.name, self._supervisor
         supervisor.spawn(self._maintain_connection(), f"modbus {name} connection")
         by_interval: dict[float, list[int]] = {}
@@ -257,14 +245,8 @@ class ModbusConnector:
             by_interval.setdefault(request.poll_interval, []).append(index)
         for interval, indexes in sorted(by_interval.items()):
             supervisor.spawn(supervisor.every(interval, self._reader(indexes)), f"modbus {name} poll {interval:g}s")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         """Stop polling (every task ended) and close the connection."""
         await self._supervisor.stop()
         self._close_client()

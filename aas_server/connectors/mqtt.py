@@ -47,8 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from jsonpath_ng import JSONPath
@@ -57,7 +56,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import secret_from_environment
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, ConnectorContext, SampleSink
+from aas_server.connectors.base import ConnectionSupervisor, ConnectorContext, SampleSink
 from aas_server.errors import (
     DeviceError,
     DeviceTimeoutError,
@@ -65,6 +64,7 @@ from aas_server.errors import (
     NotWritableError,
     TypeMismatchError,
 )
+from aas_server.lifecycle import Service
 from aas_server.mapping.json_paths import compile_json_path
 from aas_server.mapping.schema import MqttDevice, MqttPoint, TimestampFormat
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
@@ -166,24 +166,17 @@ class _ProblemLog:
             logger.info("MQTT point %r: messages decode again", point)
 
 
-class MqttConnector:
+class MqttConnector(Service):
     """Subscribes to one broker for its points' values and publishes writes to it; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
     """
 
     def __init__(self, device: MqttDevice, points: Sequence[MqttPoint], sink: SampleSink) -> None:
-        foreign = [point.name for point in points if point.device != device.name]
-        if foreign:
-            raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
+        subject = f"MQTT broker of device {device.name!r} at {device.host}:{device.port}"
+        # paho waits between attempts itself (reconnect_backoff); the supervisor's backoff goes unused
+        self._supervisor = ConnectionSupervisor.of_device(logger, subject, device, points, sink)
         self.device = device
-        backoff = device.reconnect_backoff
-        self._supervisor = ConnectionSupervisor(
-            logger,
-            f"MQTT broker of device {device.name!r} at {device.host}:{device.port}",
-            sink,
-            Backoff(backoff.initial, backoff.maximum),  # paho waits these; the supervisor only logs
-        )
         self._points = {point.name: point for point in points}
         self._decoders_by_filter: dict[str, list[_PointDecoder]] = {}
         for point in points:
@@ -222,7 +215,7 @@ class MqttConnector:
         """The distinct topic filters subscribed to, in point order."""
         return list(self._filters)
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         """Start connecting and subscribing in the background; does not wait for, nor fail on, an unreachable broker."""
         self._loop = asyncio.get_running_loop()
         self._supervisor.stopping = False
@@ -248,14 +241,8 @@ class MqttConnector:
         client.loop_start()
         if device.stale_after is not None:
             self._supervisor.spawn(self._watch_staleness(device.stale_after), f"mqtt {device.name} staleness")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         """Disconnect and stop paho's thread (off the event loop); pending writes fail with ``DeviceError``."""
         await self._supervisor.stop()
         client, self._client = self._client, None

@@ -61,8 +61,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncua import ua
@@ -82,7 +81,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from aas_server.connectors.base import Backoff, ConnectionSupervisor, ConnectorContext, SampleSink
+from aas_server.config import secret_from_environment
+from aas_server.connectors.base import (
+    ConnectionSupervisor,
+    ConnectorContext,
+    SampleSink,
+    quiet_library_logging,
+)
 from aas_server.errors import (
     ConfigurationError,
     DeviceError,
@@ -93,6 +98,7 @@ from aas_server.errors import (
     NotWritableError,
     TypeMismatchError,
 )
+from aas_server.lifecycle import Service
 from aas_server.mapping.schema import (
     Acquisition,
     OpcUaDevice,
@@ -200,16 +206,6 @@ _INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
 _SETUP_PROBLEM_TEXTS = ("No matching endpoints", "certificate mismatch")
 """asyncua's messages (plain ``UaError``) for an endpoint or server certificate that does not fit the configuration."""
 _ABSTRACT_TYPES = frozenset({ua.VariantType.Variant, ua.VariantType.Null})
-
-
-def _quiet_library_logging() -> None:
-    """asyncua's client logs every failed connect and teardown; the connector reports outages once itself.
-
-    Applied only when nobody configured the ``asyncua.client`` logger (set its level to see its logs).
-    """
-    library_logger = logging.getLogger("asyncua.client")
-    if library_logger.level == logging.NOTSET:
-        library_logger.setLevel(logging.CRITICAL)
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
@@ -555,7 +551,7 @@ class _DataChanges:
             self._session.mark_lost(f"the server ended the subscription ({status_name(code)})")
 
 
-class OpcUaClientConnector:
+class OpcUaClientConnector(Service):
     """Reads, writes and calls methods of one OPC UA server for the hub; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
@@ -572,18 +568,10 @@ class OpcUaClientConnector:
         *,
         pki_dir: Path | None = None,
     ) -> None:
-        foreign = [point.name for point in points if point.device != device.name]
-        if foreign:
-            raise ValueError(f"points {foreign} do not belong to device {device.name!r}")
-        self.device = device
         self._where = _without_user_info(device.endpoint)
-        backoff = device.reconnect_backoff
-        self._supervisor = ConnectionSupervisor(
-            logger,
-            f"OPC UA device {device.name!r} at {self._where}",
-            sink,
-            Backoff(backoff.initial, backoff.maximum),
-        )
+        subject = f"OPC UA device {device.name!r} at {self._where}"
+        self._supervisor = ConnectionSupervisor.of_device(logger, subject, device, points, sink)
+        self.device = device
         self._pki_dir = pki_dir
         self._variables = {point.name: point for point in points if isinstance(point, OpcUaVariablePoint)}
         self._methods = {point.name: point for point in points if isinstance(point, OpcUaMethodPoint)}
@@ -610,13 +598,7 @@ class OpcUaClientConnector:
                     method.name, "method_browse_name", method.method_browse_name
                 )
         self._username = device.username
-        self._password = device.password
-        if device.password_env is not None:
-            self._password = os.environ.get(device.password_env)
-            if self._password is None:
-                raise ConfigurationError(
-                    f"device {device.name!r}: environment variable {device.password_env!r} (password_env) is not set"
-                )
+        self._password = secret_from_environment(device.password, device.password_env, f"device {device.name!r}")
         self._secure_channel = device.security_policy is not OpcUaSecurityPolicy.NONE
         if (device.certificate is None) != (device.private_key is None):
             raise ConfigurationError(f"device {device.name!r}: certificate and private_key must be given together")
@@ -661,12 +643,12 @@ class OpcUaClientConnector:
         """Whether the server answered the last attempt; ``None`` before the first attempt ended."""
         return self._supervisor.reachable
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         """Start connecting, subscribing and polling; does not wait for, nor fail on, an unreachable server.
 
         Raises ``ConfigurationError`` when a configured certificate or key cannot be read.
         """
-        _quiet_library_logging()
+        quiet_library_logging("asyncua.client")
         if self._secure_channel:
             self._credentials = await asyncio.to_thread(self._load_credentials)
         else:
@@ -680,14 +662,8 @@ class OpcUaClientConnector:
         supervisor.spawn(self._maintain_connection(), f"opcua {name} connection")
         for interval, points in sorted(self._polled.items()):
             supervisor.spawn(supervisor.every(interval, self._poller(points)), f"opcua {name} poll {interval:g}s")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         """Stop polling, close the session (deleting its subscription on the server) and the connection."""
         await self._supervisor.stop()
         self._session = None

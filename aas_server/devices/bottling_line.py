@@ -20,11 +20,11 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import MappingError
+from aas_server.lifecycle import Service
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import BitPoint, MappingFile, ModbusTcpDevice, RegisterPoint
 from aas_server.model.events import Quality, RawSample, utc_now
@@ -63,7 +63,7 @@ class PlantState:
     energy_consumed: float = 0.0
 
 
-class BottlingLineSimulator:
+class BottlingLineSimulator(Service):
     """The demo bottling line's PLC: a ``ModbusDeviceServer`` whose registers follow simulated physics."""
 
     def __init__(
@@ -122,18 +122,6 @@ class BottlingLineSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- registers -----------------------------------------------------------------------------
 

@@ -15,8 +15,7 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse
@@ -26,6 +25,7 @@ from pymodbus.simulator import DataType as SimulatorDataType
 from pymodbus.simulator import SimData, SimDevice
 
 from aas_server.errors import DeviceError
+from aas_server.lifecycle import Service
 from aas_server.mapping.codecs import with_register_bit
 from aas_server.mapping.schema import Table
 
@@ -106,7 +106,7 @@ class _TcpServer(ModbusTcpServer):
         return _RequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
-class ModbusDeviceServer:
+class ModbusDeviceServer(Service):
     """A Modbus TCP server over in-memory tables, for the simulator, tests and benchmarks.
 
     Each unit id has ``size`` holding registers, input registers, coils and discrete inputs at
@@ -211,18 +211,6 @@ class ModbusDeviceServer:
             await asyncio.wait(waiting)
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _admit(self, unit_id: int, function_code: int) -> int | None:
         """Count a request, hold it back by the unit's delay; the exception code to answer, if any."""

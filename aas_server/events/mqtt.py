@@ -22,8 +22,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -32,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings, secret_from_environment
 from aas_server.errors import PersistenceError
+from aas_server.lifecycle import Service
 from aas_server.security.tls import client_context
 from aas_server.store.outbox import SEQUENCE_PROPERTY, Outbox, PendingEvent
 
@@ -83,7 +83,7 @@ class PublishProperties:
         return f"[ContentType : application/json, UserProperty : [('{SEQUENCE_PROPERTY}', '{self.sequence}')]]"
 
 
-class MqttEventPublisher:
+class MqttEventPublisher(Service):
     """Publishes the events of an ``Outbox`` to one broker, in sequence order, and removes each once acknowledged.
 
     An MQTT 5 client with a clean start. Events are read from the outbox in sequence order and
@@ -162,7 +162,7 @@ class MqttEventPublisher:
         self._more = True
         self._wake.set()
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         """Start connecting and publishing in the background; an unreachable broker is not an error."""
         self._loop = asyncio.get_running_loop()
         settings = self.settings
@@ -176,14 +176,8 @@ class MqttEventPublisher:
         client.loop_start()
         self._task = asyncio.create_task(self._publish_outbox(), name="mqtt event publisher")
         self.notify()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         """Stop publishing, remove what was acknowledged, disconnect; the rest stays in the outbox."""
         task, self._task = self._task, None
         if task is not None:
