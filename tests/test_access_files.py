@@ -200,3 +200,11 @@ async def test_two_packages_with_the_same_supplementary_path_keep_both_files(ser
         assert manual.value is not None
         contents[submodel.id] = result.supplementary_files[manual.value][0]
     assert contents == {"urn:test:sm:first": b"%PDF first", "urn:test:sm:second": b"%PDF second"}
+
+
+async def test_a_new_file_at_the_path_of_a_deleted_one_does_not_inherit_its_bytes(served: Served) -> None:
+    client = served.client
+    await _ok(await client.delete(element(SM_A, "Manual"), headers=ADMIN()), 204)
+    again = {"modelType": "File", "idShort": "Manual", "contentType": "application/pdf", "value": MANUAL_PATH}
+    await _ok(await client.post(f"{API}/submodels/{b64(SM_A)}/submodel-elements", json=again, headers=FILLER), 201)
+    assert (await _download(served, SM_A, "Manual", FILLER))[0] == 404

@@ -187,13 +187,17 @@ class _Owners:
             )
 
 
-def _current_file_value(request: web.Request, submodel_id: str, id_short_path: str | None) -> str | None:
+_ABSENT = object()
+
+
+def _current_file_value(request: web.Request, submodel_id: str, id_short_path: str | None) -> object:
+    """The value of the File at ``id_short_path`` now (``None`` for another kind), or ``_ABSENT``."""
     if id_short_path is None:
-        return None
+        return _ABSENT
     try:
         current = store_of(request).element(submodel_id, id_short_path)
     except (NotFoundError, InvalidRequestError):
-        return None
+        return _ABSENT
     return current.value if isinstance(current, model.File) else None
 
 
@@ -225,7 +229,11 @@ async def check_file_values(
     for path, file in found:
         owner = element_owner(submodel_id, path) if path is not None else None
         what = f"File {path or file.id_short!r} of submodel {submodel_id!r}"
-        await owners.check(owner, file.value, _current_file_value(request, submodel_id, path), what)
+        current = _current_file_value(request, submodel_id, path)
+        if current is _ABSENT and owner is not None and is_package_path(file.value):
+            # bytes left by a deleted element at the same path are not the new element's
+            await attachments_of(request).delete(owned_key(owner, str(file.value)))
+        await owners.check(owner, file.value, current if isinstance(current, str) else None, what)
 
 
 async def check_thumbnail(request: web.Request, shell_id: str, thumbnail: model.Resource | None) -> None:
