@@ -7,8 +7,10 @@ services; the hub enters them into its ``AsyncExitStack``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 
 class Service:
@@ -31,3 +33,12 @@ class Service:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended; its cancellation is not re-raised here."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

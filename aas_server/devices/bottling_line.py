@@ -15,7 +15,6 @@ register without touching the other bits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -24,7 +23,7 @@ from typing import Any
 
 from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import MappingError
-from aas_server.lifecycle import Service
+from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import BitPoint, MappingFile, ModbusTcpDevice, RegisterPoint
 from aas_server.model.events import Quality, RawSample, utc_now
@@ -117,10 +116,7 @@ class BottlingLineSimulator(Service):
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.server.stop()
 
     # --- registers -----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import EventSettings, secret_from_environment
 from aas_server.errors import PersistenceError
-from aas_server.lifecycle import Service
+from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.security.tls import client_context
 from aas_server.store.outbox import SEQUENCE_PROPERTY, Outbox, PendingEvent
 
@@ -180,10 +180,7 @@ class MqttEventPublisher(Service):
     async def stop(self) -> None:
         """Stop publishing, remove what was acknowledged, disconnect; the rest stays in the outbox."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
