@@ -28,7 +28,7 @@ from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.semantics.rdf import AAS, HUB, QueryLimits, build_graph, element_iri, rest_path, take_snapshot
 from aas_server.store.twin_store import TwinStore
-from tests.support import ROOT
+from tests.support import ROOT, eventually
 
 Client = TestClient[web.Request, web.Application]
 
@@ -343,6 +343,98 @@ async def test_limits_a_query_over_time_and_a_result_over_size(store: TwinStore)
             *(limited.get(f"{APIS[0]}/sparql", params={"query": f"ASK {{ <{SENSOR}> ?p ?o }}"}) for _ in range(4))
         )
         assert [ask.status for ask in asks] == [200] * 4
+
+
+async def latencies_while(client: Client, work: asyncio.Task[ClientResponse]) -> list[float]:
+    """Seconds each of a second client's REST reads took, sent one after another for as long as ``work`` runs."""
+    latencies: list[float] = []
+    while not work.done() or len(latencies) < 3:
+        started = time.monotonic()
+        response = await client.get(f"{APIS[0]}/submodels/{encode_identifier(SENSOR)}/submodel-elements/Temperature")
+        assert response.status == 200, await response.text()
+        await response.read()
+        latencies.append(time.monotonic() - started)
+    return latencies
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        pytest.param("a" * 26 + "!", 200, id="issue-11 pattern, 27 characters"),
+        pytest.param("a" * 40 + "!", 503, id="42 characters, exponential on any backtracking engine"),
+    ],
+)
+async def test_a_pathological_regex_neither_stalls_other_clients_nor_outlives_its_budget(
+    store: TwinStore, text: str, status: int
+) -> None:
+    """``^(a+)+$`` took ``re`` 2.4 s for 27 characters, holding the GIL: every other client waited. The
+    second pattern is exponential for the ``regex`` engine too: its timeout (the rest of the budget) ends it."""
+    app = create_app(store)
+    app[RDF_KEY] = RdfService(store, QueryLimits(time_budget=1.5), query_workers=1)
+    pattern = "^(a+)+$" if status == 200 else "^(a|aa)+$"
+    query = f'SELECT ?x WHERE {{ BIND("{text}" AS ?x) FILTER(REGEX(?x, "{pattern}")) }}'
+    async with TestClient(TestServer(app)) as hub:
+        await select(hub, "SELECT * WHERE { ?s ?p ?o } LIMIT 1")  # the graph is built before the clock starts
+        started = time.monotonic()
+        pathological = asyncio.create_task(hub.get(f"{APIS[0]}/sparql", params={"query": query}))
+        latencies = await latencies_while(hub, pathological)
+        answer = await pathological
+        seconds = time.monotonic() - started
+        if status == 200:
+            assert (await answer.json(content_type=None))["results"]["bindings"] == []
+        else:
+            await assert_result(answer, 503, "time budget of 1.5 s")
+        assert seconds < 1.5 + 1.5, f"the query was answered after {seconds:.2f} s"
+        assert max(latencies) < 1.0, f"the other client waited {max(latencies):.2f} s"
+        # The one worker becomes free: the match stopped (``regex`` counts its timeout in CPU time,
+        # so on a loaded machine that may be a little after the answer).
+        matching = f'SELECT ?x WHERE {{ BIND("aaa" AS ?x) FILTER(REGEX(?x, "{pattern}")) }}'
+        found = await eventually(
+            lambda: hub.get(f"{APIS[0]}/sparql", params={"query": matching}), lambda answer: answer.status == 200, 10
+        )
+        assert (await found.json(content_type=None))["results"]["bindings"] == [
+            {"x": {"type": "literal", "value": "aaa"}}
+        ]
+
+
+async def test_regex_flags_replace_and_bad_patterns(client: Client) -> None:
+    rows = await select(
+        client,
+        'SELECT ?hit ?replaced WHERE { BIND(REGEX("Filler TEMP", "temp$", "i") AS ?hit) '
+        'BIND(REPLACE("a-b-c", "(\\\\w)-", "$1+") AS ?replaced) }',
+    )
+    assert rows == [{"hit": "true", "replaced": "a+b+c"}]
+    literal = await select(client, 'SELECT ?hit WHERE { BIND(REGEX("a.c", ".", "q") AS ?hit) }')
+    assert literal == [{"hit": "true"}]
+    broken = 'SELECT * WHERE { ?s ?p ?o FILTER(REGEX(STR(?o), "(unclosed")) }'
+    await assert_result(await client.get(f"{APIS[0]}/sparql", params={"query": broken}), 400, "(unclosed")
+    flags = 'ASK { FILTER(REGEX("a", "a", "k")) }'
+    await assert_result(await client.get(f"{APIS[0]}/sparql", params={"query": flags}), 400, "unknown flag 'k'")
+
+
+async def test_a_string_doubled_by_concat_is_refused_before_it_fills_memory(client: Client) -> None:
+    """Each BIND doubles the string: 40 of them would ask for 64 TiB; 15 already pass the 1 MiB limit."""
+    binds = " ".join(f"BIND(CONCAT(?v{index}, ?v{index}) AS ?v{index + 1})" for index in range(15))
+    query = f'SELECT (STRLEN(?v15) AS ?n) WHERE {{ BIND("{"x" * 64}" AS ?v0) {binds} }}'
+    response = await client.get(f"{APIS[0]}/sparql", params={"query": query})
+    await assert_result(response, 400, "string of", "at most 1048576")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("SELECT * WHERE " + "{" * 3000 + "?s ?p ?o" + "}" * 3000, id="3000 braces"),
+        pytest.param("SELECT * WHERE { ?s ?p ?o FILTER(" + "(" * 500 + "1" + ")" * 500 + ") }", id="500 parentheses"),
+        pytest.param("SELECT * WHERE { ?s ?p ?o FILTER(1" + "-(1" * 40 + ")" * 40 + ") }", id="40 subtractions"),
+    ],
+)
+async def test_a_deeply_nested_query_is_answered_400_naming_the_place(client: Client, query: str) -> None:
+    response = await client.post(f"{APIS[0]}/sparql", data=query, headers={"Content-Type": "application/sparql-query"})
+    await assert_result(response, 400, "deeper than 16 levels", "line 1, column")
+    nested = "SELECT * WHERE { ?s ?p ?o " + "OPTIONAL { ?s ?p ?o " * 15 + "}" * 15 + "} LIMIT 1"
+    assert len(await select(client, nested)) == 1
+    strings = 'SELECT ?x WHERE { BIND("' + "((((" * 10 + '" AS ?x) } # ' + "{" * 40
+    assert await select(client, strings) == [{"x": "((((" * 10}]
 
 
 # --- command line ------------------------------------------------------------------------------

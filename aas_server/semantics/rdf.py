@@ -42,7 +42,8 @@ import io
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,16 +51,18 @@ from typing import Literal as TypingLiteral
 from urllib.parse import quote
 
 import orjson
+import regex
 from basyx.aas import model
 from basyx.aas.model import datatypes
 from pyparsing import ParseBaseException
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import RDF, XSD
 from rdflib.plugins.serializers.turtle import TurtleSerializer
+from rdflib.plugins.sparql import operators
 from rdflib.plugins.sparql.algebra import translateQuery
 from rdflib.plugins.sparql.evaluate import evalQuery
 from rdflib.plugins.sparql.parser import parseQuery, parseUpdate
-from rdflib.plugins.sparql.parserutils import CompValue
+from rdflib.plugins.sparql.parserutils import CompValue, Expr
 from rdflib.plugins.sparql.sparql import Query, SPARQLError
 from rdflib.term import Identifier, Node
 
@@ -581,14 +584,22 @@ class QueryLimits:
 
     A query runs in a worker thread that cannot be killed. ``time_budget`` (seconds) is checked
     cooperatively, at every triple a triple pattern or property path yields and at every result
-    row; past it the query stops with :class:`QueryTimeoutError`. Work between two triples
-    (sorting, joining two sub-results already in memory, a costly ``REGEX``) runs on until the next
-    check: it is bounded by the size of the graph, not by the budget. ``max_query_length`` bounds
-    parsing, ``max_rows`` the rows of a SELECT and ``max_triples`` the graph of a CONSTRUCT or DESCRIBE.
+    row; past it the query stops with :class:`QueryTimeoutError`. ``REGEX`` and ``REPLACE`` run on
+    the ``regex`` engine with the rest of the budget as their timeout and without holding the GIL,
+    so a pathological pattern (``^(a|aa)+$``) stalls no other client and stops after at most the
+    budget (``regex`` counts its timeout in CPU time: on a loaded machine that ends a little later).
+    Other work between two triples (sorting, joining two sub-results already in memory) runs on
+    until the next check: it is bounded by the size of the graph, not by the budget, and yields
+    the GIL like any Python code. ``max_query_length`` and ``max_nesting`` (brackets, braces and
+    parentheses inside each other) bound parsing, ``max_string_length`` every string ``CONCAT`` or
+    ``REPLACE`` builds, ``max_rows`` the rows of a SELECT and ``max_triples`` the graph of a
+    CONSTRUCT or DESCRIBE.
     """
 
     time_budget: float = 5.0
     max_query_length: int = 16_384
+    max_nesting: int = 16
+    max_string_length: int = 1_048_576
     max_rows: int = 10_000
     max_triples: int = 100_000
 
@@ -617,8 +628,17 @@ class _Budget:
     budget: float
 
     def check(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise QueryTimeoutError(f"the query ran out of its time budget of {self.budget:g} s; narrow it")
+        self.remaining()
+
+    def remaining(self) -> float:
+        """Seconds left; :class:`QueryTimeoutError` when none are."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.exhausted()
+        return left
+
+    def exhausted(self) -> QueryTimeoutError:
+        return QueryTimeoutError(f"the query ran out of its time budget of {self.budget:g} s; narrow it")
 
 
 class _BudgetedGraph(Graph):
@@ -650,17 +670,58 @@ def _walk_algebra(part: object) -> Iterator[CompValue]:
             yield from _walk_algebra(item)
 
 
+_QUERY_TOKEN = re.compile(
+    r"'''(?:[^'\\]|\\.|'(?!''))*(?:'''|\Z)"
+    r'|"""(?:[^"\\]|\\.|"(?!""))*(?:"""|\Z)'
+    r"|'(?:[^'\\\n]|\\.)*'?"
+    r'|"(?:[^"\\\n]|\\.)*"?'
+    r'|<[^<>"{}|^`\\\x00-\x20]*>'
+    r"|#[^\n]*"
+    r"|[^'\"<#(){}\[\]]+"
+    r"|.",
+    re.DOTALL,
+)
+"""String literals (an unclosed one runs to the end of its line or of the text, which keeps the scan
+linear), IRIs, comments, runs of other characters, or one character: brackets count only alone."""
+
+
 def check_query_length(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> None:
-    """``InvalidRequestError`` for a query longer than ``limits.max_query_length`` characters."""
+    """``InvalidRequestError`` for a query longer than ``limits.max_query_length`` characters, or
+    whose brackets, braces and parentheses nest deeper than ``limits.max_nesting`` (rdflib's parser
+    recurses about 30 Python frames a level and fails with ``RecursionError`` near 30 levels)."""
     if len(text) > limits.max_query_length:
         raise InvalidRequestError(
             f"the query has {len(text)} characters; at most {limits.max_query_length} are accepted"
         )
+    depth = 0
+    for token in _QUERY_TOKEN.finditer(text):
+        character = token.group()
+        if character in ("(", "{", "["):
+            depth += 1
+            if depth > limits.max_nesting:
+                start = token.start()
+                line, column = text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
+                raise InvalidRequestError(
+                    f"the query nests brackets, braces and parentheses deeper than {limits.max_nesting} levels "
+                    f"(line {line}, column {column}); flatten it"
+                )
+        elif character in (")", "}", "]"):
+            depth = max(depth - 1, 0)
+
+
+_TOO_DEEP = "the query is nested too deeply to be parsed or evaluated; flatten it"
 
 
 def prepare_query(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> Query:
     """Parse a read-only query; ``InvalidRequestError`` for updates, malformed and unsupported queries."""
     check_query_length(text, limits)
+    try:
+        return _prepare_query(text)
+    except RecursionError:
+        raise InvalidRequestError(_TOO_DEEP) from None
+
+
+def _prepare_query(text: str) -> Query:
     try:
         parsed = parseQuery(text)
     except ParseBaseException as error:
@@ -729,6 +790,7 @@ class TwinGraph:
         """
         budget = _Budget(time.monotonic() + limits.time_budget, limits.time_budget)
         query = prepare_query(text, limits)
+        _bound_builtins(query, limits, budget)
         view = _BudgetedGraph(self.graph, budget)
         try:
             outcome = evalQuery(view, query)
@@ -742,6 +804,8 @@ class TwinGraph:
             result: Graph = outcome["graph"]
         except SPARQLError as error:
             raise InvalidRequestError(f"the query failed: {error}") from None
+        except RecursionError:
+            raise InvalidRequestError(_TOO_DEEP) from None
         if len(result) > limits.max_triples:
             raise InvalidRequestError(
                 f"the {form} result has {len(result)} triples; at most {limits.max_triples} are answered; "
@@ -750,6 +814,78 @@ class TwinGraph:
         for prefix, namespace in PREFIXES.items():
             result.bind(prefix, namespace)
         return QueryAnswer(form, serialize(result, graph_format), MEDIA_TYPES[graph_format], len(result))
+
+
+_XPATH_FLAGS = {"i": regex.IGNORECASE, "s": regex.DOTALL, "m": regex.MULTILINE, "x": regex.VERBOSE}
+"""XPath ``fn:matches`` flags (XPath and XQuery Functions 3.1, 5.6.1) as ``regex`` flags; ``q`` apart."""
+
+
+def _compile(pattern: str, flags: Any) -> Any:
+    """``pattern`` compiled with the SPARQL ``flags`` argument (``None`` or a string literal)."""
+    names = "" if flags is None else str(operators.string(flags))
+    unknown = sorted(set(names) - {*_XPATH_FLAGS, "q"})
+    if unknown:
+        raise InvalidRequestError(f"REGEX/REPLACE flags {names!r}: unknown flag {unknown[0]!r} (i, s, m, x, q)")
+    compiled_flags = regex.VERSION0
+    for name in names:
+        compiled_flags |= _XPATH_FLAGS.get(name, 0)
+    try:
+        return regex.compile(regex.escape(pattern) if "q" in names else pattern, compiled_flags)
+    except regex.error as error:
+        raise InvalidRequestError(f"REGEX/REPLACE pattern {pattern[:200]!r} is not valid: {error}") from None
+
+
+def _bound_builtins(query: Query, limits: QueryLimits, budget: _Budget) -> None:
+    """Give ``REGEX``, ``REPLACE`` and ``CONCAT`` in ``query`` the time budget and the string limit.
+
+    rdflib evaluates ``REGEX`` and ``REPLACE`` with ``re``, which holds the GIL for as long as a
+    backtracking pattern runs (``^(a+)+$`` doubles its time with each character of the text); here
+    they run on ``regex`` with the rest of the budget as timeout and the GIL released.
+    """
+
+    def too_long(built: int) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"the query builds a string of {built} characters; at most {limits.max_string_length} are allowed"
+        )
+
+    def search(expr: Expr, context: Any) -> Literal:
+        text = operators.string(expr.text)
+        compiled = _compile(str(operators.string(expr.pattern)), expr.flags)
+        try:
+            found = compiled.search(str(text), timeout=budget.remaining(), concurrent=True)
+        except TimeoutError:
+            raise budget.exhausted() from None
+        return Literal(found is not None)
+
+    def replace(expr: Expr, context: Any) -> Literal:
+        text = operators.string(expr.arg)
+        compiled = _compile(str(operators.string(expr.pattern)), expr.flags)
+        replacement = regex.sub(r"\$([0-9]*)", r"\\\1", str(operators.string(expr.replacement)))
+        try:
+            replaced = compiled.sub(replacement, str(text), timeout=budget.remaining(), concurrent=True)
+        except TimeoutError:
+            raise budget.exhausted() from None
+        except (regex.error, IndexError) as error:
+            raise InvalidRequestError(f"REPLACE replacement is not valid: {error}") from None
+        if len(replaced) > limits.max_string_length:
+            raise too_long(len(replaced))
+        return Literal(replaced, datatype=text.datatype, lang=text.language)
+
+    def concat(expr: Expr, context: Any) -> Literal:
+        joined: Literal = operators.Builtin_CONCAT(expr, context)
+        if len(joined) > limits.max_string_length:
+            raise too_long(len(joined))
+        return joined
+
+    bounded: dict[str, Callable[[Expr, Any], Literal]] = {
+        "Builtin_REGEX": search,
+        "Builtin_REPLACE": replace,
+        "Builtin_CONCAT": concat,
+    }
+    for part in _walk_algebra(query.algebra):
+        function = bounded.get(part.name)
+        if function is not None and isinstance(part, Expr):
+            part._evalfn = types.MethodType(function, part)
 
 
 def _select_answer(outcome: Mapping[str, Any], limits: QueryLimits, budget: _Budget) -> QueryAnswer:
