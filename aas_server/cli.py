@@ -268,6 +268,7 @@ async def _nodeset(arguments: argparse.Namespace) -> int:
         await asyncio.to_thread(arguments.output.write_bytes, nodeset.types_nodeset())
         print(f"{arguments.output}: the AAS type model ({TYPES_NAMESPACE_URI})")
         return EXIT_OK
+    from aas_server.mapping.bindings import element_binding
     from aas_server.mapping.schema import OpcUaMethodPoint
     from aas_server.persistence.sqlite import SqliteRepository
     from aas_server.runtime.hub import load_mapping_source
@@ -276,12 +277,11 @@ async def _nodeset(arguments: argparse.Namespace) -> int:
     settings = load_settings(arguments.config)
     bindings: dict[tuple[str, str], ElementBinding] = {}
     for mapping_path in settings.mappings:
-        for point in load_mapping_source(mapping_path).points:
+        mapping = load_mapping_source(mapping_path)
+        for point in mapping.points:
             if isinstance(point, OpcUaMethodPoint):
                 continue
-            bindings[(point.target.submodel, point.target.path)] = ElementBinding(
-                f"device:{point.device}", point.writable, point.engineering_unit
-            )
+            bindings[(point.target.submodel, point.target.path)] = element_binding(point, mapping)
     async with SqliteRepository(settings.sqlite_path) as repository:
         identifiables = await repository.load_identifiables()
     if not identifiables:

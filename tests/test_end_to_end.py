@@ -314,17 +314,18 @@ async def test_submodels_added_and_deleted_through_rest_appear_and_vanish_in_opc
                 folder = await client.nodes.objects.get_child([f"{namespace}:AASEnvironment", f"{namespace}:Submodels"])
                 return [(await child.read_browse_name()).Name for child in await folder.get_children()]
 
-            assert "AddedThroughRest" not in await browse_names()
+            assert identifier not in await browse_names()
             async with http.post(f"{hub.rest_url}/submodels", json=submodel) as r:
                 assert r.status == 201, await r.text()
-            names = await eventually(browse_names, lambda found: "AddedThroughRest" in found, 1.0)
-            assert "AddedThroughRest" in names
+            names = await eventually(browse_names, lambda found: identifier in found, 1.0)
+            assert identifier in names
+            assert (await submodel_node.read_display_name()).Text == "AddedThroughRest"
             assert await level.read_value() == 42
             assert await level.read_data_type_as_variant_type() == ua.VariantType.Int32
 
             async with http.delete(f"{hub.rest_url}/submodels/{b64(identifier)}") as r:
                 assert r.status == 204, await r.text()
-            await eventually(browse_names, lambda found: "AddedThroughRest" not in found, 1.0)
+            await eventually(browse_names, lambda found: identifier not in found, 1.0)
             with pytest.raises(UaStatusCodeError) as gone:
                 await submodel_node.read_browse_name()
             assert gone.value.code == StatusCodes.BadNodeIdUnknown

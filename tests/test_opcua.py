@@ -187,7 +187,8 @@ async def test_browse_and_read_typed_values_with_engineering_units(
         ns = projection.namespace_index
         types = projection.types_namespace_index
         environment = await client.nodes.objects.get_child(f"{ns}:AASEnvironment")
-        submodel = await environment.get_child([f"{ns}:Submodels", f"{ns}:Operational"])
+        submodel = await environment.get_child([ua.QualifiedName("Submodels", ns), ua.QualifiedName(SUBMODEL_ID, ns)])
+        assert (await submodel.read_display_name()) == ua.LocalizedText("Operational", "en")
         assert await (await submodel.get_child(f"{types}:Id")).read_value() == SUBMODEL_ID
         assert (
             await (await submodel.get_child(f"{types}:SemanticId")).read_value()
@@ -210,7 +211,8 @@ async def test_browse_and_read_typed_values_with_engineering_units(
         assert await count.read_data_type_as_variant_type() == ua.VariantType.Int32
         assert await count.read_value() == 3
 
-        shell = await environment.get_child([f"{ns}:Shells", f"{ns}:Machine1"])
+        shell = await environment.get_child([ua.QualifiedName("Shells", ns), ua.QualifiedName(SHELL_ID, ns)])
+        assert (await shell.read_display_name()).Text == "Machine1"
         assert await (await shell.get_child(f"{types}:Id")).read_value() == SHELL_ID
         organized = await shell.get_referenced_nodes(ObjectIds.Organizes)
         assert submodel.nodeid in [node.nodeid for node in organized]

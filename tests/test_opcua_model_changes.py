@@ -149,7 +149,9 @@ async def test_submodels_created_and_deleted_through_the_store_appear_and_vanish
         submodels = await client.nodes.objects.get_child([f"{ns}:AASEnvironment", f"{ns}:Submodels"])
 
         await store.create(_tool())
-        tool = await eventually(lambda: _child(submodels, f"{ns}:Tool"), lambda node: node is not None, within=1.0)
+        tool = await eventually(
+            lambda: _child(submodels, ua.QualifiedName(TOOL_ID, ns)), lambda node: node is not None, within=1.0
+        )
         strokes = await tool.get_child(f"{ns}:Strokes")
         assert await strokes.read_data_type_as_variant_type() == ua.VariantType.Int32
         assert await strokes.read_value() == 120
@@ -177,10 +179,10 @@ async def test_submodels_created_and_deleted_through_the_store_appear_and_vanish
         assert unlinked == {shell_node: REFERENCE_DELETED, tool_node: REFERENCE_DELETED}
         line_node = _id(projection, submodel_node_id(LINE_ID))
         assert await _organized(client, projection) == [line_node]
-        assert await _child(submodels, f"{ns}:Tool") is not None
+        assert await _child(submodels, ua.QualifiedName(TOOL_ID, ns)) is not None
 
 
-async def _child(parent: Node, browse_name: str) -> Node | None:
+async def _child(parent: Node, browse_name: ua.QualifiedName) -> Node | None:
     try:
         return await parent.get_child(browse_name)
     except UaStatusCodeError:
@@ -263,7 +265,7 @@ async def test_range_file_blob_and_references_are_readable(
     ns = projection.types_namespace_index
     async with _session(projection.endpoint_url, opcua_client_certificate, VIEWER) as client:
         limits = _element(client, projection, LINE_ID, "SpeedLimits")
-        await eventually(lambda: _child(limits, f"{ns}:Max"), lambda node: node is not None, within=1.0)
+        await eventually(lambda: _child(limits, ua.QualifiedName("Max", ns)), lambda node: node is not None, within=1.0)
         maximum = await limits.get_child(f"{ns}:Max")
         assert await maximum.read_data_type_as_variant_type() == ua.VariantType.Double
         assert await maximum.read_value() == 4.0

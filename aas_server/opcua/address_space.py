@@ -42,6 +42,7 @@ from aas_server.opcua import node_ids
 from aas_server.opcua.bulk_nodes import BulkNodeAdder
 from aas_server.opcua.methods import OperationInvoker
 from aas_server.opcua.projection import (
+    DISPLAY_LOCALE,
     BrowseNamespace,
     ElementKey,
     MethodNode,
@@ -674,6 +675,7 @@ def _structure(spec: NodeSpec) -> tuple[Any, ...]:
             spec.browse_namespace,
             spec.dictionary_entry,
             spec.related,
+            spec.display_name,
         )
     return (
         "variable",
@@ -689,6 +691,8 @@ def _structure(spec: NodeSpec) -> tuple[Any, ...]:
         spec.type_definition,
         spec.value_rank,
         spec.dictionary_entry,
+        spec.display_name,
+        spec.minimum_sampling_interval,
     )
 
 
@@ -737,7 +741,7 @@ def _add_nodes_item(
         }
         if isinstance(spec, ObjectNode):
             object_attributes = ua.ObjectAttributes(
-                DisplayName=ua.LocalizedText(spec.browse_name),
+                DisplayName=ua.LocalizedText(spec.display_name or spec.browse_name, DISPLAY_LOCALE),
                 Description=ua.LocalizedText(spec.description),
                 WriteMask=0,
                 UserWriteMask=0,
@@ -746,7 +750,7 @@ def _add_nodes_item(
             return ua.AddNodesItem(NodeClass=ua.NodeClass.Object, NodeAttributes=object_attributes, **common)
         access = _READ | _WRITE if spec.writable else _READ
         attributes = ua.VariableAttributes(
-            DisplayName=ua.LocalizedText(spec.browse_name),
+            DisplayName=ua.LocalizedText(spec.display_name or spec.browse_name, DISPLAY_LOCALE),
             Description=ua.LocalizedText(spec.description),
             WriteMask=0,
             UserWriteMask=0,
@@ -756,7 +760,7 @@ def _add_nodes_item(
             ArrayDimensions=cast(Any, None),
             AccessLevel=access,
             UserAccessLevel=access,
-            MinimumSamplingInterval=0,
+            MinimumSamplingInterval=spec.minimum_sampling_interval,
             Historizing=False,
         )
         return ua.AddNodesItem(NodeClass=ua.NodeClass.Variable, NodeAttributes=attributes, **common)
@@ -768,7 +772,7 @@ def _add_nodes_item(
     if isinstance(spec, MethodNode):
         item.NodeClass = ua.NodeClass.Method
         method_attributes = ua.MethodAttributes()
-        method_attributes.DisplayName = ua.LocalizedText(spec.browse_name)
+        method_attributes.DisplayName = ua.LocalizedText(spec.browse_name, DISPLAY_LOCALE)
         method_attributes.Description = ua.LocalizedText(spec.description)
         method_attributes.Executable = True
         method_attributes.UserExecutable = True

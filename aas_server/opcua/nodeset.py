@@ -30,6 +30,7 @@ from lxml import etree
 
 from aas_server.opcua import node_ids
 from aas_server.opcua.projection import (
+    DISPLAY_LOCALE,
     AddressSpacePlan,
     BrowseNamespace,
     ElementKey,
@@ -135,8 +136,10 @@ def _text(parent: Any, tag: str, text: str | None, namespace: str = UA_NODESET) 
     return element
 
 
-def _names(element: Any, display_name: str, description: str | None) -> None:
-    _text(element, "DisplayName", display_name)
+def _names(element: Any, display_name: str, description: str | None, locale: str | None = None) -> None:
+    name = _text(element, "DisplayName", display_name)
+    if locale is not None:
+        name.set("Locale", locale)
     if description:
         _text(element, "Description", description)
 
@@ -330,6 +333,9 @@ def _write_instance_node(writer: _Writer, spec: NodeSpec, extra: list[tuple[str,
     else:
         access = str(ua.AccessLevel.CurrentRead.mask | (ua.AccessLevel.CurrentWrite.mask if spec.writable else 0))
         data_type = spec.data_type if spec.data_type is not None else spec.variant_type.value
+        sampling = (
+            {"MinimumSamplingInterval": f"{spec.minimum_sampling_interval:g}"} if spec.minimum_sampling_interval else {}
+        )
         element = writer.node(
             "UAVariable",
             node_id,
@@ -339,8 +345,10 @@ def _write_instance_node(writer: _Writer, spec: NodeSpec, extra: list[tuple[str,
             ValueRank=str(spec.value_rank),
             AccessLevel=access,
             UserAccessLevel=access,
+            **sampling,
         )
-    _names(element, spec.browse_name, spec.description)
+    display_name = spec.browse_name if isinstance(spec, MethodNode) else spec.display_name or spec.browse_name
+    _names(element, display_name, spec.description, DISPLAY_LOCALE)
     _references(element, references)
     if isinstance(spec, VariableNode) and spec.value.Value is not None:
         _write_value(element, spec.value.Value)

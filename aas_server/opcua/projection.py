@@ -6,9 +6,9 @@ node specifications in parent-first order; ``address_space.py`` applies them to 
 (:mod:`aas_server.opcua.types`, ``AASSubmodelType``, ``AASPropertyType``...)::
 
     Objects/AASEnvironment (Folder)
-        Shells (Folder)/<shell idShort> (AASAssetAdministrationShellType): Id, IdShort, GlobalAssetId,
+        Shells (Folder)/<shell id> (AASAssetAdministrationShellType): Id, IdShort, GlobalAssetId,
             AssetInformation; Organizes -> submodels
-        Submodels (Folder)/<submodel idShort> (AASSubmodelType): Id, IdShort, SemanticId
+        Submodels (Folder)/<submodel id> (AASSubmodelType): Id, IdShort, SemanticId
             <element idShort> (a Variable for Property, MultiLanguageProperty, Blob and
                                ReferenceElement; an Object for the others: Range with Min/Max,
                                File with Value/ContentType, relationships with First/Second,
@@ -16,10 +16,18 @@ node specifications in parent-first order; ``address_space.py`` applies them to 
         ConceptDictionary (DictionaryFolderType)/<semanticId> (Irdi/UriDictionaryEntryType)
 
 Members declared by the type model (``Id``, ``SemanticId``, ``Min``...) have browse names in the
-types namespace; idShorts are in the instance namespace. A submodel or element with a semanticId
-has a ``HasDictionaryEntry`` reference (OPC 10000-19) to the dictionary entry of that id. A
-relationship element has ``AASRelationshipFirst``/``AASRelationshipSecond`` references to the nodes
-its ModelReferences point to (:func:`relationship_targets`), when the plan holds them.
+types namespace; idShorts are in the instance namespace. Sibling browse names are unique, so that a
+browse path (TranslateBrowsePathsToNodeIds, a SCADA tag path) names one node: shells and submodels
+are named by their id (:func:`identifiable_browse_name`; their idShort is the display name, since
+several submodels share ``OperationalData`` or ``Nameplate``), elements by their idShort (unique in
+their parent, AASd-022) or ``[index]`` in a list. Display names are in locale ``en``. A mapped
+Property's ``MinimumSamplingInterval`` is its device's poll (or sampling) interval and, with the
+mapping's ``limits`` (min and max), it has an ``EURange`` property (OPC 10000-8 §5.3.2).
+
+A submodel or element with a semanticId has a ``HasDictionaryEntry`` reference (OPC 10000-19) to
+the dictionary entry of that id. A relationship element has ``AASRelationshipFirst``/
+``AASRelationshipSecond`` references to the nodes its ModelReferences point to
+(:func:`relationship_targets`), when the plan holds them.
 
 The planners are usable on a part of the environment (:func:`plan_shell`, :func:`plan_submodel`,
 :func:`plan_element`) so that a model change re-plans only the subtree it touched.
@@ -31,6 +39,7 @@ qualifiers, extensions, embedded data specifications and concept descriptions.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +64,20 @@ UNECE_UNITS_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 """``EUInformation.NamespaceUri`` for UNECE Recommendation 20 units (OPC 10000-8 §5.6.3)."""
 
 ElementKey = tuple[str, str]
+
+DISPLAY_LOCALE = "en"
+"""The locale of display names (idShorts and ids are not translated)."""
+
+BROWSE_NAME_LIMIT = 512
+"""Longest browse name (OPC 10000-3 §8.3: a QualifiedName's name has at most 512 characters)."""
+
+
+def identifiable_browse_name(identifier: str) -> str:
+    """The browse name of a shell or submodel: its id; beyond 512 characters cut, with a hash of the whole id."""
+    if len(identifier) <= BROWSE_NAME_LIMIT:
+        return identifier
+    digest = hashlib.sha256(identifier.encode()).hexdigest()[:32]
+    return f"{identifier[: BROWSE_NAME_LIMIT - len(digest) - 1]}~{digest}"
 
 
 class ReferenceKind(enum.Enum):
@@ -105,6 +128,8 @@ class ObjectNode:
     """The semanticId this node has a ``HasDictionaryEntry`` reference to (see :func:`dictionary_entry_node`)."""
     related: tuple[tuple[str, str], ...] = ()
     """A relationship's ``(reference type, target node id)`` pairs (see :func:`relationship_targets`)."""
+    display_name: str | None = None
+    """``None``: the browse name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +153,10 @@ class VariableNode:
     value_rank: int = ua.ValueRank.Scalar
     dictionary_entry: str | None = None
     """The semanticId this node has a ``HasDictionaryEntry`` reference to (see :func:`dictionary_entry_node`)."""
+    display_name: str | None = None
+    """``None``: the browse name."""
+    minimum_sampling_interval: float = 0.0
+    """Milliseconds (OPC 10000-3 §5.6.2); 0: changes are reported as they come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +377,10 @@ def plan_shell(shell: model.AssetAdministrationShell) -> list[NodeSpec]:
             shell_node,
             node_ids.SHELLS_FOLDER,
             ReferenceKind.ORGANIZES,
-            shell.id_short or shell.id,
+            identifiable_browse_name(shell.id),
             _preferred_text(shell.description),
             type_definition="AASAssetAdministrationShellType",
+            display_name=shell.id_short or shell.id,
         ),
         text("Id", shell.id),
     ]
@@ -396,10 +426,11 @@ def plan_submodel(
             submodel_node,
             node_ids.SUBMODELS_FOLDER,
             ReferenceKind.ORGANIZES,
-            submodel.id_short or submodel.id,
+            identifiable_browse_name(submodel.id),
             _preferred_text(submodel.description),
             type_definition="AASSubmodelType",
             dictionary_entry=semantic_id,
+            display_name=submodel.id_short or submodel.id,
         ),
         _text_property(node_ids.submodel_property_node_id(submodel.id, "Id"), submodel_node, "Id", submodel.id),
     ]
@@ -553,10 +584,13 @@ def _plan_element_node(
                 element=key,
                 type_definition=None if unit is not None else "AASPropertyType",
                 dictionary_entry=semantic_id,
+                minimum_sampling_interval=_milliseconds(binding.sampling_interval if binding is not None else None),
             )
         )
         if unit is not None:
             nodes.append(_engineering_units(submodel_id, id_short_path, node_id, unit))
+        if binding is not None and binding.value_range is not None:
+            nodes.append(_engineering_range(submodel_id, id_short_path, node_id, binding.value_range))
     elif isinstance(element, model.MultiLanguageProperty):
         language, content = _preferred_language_text(element.value)
         nodes.append(
@@ -734,6 +768,28 @@ def _engineering_units(submodel_id: str, id_short_path: str, parent_id: str, uni
         data_type=ObjectIds.EUInformation,
         browse_namespace=BrowseNamespace.STANDARD,
     )
+
+
+def _engineering_range(
+    submodel_id: str, id_short_path: str, parent_id: str, value_range: tuple[float, float]
+) -> VariableNode:
+    """The ``EURange`` property (OPC 10000-8 §5.3.2): the range the value is expected in."""
+    low, high = value_range
+    return VariableNode(
+        node_ids.element_property_node_id(submodel_id, id_short_path, "EURange"),
+        parent_id,
+        ReferenceKind.HAS_PROPERTY,
+        "EURange",
+        VariableKind.PROPERTY,
+        ua.VariantType.ExtensionObject,
+        ua.DataValue(ua.Variant(ua.Range(Low=float(low), High=float(high)), ua.VariantType.ExtensionObject)),
+        data_type=ObjectIds.Range,
+        browse_namespace=BrowseNamespace.STANDARD,
+    )
+
+
+def _milliseconds(seconds: float | None) -> float:
+    return 0.0 if seconds is None else round(seconds * 1000.0, 3)
 
 
 def semantic_id_text(reference: model.Reference | None) -> str | None:

@@ -40,6 +40,7 @@ from aas_server.errors import (
 )
 from aas_server.exchange import read_package_file
 from aas_server.mapping.aid import mapping_from_aid, mapping_to_aids
+from aas_server.mapping.bindings import element_binding
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import (
     MappingFile,
@@ -58,7 +59,7 @@ from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
-from aas_server.store.twin_store import ElementBinding, TwinStore, WriteHandler
+from aas_server.store.twin_store import TwinStore, WriteHandler
 
 _LOG = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class Hub:
                 raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not a Property", where)
             self._bound[key] = _BoundPoint(point.name, element.value_type)
             handler = self._write_handler(engine, point.name, point.device) if point.writable else None
-            binding = ElementBinding(f"device:{point.device}", point.writable, point.engineering_unit)
+            binding = element_binding(point, mapping)
             self.store.bind(submodel_id, id_short_path, binding, handler)
 
     def _is_recorded(self, submodel_id: str, id_short_path: str) -> bool:
