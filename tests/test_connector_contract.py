@@ -27,7 +27,9 @@ from aas_server.connectors.mqtt import MqttConnector
 from aas_server.connectors.opcua_client import OpcUaClientConnector
 from aas_server.connectors.registry import connector_module, create_connector
 from aas_server.devices.modbus_server import ModbusDeviceServer
-from aas_server.errors import ConfigurationError, MappingError
+from aas_server.errors import ConfigurationError, MappingError, TypeMismatchError
+from aas_server.mapping.engine import MappingEngine
+from aas_server.mapping.protocol_codecs import CODECS
 from aas_server.mapping.schema import (
     PROTOCOLS,
     AnyPoint,
@@ -42,7 +44,7 @@ from aas_server.mapping.schema import (
     parse_mapping,
     protocol_named,
 )
-from aas_server.model.events import Quality, QualityReason, RawSample
+from aas_server.model.events import Quality, QualityReason, RawSample, utc_now
 from tests.mqtt_broker import MosquittoBroker
 from tests.support import ROOT, wait_until
 
@@ -363,3 +365,47 @@ def test_a_point_of_no_known_kind_is_told_every_registered_kind() -> None:
     for entry in PROTOCOLS:
         for kind in entry.points:
             assert f"{' or '.join(kind.keys)} ({kind.label})" in message
+
+
+def test_every_point_kind_reads_and_writes_through_the_codec_it_names() -> None:
+    mapping = parse_mapping(
+        {
+            "devices": [
+                {"name": "plc", "protocol": "modbus-tcp", "host": "h", "addressing": "zero-based"},
+                {"name": "broker", "protocol": "mqtt", "host": "h"},
+            ],
+            "points": [
+                {
+                    "name": "Speed",
+                    "device": "plc",
+                    "table": "holding_register",
+                    "address": 0,
+                    "data_type": "int16",
+                    "scale": 0.1,
+                    "access": "read-write",
+                    "target": {**TARGET, "path": "Speed"},
+                },
+                {
+                    "name": "Flow",
+                    "device": "broker",
+                    "topic": "line/flow",
+                    "write_topic": "line/flow/set",
+                    "scale": 0.1,
+                    "access": "read-write",
+                    "target": {**TARGET, "path": "Flow"},
+                },
+            ],
+        }
+    )
+    assert {kind.codec for entry in PROTOCOLS for kind in entry.points} <= set(CODECS)
+    engine = MappingEngine(mapping)
+    now = utc_now()
+    speed = engine.on_sample(RawSample("plc", "Speed", (0xFFF6,), now))  # -10 register counts
+    flow = engine.on_sample(RawSample("broker", "Flow", "215", now))  # text holding a number
+    assert speed is not None
+    assert flow is not None
+    assert (speed.value, flow.value) == (-1.0, 21.5)
+    assert engine.to_raw("Speed", -1.0).raw == (0xFFF6,)
+    assert engine.to_raw("Flow", 21.5).raw == 215
+    with pytest.raises(TypeMismatchError, match="point 'Flow'"):
+        engine.to_raw("Flow", None)

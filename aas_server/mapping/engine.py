@@ -5,7 +5,8 @@ Pure (``ARCHITECTURE.md``, house rule 1): no I/O, no clock except the times carr
 normalisation ``Chain`` (``aas_server.mapping.normalize``); the per-sample path is a dictionary
 lookup, the decoder, the chain's arithmetic and the ``ValueChanged``.
 
-Decoding by point kind (``RawSample.raw``):
+Decoding by point kind (``RawSample.raw``; the codec each kind names in the protocol registry,
+``mapping.protocol_codecs``):
 
 - Modbus register point: the register words, decoded by data type (numbers through ``struct``,
   strings and register bits through ``codecs.decode_register_point``);
@@ -27,7 +28,6 @@ Left out: OPC UA method points produce no samples and take no writes (they are c
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 from aas_server.errors import NotFoundError, NotWritableError, TypeMismatchError
 from aas_server.mapping import codecs, normalize
 from aas_server.mapping.normalize import Chain, PointState
+from aas_server.mapping.protocol_codecs import Decoder, codec_of
 from aas_server.mapping.schema import (
     AnyDevice,
     AnyPoint,
@@ -42,106 +43,12 @@ from aas_server.mapping.schema import (
     DataType,
     MappingFile,
     OpcUaMethodPoint,
-    Order,
     RegisterPoint,
 )
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, ValueChanged, utc_now
 
-Decoder = Callable[[Any], Any]
-
 _BAD = Quality.BAD
 _DECODE_ERROR = QualityReason.DECODE_ERROR
-_STRUCT_CODES = {
-    DataType.INT16: "h",
-    DataType.UINT16: "H",
-    DataType.INT32: "i",
-    DataType.UINT32: "I",
-    DataType.INT64: "q",
-    DataType.UINT64: "Q",
-    DataType.FLOAT32: "f",
-    DataType.FLOAT64: "d",
-}
-
-
-# --- decoders -------------------------------------------------------------------------------------
-
-
-def _number_decoder(point: RegisterPoint) -> Decoder:
-    """Register words to a number: ``struct`` formats built once (same results as ``codecs.decode``)."""
-    count = point.register_count
-    words = struct.Struct(("<" if point.byte_order is Order.LITTLE else ">") + "H" * count)
-    number = struct.Struct(">" + _STRUCT_CODES[point.data_type])
-    reverse = point.word_order is Order.LITTLE
-    pack, unpack = words.pack, number.unpack
-
-    def decode(raw: Any) -> Any:
-        if len(raw) != count:
-            raise codecs.CodecError(f"{point.data_type.value} needs {count} registers, got {len(raw)}")
-        for word in raw:
-            if word.__class__ is bool:
-                raise codecs.CodecError("register points need register words, got bits")
-        try:
-            return unpack(pack(*(raw[::-1] if reverse else raw)))[0]
-        except struct.error:
-            raise codecs.CodecError(f"register words must be unsigned 16-bit integers, got {raw!r}") from None
-
-    return decode
-
-
-def _register_decoder(point: RegisterPoint) -> Decoder:
-    if point.data_type.is_numeric:
-        return _number_decoder(point)
-
-    def decode(raw: Any) -> Any:
-        return codecs.decode_register_point(point, raw)
-
-    return decode
-
-
-def _decode_bit(raw: Any) -> bool:
-    if len(raw) != 1 or not isinstance(raw[0], bool | int) or raw[0] not in (0, 1):
-        raise codecs.CodecError(f"a bit point needs one bit, got {raw!r}")
-    return bool(raw[0])
-
-
-def _pass(raw: Any) -> Any:
-    return raw
-
-
-def _protocol_value_decoder(chain: Chain) -> Decoder:
-    """OPC UA and MQTT values: numbers, and text holding numbers, for numeric and enum points."""
-    if not chain.numeric and chain.enum is None:
-        return _pass
-    names = chain.enum_codes or {}
-
-    def decode(raw: Any) -> Any:
-        kind = raw.__class__
-        if kind is float or kind is int:
-            return raw
-        if isinstance(raw, str):
-            number = normalize.parse_number(raw)
-            if number is not None:
-                return number
-            if raw in names:
-                return raw
-            raise codecs.CodecError(f"{raw!r} is not a number")
-        if isinstance(raw, bool):
-            if chain.enum is None:
-                raise codecs.CodecError(f"a numeric point needs a number, got {raw!r}")
-            return int(raw)
-        if isinstance(raw, int | float):
-            return raw
-        raise codecs.CodecError(f"a numeric point needs a number, got {type(raw).__name__}")
-
-    return decode
-
-
-def _decoder(point: AnyPoint, chain: Chain) -> Decoder:
-    if isinstance(point, RegisterPoint):
-        return _register_decoder(point)
-    if isinstance(point, BitPoint):
-        return _decode_bit
-    return _protocol_value_decoder(chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +137,7 @@ class MappingEngine:
                 point=point,
                 chain=chain,
                 state=PointState(),
-                decode=_decoder(point, chain),
+                decode=codec_of(point).decoder(point, chain),
                 read=normalize.reader(chain),
                 submodel_id=point.target.submodel,
                 id_short_path=point.target.path,
@@ -301,29 +208,7 @@ class MappingEngine:
             raise NotWritableError(f"point {point.name!r} is an OPC UA method: it is called, not written")
         if not point.writable:
             raise NotWritableError(f"point {point.name!r} is read-only (access: {point.access.value})")
-        return RawWrite(source=point.device, point=point.name, raw=self._device_raw(plan, value))
-
-    @staticmethod
-    def _device_raw(plan: _Plan, value: Any) -> Any:
-        point, chain = plan.point, plan.chain
-        if isinstance(point, BitPoint) or (isinstance(point, RegisterPoint) and point.data_type is DataType.BOOL):
-            if not isinstance(value, bool):
-                kind = point.table.value if isinstance(point, BitPoint) else "register bit"
-                raise TypeMismatchError(f"point {point.name!r} is a {kind}: needs a boolean, got {value!r}")
-            return (value,)
-        if isinstance(point, RegisterPoint) and point.data_type is DataType.STRING:
-            if not isinstance(value, str):
-                raise TypeMismatchError(f"point {point.name!r} is a string: needs text, got {value!r}")
-        else:
-            value = normalize.to_device(chain, value)
-        if not isinstance(point, RegisterPoint):
-            if value is None:
-                raise TypeMismatchError(f"point {point.name!r} needs a value, got None")
-            return value
-        try:
-            return codecs.encode_register_point(point, value)
-        except codecs.CodecError as error:
-            raise TypeMismatchError(f"point {point.name!r}: {error}") from None
+        return RawWrite(source=point.device, point=point.name, raw=codec_of(point).to_raw(point, plan.chain, value))
 
     def encode_value(self, point_name: str, value: Any) -> tuple[int, ...] | tuple[bool, ...]:
         """Raw words or bits for ``value`` regardless of access, rounded and clamped (for simulators).

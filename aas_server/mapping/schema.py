@@ -645,6 +645,8 @@ class PointKind:
     """How the error for a point of no known kind names it (``OPC UA method``)."""
     keys: tuple[str, ...]
     models: tuple[type[_PointBase], ...]
+    codec: str = "value"
+    """How its raw values are decoded and encoded (``mapping.protocol_codecs.CODECS``)."""
     annotation: Any = None
     """What the point union holds for this kind; the one model unless it is itself a union (Modbus)."""
 
@@ -669,8 +671,8 @@ class Protocol:
 
     ``connector`` names the module (in ``aas_server.connectors``) whose ``create_connector`` and
     ``with_endpoint`` the hub uses; the mapping layer does not import connectors, the hub resolves it
-    (``aas_server.connectors.registry``). ``decoder`` is the value codec of the protocol's points
-    (``mapping.engine``); ``aid`` how an AID interface names it.
+    (``aas_server.connectors.registry``). Each point kind names its value codec
+    (``mapping.protocol_codecs``); ``aid`` says how an AID interface names the protocol.
     """
 
     name: str
@@ -689,7 +691,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
     Protocol(
         "modbus-tcp",
         ModbusTcpDevice,
-        (PointKind("modbus", "Modbus", ("table",), (RegisterPoint, BitPoint), ModbusPoint),),
+        (PointKind("modbus", "Modbus", ("table",), (RegisterPoint, BitPoint), "modbus", ModbusPoint),),
         "aas_server.connectors.modbus",
         AidBinding("http://www.w3.org/2011/modbus", ("modbus+tcp",)),
     ),
