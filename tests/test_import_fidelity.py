@@ -458,3 +458,23 @@ async def test_a_package_whose_concept_descriptions_exist_is_taken_and_only_shel
         # A submodel or shell that exists is still a conflict.
         async with http.post(f"{api}/packages", data=package_form(document(first), "again.json")) as reply:
             assert reply.status == 409, await reply.text()
+
+
+def test_a_copy_of_an_identifiable_in_the_same_package_is_told_apart_from_a_differing_duplicate() -> None:
+    """Purchase Order 1.0 and others list some concept descriptions twice, the same or different."""
+    concepts = [
+        {"modelType": "ConceptDescription", "id": "urn:example:cd:twice", "idShort": "Twice"},
+        {"modelType": "ConceptDescription", "id": "urn:example:cd:twice", "idShort": "Twice"},
+        {"modelType": "ConceptDescription", "id": "urn:example:cd:clash", "idShort": "First"},
+        {"modelType": "ConceptDescription", "id": "urn:example:cd:clash", "idShort": "Second"},
+    ]
+    result = read_package(document(environment(concepts=concepts)), "order.json")
+    duplicates = {issue.path: issue.message for issue in result.report.drops}
+    assert duplicates == {
+        "conceptDescriptions[1]": (
+            "identifier 'urn:example:cd:twice' occurs earlier with the same content; the copy left out"
+        ),
+        "conceptDescriptions[3]": "identifier 'urn:example:cd:clash' occurs earlier; duplicate left out",
+    }
+    taken = {item.id: item.id_short for item in result.identifiables if isinstance(item, model.ConceptDescription)}
+    assert taken == {"urn:example:cd:twice": "Twice", "urn:example:cd:clash": "First"}

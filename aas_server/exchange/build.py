@@ -19,6 +19,7 @@ from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.repairs import TOP_LEVEL_KEYS
 from aas_server.exchange.report import ImportReport, empty_counts, path_segment
+from aas_server.exchange.roundtrip import roundtrip_problem, same_json
 
 _ELEMENT_CONTAINERS = {
     "Submodel": "submodelElements",
@@ -112,6 +113,7 @@ class Builder:
     def __init__(self, report: ImportReport) -> None:
         self.report = report
         self._lost_below: dict[str, int] = {}
+        self._taken: dict[str, model.Identifiable] = {}
 
     def identifiables(self, document: dict[str, Any], seen: set[str]) -> list[model.Identifiable]:
         result: list[model.Identifiable] = []
@@ -136,13 +138,26 @@ class Builder:
                     lost["submodel_elements"] -= self._already_lost(path)
                     self._drop(path, _Refused(path, f"not a {expected.__name__}"), lost)
                     continue
+                problem = roundtrip_problem(built)
+                if problem is not None:
+                    lost["submodel_elements"] -= self._already_lost(path)
+                    self._drop(path, _Refused(path, f"{expected.__name__} {problem}"), lost)
+                    continue
                 if built.id in seen:
                     lost["submodel_elements"] -= self._already_lost(path)
+                    earlier = self._taken.get(built.id)
+                    same = earlier is not None and type(earlier) is type(built) and same_json(earlier, built)
                     self.report.add(
-                        "dropped", path, f"identifier {built.id!r} occurs earlier; duplicate left out", lost
+                        "dropped",
+                        path,
+                        f"identifier {built.id!r} occurs earlier with the same content; the copy left out"
+                        if same
+                        else f"identifier {built.id!r} occurs earlier; duplicate left out",
+                        lost,
                     )
                     continue
                 seen.add(built.id)
+                self._taken[built.id] = built
                 result.append(built)
         return result
 

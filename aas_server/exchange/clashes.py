@@ -10,22 +10,13 @@ shells and submodels are not settled here: they stay the caller's ``409``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from basyx.aas import model
 
 from aas_server.exchange.package import ImportResult
 from aas_server.exchange.report import ImportIssue
-from aas_server.exchange.roundtrip import JsonEncoder, canonical
-
-
-def same_object(first: model.Identifiable, second: model.Identifiable) -> bool:
-    """Whether two objects have the same JSON form (the lists basyx keeps in sets compared in any order)."""
-    return bool(
-        canonical(json.loads(json.dumps(first, cls=JsonEncoder)))
-        == canonical(json.loads(json.dumps(second, cls=JsonEncoder)))
-    )
+from aas_server.exchange.roundtrip import same_json
 
 
 def settle_concept_descriptions(
@@ -44,7 +35,7 @@ def settle_concept_descriptions(
         if existing is None:
             kept.append(identifiable)
             continue
-        if same_object(identifiable, existing):
+        if same_json(identifiable, existing):
             continue
         result.report.add(
             "dropped",

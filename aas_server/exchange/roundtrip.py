@@ -11,7 +11,9 @@ Part 1 (IDTA-01001 v3.1, *JSON serialization*) mended:
 * a ValueReferencePair without ``valueId`` (optional since v3.1) is written without it, not as
   ``"valueId": null``, which no reader (basyx's included) accepts;
 * the ``value`` of a Qualifier or Extension is written whenever it is set, also when it is ``0``,
-  ``false`` or ``""``-like; basyx leaves out every falsy value.
+  ``false`` or ``""``-like; basyx leaves out every falsy value;
+* an empty list (basyx writes ``specificAssetIds: []`` for an Entity without any) is left out:
+  every array of the Part 1 JSON schema has ``minItems: 1``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ SET_LIKE_LISTS = frozenset({"submodels", "isCaseOf", "refersTo", "valueReference
 
 class JsonEncoder(FaithfulJsonEncoder):
     """``FaithfulJsonEncoder`` (given order and lexical forms kept) writing optional attributes as Part 1 does."""
+
+    def default(self, obj: object) -> object:
+        data = super().default(obj)
+        if isinstance(data, dict):  # every array of the Part 1 JSON schema has minItems 1
+            for key in [key for key, value in data.items() if type(value) is list and not value]:
+                del data[key]
+        return data
 
     @classmethod
     def _value_reference_pair_to_json(cls, obj: model.ValueReferencePair) -> dict[str, object]:
@@ -98,3 +107,11 @@ def check_roundtrip(identifiable: model.Identifiable) -> None:
     problem = roundtrip_problem(identifiable)
     if problem is not None:
         raise RoundTripError(f"{type(identifiable).__name__} {identifiable.id!r}: {problem}")
+
+
+def same_json(first: model.Identifiable, second: model.Identifiable) -> bool:
+    """Whether two objects have the same JSON form (the lists basyx keeps in sets compared in any order)."""
+    return bool(
+        canonical(json.loads(json.dumps(first, cls=JsonEncoder)))
+        == canonical(json.loads(json.dumps(second, cls=JsonEncoder)))
+    )
