@@ -53,7 +53,8 @@ def integer_range(data_type: DataType) -> tuple[int, int] | None:
     return _INTEGER_RANGES.get(data_type)
 
 
-def _format(data_type: DataType) -> str:
+def struct_code(data_type: DataType) -> str:
+    """The ``struct`` format character of a numeric register data type; ``CodecError`` for others."""
     try:
         return _FORMATS[data_type]
     except KeyError:
@@ -90,7 +91,7 @@ def decode(
 
     Raises ``CodecError`` if the number of words or a word's value does not fit.
     """
-    code = _format(data_type)
+    code = struct_code(data_type)
     if len(words) != data_type.register_count:
         raise CodecError(f"{data_type.value} needs {data_type.register_count} registers, got {len(words)}")
     value: int | float = struct.unpack(">" + code, _bytes_from_words(words, word_order, byte_order))[0]
@@ -108,7 +109,7 @@ def encode(
     Integer types take an ``int`` within their range; float types any finite number within range
     (float32 rounds to the nearest binary32). Raises ``CodecError`` otherwise.
     """
-    code = _format(data_type)
+    code = struct_code(data_type)
     bounds = _INTEGER_RANGES.get(data_type)
     if bounds is not None:
         if isinstance(value, bool) or not isinstance(value, int):

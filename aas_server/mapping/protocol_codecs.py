@@ -27,17 +27,6 @@ from aas_server.mapping.schema import PROTOCOLS, AnyPoint, BitPoint, DataType, O
 Decoder = Callable[[Any], Any]
 """A point's raw value to the number or text the normalisation chain takes; ``CodecError`` if it cannot."""
 
-_STRUCT_CODES = {
-    DataType.INT16: "h",
-    DataType.UINT16: "H",
-    DataType.INT32: "i",
-    DataType.UINT32: "I",
-    DataType.INT64: "q",
-    DataType.UINT64: "Q",
-    DataType.FLOAT32: "f",
-    DataType.FLOAT64: "d",
-}
-
 
 # --- decoders -------------------------------------------------------------------------------------
 
@@ -46,7 +35,7 @@ def _number_decoder(point: RegisterPoint) -> Decoder:
     """Register words to a number: ``struct`` formats built once (same results as ``codecs.decode``)."""
     count = point.register_count
     words = struct.Struct(("<" if point.byte_order is Order.LITTLE else ">") + "H" * count)
-    number = struct.Struct(">" + _STRUCT_CODES[point.data_type])
+    number = struct.Struct(">" + codecs.struct_code(point.data_type))
     reverse = point.word_order is Order.LITTLE
     pack, unpack = words.pack, number.unpack
 
