@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import hdrs, web
 from basyx.aas import model
-from basyx.aas.adapter.json import AASToJsonEncoder
 
 from aas_server.errors import InvalidRequestError
+from aas_server.exchange.roundtrip import JsonEncoder
 from aas_server.model import values
 
 JSON_CONTENT_TYPE = "application/json"
@@ -124,8 +124,8 @@ def parse_modifiers(query: Mapping[str, str]) -> Modifiers:
 # --- normal (Part 1 JSON) form ----------------------------------------------------------------
 
 
-class _Encoder(AASToJsonEncoder):
-    """``AASToJsonEncoder`` with its type dispatch cached per class and Blob values optional.
+class _Encoder(JsonEncoder):
+    """``JsonEncoder`` with its type dispatch cached per class and Blob values optional.
 
     Empty lists are left out: every array of the Part 1 JSON schema has ``minItems: 1`` (basyx
     writes ``specificAssetIds: []`` for an Entity without them, for example).

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import orjson
 from basyx.aas import model
-from basyx.aas.adapter.json import AASToJsonEncoder
 from basyx.aas.adapter.xml import object_store_to_xml_element
 from lxml import etree
 
@@ -32,6 +31,7 @@ from aas_server.exchange import archive
 from aas_server.exchange.build import Builder, count_document, count_elements
 from aas_server.exchange.repairs import IDENTIFIABLE_TYPES, TOP_LEVEL_KEYS, Repairer
 from aas_server.exchange.report import COUNT_KEYS, ImportRejected, ImportReport, PackageLimits
+from aas_server.exchange.roundtrip import JsonEncoder
 from aas_server.exchange.xml_tree import NAMESPACE_3_1, parse_xml, xml_to_document
 
 PackageFormat = Literal["aasx", "json", "xml"]
@@ -89,7 +89,7 @@ def read_package(
             identifiables: list[model.Identifiable] = []
             seen: set[str] = set()
             versions: list[str] = []
-            for part in archive.aas_parts(data, limits.max_document_bytes):
+            for part in archive.aas_parts(data, limits.max_document_bytes, report):
                 part_format = _part_format(part)
                 report.path_prefix = f"{part.name}#"
                 identifiables.extend(_read_document(part.data, part_format, report, limits, seen, part.name))
@@ -205,7 +205,7 @@ def environment_json(identifiables: Iterable[model.Identifiable]) -> dict[str, A
         ):
             if isinstance(identifiable, kind):
                 environment.setdefault(key, []).append(identifiable)
-    document: dict[str, Any] = json.loads(json.dumps(environment, cls=AASToJsonEncoder))
+    document: dict[str, Any] = json.loads(json.dumps(environment, cls=JsonEncoder))
     _sort_set_like(document)
     return document
 

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from basyx.aas import model
-from basyx.aas.adapter.json import AASToJsonEncoder
 
+from aas_server.exchange.roundtrip import JsonEncoder
 from aas_server.model import values
 from aas_server.model.events import ValueChanged
 
@@ -157,7 +157,7 @@ def encode_identifier(identifier: str) -> str:
     return base64.urlsafe_b64encode(identifier.encode()).decode("ascii").rstrip("=")
 
 
-_ENCODER = AASToJsonEncoder()
+_ENCODER = JsonEncoder()
 
 
 def aas_json(obj: model.Referable) -> bytes:
