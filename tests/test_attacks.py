@@ -444,6 +444,31 @@ def escaping_relationship() -> bytes:
     )
 
 
+def climbing_relationship() -> bytes:
+    """The aas-spec relationship's relative target climbs above the package root (pyecma376_2: ``IndexError``)."""
+    package = sample_package()
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        rels = archive.read("aasx/_rels/aasx-origin.rels")
+    return repack(
+        package, replace={"aasx/_rels/aasx-origin.rels": rels.replace(b"/aasx/data.xml", b"../../../data.xml")}
+    )
+
+
+FIVE_DIGIT_YEAR = "99999-01-01"
+"""A valid ``xs:date`` (XSD allows years beyond 9999) that Python's ``datetime`` cannot hold: refused with 400."""
+
+
+def five_digit_year_submodel() -> bytes:
+    return submodel_body(
+        "urn:example:sm:far-future",
+        submodelElements=[json.loads(property_body(FIVE_DIGIT_YEAR, "xs:date", "Commissioned"))],
+    )
+
+
+def five_digit_year_environment() -> bytes:
+    return json.dumps({"submodels": [json.loads(five_digit_year_submodel())]}).encode()
+
+
 def package_form(content: bytes | io.BytesIO | AsyncIterablePayload, file_name: str) -> FormData:
     form = FormData()
     payload = io.BytesIO(content) if isinstance(content, bytes) else content
@@ -508,6 +533,39 @@ JSON_ATTACKS = [
         lambda: property_body("1" * 1_000_000 + "-01-01T00:00:00Z", "xs:dateTime"),
         400,
         "Property",
+    ),
+    Attack(
+        "element: 5-digit xs:date year",
+        "POST",
+        ELEMENTS,
+        lambda: property_body(FIVE_DIGIT_YEAR, "xs:date", "Commissioned2"),
+        400,
+        "outside 0001..9999",
+    ),
+    Attack(
+        "element: 5-digit xs:dateTime year",
+        "POST",
+        ELEMENTS,
+        lambda: property_body(FIVE_DIGIT_YEAR + "T00:00:00Z", "xs:dateTime", "Commissioned2"),
+        400,
+        "outside 0001..9999",
+    ),
+    Attack("submodel: 5-digit year", "POST", f"{API}/submodels", five_digit_year_submodel, 400, "0001..9999"),
+    Attack(
+        "$value: 5-digit year",
+        "PATCH",
+        f"{ELEMENTS}/Commissioned/$value",
+        lambda: json.dumps(FIVE_DIGIT_YEAR).encode(),
+        400,
+        "outside 0001..9999",
+    ),
+    Attack(
+        "$value: negative year",
+        "PATCH",
+        f"{ELEMENTS}/Commissioned/$value",
+        lambda: json.dumps("-0001-01-01").encode(),
+        400,
+        "outside 0001..9999",
     ),
     Attack(
         "element: 1 MB xs:integer",
@@ -614,6 +672,22 @@ PACKAGE_ATTACKS = [
     upload("package: 12,000 entries", PACKAGES, many_entries, "many.aasx", 400, "entries"),
     upload("package: duplicate entry", PACKAGES, duplicate_entries, "twice.aasx", 400, "twice"),
     upload("package: relationship out of the package", PACKAGES, escaping_relationship, "out.aasx", 400, "broken"),
+    upload(
+        "package: relative relationship above the root",
+        PACKAGES,
+        climbing_relationship,
+        "climb.aasx",
+        400,
+        "above the package root",
+    ),
+    upload(
+        "package: 5-digit year (strict)",
+        f"{PACKAGES}?strict=true",
+        five_digit_year_environment,
+        "year.json",
+        400,
+        "0001..9999",
+    ),
     upload("zip slip: ../", PACKAGES, lambda: with_entry("../../etc/cron.d/pwned"), "slip.aasx", 400, "'..'"),
     upload("zip slip: absolute", PACKAGES, lambda: with_entry("/etc/cron.d/pwned"), "slip.aasx", 400, "absolute"),
     upload("zip slip: backslashes", PACKAGES, lambda: with_entry("aasx\\..\\..\\pwned"), "slip.aasx", 400, "backslash"),
@@ -774,6 +848,7 @@ def test_the_import_command_refuses_each_hostile_file_with_exit_status_2(tmp_pat
         "slip.aasx": with_entry("../../etc/cron.d/pwned"),
         "many.aasx": many_entries(),
         "escape.json": submodel_body("urn:x").replace(b'"urn:x"', b'"\\ud800"'),
+        "climb.aasx": climbing_relationship(),
     }
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)

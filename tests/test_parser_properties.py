@@ -460,3 +460,164 @@ def test_identifiers_and_id_short_paths_over_the_wire_are_found_or_refused_with_
             check()
         finally:
             connection.close()
+
+
+# --- the main write routes over the wire: no body ever gets a 5xx -------------------------------------------
+
+WRITE_SHELL = next(shell for shell in SAMPLE_JSON["assetAdministrationShells"])
+WRITE_SUBMODEL = next(submodel for submodel in SAMPLE_JSON["submodels"])
+EDGE_LEXICAL = st.sampled_from(
+    [
+        "99999-01-01",
+        "99999-01-01T00:00:00Z",
+        "-0001-01-01",
+        "0000-01-01",
+        "2024-02-30",
+        "2024-13-01T25:61:61Z",
+        "9999-12-31T23:59:59.9999999999+14:00",
+        "99999",
+        "--13",
+        "P1Y2M3DT4H5M6.7S",
+        "P",
+        "1e99999",
+        "-0",
+        "NaN",
+        "18446744073709551616",
+        "",
+    ]
+)
+VALUE_TYPE_NAMES = st.sampled_from(sorted(datatypes.XSD_TYPE_NAMES.values()))
+WIRE_SCALARS = st.one_of(JSON_SCALARS, EDGE_LEXICAL, VALUE_TYPE_NAMES)
+WIRE_VALUES = st.recursive(
+    WIRE_SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["modelType", "value", "idShort", "keys", "type", "valueType", "min", "max", "x"]),
+            children,
+            max_size=3,
+        ),
+    ),
+    max_leaves=8,
+)
+WRITE_ELEMENTS: list[dict[str, Any]] = WRITE_SUBMODEL["submodelElements"]
+WRITE_ELEMENT_PATHS = ["Speed", "Commissioned", "Motor.Limits", "Readings[0]", "Motor"]
+DATE_PROPERTY = {"modelType": "Property", "idShort": "Commissioned", "valueType": "xs:date", "value": "2020-01-01"}
+
+
+def _mutated(data: st.DataObject, original: Any) -> Any:
+    """A copy of the JSON value ``original`` with up to three values replaced, added or deleted anywhere in it."""
+    document = copy.deepcopy(original)
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3), label="mutations")):
+        containers = _containers(document)
+        if not containers:
+            return data.draw(WIRE_VALUES, label="whole body")
+        container = data.draw(st.sampled_from(containers), label="container")
+        replacement = data.draw(st.one_of(EDGE_LEXICAL, VALUE_TYPE_NAMES, WIRE_VALUES), label="replacement")
+        if isinstance(container, dict):
+            key = data.draw(st.sampled_from([*container, "modelType", "value", "valueType", "idShort"]), label="key")
+            if data.draw(st.booleans(), label="delete") and key in container:
+                del container[key]
+            else:
+                container[key] = replacement
+        else:
+            container[data.draw(st.integers(min_value=0, max_value=len(container) - 1), label="index")] = replacement
+    return document
+
+
+def _multipart(content: bytes, file_name: str) -> tuple[bytes, str]:
+    boundary = "wire-property-test"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+WRITE_ROUTES = [
+    "POST shell", "PUT shell", "POST submodel", "PUT submodel", "POST element", "PUT element",
+    "PATCH $value", "PATCH $value", "POST package", "POST package strict",
+]  # fmt: skip
+
+
+def _write_request(data: st.DataObject) -> tuple[str, str, bytes, str]:
+    """One write: method, URL, body and content type, from a route drawn from the main write routes."""
+    shells, submodels = "/api/v3.0/shells", "/api/v3.0/submodels"
+    submodel = f"{submodels}/{encode_identifier(SUBMODEL_ID)}"
+    route = data.draw(st.sampled_from(WRITE_ROUTES), label="route")
+    if route.endswith("shell"):
+        body: Any = _mutated(data, WRITE_SHELL)
+        url = shells if route.startswith("POST") else f"{shells}/{encode_identifier(WRITE_SHELL['id'])}"
+    elif route.endswith("submodel"):
+        body = _mutated(data, {**WRITE_SUBMODEL, "id": SUBMODEL_ID})
+        url = submodels if route.startswith("POST") else submodel
+    elif route.endswith("element"):
+        body = _mutated(
+            data, data.draw(st.sampled_from([*WRITE_ELEMENTS, DATE_PROPERTY, DATE_PROPERTY]), label="element")
+        )
+        path = data.draw(st.sampled_from(WRITE_ELEMENT_PATHS), label="path")
+        url = f"{submodel}/submodel-elements" if route.startswith("POST") else f"{submodel}/submodel-elements/{path}"
+    elif route == "PATCH $value":
+        body = data.draw(st.one_of(EDGE_LEXICAL, WIRE_SCALARS, WIRE_VALUES), label="value")
+        path = data.draw(st.sampled_from(["Commissioned", *WRITE_ELEMENT_PATHS]), label="path")
+        url = f"{submodel}/submodel-elements/{path}/$value"
+    else:
+        environment = _mutated(data, {"submodels": [{**WRITE_SUBMODEL, "id": "urn:example:sm:packaged"}]})
+        content, content_type = _multipart(json.dumps(environment).encode(), "wire.json")
+        return (
+            "POST",
+            "/api/v3.0/packages" + ("?strict=true" if route.endswith("strict") else ""),
+            content,
+            content_type,
+        )
+    return route.split()[0], url, json.dumps(body).encode(), "application/json"
+
+
+async def _write_application() -> web.Application:
+    store = TwinStore()
+    submodel = model.Submodel(
+        SUBMODEL_ID,
+        submodel_element=[
+            model.Property("Speed", model.datatypes.Int, 1),
+            model.Property("Commissioned", model.datatypes.Date, model.datatypes.Date(2020, 1, 1)),
+            model.SubmodelElementCollection("Motor", value=[model.Range("Limits", model.datatypes.Double, 1.0, 2.0)]),
+            model.SubmodelElementList(
+                "Readings",
+                model.Property,
+                value_type_list_element=model.datatypes.Int,
+                value=[model.Property(None, model.datatypes.Int, 1)],
+            ),
+        ],
+    )
+    await store.create(submodel)
+    return create_app(store)
+
+
+def test_no_body_on_the_main_write_routes_is_answered_with_a_5xx() -> None:
+    """POST/PUT of shells, submodels and elements, PATCH ``$value`` and package uploads (lenient and strict):
+    mutated valid bodies and generated values, XSD edge values among them (a 5-digit year), are stored or
+    refused with a ``4xx`` ``Result`` naming the reason, never answered ``5xx``."""
+    with served_in_thread(_write_application) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        @settings(
+            derandomize=True,
+            database=None,
+            max_examples=400,
+            deadline=2000,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(st.data())
+        def check(data: st.DataObject) -> None:
+            method, url, body, content_type = _write_request(data)
+            connection.request(method, url, body=body, headers={"Content-Type": content_type})
+            response = connection.getresponse()
+            answer = response.read()
+            assert response.status < 500, (method, url, body[:300], response.status, answer[:300])
+            if response.status >= 400:
+                assert orjson.loads(answer)["messages"][0]["text"], answer[:300]
+
+        try:
+            check()
+        finally:
+            connection.close()

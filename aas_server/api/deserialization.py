@@ -25,12 +25,21 @@ from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 from aas_server.errors import InvalidRequestError
 from aas_server.exchange.repairs import AASD_130_VIOLATION, normalise_file_reference
 from aas_server.exchange.report import path_segment
+from aas_server.model.values import value_error_reason
 
 T = TypeVar("T")
 
 _MESSAGE_LIMIT = 600
-_DECODE_ERRORS = (LookupError, TypeError, ValueError, AttributeError, model.AASConstraintViolation)
-"""What basyx's decoder raises on malformed input (``IndexError`` for an empty ``keys`` list, for one)."""
+_DECODE_ERRORS = (
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    NotImplementedError,
+    model.AASConstraintViolation,
+)
+"""What basyx's decoder raises on malformed input (``IndexError`` for an empty ``keys`` list,
+``NotImplementedError`` for an ``xs:date`` year above 9999, for two)."""
 
 
 def _reason(error: BaseException) -> str:
@@ -40,6 +49,8 @@ def _reason(error: BaseException) -> str:
         text = f"missing attribute {text}"
     elif isinstance(cause, IndexError):
         text = "a list that needs at least one item is empty"
+    elif isinstance(cause, NotImplementedError):
+        text = value_error_reason(cause)
     return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
 
 

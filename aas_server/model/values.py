@@ -22,6 +22,26 @@ _INTEGER_TYPES: tuple[type, ...] = (int,)
 _FLOAT_TYPES: tuple[type, ...] = (float, datatypes.Float)
 
 
+XSD_VALUE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    decimal.InvalidOperation,
+    NotImplementedError,
+)
+"""What parsing or converting an XSD value raises on input that does not fit; basyx raises
+``NotImplementedError`` for an ``xs:date``/``xs:dateTime`` year above 9999 or below 1."""
+
+YEAR_RANGE = "years outside 0001..9999 cannot be stored as xs:date or xs:dateTime (they are refused)"
+
+
+def value_error_reason(error: BaseException) -> str:
+    """The reason to give a client for one of ``XSD_VALUE_ERRORS``, without basyx's bug-report hints."""
+    if isinstance(error, NotImplementedError):
+        return YEAR_RANGE
+    return str(error) or type(error).__name__
+
+
 def xsd_name(value_type: ValueType) -> str:
     """``xs:double`` for ``float`` and so on."""
     return datatypes.XSD_TYPE_NAMES[value_type]
@@ -72,8 +92,8 @@ def coerce(value_type: ValueType, value: Any) -> Any:
         return datatypes.trivial_cast(value, value_type)
     except TypeMismatchError:
         raise
-    except (ValueError, TypeError, OverflowError, decimal.InvalidOperation) as error:
-        raise TypeMismatchError(f"{value!r} does not fit {name}: {error}") from None
+    except XSD_VALUE_ERRORS as error:
+        raise TypeMismatchError(f"{value!r} does not fit {name}: {value_error_reason(error)}") from None
 
 
 def to_json_value(value: Any) -> Any:

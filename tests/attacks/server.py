@@ -32,6 +32,7 @@ async def seeded_store() -> TwinStore:
         id_short="Operation",
         submodel_element=[
             model.Property("Speed", model.datatypes.Int, 1500),
+            model.Property("Commissioned", model.datatypes.Date, model.datatypes.Date(2020, 1, 1)),
             model.File("Manual", content_type="application/pdf"),
         ],
     )
