@@ -17,12 +17,22 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
+from basyx.aas import model
+from pydantic import SecretStr
 
 from aas_server.cli import demo_settings_path
-from aas_server.config import HubSettings, load_settings
-from aas_server.opcua.node_ids import SUBMODELS_FOLDER, node_id_for, submodel_node_id
+from aas_server.config import HubSettings, OpcUaSettings, Role, UserSettings, load_settings
+from aas_server.opcua import OpcUaProjection
+from aas_server.opcua.node_ids import (
+    SUBMODELS_FOLDER,
+    element_property_node_id,
+    node_id_for,
+    submodel_node_id,
+    submodel_property_node_id,
+)
 from aas_server.runtime.hub import Hub
-from tests.support import CLIENT_URI, ROOT, ClientCertificate, eventually, value_of
+from aas_server.store.twin_store import TwinStore
+from tests.support import CLIENT_URI, ROOT, ClientCertificate, eventually, trust_client_certificate, value_of
 
 MOTOR = "urn:aas-server:demo:sm:filler-motor:operational-data"
 SPEED_POINT = "filler-motor.RotationalSpeed"
@@ -50,7 +60,9 @@ def _demo_settings(data_dir: Path) -> HubSettings:
 
 
 @asynccontextmanager
-async def _viewer(url: str, certificate: ClientCertificate) -> AsyncIterator[Client]:
+async def _viewer(
+    url: str, certificate: ClientCertificate, user: str = "viewer", password: str = "demo-viewer"
+) -> AsyncIterator[Client]:
     client = Client(url, timeout=10)
     client.application_uri = CLIENT_URI
     await client.set_security(
@@ -59,8 +71,8 @@ async def _viewer(url: str, certificate: ClientCertificate) -> AsyncIterator[Cli
         str(certificate.private_key),
         mode=ua.MessageSecurityMode.SignAndEncrypt,
     )
-    client.set_user("viewer")
-    client.set_password("demo-viewer")
+    client.set_user(user)
+    client.set_password(password)
     async with client:
         yield client
 
@@ -202,3 +214,73 @@ async def test_every_variable_path_of_the_demo_plant_names_one_node(
 
 def _read(node: ua.NodeId, attribute: int) -> ua.ReadParameters:
     return ua.ReadParameters(NodesToRead=[ua.ReadValueId(NodeId=node, AttributeId=attribute)])
+
+
+async def test_elements_named_like_type_members_are_kept_and_told_apart_by_namespace(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    submodel_id = "urn:test:sm:members"
+    semantic_id = model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, "urn:test:concept:1"),))
+    store = TwinStore()
+    store.add(
+        model.Submodel(
+            submodel_id,
+            id_short="Members",
+            semantic_id=semantic_id,
+            submodel_element=[
+                model.Property("Id", str, "element Id"),
+                model.Property("SemanticId", str, "element SemanticId"),
+                model.SubmodelElementCollection(
+                    "Box", semantic_id=semantic_id, value=[model.Property("SemanticId", str, "child SemanticId")]
+                ),
+            ],
+        )
+    )
+    trust_client_certificate(tmp_path, opcua_client_certificate)
+    user = UserSettings(name="victor", password=SecretStr("viewer-secret"), role=Role.READ_ONLY)
+    async with (
+        OpcUaProjection(store, OpcUaSettings(port=0, users=[user]), tmp_path) as projection,
+        _viewer(projection.endpoint_url, opcua_client_certificate, "victor", "viewer-secret") as client,
+    ):
+        ns, types = projection.namespace_index, projection.types_namespace_index
+        root = [ua.QualifiedName("AASEnvironment", ns), ua.QualifiedName("Submodels", ns)]
+        submodel = [*root, ua.QualifiedName(submodel_id, ns)]
+        cases = {
+            submodel_property_node_id(submodel_id, "Id"): [*submodel, ua.QualifiedName("Id", types)],
+            node_id_for(submodel_id, "Id"): [*submodel, ua.QualifiedName("Id", ns)],
+            submodel_property_node_id(submodel_id, "SemanticId"): [*submodel, ua.QualifiedName("SemanticId", types)],
+            node_id_for(submodel_id, "SemanticId"): [*submodel, ua.QualifiedName("SemanticId", ns)],
+            element_property_node_id(submodel_id, "Box", "SemanticId"): [
+                *submodel,
+                ua.QualifiedName("Box", ns),
+                ua.QualifiedName("SemanticId", types),
+            ],
+            node_id_for(submodel_id, "Box.SemanticId"): [
+                *submodel,
+                ua.QualifiedName("Box", ns),
+                ua.QualifiedName("SemanticId", ns),
+            ],
+        }
+        objects = ua.NodeId(cast(Any, ObjectIds.ObjectsFolder))
+        results = await client.uaclient.translate_browsepaths_to_nodeids(
+            [_browse_path(objects, path) for path in cases.values()]
+        )
+        for (expected, path), result in zip(cases.items(), results, strict=True):
+            assert result.StatusCode.is_good(), (path[-1], result.StatusCode)
+            assert [target.TargetId.Identifier for target in result.Targets] == [expected]
+        values = await client.uaclient.read(
+            ua.ReadParameters(
+                NodesToRead=[
+                    ua.ReadValueId(NodeId=ua.NodeId(cast(Any, node), cast(Any, ns)), AttributeId=AttributeIds.Value)
+                    for node in cases
+                ]
+            )
+        )
+        assert [value_of(value) for value in values] == [
+            submodel_id,
+            "element Id",
+            "urn:test:concept:1",
+            "element SemanticId",
+            "urn:test:concept:1",
+            "child SemanticId",
+        ]

@@ -10,7 +10,11 @@ still take ~25 s.
 same result: the same attributes, references (in the same order) and status codes
 (``BadNodeIdExists``, ``BadParentNodeIdInvalid``, ``BadBrowseNameDuplicated``,
 ``BadTypeDefinitionInvalid``), checked against asyncua's own AddNodes by
-``tests/test_opcua_scale.py``. It differs in how: each parent's references are scanned once per
+``tests/test_opcua_scale.py``, with one deliberate difference: a browse name clashes with a
+``HasProperty`` child's only if both name and namespace are equal (asyncua compares names only),
+so an element named like a member its parent's type declares (``SemanticId`` in the instance
+namespace beside the ``SemanticId`` property in the types namespace) is added, not refused; browse
+paths tell them apart by namespace. It differs in how: each parent's references are scanned once per
 call, not once per child; attribute ``DataValue`` s that are equal for many nodes (NodeClass,
 AccessLevel, DataType, WriteMask...) are shared, as are a node's inverse reference to its parent
 and its ``HasTypeDefinition`` reference (asyncua never mutates them in place; it replaces an
@@ -111,7 +115,7 @@ class _Call:
         self.source_time = now
         self.server_time = now if address_space.force_server_timestamp else None
         self.shared_values: dict[tuple[Any, ...], ua.DataValue] = {}
-        self.property_names: dict[ua.NodeId, set[str]] = {}
+        self.property_names: dict[ua.NodeId, set[tuple[int, str]]] = {}
         self.referenced: dict[ua.NodeId, set[tuple[ua.NodeId, ua.NodeId]] | None] = {}
         self.inverse_references: dict[tuple[ua.NodeId, ua.NodeId], ua.ReferenceDescription | None] = {}
         self.type_references: dict[ua.NodeId, ua.ReferenceDescription] = {}
@@ -131,12 +135,12 @@ class _Call:
         names = self.property_names.get(parent_id)
         if names is None:
             names = {
-                reference.BrowseName.Name
+                (reference.BrowseName.NamespaceIndex, reference.BrowseName.Name)
                 for reference in parent.references
                 if reference.ReferenceTypeId == _HAS_PROPERTY
             }
             self.property_names[parent_id] = names
-        if item.BrowseName.Name in names:
+        if (item.BrowseName.NamespaceIndex, item.BrowseName.Name) in names:
             return _failed(StatusCodes.BadBrowseNameDuplicated)
         type_definition = item.TypeDefinition
         has_type_definition = not type_definition.is_null()
@@ -161,7 +165,7 @@ class _Call:
                 )
             )
         if item.ReferenceTypeId == _HAS_PROPERTY:
-            names.add(item.BrowseName.Name)
+            names.add((item.BrowseName.NamespaceIndex, item.BrowseName.Name))
         inverse = self._inverse_reference(parent, item.ReferenceTypeId)
         if inverse is not None:
             node.references.append(inverse)
