@@ -241,6 +241,33 @@ async def test_a_stored_object_that_does_not_read_back_is_quarantined_and_the_re
         assert await repository.quarantined_identifiables() == [(CONCEPT_ID, "concept_description", reason)]
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        "{not json",
+        "[]",
+        json.dumps({"modelType": "Property", "idShort": "Loose", "valueType": "xs:int", "value": "1"}),
+        json.dumps({"modelType": "Submodel", "id": "urn:example:sm:bad", "idShort": "no spaces allowed"}),
+        json.dumps({"modelType": "Submodel", "id": "urn:example:sm:bad", "submodelElements": "not a list"}),
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=["not-json", "array", "element", "bad-id-short", "bad-container", "deep"],
+)
+async def test_any_unreadable_stored_document_is_quarantined_and_the_others_load(tmp_path: Path, document: str) -> None:
+    good = model.Submodel("urn:example:sm:good", id_short="Good", submodel_element=[model.Property("Count", int, 7)])
+    bad = model.Submodel("urn:example:sm:bad", id_short="Bad")
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        await repository.save_identifiables([good, bad])
+    with sqlite3.connect(tmp_path / "hub.sqlite") as database:
+        database.execute("UPDATE identifiables SET document = ? WHERE id = ?", (document, "urn:example:sm:bad"))
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        assert [item.id for item in await repository.load_identifiables()] == ["urn:example:sm:good"]
+        ((identifier, kind, reason),) = await repository.quarantined_identifiables()
+        assert (identifier, kind) == ("urn:example:sm:bad", "submodel")
+        assert reason
+        assert [item.id for item in await repository.load_identifiables()] == ["urn:example:sm:good"]
+
+
 async def test_a_qualifier_value_zero_or_false_is_served_and_kept(tmp_path: Path) -> None:
     qualified = property_json(
         "Count",

@@ -63,6 +63,18 @@ class JsonEncoder(FaithfulJsonEncoder):
         return data
 
 
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    NotImplementedError,
+    RecursionError,
+    model.AASConstraintViolation,
+)
+"""What basyx's encoder and decoders raise on an object or document they cannot handle."""
+
+
 class RoundTripError(PackageError):
     """An object that does not read back from its own JSON form as itself."""
 
@@ -84,15 +96,18 @@ def roundtrip_problem(identifiable: model.Identifiable) -> str | None:
     """Why ``identifiable`` does not write, read back and write again to the same JSON; ``None`` if it does."""
     try:
         written = json.loads(json.dumps(identifiable, cls=JsonEncoder))
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        return f"cannot be serialised: {error}"
+    except DECODE_ERRORS as error:
+        return f"cannot be serialised: {error or type(error).__name__}"
     try:
         again = json.loads(json.dumps(written), cls=FaithfulJsonDecoder)
-    except (TypeError, ValueError, KeyError, model.AASConstraintViolation) as error:
-        return f"its JSON form does not read back: {str(error).split(' >>> ')[0]}"
+    except DECODE_ERRORS as error:
+        return f"its JSON form does not read back: {str(error).split(' >>> ')[0] or type(error).__name__}"
     if not isinstance(again, type(identifiable)):
         return f"its JSON form reads back as a {type(again).__name__}"
-    rewritten = json.loads(json.dumps(again, cls=JsonEncoder))
+    try:
+        rewritten = json.loads(json.dumps(again, cls=JsonEncoder))
+    except DECODE_ERRORS as error:
+        return f"its JSON form reads back as an object that cannot be serialised: {error or type(error).__name__}"
     if canonical(rewritten) != canonical(written):
         return "its JSON form reads back as a different object"
     return None

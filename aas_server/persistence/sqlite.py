@@ -43,7 +43,7 @@ from basyx.aas.model import datatypes
 
 from aas_server.errors import PersistenceError, StorageFullError
 from aas_server.exchange.json_codec import FaithfulJsonDecoder
-from aas_server.exchange.roundtrip import JsonEncoder, roundtrip_problem
+from aas_server.exchange.roundtrip import DECODE_ERRORS, JsonEncoder, roundtrip_problem
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.store.files import Attachment, StoredPackage
@@ -388,8 +388,8 @@ class SqliteRepository:
             problem: str | None
             try:
                 identifiable = json.loads(document, cls=FaithfulJsonDecoder)
-            except (ValueError, TypeError, KeyError, model.AASConstraintViolation) as error:
-                problem = f"does not decode: {str(error).split(' >>> ')[0]}"
+            except DECODE_ERRORS as error:
+                problem = f"does not decode: {str(error).split(' >>> ')[0] or type(error).__name__}"
             else:
                 if not isinstance(identifiable, model.Identifiable):
                     problem = f"decodes as a {type(identifiable).__name__}, not an identifiable"
