@@ -58,10 +58,10 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncua import ua
@@ -110,6 +110,8 @@ from aas_server.mapping.schema import (
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
 
 logger = logging.getLogger(__name__)
+
+_Answer = TypeVar("_Answer")
 
 CLIENT_CERTIFICATE_FILE = "opcua_client_certificate.der"
 CLIENT_PRIVATE_KEY_FILE = "opcua_client_private_key.pem"
@@ -1089,6 +1091,18 @@ class OpcUaClientConnector(Service):
             return DeviceTimeoutError(f"{what} timed out in the server ({name})", device=self.device.name)
         return DeviceError(f"the server refused {what}: {name}", device=self.device.name)
 
+    async def _answer(self, what: str, within: float, request: Coroutine[Any, Any, _Answer]) -> _Answer:
+        """The server's answer to one service request (``within`` seconds), failures translated into the error tree."""
+        try:
+            async with asyncio.timeout(within):
+                return await request
+        except TimeoutError:
+            raise DeviceTimeoutError(f"no answer to {what} within {within:g} s", device=self.device.name) from None
+        except ua.UaStatusCodeError as error:
+            raise self._refusal(int(error.code), what) from None
+        except (OSError, ua.UaError) as error:
+            raise DeviceError(f"{what} failed: {self._describe_failure(error)}", device=self.device.name) from None
+
     async def write(self, raw: RawWrite) -> None:
         """Write a variable point's value (in the device's unit) to its Value attribute; returns once accepted.
 
@@ -1123,17 +1137,7 @@ class OpcUaClientConnector(Service):
                 )
             ]
         )
-        try:
-            async with asyncio.timeout(self.device.timeout):
-                results = await session.client.uaclient.write(parameters)
-        except TimeoutError:
-            raise DeviceTimeoutError(
-                f"no answer to {what} within {self.device.timeout:g} s", device=self.device.name
-            ) from None
-        except ua.UaStatusCodeError as error:
-            raise self._refusal(int(error.code), what) from None
-        except (OSError, ua.UaError) as error:
-            raise DeviceError(f"{what} failed: {self._describe_failure(error)}", device=self.device.name) from None
+        results = await self._answer(what, self.device.timeout, session.client.uaclient.write(parameters))
         status = results[0]
         if status.is_bad():
             raise self._refusal(int(status.value), what)
@@ -1165,17 +1169,7 @@ class OpcUaClientConnector(Service):
             except TypeMismatchError as error:
                 raise TypeMismatchError(f"point {point.name!r}: input argument {index}: {error}") from None
         request = ua.CallMethodRequest(ObjectId=method.object_id, MethodId=method.method_id, InputArguments=arguments)
-        try:
-            async with asyncio.timeout(point.timeout):
-                results = await session.client.uaclient.call([request])
-        except TimeoutError:
-            raise DeviceTimeoutError(
-                f"no answer to {what} within {point.timeout:g} s", device=self.device.name
-            ) from None
-        except ua.UaStatusCodeError as error:
-            raise self._refusal(int(error.code), what) from None
-        except (OSError, ua.UaError) as error:
-            raise DeviceError(f"{what} failed: {self._describe_failure(error)}", device=self.device.name) from None
+        results = await self._answer(what, point.timeout, session.client.uaclient.call([request]))
         result = results[0]
         if result.StatusCode.is_bad():
             refused = [
