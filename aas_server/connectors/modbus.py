@@ -345,6 +345,12 @@ class ModbusConnector(Service):
             if supervisor.reachable is False:
                 await supervisor.backoff.wait()
 
+    def _connection_gone(self) -> None:
+        """A poll or write found no connection: an outage begins unless one is known (then the
+        connection task's attempts report it, at most once per backoff step, not once per poll)."""
+        if self._supervisor.reachable is not False:
+            self._supervisor.mark_unreachable("connection lost")
+
     def _drop_connection(self, reason: str) -> None:
         self._supervisor.mark_unreachable(reason)
         self._close_client()
@@ -394,7 +400,7 @@ class ModbusConnector(Service):
         """
         client = self._client
         if client is None or not client.connected:
-            self._supervisor.mark_unreachable("connection lost")
+            self._connection_gone()
             raise _ConnectionUnusable(f"not connected; the {what} was not sent", device=self.device.name)
         exchange = asyncio.ensure_future(self._exchange(client, call))
         self._in_flight.add(exchange)
@@ -455,7 +461,7 @@ class ModbusConnector(Service):
     async def _read(self, index: int) -> None:
         request = self._requests[index]
         if not self.connected:
-            self._supervisor.mark_unreachable("connection lost")
+            self._connection_gone()
             self._emit_failure(request, QualityReason.NO_COMMUNICATION)
             return
         if not self._unit_due(request.unit_id):
