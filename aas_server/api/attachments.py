@@ -232,7 +232,9 @@ async def check_file_values(
         current = _current_file_value(request, submodel_id, path)
         if current is _ABSENT and owner is not None and is_package_path(file.value):
             # bytes left by a deleted element at the same path are not the new element's
-            await attachments_of(request).delete(owned_key(owner, str(file.value)))
+            stale = owned_key(owner, str(file.value))
+            if await attachments_of(request).get(stale) is not None:
+                await attachments_of(request).delete(stale)
         await owners.check(owner, file.value, current if isinstance(current, str) else None, what)
 
 
