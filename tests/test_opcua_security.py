@@ -29,6 +29,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from basyx.aas import model
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
@@ -394,6 +395,41 @@ async def test_a_password_is_never_accepted_unencrypted_over_a_sign_channel(
         )
 
     client._add_user_auth = add_plaintext_password  # type: ignore[method-assign,assignment]
+    with pytest.raises(UaStatusCodeError) as rejected:
+        await client.connect()
+    assert rejected.value.code == StatusCodes.BadIdentityTokenRejected
+
+
+async def test_a_password_encrypted_with_rsa15_is_refused(
+    projection: OpcUaProjection, opcua_client_certificate: ClientCertificate
+) -> None:
+    client = Client(projection.endpoint_url, timeout=5)
+    client.application_uri = CLIENT_URI
+    await client.set_security(
+        SecurityPolicyBasic256Sha256,
+        str(opcua_client_certificate.certificate),
+        str(opcua_client_certificate.private_key),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+    client.set_user(OPERATOR.name)
+    client.set_password(OPERATOR.password.get_secret_value())
+
+    def add_rsa15_password(
+        parameters: ua.ActivateSessionParameters, username: str | None, password: str | None
+    ) -> None:
+        server_certificate = client.security_policy.peer_certificate
+        assert server_certificate is not None
+        server_key = x509.load_der_x509_certificate(server_certificate).public_key()
+        assert isinstance(server_key, rsa.RSAPublicKey)
+        secret = ua.ua_binary.Primitives.Bytes.pack((password or "").encode() + (client._server_nonce or b""))
+        parameters.UserIdentityToken = ua.UserNameIdentityToken(
+            PolicyId="username",
+            UserName=username,
+            Password=server_key.encrypt(secret, padding.PKCS1v15()),
+            EncryptionAlgorithm="http://www.w3.org/2001/04/xmlenc#rsa-1_5",
+        )
+
+    client._add_user_auth = add_rsa15_password  # type: ignore[method-assign,assignment]
     with pytest.raises(UaStatusCodeError) as rejected:
         await client.connect()
     assert rejected.value.code == StatusCodes.BadIdentityTokenRejected

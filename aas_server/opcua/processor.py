@@ -10,7 +10,8 @@ checks a request before that dispatch:
   certificate.
 * **User token.** ActivateSession with a user name token whose password is not encrypted is
   ``BadIdentityTokenRejected`` unless the channel encrypts (SignAndEncrypt) or a ``None`` endpoint
-  is configured.
+  is configured; so is a password encrypted with an algorithm no offered policy uses (RSA
+  PKCS#1 v1.5, which asyncua would decrypt and which is open to padding oracle attacks).
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
   item by item (:mod:`aas_server.opcua.access`); writes follow them in :mod:`aas_server.opcua.writes`.
@@ -87,6 +88,7 @@ class HubProcessor(UaProcessor):
     ) -> None:
         super().__init__(internal_server, transport, limits)
         self._offered: list[SecurityPolicyFactory] = []
+        self._password_algorithms: frozenset[str] = frozenset()
         self._plaintext_passwords = plaintext_passwords
         self._access = access
         self._refusal_logged = False
@@ -94,6 +96,9 @@ class HubProcessor(UaProcessor):
     def set_policies(self, policies: list[SecurityPolicyFactory]) -> None:
         super().set_policies(policies)  # type: ignore[no-untyped-call]
         self._offered = list(policies)
+        self._password_algorithms = frozenset(
+            factory.cls.AsymmetricEncryptionURI for factory in policies if factory.cls.AsymmetricEncryptionURI
+        )
 
     def channel_matches_an_endpoint(self) -> bool:
         """Whether the secure channel's (security policy URI, security mode) is an offered endpoint's."""
@@ -123,8 +128,17 @@ class HubProcessor(UaProcessor):
     def _check_user_token(self, body: Buffer) -> None:
         parameters = struct_from_binary(ua.ActivateSessionParameters, body.copy())
         token = parameters.UserIdentityToken
-        if not isinstance(token, ua.UserNameIdentityToken) or token.EncryptionAlgorithm:
+        if not isinstance(token, ua.UserNameIdentityToken):
             return
+        if token.EncryptionAlgorithm:
+            if token.EncryptionAlgorithm in self._password_algorithms:
+                return
+            _LOG.warning(
+                "OPC UA session of %s refused: its password is encrypted with %s, which no endpoint offers",
+                self.name,
+                token.EncryptionAlgorithm,
+            )
+            raise ServiceError(StatusCodes.BadIdentityTokenRejected)
         mode = self._connection.security_policy.Mode
         if mode == ua.MessageSecurityMode.SignAndEncrypt or self._plaintext_passwords:
             return
