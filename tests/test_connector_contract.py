@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from basyx.aas import model
 
 from aas_server.connectors.base import Backoff, ConnectionSupervisor, Connector, ConnectorContext
 from aas_server.connectors.modbus import ModbusConnector
@@ -28,6 +29,7 @@ from aas_server.connectors.opcua_client import OpcUaClientConnector
 from aas_server.connectors.registry import connector_module, create_connector
 from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import ConfigurationError, MappingError, TypeMismatchError
+from aas_server.mapping.aid import mapping_from_aid, mapping_to_aid
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.protocol_codecs import CODECS
 from aas_server.mapping.schema import (
@@ -409,3 +411,36 @@ def test_every_point_kind_reads_and_writes_through_the_codec_it_names() -> None:
     assert engine.to_raw("Flow", 21.5).raw == 215
     with pytest.raises(TypeMismatchError, match="point 'Flow'"):
         engine.to_raw("Flow", None)
+
+
+def test_every_registered_protocol_is_described_as_an_aid_interface_and_read_back() -> None:
+    """The AID binding of each registry entry: written as an interface, read back to the same device and point."""
+    devices: list[dict[str, Any]] = [
+        {"name": "plc", "protocol": "modbus-tcp", "host": "10.0.0.5", "port": 1502, "addressing": "zero-based"},
+        {"name": "legacy", "protocol": "opcua", "endpoint": "opc.tcp://10.0.0.6:4840"},
+        {"name": "broker", "protocol": "mqtt", "host": "10.0.0.7", "qos": 2},
+    ]
+    points: list[dict[str, Any]] = [
+        {
+            "name": "plc.Speed",
+            "device": "plc",
+            "table": "holding_register",
+            "address": 7,
+            "data_type": "float32",
+            "target": {**TARGET, "path": "Speed"},
+        },
+        {"name": "legacy.Level", "device": "legacy", "node_id": "ns=2;s=Level", "target": {**TARGET, "path": "Level"}},
+        {"name": "broker.Flow", "device": "broker", "topic": "line/flow", "target": {**TARGET, "path": "Flow"}},
+    ]
+    assert {device["protocol"] for device in devices} == {entry.name for entry in PROTOCOLS}
+    for device, point in zip(devices, points, strict=True):
+        mapping = parse_mapping({"devices": [device], "points": [point]}, "one.yaml")
+        aid, aimc = mapping_to_aid(mapping, str(device["name"]))
+        entry = protocol_named(str(device["protocol"]))
+        interface = next(iter(aid.submodel_element))
+        assert isinstance(interface, model.SubmodelElementCollection)
+        semantic_ids = {key.value for reference in interface.supplemental_semantic_id for key in reference.key}
+        assert entry.aid.semantic_id in semantic_ids
+        read_back = mapping_from_aid(aid, aimc)
+        assert read_back.devices == mapping.devices
+        assert read_back.points == mapping.points

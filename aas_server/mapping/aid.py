@@ -53,7 +53,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from basyx.aas import model
@@ -271,40 +271,7 @@ class _InterfacePlace:
 def _security_definitions(
     device: AnyDevice, place: _InterfacePlace
 ) -> tuple[model.SubmodelElementCollection, list[model.ModelReference[Any]]]:
-    schemes: list[model.SubmodelElementCollection] = []
-    if isinstance(device, OpcUaDevice) and device.security_mode.value != "none":
-        schemes.append(
-            _collection(
-                "opcua_channel_sc",
-                [
-                    _property("scheme", "ua_channelsec", _WOT_SECURITY + "SecurityScheme"),
-                    _property(
-                        "uav_securityMode", _SECURITY_MODE_TERMS[device.security_mode.value], _OPCUA + "securityMode"
-                    ),
-                    _property("uav_securityPolicy", device.security_policy.value, _OPCUA + "securityPolicy"),
-                ],
-                _OPCUA + "OPCUASecurityChannelScheme",
-            )
-        )
-    if isinstance(device, OpcUaDevice) and device.username is not None:
-        schemes.append(
-            _collection(
-                "opcua_authentication_sc",
-                [
-                    _property("scheme", "ua_authentication", _WOT_SECURITY + "SecurityScheme"),
-                    _property("uav_userIdentityToken", "username", _OPCUA + "userIdentityToken"),
-                ],
-                _OPCUA + "OPCUASecurityAuthenticationScheme",
-            )
-        )
-    if isinstance(device, MqttDevice) and device.username is not None:
-        schemes.append(
-            _collection(
-                "basic_sc",
-                [_property("scheme", "basic", _WOT_SECURITY + "SecurityScheme")],
-                _WOT_SECURITY + "BasicSecurityScheme",
-            )
-        )
+    schemes = _aid_of(device.protocol).security_schemes(device)
     if not schemes:
         schemes.append(
             _collection(
@@ -327,17 +294,9 @@ def _security_definitions(
     return _collection("securityDefinitions", schemes, _TD + "definesSecurityScheme"), references
 
 
-def _base(device: AnyDevice) -> str:
-    if isinstance(device, OpcUaDevice):
-        return device.endpoint
-    host = f"[{device.host}]" if ":" in device.host else device.host
-    if isinstance(device, ModbusTcpDevice):
-        return f"modbus+tcp://{host}:{device.port}"
-    return f"{'mqtts' if device.tls else 'mqtt'}://{host}:{device.port}"
-
-
-def _content_type(device: AnyDevice) -> str:
-    return "application/json" if isinstance(device, MqttDevice) else "application/octet-stream"
+def _host(device: ModbusTcpDevice | MqttDevice) -> str:
+    """The device's host as a URI authority has it (an IPv6 address in brackets)."""
+    return f"[{device.host}]" if ":" in device.host else device.host
 
 
 def _endpoint_metadata(device: AnyDevice, place: _InterfacePlace) -> model.SubmodelElementCollection:
@@ -345,8 +304,8 @@ def _endpoint_metadata(device: AnyDevice, place: _InterfacePlace) -> model.Submo
     return _collection(
         "EndpointMetadata",
         [
-            _property("base", _base(device), _TD + "baseURI", datatypes.AnyURI),
-            _property("contentType", _content_type(device), _HCTL + "forContentType"),
+            _property("base", _aid_of(device.protocol).base(device), _TD + "baseURI", datatypes.AnyURI),
+            _property("contentType", _aid_of(device.protocol).content_type, _HCTL + "forContentType"),
             _security_list(references),
             definitions,
         ],
@@ -391,33 +350,7 @@ def _modbus_form_terms(device: ModbusTcpDevice, point: RegisterPoint | BitPoint)
 def _form(
     device: AnyDevice, point: AnyPoint, security: Sequence[model.ModelReference[Any]]
 ) -> model.SubmodelElementCollection:
-    terms: list[model.SubmodelElement]
-    if isinstance(device, ModbusTcpDevice) and isinstance(point, RegisterPoint | BitPoint):
-        terms = _modbus_form_terms(device, point)
-    elif isinstance(point, OpcUaVariablePoint):
-        if point.node_id is not None:
-            terms = [_property("href", f"/?id={point.node_id}", _HCTL + "hasTarget")]
-        else:
-            terms = [
-                _property("href", "/", _HCTL + "hasTarget"),
-                _property("uav_browsePath", point.browse_path, _OPCUA + "browsePath"),
-            ]
-    elif isinstance(point, OpcUaMethodPoint):
-        if point.method_node_id is not None:
-            terms = [_property("href", f"/?id={point.method_node_id}", _HCTL + "hasTarget")]
-        else:
-            terms = [
-                _property("href", "/", _HCTL + "hasTarget"),
-                _property("uav_browsePath", point.object_browse_path, _OPCUA + "browsePath"),
-            ]
-    elif isinstance(point, MqttPoint) and isinstance(device, MqttDevice):
-        terms = [
-            _property("href", f"/{point.topic}", _HCTL + "hasTarget"),
-            _property("mqv_controlPacket", "subscribe", _MQTT + "ControlPacket"),
-            _property("mqv_qos", str(device.qos), _MQTT + "hasQoSFlag"),
-        ]
-    else:
-        raise MappingError(f"point {point.name!r} does not fit device {device.name!r} ({device.protocol})")
+    terms = _aid_of(device.protocol).form_terms(device, point)
     terms.insert(1, _security_list(security))
     return _collection("forms", terms, _TD + "hasForm")
 
@@ -908,58 +841,11 @@ def _first_term(view: _InterfaceView, id_short: str) -> tuple[str, str] | None:
 
 def _standard_device(view: _InterfaceView) -> dict[str, Any]:
     """The device fields the interface's standard terms give."""
-    base_path = f"{view.path}.EndpointMetadata.base"
     fields: dict[str, Any] = {
         "name": _text(view.element, "title", view.path) or view.element.id_short,
         "protocol": view.protocol,
     }
-    if view.protocol == "opcua":
-        fields["endpoint"] = view.base
-        schemes = _security_schemes(view)
-        channel = schemes.get("ua_channelsec")
-        if channel is not None:
-            channel_path = f"{view.path}.EndpointMetadata.securityDefinitions.{channel.id_short}"
-            mode = _text(channel, "uav_securityMode", channel_path)
-            policy = _text(channel, "uav_securityPolicy", channel_path)
-            if mode is not None:
-                if mode.lower() not in _SECURITY_MODES:
-                    raise _Problem(f"{channel_path}.uav_securityMode", f"unknown security mode {mode!r}")
-                fields["security_mode"] = _SECURITY_MODES[mode.lower()]
-            if policy is not None:
-                fields["security_policy"] = policy.removeprefix(_SECURITY_POLICY_URI)
-        return fields
-    host, port = _host_and_port(view.base, base_path)
-    fields["host"] = host
-    if port is not None:
-        fields["port"] = port
-    if view.protocol == "mqtt":
-        if urlsplit(view.base).scheme.lower() == "mqtts":
-            fields["tls"] = True
-        qos = _first_term(view, "mqv_qos")
-        if qos is not None:
-            if qos[0] not in ("0", "1", "2"):
-                raise _Problem(qos[1], f"QoS {qos[0]!r} is not 0, 1 or 2")
-            fields["qos"] = int(qos[0])
-        return fields
-    addressing: tuple[bool, str] | None = None
-    for form, path in view.forms():
-        zero_based = _flag(form, "modv_zeroBasedAddressing", path)
-        if zero_based is None:
-            continue
-        if addressing is not None and addressing[0] != zero_based:
-            raise _Problem(
-                f"{path}.modv_zeroBasedAddressing",
-                f"differs from {addressing[1]}; this hub takes one addressing per device",
-            )
-        addressing = (zero_based, f"{path}.modv_zeroBasedAddressing")
-    # WoT Modbus binding, default mappings: modv_zeroBasedAddressing is false unless stated.
-    fields["addressing"] = "zero-based" if addressing is not None and addressing[0] else "one-based"
-    timeout = _first_term(view, "modv_timeout")
-    if timeout is not None:
-        try:
-            fields["timeout"] = float(timeout[0]) / 1000
-        except ValueError:
-            raise _Problem(timeout[1], f"{timeout[0]!r} is not a number of milliseconds") from None
+    _aid_of(view.protocol).device_fields(view, fields)
     return fields
 
 
@@ -1126,42 +1012,7 @@ def _standard_point(
     form = _typed_child(element, "forms", model.SubmodelElementCollection, path)
     if form is None:
         raise _Problem(path, "has no forms; they say where the value is read")
-    form_path = f"{path}.forms"
-    if isinstance(device, ModbusTcpDevice):
-        if affordance.kind == "actions":
-            raise _Problem(path, "Modbus actions are not supported; describe registers as properties")
-        _modbus_point(fields, form, form_path, view, device, schema_type.lower() if schema_type else None)
-        return fields
-    href = _text(form, "href", form_path)
-    if href is None:
-        raise _Problem(f"{form_path}.href", "is empty")
-    if isinstance(device, OpcUaDevice):
-        node_id = _node_id(href, f"{form_path}.href")
-        browse_path = _text(form, "uav_browsePath", form_path)
-        if affordance.kind == "actions":
-            if node_id is not None:
-                fields["method_node_id"] = node_id
-            if browse_path is not None:
-                fields["object_browse_path"] = browse_path
-        else:
-            if node_id is not None:
-                fields["node_id"] = node_id
-            if browse_path is not None:
-                fields["browse_path"] = browse_path
-        return fields
-    if affordance.kind == "actions":
-        raise _Problem(path, "MQTT actions are not supported; describe topics as properties")
-    parts = urlsplit(href)
-    topic = (
-        href[1:]
-        if not parts.scheme and href.startswith("/")
-        else parts.path.removeprefix("/")
-        if parts.scheme
-        else href
-    )
-    if not topic:
-        raise _Problem(f"{form_path}.href", f"{href!r} names no topic")
-    fields["topic"] = topic
+    _aid_of(device.protocol).point_fields(fields, form, view, affordance, device, schema_type)
     return fields
 
 
@@ -1367,3 +1218,273 @@ def _mapping_data(aid: model.Submodel, wirings: Sequence[_Wiring]) -> dict[str, 
             parse_mapping({"devices": [device_data], "points": [point]}, f"submodel {aid.id}: {affordance.path}")
             points.append(point)
     return {"devices": devices, "points": points}
+
+
+# --- what each protocol says in an AID -------------------------------------------------------------
+
+
+def _href(form: model.SubmodelElementCollection, form_path: str) -> str:
+    href = _text(form, "href", form_path)
+    if href is None:
+        raise _Problem(f"{form_path}.href", "is empty")
+    return href
+
+
+def _host_fields(view: _InterfaceView, fields: dict[str, Any]) -> None:
+    host, port = _host_and_port(view.base, f"{view.path}.EndpointMetadata.base")
+    fields["host"] = host
+    if port is not None:
+        fields["port"] = port
+
+
+def _does_not_fit(device: AnyDevice, point: AnyPoint) -> MappingError:
+    return MappingError(f"point {point.name!r} does not fit device {device.name!r} ({device.protocol})")
+
+
+class _ProtocolAid(Protocol):
+    """How one protocol is written into an AID interface and read back from one (its binding's terms)."""
+
+    content_type: str
+
+    def base(self, device: Any) -> str:
+        """``EndpointMetadata/base``: where the device is."""
+        ...
+
+    def security_schemes(self, device: Any) -> list[model.SubmodelElementCollection]:
+        """The interface's security schemes (none: ``nosec_sc`` is added)."""
+        ...
+
+    def form_terms(self, device: Any, point: AnyPoint) -> list[model.SubmodelElement]:
+        """A point's form, ``href`` first; ``MappingError`` for a point of another protocol."""
+        ...
+
+    def device_fields(self, view: _InterfaceView, fields: dict[str, Any]) -> None:
+        """Add the device fields the interface's standard terms give."""
+        ...
+
+    def point_fields(
+        self,
+        fields: dict[str, Any],
+        form: model.SubmodelElementCollection,
+        view: _InterfaceView,
+        affordance: _Affordance,
+        device: Any,
+        schema_type: str | None,
+    ) -> None:
+        """Add the point fields its form gives."""
+        ...
+
+
+class _ModbusAid:
+    """WoT Modbus binding: ``modbus+tcp://host:port``, ``modv_*`` terms, ``/{unitID}/{address}?quantity={n}``."""
+
+    content_type = "application/octet-stream"
+
+    def base(self, device: ModbusTcpDevice) -> str:
+        return f"modbus+tcp://{_host(device)}:{device.port}"
+
+    def security_schemes(self, device: ModbusTcpDevice) -> list[model.SubmodelElementCollection]:
+        return []
+
+    def form_terms(self, device: ModbusTcpDevice, point: AnyPoint) -> list[model.SubmodelElement]:
+        if not isinstance(point, RegisterPoint | BitPoint):
+            raise _does_not_fit(device, point)
+        return _modbus_form_terms(device, point)
+
+    def device_fields(self, view: _InterfaceView, fields: dict[str, Any]) -> None:
+        _host_fields(view, fields)
+        addressing: tuple[bool, str] | None = None
+        for form, path in view.forms():
+            zero_based = _flag(form, "modv_zeroBasedAddressing", path)
+            if zero_based is None:
+                continue
+            if addressing is not None and addressing[0] != zero_based:
+                raise _Problem(
+                    f"{path}.modv_zeroBasedAddressing",
+                    f"differs from {addressing[1]}; this hub takes one addressing per device",
+                )
+            addressing = (zero_based, f"{path}.modv_zeroBasedAddressing")
+        # WoT Modbus binding, default mappings: modv_zeroBasedAddressing is false unless stated.
+        fields["addressing"] = "zero-based" if addressing is not None and addressing[0] else "one-based"
+        timeout = _first_term(view, "modv_timeout")
+        if timeout is not None:
+            try:
+                fields["timeout"] = float(timeout[0]) / 1000
+            except ValueError:
+                raise _Problem(timeout[1], f"{timeout[0]!r} is not a number of milliseconds") from None
+
+    def point_fields(
+        self,
+        fields: dict[str, Any],
+        form: model.SubmodelElementCollection,
+        view: _InterfaceView,
+        affordance: _Affordance,
+        device: ModbusTcpDevice,
+        schema_type: str | None,
+    ) -> None:
+        if affordance.kind == "actions":
+            raise _Problem(affordance.path, "Modbus actions are not supported; describe registers as properties")
+        form_path = f"{affordance.path}.forms"
+        _modbus_point(fields, form, form_path, view, device, schema_type.lower() if schema_type else None)
+
+
+class _OpcUaAid:
+    """OPC UA WoT binding: the endpoint URL, ``/?id=<NodeId>`` or ``uav_browsePath``, channel and user security."""
+
+    content_type = "application/octet-stream"
+
+    def base(self, device: OpcUaDevice) -> str:
+        return device.endpoint
+
+    def security_schemes(self, device: OpcUaDevice) -> list[model.SubmodelElementCollection]:
+        schemes: list[model.SubmodelElementCollection] = []
+        if device.security_mode.value != "none":
+            schemes.append(
+                _collection(
+                    "opcua_channel_sc",
+                    [
+                        _property("scheme", "ua_channelsec", _WOT_SECURITY + "SecurityScheme"),
+                        _property(
+                            "uav_securityMode",
+                            _SECURITY_MODE_TERMS[device.security_mode.value],
+                            _OPCUA + "securityMode",
+                        ),
+                        _property("uav_securityPolicy", device.security_policy.value, _OPCUA + "securityPolicy"),
+                    ],
+                    _OPCUA + "OPCUASecurityChannelScheme",
+                )
+            )
+        if device.username is not None:
+            schemes.append(
+                _collection(
+                    "opcua_authentication_sc",
+                    [
+                        _property("scheme", "ua_authentication", _WOT_SECURITY + "SecurityScheme"),
+                        _property("uav_userIdentityToken", "username", _OPCUA + "userIdentityToken"),
+                    ],
+                    _OPCUA + "OPCUASecurityAuthenticationScheme",
+                )
+            )
+        return schemes
+
+    def form_terms(self, device: OpcUaDevice, point: AnyPoint) -> list[model.SubmodelElement]:
+        if isinstance(point, OpcUaVariablePoint):
+            node_id, browse_path = point.node_id, point.browse_path
+        elif isinstance(point, OpcUaMethodPoint):
+            node_id, browse_path = point.method_node_id, point.object_browse_path
+        else:
+            raise _does_not_fit(device, point)
+        if node_id is not None:
+            return [_property("href", f"/?id={node_id}", _HCTL + "hasTarget")]
+        return [
+            _property("href", "/", _HCTL + "hasTarget"),
+            _property("uav_browsePath", browse_path, _OPCUA + "browsePath"),
+        ]
+
+    def device_fields(self, view: _InterfaceView, fields: dict[str, Any]) -> None:
+        fields["endpoint"] = view.base
+        channel = _security_schemes(view).get("ua_channelsec")
+        if channel is None:
+            return
+        channel_path = f"{view.path}.EndpointMetadata.securityDefinitions.{channel.id_short}"
+        mode = _text(channel, "uav_securityMode", channel_path)
+        policy = _text(channel, "uav_securityPolicy", channel_path)
+        if mode is not None:
+            if mode.lower() not in _SECURITY_MODES:
+                raise _Problem(f"{channel_path}.uav_securityMode", f"unknown security mode {mode!r}")
+            fields["security_mode"] = _SECURITY_MODES[mode.lower()]
+        if policy is not None:
+            fields["security_policy"] = policy.removeprefix(_SECURITY_POLICY_URI)
+
+    def point_fields(
+        self,
+        fields: dict[str, Any],
+        form: model.SubmodelElementCollection,
+        view: _InterfaceView,
+        affordance: _Affordance,
+        device: OpcUaDevice,
+        schema_type: str | None,
+    ) -> None:
+        form_path = f"{affordance.path}.forms"
+        node_id = _node_id(_href(form, form_path), f"{form_path}.href")
+        browse_path = _text(form, "uav_browsePath", form_path)
+        method = affordance.kind == "actions"
+        if node_id is not None:
+            fields["method_node_id" if method else "node_id"] = node_id
+        if browse_path is not None:
+            fields["object_browse_path" if method else "browse_path"] = browse_path
+
+
+class _MqttAid:
+    """WoT MQTT binding: ``mqtt(s)://host:port``, the topic as ``href``, ``mqv_controlPacket`` and ``mqv_qos``."""
+
+    content_type = "application/json"
+
+    def base(self, device: MqttDevice) -> str:
+        return f"{'mqtts' if device.tls else 'mqtt'}://{_host(device)}:{device.port}"
+
+    def security_schemes(self, device: MqttDevice) -> list[model.SubmodelElementCollection]:
+        if device.username is None:
+            return []
+        return [
+            _collection(
+                "basic_sc",
+                [_property("scheme", "basic", _WOT_SECURITY + "SecurityScheme")],
+                _WOT_SECURITY + "BasicSecurityScheme",
+            )
+        ]
+
+    def form_terms(self, device: MqttDevice, point: AnyPoint) -> list[model.SubmodelElement]:
+        if not isinstance(point, MqttPoint):
+            raise _does_not_fit(device, point)
+        return [
+            _property("href", f"/{point.topic}", _HCTL + "hasTarget"),
+            _property("mqv_controlPacket", "subscribe", _MQTT + "ControlPacket"),
+            _property("mqv_qos", str(device.qos), _MQTT + "hasQoSFlag"),
+        ]
+
+    def device_fields(self, view: _InterfaceView, fields: dict[str, Any]) -> None:
+        _host_fields(view, fields)
+        if urlsplit(view.base).scheme.lower() == "mqtts":
+            fields["tls"] = True
+        qos = _first_term(view, "mqv_qos")
+        if qos is not None:
+            if qos[0] not in ("0", "1", "2"):
+                raise _Problem(qos[1], f"QoS {qos[0]!r} is not 0, 1 or 2")
+            fields["qos"] = int(qos[0])
+
+    def point_fields(
+        self,
+        fields: dict[str, Any],
+        form: model.SubmodelElementCollection,
+        view: _InterfaceView,
+        affordance: _Affordance,
+        device: MqttDevice,
+        schema_type: str | None,
+    ) -> None:
+        form_path = f"{affordance.path}.forms"
+        href = _href(form, form_path)
+        if affordance.kind == "actions":
+            raise _Problem(affordance.path, "MQTT actions are not supported; describe topics as properties")
+        parts = urlsplit(href)
+        topic = (
+            href[1:]
+            if not parts.scheme and href.startswith("/")
+            else parts.path.removeprefix("/")
+            if parts.scheme
+            else href
+        )
+        if not topic:
+            raise _Problem(f"{form_path}.href", f"{href!r} names no topic")
+        fields["topic"] = topic
+
+
+_PROTOCOL_AIDS: dict[str, _ProtocolAid] = {"modbus-tcp": _ModbusAid(), "opcua": _OpcUaAid(), "mqtt": _MqttAid()}
+"""What each protocol of the registry (``mapping.schema.PROTOCOLS``) says in an AID, by protocol name."""
+
+
+def _aid_of(protocol: str) -> _ProtocolAid:
+    try:
+        return _PROTOCOL_AIDS[protocol]
+    except KeyError:
+        raise MappingError(f"protocol {protocol!r} has no Asset Interfaces Description binding") from None
