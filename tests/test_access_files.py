@@ -208,3 +208,21 @@ async def test_a_new_file_at_the_path_of_a_deleted_one_does_not_inherit_its_byte
     again = {"modelType": "File", "idShort": "Manual", "contentType": "application/pdf", "value": MANUAL_PATH}
     await _ok(await client.post(f"{API}/submodels/{b64(SM_A)}/submodel-elements", json=again, headers=FILLER), 201)
     assert (await _download(served, SM_A, "Manual", FILLER))[0] == 404
+
+
+async def test_files_in_a_list_keep_their_bytes_when_an_item_before_them_is_deleted(served: Served) -> None:
+    client = served.client
+    documents = {
+        "modelType": "SubmodelElementList",
+        "idShort": "Documents",
+        "typeValueListElement": "File",
+        "value": [{"modelType": "File", "contentType": "text/plain"} for _ in range(3)],
+    }
+    await _ok(await client.post(f"{API}/submodels/{b64(SM_A)}/submodel-elements", json=documents, headers=FILLER), 201)
+    for index in range(3):
+        upload = _form(f"document-{index}.txt", f"document {index}".encode(), "text/plain")
+        url = element(SM_A, f"Documents[{index}]", "/attachment")
+        await _ok(await client.put(url, data=upload, headers=FILLER), 204)
+    await _ok(await client.delete(element(SM_A, "Documents[0]"), headers=FILLER), 204)
+    assert await _download(served, SM_A, "Documents[0]", FILLER) == (200, b"document 1")
+    assert await _download(served, SM_A, "Documents[1]", FILLER) == (200, b"document 2")

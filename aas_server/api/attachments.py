@@ -268,3 +268,41 @@ def new_element_path(
     if isinstance(parent, model.SubmodelElementList):
         return None
     return f"{parent_path}.{element.id_short}"
+
+
+def list_item_moves(store: TwinStore, submodel_id: str, id_short_path: str) -> list[tuple[str, str, str]]:
+    """When the item at ``id_short_path`` of a SubmodelElementList is deleted, the items after it move up one
+    place: ``(old owner, new owner, package path)`` for each File below them that names a package path."""
+    segments = paths.parse_id_short_path(id_short_path)
+    index = segments[-1]
+    if not isinstance(index, int):
+        return []
+    parent_path = paths.format_id_short_path(segments[:-1])
+    try:
+        parent = store.element(submodel_id, parent_path)
+    except (NotFoundError, InvalidRequestError):
+        return []
+    if not isinstance(parent, model.SubmodelElementList):
+        return []
+    moves: list[tuple[str, str, str]] = []
+    for position, item in enumerate(list(parent.value)):
+        if position <= index:
+            continue
+        old_prefix, new_prefix = f"{parent_path}[{position}]", f"{parent_path}[{position - 1}]"
+        found = [(old_prefix, item)] if isinstance(item, model.File) else []
+        found += [(path, element) for path, element in paths.walk(item, old_prefix) if isinstance(element, model.File)]
+        for path, file in found:
+            if file.value and is_package_path(file.value):
+                new_path = new_prefix + path[len(old_prefix) :]
+                moves.append((element_owner(submodel_id, path), element_owner(submodel_id, new_path), file.value))
+    return moves
+
+
+async def move_attachments(request: web.Request, moves: list[tuple[str, str, str]]) -> None:
+    """Keep the bytes of Files that moved (``list_item_moves``) with them."""
+    attachments = attachments_of(request)
+    for old_owner, new_owner, path in moves:
+        found = await attachments.get(owned_key(old_owner, path))
+        if found is not None:
+            await attachments.put(owned_key(new_owner, path), found)
+            await attachments.delete(owned_key(old_owner, path))

@@ -25,6 +25,8 @@ from aas_server.api.attachments import (
     attachment_path,
     check_file_values,
     content_type_for,
+    list_item_moves,
+    move_attachments,
     new_element_path,
     read_upload,
     stored_attachment,
@@ -191,7 +193,9 @@ async def post_submodel_element_by_path(request: web.Request) -> web.Response:
 async def delete_submodel_element(request: web.Request) -> web.Response:
     """DeleteSubmodelElementByPath."""
     store, submodel_id, path = _target(request)
+    moves = list_item_moves(store, submodel_id, path)
     await store.delete_element(submodel_id, path)
+    await move_attachments(request, moves)
     return no_content()
 
 

@@ -11,8 +11,9 @@ and two packages with the same supplementary path keep both files, each reachabl
 element. A package export writes each owner's bytes under its path, renaming a path that two owners
 fill with different bytes (:func:`package_files`).
 
-Left out: bytes follow their owner's idShort path, so a File that moves (renamed, or an item of a
-SubmodelElementList renumbered by a deletion) no longer finds its bytes and needs a new upload.
+Bytes follow their owner's idShort path: deleting an item of a SubmodelElementList moves the bytes
+of the items after it (``api.attachments.list_item_moves``); left out: a File moved otherwise (a
+``PUT`` that reorders a list) no longer finds its bytes and needs a new upload.
 """
 
 from __future__ import annotations
