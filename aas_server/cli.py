@@ -1,7 +1,8 @@
 """``aas-server``: serve | demo | check | import | export | nodeset | schema.
 
-Exit codes: 0 success, 1 runtime failure, 2 invalid input (a settings, twin or mapping file that
-does not validate), each reported as ``file: item.field: reason`` without a traceback.
+Exit codes: 0 success, 1 runtime failure (a port in use, a database error), 2 invalid input (a
+settings, twin, mapping or package file that does not validate, a file or folder that cannot be
+read or written), each reported as ``file: item.field: reason`` without a traceback.
 """
 
 from __future__ import annotations
@@ -342,30 +343,49 @@ def json_schema(kind: str) -> dict[str, Any]:
     return schema
 
 
+def refusal(error: HubError | OSError) -> tuple[int, str]:
+    """The exit status and the ``file: reason`` line (no traceback) for an error of a command.
+
+    A file or folder that cannot be read or written (``OSError`` naming it) is invalid input, as a
+    file that does not validate is; an ``OSError`` without a file (a port in use) is a runtime failure.
+    """
+    if isinstance(error, ConfigurationError | PackageError):
+        return EXIT_INVALID, str(error)
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None:
+            return EXIT_INVALID, f"{error.filename}: {reason}"
+        return EXIT_FAILURE, f"cannot start: {reason}"
+    return EXIT_FAILURE, str(error)
+
+
+def _check(files: Sequence[Path]) -> int:
+    status = EXIT_OK
+    for path in files:
+        try:
+            print(check_file(path))
+        except (HubError, OSError) as error:
+            _, message = refusal(error)
+            print(message if message.startswith(str(path)) else f"{path}: {message}", file=sys.stderr)
+            status = EXIT_INVALID
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "schema":
         print(json.dumps(json_schema(arguments.kind), indent=2, ensure_ascii=False))
         return EXIT_OK
     if arguments.command == "check":
-        status = EXIT_OK
-        for path in arguments.files:
-            try:
-                print(check_file(path))
-            except ConfigurationError as error:
-                print(str(error), file=sys.stderr)
-                status = EXIT_INVALID
-        return status
+        return _check(arguments.files)
     if arguments.command in ("import", "export", "nodeset"):
         commands = {"import": _import, "export": _export, "nodeset": _nodeset}
         try:
             return asyncio.run(commands[arguments.command](arguments))
-        except (ConfigurationError, PackageError) as error:
-            print(str(error), file=sys.stderr)
-            return EXIT_INVALID
-        except HubError as error:
-            print(str(error), file=sys.stderr)
-            return EXIT_FAILURE
+        except (HubError, OSError) as error:
+            status, message = refusal(error)
+            print(message, file=sys.stderr)
+            return status
     try:
         settings = load_settings(arguments.config) if arguments.command == "serve" else _demo_settings(arguments)
     except ConfigurationError as error:
@@ -379,10 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(str(error), file=sys.stderr)
         return EXIT_INVALID
-    except HubError as error:
-        _LOG.error("%s", error)
-        return EXIT_FAILURE
-    except OSError as error:
-        _LOG.error("cannot start: %s", error)
-        return EXIT_FAILURE
+    except (HubError, OSError) as error:
+        status, message = refusal(error)
+        _LOG.error("%s", message)
+        return status
     return EXIT_OK

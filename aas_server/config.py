@@ -407,6 +407,8 @@ def load_yaml(path: Path) -> object:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigurationError(f"cannot read file: {error.strerror}", str(path)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigurationError(f"not UTF-8 text (byte {error.start} cannot be decoded)", str(path)) from None
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from aas_server.exchange import count_elements, read_package_file
 
 NAMEPLATE = "IDTA_02006-3-0_Template_Digital_Nameplate"
@@ -96,3 +98,84 @@ def test_the_annotated_mapping_file_in_the_readme_is_valid(tmp_path: Path) -> No
     refused = _cli("check", str(mapping))
     assert refused.returncode == 2
     assert "(boiler.pressure).target_unit: " in refused.stderr
+
+
+def _bad_inputs(folder: Path) -> dict[str, Path]:
+    """Files a user may get wrong, each with what is wrong named in its name."""
+    files = {
+        "missing": folder / "missing.json",
+        "folder": folder / "a-folder",
+        "truncated.json": folder / "truncated.json",
+        "truncated.xml": folder / "truncated.xml",
+        "not-a-zip.aasx": folder / "not-a-zip.aasx",
+        "binary.yaml": folder / "binary.yaml",
+        "syntax.yaml": folder / "syntax.yaml",
+        "field.yaml": folder / "field.yaml",
+        "no-data-dir.yaml": folder / "no-data-dir.yaml",
+        "twins-missing.yaml": folder / "twins-missing.yaml",
+        "ok.yaml": folder / "ok.yaml",
+        "a-file": folder / "a-file",
+    }
+    files["folder"].mkdir()
+    files["truncated.json"].write_text('{"submodels": [', encoding="utf-8")
+    files["truncated.xml"].write_text(
+        '<environment xmlns="https://admin-shell.io/aas/3/0"><submodels>', encoding="utf-8"
+    )
+    files["not-a-zip.aasx"].write_bytes(b"PK\x03\x04 not really a zip")
+    files["binary.yaml"].write_bytes(b"\xff\xfe\x00binary")
+    files["syntax.yaml"].write_text("rest: [\n  port: 1\n", encoding="utf-8")
+    files["field.yaml"].write_text("rest:\n  port: not-a-port\n", encoding="utf-8")
+    files["no-data-dir.yaml"].write_text(f"data_dir: {files['a-file'] / 'data'}\n", encoding="utf-8")
+    files["a-file"].write_text("", encoding="utf-8")
+    files["twins-missing.yaml"].write_text(
+        f"data_dir: {folder / 'data'}\ntwins: [{folder / 'no-twins.yaml'}]\n", encoding="utf-8"
+    )
+    files["ok.yaml"].write_text(f"data_dir: {folder / 'data'}\n", encoding="utf-8")
+    return files
+
+
+CLI_MISTAKES: list[tuple[list[str], str]] = [
+    (["check", "{missing}"], "{missing}: "),
+    (["check", "{folder}"], "{folder}: "),
+    (["check", "{truncated.json}"], "{truncated.json}: "),
+    (["check", "{truncated.xml}"], "{truncated.xml}: "),
+    (["check", "{not-a-zip.aasx}"], "{not-a-zip.aasx}: "),
+    (["check", "{binary.yaml}"], "{binary.yaml}: not UTF-8"),
+    (["check", "{syntax.yaml}"], "{syntax.yaml}:3:1: YAML syntax error"),
+    (["check", "{field.yaml}"], "{field.yaml}: rest.port: "),
+    (["import", "{missing}"], "{missing}: No such file"),
+    (["import", "{folder}"], "{folder}: Is a directory"),
+    (["import", "{truncated.json}", "{truncated.xml}", "{not-a-zip.aasx}"], "{not-a-zip.aasx}: "),
+    (["import", "{truncated.json}", "--report", "{folder}/no/report.json"], "{folder}/no/report.json: No such"),
+    (["import", "{truncated.xml}", "--config", "{syntax.yaml}"], "{truncated.xml}: "),
+    (["export", "{folder}/out.json", "--config", "{missing}"], "{missing}: cannot read file"),
+    (["export", "{folder}/out.json", "--config", "{binary.yaml}"], "{binary.yaml}: not UTF-8"),
+    (["export", "{folder}/no/out.json", "--config", "{ok.yaml}"], "{folder}/no/out.json: No such file"),
+    (["export", "{folder}/out.json", "--config", "{twins-missing.yaml}"], "no-twins.yaml: cannot read file"),
+    (["export", "{folder}/out.json", "--config", "{no-data-dir.yaml}"], "{a-file}"),
+    (["nodeset", "types", "{folder}/no/types.xml"], "{folder}/no/types.xml: No such file"),
+    (["nodeset", "export", "{folder}/out.xml", "--config", "{field.yaml}"], "{field.yaml}: rest.port: "),
+    (["serve", "--config", "{missing}"], "{missing}: cannot read file"),
+    (["serve", "--config", "{twins-missing.yaml}"], "no-twins.yaml: cannot read file"),
+    (["serve", "--config", "{no-data-dir.yaml}"], "{a-file}"),
+    (["demo", "--data-dir", "{a-file}/data"], "{a-file}/data: "),
+]
+
+
+def _filled(text: str, files: dict[str, Path]) -> str:
+    for name, path in files.items():
+        text = text.replace("{" + name + "}", str(path))
+    return text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"), [pytest.param(*mistake, id=" ".join(mistake[0])) for mistake in CLI_MISTAKES]
+)
+def test_every_command_reports_bad_input_with_exit_2_and_the_file_without_a_traceback(
+    tmp_path: Path, arguments: list[str], expected: str
+) -> None:
+    files = _bad_inputs(tmp_path)
+    result = _cli(*(_filled(argument, files) for argument in arguments))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert _filled(expected, files) in result.stderr, result.stderr
