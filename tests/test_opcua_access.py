@@ -20,6 +20,7 @@ from asyncua.client.client import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 from basyx.aas import model
 from pydantic import SecretStr
 
@@ -329,3 +330,75 @@ async def test_anonymous_sessions_read_with_the_anonymous_role(
         assert status_of(allowed) == DENIED_CODE
         assert value_of(allowed) is None
     assert status_of(denied) == DENIED_CODE
+
+
+class _Changes:
+    """asyncua data change handler: the values seen."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
+        self.values.append(value)
+
+
+async def test_a_session_cannot_use_or_take_the_subscriptions_of_another_user(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = _settings(data_dir)
+    trust_client_certificate(data_dir, opcua_client_certificate)
+    control = AccessControl.from_settings(settings, {})
+    store = _store()
+    opcua = OpcUaSettings(port=0, users=[OPERATOR, ADMIN])
+    async with OpcUaProjection(store, opcua, data_dir, access=control) as projection:
+        temperature = {sm: _node(projection, node_id_for(sm, "Temperature")) for sm in (ALLOWED, DENIED)}
+        async with (
+            _session(projection, opcua_client_certificate, ADMIN) as admin,
+            _session(projection, opcua_client_certificate, OPERATOR) as operator,
+            _session(projection, opcua_client_certificate, OPERATOR) as operator_again,
+        ):
+            seen = _Changes()
+            admin_subscription = await admin.create_subscription(20, seen)
+            await admin_subscription.subscribe_data_change(admin.get_node(temperature[DENIED]))
+            await eventually(lambda: _returns(seen.values), lambda values: values == [20.0])
+            stolen = admin_subscription.subscription_id
+            assert stolen is not None
+
+            (transfer,) = await operator.uaclient.transfer_subscriptions(
+                ua.TransferSubscriptionsParameters(SubscriptionIds=[stolen], SendInitialValues=True)
+            )
+            assert transfer.StatusCode.value == DENIED_CODE
+            with pytest.raises(UaStatusCodeError) as republish:
+                await operator.uaclient.session.republish(stolen, 1)
+            assert republish.value.code == StatusCodes.BadSubscriptionIdInvalid
+            with pytest.raises(UaStatusCodeError) as delete:
+                await operator.uaclient.delete_subscriptions([stolen])
+            assert delete.value.code == StatusCodes.BadSubscriptionIdInvalid
+            item = ua.MonitoredItemCreateRequest(
+                ItemToMonitor=ua.ReadValueId(NodeId=temperature[ALLOWED], AttributeId=ua.AttributeIds.Value),
+                MonitoringMode=ua.MonitoringMode.Reporting,
+                RequestedParameters=ua.MonitoringParameters(ClientHandle=1, SamplingInterval=20, QueueSize=1),
+            )
+            with pytest.raises(UaStatusCodeError) as add_item:
+                await operator.uaclient.create_monitored_items(
+                    ua.CreateMonitoredItemsParameters(SubscriptionId=stolen, ItemsToCreate=[item])
+                )
+            assert add_item.value.code == StatusCodes.BadSubscriptionIdInvalid
+
+            # The admin's subscription is untouched and still reports.
+            store.apply(ValueChanged(DENIED, "Temperature", 30.0, utc_now(), origin="device:plc"))
+            await eventually(lambda: _returns(seen.values), lambda values: values[-1:] == [30.0])
+
+            # The same user may take over a subscription of its own from another session.
+            own = await operator.create_subscription(20, _Changes())
+            assert own.subscription_id is not None
+            (taken,) = await operator_again.uaclient.transfer_subscriptions(
+                ua.TransferSubscriptionsParameters(SubscriptionIds=[own.subscription_id], SendInitialValues=True)
+            )
+            assert taken.StatusCode.is_good()
+    await control.aclose()
+
+
+async def _returns(value: Any) -> Any:
+    return value

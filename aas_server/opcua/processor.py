@@ -12,6 +12,12 @@ checks a request before that dispatch:
   ``BadIdentityTokenRejected`` unless the channel encrypts (SignAndEncrypt) or a ``None`` endpoint
   is configured; so is a password encrypted with an algorithm no offered policy uses (RSA
   PKCS#1 v1.5, which asyncua would decrypt and which is open to padding oracle attacks).
+* **Subscriptions belong to their session.** A request naming a subscription of another session
+  (CreateMonitoredItems, ModifyMonitoredItems, DeleteMonitoredItems, SetMonitoringMode,
+  ModifySubscription, SetPublishingMode, DeleteSubscriptions, Republish) is
+  ``BadSubscriptionIdInvalid``: asyncua would let any session read, change or delete any
+  subscription by its (small, sequential) id. TransferSubscriptions moves a subscription only to a
+  session of the user who created it (OPC 10000-4 §5.13.7); others get ``BadUserAccessDenied``.
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
   item by item (:mod:`aas_server.opcua.access`); writes follow them in :mod:`aas_server.opcua.writes`.
@@ -68,6 +74,60 @@ _HISTORY_READ = _request(ua.ObjectIds.HistoryReadRequest_Encoding_DefaultBinary)
 _CALL = _request(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 _CREATE_MONITORED_ITEMS = _request(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
 _GUARDED = frozenset({_READ, _BROWSE, _TRANSLATE, _HISTORY_READ, _CALL, _CREATE_MONITORED_ITEMS})
+_CREATE_SUBSCRIPTION = _request(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
+_TRANSFER_SUBSCRIPTIONS = _request(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
+_SUBSCRIPTION_SCOPED: dict[ua.NodeId, tuple[type, str]] = {
+    _CREATE_MONITORED_ITEMS: (ua.CreateMonitoredItemsParameters, "SubscriptionId"),
+    _request(ua.ObjectIds.ModifyMonitoredItemsRequest_Encoding_DefaultBinary): (
+        ua.ModifyMonitoredItemsParameters,
+        "SubscriptionId",
+    ),
+    _request(ua.ObjectIds.DeleteMonitoredItemsRequest_Encoding_DefaultBinary): (
+        ua.DeleteMonitoredItemsParameters,
+        "SubscriptionId",
+    ),
+    _request(ua.ObjectIds.SetMonitoringModeRequest_Encoding_DefaultBinary): (
+        ua.SetMonitoringModeParameters,
+        "SubscriptionId",
+    ),
+    _request(ua.ObjectIds.ModifySubscriptionRequest_Encoding_DefaultBinary): (
+        ua.ModifySubscriptionParameters,
+        "SubscriptionId",
+    ),
+    _request(ua.ObjectIds.SetPublishingModeRequest_Encoding_DefaultBinary): (
+        ua.SetPublishingModeParameters,
+        "SubscriptionIds",
+    ),
+    _request(ua.ObjectIds.DeleteSubscriptionsRequest_Encoding_DefaultBinary): (
+        ua.DeleteSubscriptionsParameters,
+        "SubscriptionIds",
+    ),
+    _request(ua.ObjectIds.RepublishRequest_Encoding_DefaultBinary): (ua.RepublishParameters, "SubscriptionId"),
+}
+"""Requests acting on subscriptions of the session, and the field naming them."""
+
+
+def _identity(user: Any) -> tuple[Any, ...]:
+    """Who a session user is, for subscription ownership: user name and hub role (anonymous: both ``None``)."""
+    return (getattr(user, "name", None), getattr(user, "hub_role", None))
+
+
+class SubscriptionOwners:
+    """The user who created each subscription (a subscription outlives its session until transferred)."""
+
+    def __init__(self) -> None:
+        self._owners: dict[int, tuple[Any, ...]] = {}
+
+    def record(self, subscriptions: dict[int, Any], session_id: ua.NodeId, user: Any) -> None:
+        """Note ``user`` as the owner of the session's subscriptions not known yet; forget deleted ones."""
+        for subscription_id, subscription in subscriptions.items():
+            if subscription.session_id == session_id and subscription_id not in self._owners:
+                self._owners[subscription_id] = _identity(user)
+        for gone in [subscription_id for subscription_id in self._owners if subscription_id not in subscriptions]:
+            del self._owners[gone]
+
+    def owned_by(self, subscription_id: int, user: Any) -> bool:
+        return self._owners.get(subscription_id) == _identity(user)
 
 
 def _denied() -> ua.StatusCode:
@@ -85,8 +145,10 @@ class HubProcessor(UaProcessor):
         *,
         plaintext_passwords: bool,
         access: SessionAccess | None,
+        subscription_owners: SubscriptionOwners | None = None,
     ) -> None:
         super().__init__(internal_server, transport, limits)
+        self._subscription_owners = subscription_owners if subscription_owners is not None else SubscriptionOwners()
         self._offered: list[SecurityPolicyFactory] = []
         self._password_algorithms: frozenset[str] = frozenset()
         self._plaintext_passwords = plaintext_passwords
@@ -119,11 +181,59 @@ class HubProcessor(UaProcessor):
             raise ServiceError(StatusCodes.BadSecurityPolicyRejected)
         if typeid == _ACTIVATE_SESSION:
             self._check_user_token(body)
-        elif (
-            typeid in _GUARDED and self._access is not None and self.session is not None and self.session.is_activated()
-        ):
-            return await self._process_guarded(typeid, requesthdr, seqhdr, body)
-        return await super()._process_message(typeid, requesthdr, seqhdr, body)  # type: ignore[no-untyped-call]
+        elif self.session is not None and self.session.is_activated():
+            if typeid in _SUBSCRIPTION_SCOPED:
+                self._check_subscriptions_owned(typeid, body)
+            if typeid == _TRANSFER_SUBSCRIPTIONS:
+                return await self._transfer_subscriptions(requesthdr, seqhdr, body)
+            if typeid in _GUARDED and self._access is not None:
+                return await self._process_guarded(typeid, requesthdr, seqhdr, body)
+        answered = await super()._process_message(typeid, requesthdr, seqhdr, body)  # type: ignore[no-untyped-call]
+        if typeid == _CREATE_SUBSCRIPTION and self.session is not None:
+            subscriptions = self.iserver.subscription_service.subscriptions
+            self._subscription_owners.record(subscriptions, self.session.session_id, self.session.user)
+        return answered
+
+    def _check_subscriptions_owned(self, typeid: ua.NodeId, body: Buffer) -> None:
+        """``BadSubscriptionIdInvalid`` when the request names a subscription of another session."""
+        assert self.session is not None
+        parameters_type, field_name = _SUBSCRIPTION_SCOPED[typeid]
+        named = getattr(struct_from_binary(parameters_type, body.copy()), field_name)
+        subscriptions = self.iserver.subscription_service.subscriptions
+        for subscription_id in named if isinstance(named, list) else [named]:
+            subscription = subscriptions.get(int(subscription_id))
+            if subscription is not None and subscription.session_id != self.session.session_id:
+                _LOG.warning(
+                    "OPC UA session of %s (%s) named subscription %s of another session: refused",
+                    self.name,
+                    getattr(self.session.user, "name", None) or "anonymous",
+                    subscription_id,
+                )
+                raise ServiceError(StatusCodes.BadSubscriptionIdInvalid)
+
+    async def _transfer_subscriptions(self, requesthdr: ua.RequestHeader, seqhdr: Any, body: Buffer) -> bool:
+        """TransferSubscriptions of the subscriptions the session's user created; ``BadUserAccessDenied`` else."""
+        session = self.session
+        assert session is not None
+        self.session_last_activity = time.monotonic()
+        session.touch()
+        parameters = struct_from_binary(ua.TransferSubscriptionsParameters, body)
+        allowed = [
+            self._subscription_owners.owned_by(int(subscription_id), session.user)
+            or int(subscription_id) not in self.iserver.subscription_service.subscriptions
+            for subscription_id in parameters.SubscriptionIds
+        ]
+        transferred = (
+            await session.transfer_subscriptions(
+                _subset(parameters, "SubscriptionIds", allowed), self.forward_publish_response
+            )
+            if any(allowed)
+            else []
+        )
+        response = ua.TransferSubscriptionsResponse()
+        response.Parameters.Results = _merge(allowed, transferred, lambda: ua.TransferResult(StatusCode=_denied()))
+        self.send_response(requesthdr.RequestHandle, seqhdr, response)  # type: ignore[no-untyped-call]
+        return True
 
     def _check_user_token(self, body: Buffer) -> None:
         parameters = struct_from_binary(ua.ActivateSessionParameters, body.copy())
@@ -241,6 +351,7 @@ class _HubProtocol(OPCUAProtocol):
 
     plaintext_passwords: bool = False
     access: SessionAccess | None = None
+    subscription_owners: SubscriptionOwners | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -251,6 +362,7 @@ class _HubProtocol(OPCUAProtocol):
                 self.limits,
                 plaintext_passwords=self.plaintext_passwords,
                 access=self.access,
+                subscription_owners=self.subscription_owners,
             )
             processor.set_policies(self.policies)
             self.processor = processor
@@ -261,6 +373,7 @@ class _HubBinaryServer(BinaryServer):
         super().__init__(*arguments)
         self._plaintext_passwords = plaintext_passwords
         self._access = access
+        self._subscription_owners = SubscriptionOwners()
 
     def _make_protocol(self) -> OPCUAProtocol:
         protocol = _HubProtocol(
@@ -272,6 +385,7 @@ class _HubBinaryServer(BinaryServer):
         )
         protocol.plaintext_passwords = self._plaintext_passwords
         protocol.access = self._access
+        protocol.subscription_owners = self._subscription_owners
         return protocol
 
 
