@@ -505,3 +505,34 @@ def test_a_copy_of_an_identifiable_in_the_same_package_is_told_apart_from_a_diff
     }
     taken = {item.id: item.id_short for item in result.identifiables if isinstance(item, model.ConceptDescription)}
     assert taken == {"urn:example:cd:twice": "Twice", "urn:example:cd:clash": "First"}
+
+
+def test_a_second_qualifier_of_one_type_is_set_aside_and_its_element_kept() -> None:
+    """Technical Data 2.0 template: a Property with three SMT/ExampleValue qualifiers (AASd-021) was dropped whole."""
+    example = {"type": "SMT/ExampleValue", "valueType": "xs:string", "kind": "TemplateQualifier"}
+    element = {
+        "modelType": "Property",
+        "idShort": "ClassificationSystem",
+        "valueType": "xs:string",
+        "qualifiers": [{**example, "value": "ECLASS"}, {**example, "value": "ECLASS"}, {**example, "value": "IEC CDD"}],
+    }
+    result = read_package(document(environment(element)), "technical-data.json")
+    assert result.report.counts_taken == result.report.counts_in
+    issues = {
+        issue.path: (issue.severity, issue.message) for issue in result.report.issues if "qualifier" in issue.message
+    }
+    assert issues == {
+        "submodels[0].submodelElements[0].qualifiers[1]": (
+            "repaired",
+            "second, identical qualifier of type 'SMT/ExampleValue' removed",
+        ),
+        "submodels[0].submodelElements[0].qualifiers[2]": (
+            "dropped",
+            "second qualifier of type 'SMT/ExampleValue' (value 'IEC CDD') set aside: a type once per object"
+            " (AASd-021); the first (value 'ECLASS') and the object are kept",
+        ),
+    }
+    (submodel,) = [item for item in result.identifiables if isinstance(item, model.Submodel)]
+    kept = submodel.get_referable("ClassificationSystem")
+    assert isinstance(kept, model.Property)
+    assert [(qualifier.type, qualifier.value) for qualifier in kept.qualifier] == [("SMT/ExampleValue", "ECLASS")]

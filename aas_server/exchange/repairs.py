@@ -28,6 +28,9 @@ Part 1 v3.1), never by guessing, and each is recorded in the :class:`ImportRepor
   lone unresolved ``Identifiable`` key becomes a ``GlobalReference`` of an ExternalReference (a
   reference by the globally unique id); a ``Referable`` key after the first becomes
   ``SubmodelElement`` (every referable below an identifiable is one).
+* ``qualifier-type``: a second Qualifier of a type the object holds already (AASd-021: a type once
+  per object) is removed: as ``repaired`` when it is the same qualifier, else set aside as
+  ``dropped`` with its value; the object keeps the first one and everything else.
 * ``supplemental-semantic-ids``: ``supplementalSemanticIds`` without a ``semanticId`` (AASd-118) are
   removed, reported as ``dropped`` with their keys; the element keeps everything else.
 * ``forbidden-characters``: a string attribute holding a character AASd-130 excludes (NUL and the
@@ -196,6 +199,7 @@ class Repairer:
         self._placeholder_references(node, path, model_type)
         self._key_types(node, path)
         self._supplemental_semantic_ids(node, path)
+        self._qualifier_types(node, path)
         self._lang_strings(node, path, model_type)
         if model_type == "File" and isinstance(node.get("value"), str):
             self._file_path(node, "value", path, "value removed")
@@ -329,6 +333,31 @@ class Repairer:
                 self.report.add(
                     "repaired", key_path, f"key type {old!r} set to 'SubmodelElement' (below an identifiable)"
                 )
+
+    def _qualifier_types(self, node: dict[str, Any], path: str) -> None:
+        qualifiers = node.get("qualifiers")
+        if not isinstance(qualifiers, list):
+            return
+        kept: list[Any] = []
+        first: dict[str, Any] = {}
+        for index, qualifier in enumerate(qualifiers):
+            kind = qualifier.get("type") if isinstance(qualifier, dict) else None
+            if not isinstance(kind, str) or kind not in first:
+                if isinstance(kind, str):
+                    first[kind] = qualifier
+                kept.append(qualifier)
+            elif qualifier == first[kind]:
+                self.report.add(
+                    "repaired", f"{path}.qualifiers[{index}]", f"second, identical qualifier of type {kind!r} removed"
+                )
+            else:
+                self.report.add(
+                    "dropped",
+                    f"{path}.qualifiers[{index}]",
+                    f"second qualifier of type {kind!r} (value {qualifier.get('value')!r}) set aside: a type once per"
+                    f" object (AASd-021); the first (value {first[kind].get('value')!r}) and the object are kept",
+                )
+        node["qualifiers"] = kept
 
     def _supplemental_semantic_ids(self, node: dict[str, Any], path: str) -> None:
         supplemental = node.get("supplementalSemanticIds")
