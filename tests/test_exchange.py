@@ -23,6 +23,7 @@ from aas_server.exchange import (
     read_package_file,
     write_package,
 )
+from aas_server.model.lexical import OrderedSet
 
 PACKAGES = Path(__file__).parent / "data" / "packages"
 
@@ -376,17 +377,17 @@ def test_single_identifiable_documents_and_duplicates() -> None:
     )
 
 
-def test_export_orders_set_like_references_deterministically() -> None:
+def test_export_keeps_the_given_order_of_set_like_references() -> None:
     shell = model.AssetAdministrationShell(
         model.AssetInformation(global_asset_id="urn:test:asset"),
         "urn:test:shell",
-        submodel={
+        submodel=OrderedSet(  # type: ignore[arg-type]
             model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, f"urn:test:sm:{name}"),), model.Submodel)
             for name in ("c", "a", "b")
-        },
+        ),
     )
     document = json.loads(write_package([shell], None, "json"))
     values = [reference["keys"][0]["value"] for reference in document["assetAdministrationShells"][0]["submodels"]]
-    assert values == ["urn:test:sm:a", "urn:test:sm:b", "urn:test:sm:c"]
+    assert values == ["urn:test:sm:c", "urn:test:sm:a", "urn:test:sm:b"]
     xml = write_package([shell], None, "xml").decode()
-    assert xml.index("urn:test:sm:a") < xml.index("urn:test:sm:b") < xml.index("urn:test:sm:c")
+    assert xml.index("urn:test:sm:c") < xml.index("urn:test:sm:a") < xml.index("urn:test:sm:b")

@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from basyx.aas import model
-from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
 from aas_server.errors import InvalidRequestError
+from aas_server.exchange.json_codec import FaithfulJsonDecoder
 from aas_server.exchange.repairs import AASD_130_VIOLATION, normalise_file_reference
 from aas_server.exchange.report import path_segment
 from aas_server.model.values import value_error_reason
@@ -77,7 +77,7 @@ def _walk(data: Any, location: str, depth: int = 1) -> Any:
         raise InvalidRequestError(f"{location}: JSON nested deeper than {MAX_NESTING} levels")
     converted = {key: _walk(value, f"{location}.{path_segment(key)}", depth + 1) for key, value in data.items()}
     try:
-        decoded = StrictAASFromJsonDecoder.object_hook(converted)
+        decoded = FaithfulJsonDecoder.object_hook(converted)
     except _DECODE_ERRORS as error:
         model_type = converted.get("modelType")
         raise InvalidRequestError(f"{location}: {model_type}: {_reason(error)}") from None
@@ -137,14 +137,14 @@ def decode_part(data: Any, construct: Any, what: str) -> Any:
 
 def decode_reference(data: Any) -> model.Reference:
     """A ``Reference`` from its JSON form."""
-    reference: model.Reference = decode_part(data, StrictAASFromJsonDecoder._construct_reference, "Reference")
+    reference: model.Reference = decode_part(data, FaithfulJsonDecoder._construct_reference, "Reference")
     return reference
 
 
 def decode_asset_information(data: Any) -> model.AssetInformation:
     """An ``AssetInformation`` from its JSON form."""
     information: model.AssetInformation = decode_part(
-        data, StrictAASFromJsonDecoder._construct_asset_information, "AssetInformation"
+        data, FaithfulJsonDecoder._construct_asset_information, "AssetInformation"
     )
     _check_thumbnail(information, "$")
     return information

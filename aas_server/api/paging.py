@@ -286,15 +286,6 @@ class Catalog:
         return self._concept_descriptions
 
 
-def page_sorted(items: Iterable[ItemT], request: PageRequest, sort_key: Callable[[ItemT], str]) -> Page[ItemT]:
-    """Page a small unordered collection (a shell's submodel references) by a string sort key."""
-    ordered = sorted(items, key=sort_key)
-    start = 0
-    if request.cursor is not None:
-        start = bisect.bisect_right([sort_key(item) for item in ordered], request.cursor)
-    return take_page(iter(ordered[start:]), request.limit, sort_key)
-
-
 def page_positions(items: Collection[ItemT], request: PageRequest, name_of: Callable[[ItemT], Hashable]) -> Page[ItemT]:
     """Page ordered items (a submodel's elements) by position; the cursor is ``"<position>:<name>"``.
 

@@ -125,7 +125,8 @@ def parse_modifiers(query: Mapping[str, str]) -> Modifiers:
 
 
 class _Encoder(JsonEncoder):
-    """``JsonEncoder`` with its type dispatch cached per class and Blob values optional.
+    """``JsonEncoder`` (given order and lexical value forms kept) with its type dispatch cached per class and
+    Blob values optional.
 
     Empty lists are left out: every array of the Part 1 JSON schema has ``minItems: 1`` (basyx
     writes ``specificAssetIds: []`` for an Entity without them, for example).
@@ -256,11 +257,11 @@ def _has_value(element: model.SubmodelElement) -> bool:
 
 def _element_value(element: model.SubmodelElement, modifiers: Modifiers, depth: int) -> Any:
     if isinstance(element, model.Property):
-        return values.to_json_value(element.value)
+        return values.given_json_value(element, "value")
     if isinstance(element, model.MultiLanguageProperty):
         return [{language: text} for language, text in (element.value or {}).items()]
     if isinstance(element, model.Range):
-        return {"min": values.to_json_value(element.min), "max": values.to_json_value(element.max)}
+        return {"min": values.given_json_value(element, "min"), "max": values.given_json_value(element, "max")}
     if isinstance(element, model.Blob):
         blob: dict[str, Any] = {"contentType": element.content_type}
         if modifiers.with_blob_value and element.value is not None:

@@ -491,17 +491,22 @@ async def get_all_submodel_elements_reference(request: web.Request) -> web.Respo
 
 @interface.get("/submodel-elements/$path")
 async def get_all_submodel_elements_path(request: web.Request) -> web.Response:
-    """GetAllSubmodelElements-Path, paged over the top-level elements (each with its subtree for ``deep``)."""
+    """GetAllSubmodelElements-Path, paged over the paths: each top-level element, then (``deep``) its subtree.
+
+    ``limit`` counts the paths returned, not the top-level elements they belong to.
+    """
     accept_json(request)
     level = parse_modifiers(request.query).level
-    submodel_id, page = _element_page(request)
+    submodel_id = submodel_id_of(request)
+    submodel = store_of(request).submodel(submodel_id)
+    page_request = parse_page_request(request.query)
     result: list[str] = []
-    for element in page.items:
+    for element in auth.visible_elements(request, submodel_id, submodel.submodel_element):
         result.append(str(element.id_short))
         if level is Level.DEEP:
             shown = auth.element_view(request, submodel_id, str(element.id_short)) or element
             result.extend(element_paths(shown, str(element.id_short), level))
-    return bytes_response(Page(result, page.next_cursor).to_bytes(dumps))
+    return bytes_response(page_positions(result, page_request, str).to_bytes(dumps))
 
 
 @interface.post("/submodel-elements")

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from basyx.aas import model
-from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
+from aas_server.exchange.json_codec import FaithfulJsonDecoder
 from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.repairs import TOP_LEVEL_KEYS
 from aas_server.exchange.report import ImportReport, empty_counts, path_segment
@@ -109,7 +109,7 @@ def count_elements(identifiables: Iterable[model.Identifiable]) -> dict[str, int
 class Builder:
     """Builds identifiables from a repaired document, dropping (and reporting) what basyx refuses."""
 
-    decoder = StrictAASFromJsonDecoder
+    decoder = FaithfulJsonDecoder
 
     def __init__(self, report: ImportReport) -> None:
         self.report = report

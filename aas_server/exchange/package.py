@@ -4,8 +4,9 @@
 :class:`PackageLimits`, repairs the document where the metamodel determines the result, builds
 basyx objects one identifiable and one element at a time, and returns them with the package's
 supplementary files and an :class:`ImportReport`. ``write_package`` writes v3.1 JSON, XML or AASX
-with a deterministic order for the things basyx keeps in sets (a shell's submodel references,
-``isCaseOf``, ``refersTo``, value lists), so that export after import is reproducible.
+with every list in its given order (also those basyx keeps in sets: a shell's submodel references,
+``isCaseOf``, ``refersTo``, value lists) and, in JSON and XML, the lexical value forms that were
+given (``exchange.json_codec``), so that export after import gives back what was imported.
 
 Left out: AASX digital signatures and thumbnails of the package itself (not read), several AAS
 parts are read but written back as one, JSON documents carry no version marker (reported as
@@ -29,10 +30,11 @@ from lxml import etree
 from aas_server.errors import PackageError
 from aas_server.exchange import archive
 from aas_server.exchange.build import Builder, count_document, count_elements
+from aas_server.exchange.json_codec import xml_with_lexical_forms
 from aas_server.exchange.repairs import IDENTIFIABLE_TYPES, TOP_LEVEL_KEYS, Repairer
 from aas_server.exchange.report import COUNT_KEYS, ImportRejected, ImportReport, PackageLimits
 from aas_server.exchange.roundtrip import JsonEncoder
-from aas_server.exchange.xml_tree import NAMESPACE_3_1, parse_xml, xml_to_document
+from aas_server.exchange.xml_tree import parse_xml, xml_to_document
 
 PackageFormat = Literal["aasx", "json", "xml"]
 CONTENT_TYPES: dict[str, str] = {
@@ -41,7 +43,6 @@ CONTENT_TYPES: dict[str, str] = {
     "xml": "application/xml",
 }
 DEFAULT_LIMITS = PackageLimits()
-_SET_LIKE_LISTS = {"submodels", "isCaseOf", "refersTo", "valueReferencePairs"}
 
 
 @dataclass(slots=True)
@@ -195,7 +196,7 @@ _ENVIRONMENT_KEY_OF = {
 
 
 def environment_json(identifiables: Iterable[model.Identifiable]) -> dict[str, Any]:
-    """The v3.1 JSON environment of the objects, with set-like lists in a deterministic order."""
+    """The v3.1 JSON environment of the objects, every list in its given order."""
     environment: dict[str, list[model.Identifiable]] = {}
     for identifiable in identifiables:
         for key, kind in (
@@ -206,34 +207,7 @@ def environment_json(identifiables: Iterable[model.Identifiable]) -> dict[str, A
             if isinstance(identifiable, kind):
                 environment.setdefault(key, []).append(identifiable)
     document: dict[str, Any] = json.loads(json.dumps(environment, cls=JsonEncoder))
-    _sort_set_like(document)
     return document
-
-
-def _sort_set_like(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            _sort_set_like(value)
-            if (
-                key in _SET_LIKE_LISTS
-                and isinstance(value, list)
-                and all(isinstance(item, dict) and "modelType" not in item for item in value)
-            ):
-                value.sort(key=lambda item: json.dumps(item, sort_keys=True))
-    elif isinstance(node, list):
-        for item in node:
-            _sort_set_like(item)
-
-
-def _sort_set_like_xml(root: etree._Element) -> None:
-    names = {f"{{{NAMESPACE_3_1}}}{name}" for name in _SET_LIKE_LISTS}
-    for element in root.iter(*names):
-        parent = element.getparent()
-        if parent is None or parent.tag == f"{{{NAMESPACE_3_1}}}environment":
-            continue
-        children = list(element)
-        children.sort(key=lambda child: etree.tostring(child, method="c14n"))
-        element[:] = children
 
 
 def write_package(
@@ -252,8 +226,7 @@ def write_package(
         return json.dumps(environment_json(objects), ensure_ascii=False, indent=2).encode("utf-8")
     if format == "xml":
         store: model.DictIdentifiableStore[model.Identifiable] = model.DictIdentifiableStore(objects)
-        root = object_store_to_xml_element(store)
-        _sort_set_like_xml(root)
+        root = xml_with_lexical_forms(object_store_to_xml_element(store), objects)
         buffer = io.BytesIO()
         etree.ElementTree(root).write(buffer, xml_declaration=True, encoding="utf-8", pretty_print=True)
         return buffer.getvalue()

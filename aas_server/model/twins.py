@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError
 from aas_server.model import templates as submodel_templates
+from aas_server.model.lexical import OrderedSet
 from aas_server.model.templates import (
     ID_SHORT_PATTERN,
     FreeProperty,
@@ -570,10 +571,10 @@ def _shell(
             definitions.shell_id(twin.key),
             id_short=twin.id_short,
             description=model.MultiLanguageTextType(dict(twin.description)) if twin.description else None,
-            submodel={
+            submodel=OrderedSet(  # type: ignore[arg-type]
                 model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel)
                 for submodel in submodels
-            },
+            ),
             extension=[
                 model.Extension(
                     COMPOSITION_LEVEL_EXTENSION,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import decimal
 import math
+import re
 from typing import Any
 
 from basyx.aas import model
 from basyx.aas.model import datatypes
 
 from aas_server.errors import TypeMismatchError
+from aas_server.model import lexical
 
 ValueType = Any
 """A basyx XSD value type class such as ``float`` or ``datatypes.Int`` (mypy cannot express the union)."""
@@ -107,6 +109,27 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value) if value == value.to_integral_value() or abs(value) < 2**53 else str(value)
     return datatypes.xsd_repr(value)
+
+
+_INTEGER_LITERAL = re.compile(r"[+-]?[0-9]+")
+
+
+def given_json_value(obj: object, attribute: str) -> Any:
+    """``to_json_value`` of ``obj.<attribute>`` in the lexical form it was given, where JSON can hold it.
+
+    A number given as an integer literal (``1007`` of an ``xs:double``) is a JSON integer, any other
+    value not a number or boolean is its given string (``2024-01-01T00:00:00Z``); otherwise, and
+    once the value changed, it is ``to_json_value`` of the value (``aas_server.model.lexical``).
+    """
+    value = getattr(obj, attribute)
+    text = lexical.given_form(obj, attribute)
+    if text is None or value is None or isinstance(value, bool):
+        return to_json_value(value)
+    if isinstance(value, int | float | decimal.Decimal):
+        if _INTEGER_LITERAL.fullmatch(text) and value == int(text):
+            return int(text)
+        return to_json_value(value)
+    return text
 
 
 def property_value_type(element: model.SubmodelElement) -> ValueType | None:
