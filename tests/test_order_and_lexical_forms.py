@@ -103,6 +103,13 @@ def submodel_document() -> dict[str, Any]:
             *properties,
             {"modelType": "Range", "idShort": "Limits", "valueType": "xs:double", "min": "0", "max": "1E3"},
             {
+                "modelType": "Entity",
+                "idShort": "Thing",
+                "entityType": "SelfManagedEntity",
+                "globalAssetId": "urn:example:asset:thing",
+                "specificAssetIds": [{"name": name, "value": f"{name}-1"} for name in ("zeta", "alpha", "mu", "beta")],
+            },
+            {
                 "modelType": "SubmodelElementCollection",
                 "idShort": "Nested",
                 "value": [
@@ -359,6 +366,10 @@ def test_a_shell_built_in_code_keeps_its_reference_order_from_the_store_on() -> 
     store = TwinStore()
     store.add(shell)
     first = list(store.shell(shell.id).submodel)
-    added = model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, "urn:example:sm:added"),), model.Submodel)
-    store.shell(shell.id).submodel.add(added)
-    assert list(store.shell(shell.id).submodel) == [*first, added]
+    added = [
+        model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, f"urn:example:sm:added-{n}"),), model.Submodel)
+        for n in range(20)
+    ]
+    for reference in added:
+        store.shell(shell.id).submodel.add(reference)
+    assert list(store.shell(shell.id).submodel) == [*first, *added]
