@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aas_server import __version__
 from aas_server.config import HubSettings, load_settings, load_yaml
 from aas_server.errors import ConfigurationError, ConflictError, HubError, InvalidRequestError, PackageError
+from aas_server.security.logs import configure_logging
 
 if TYPE_CHECKING:
     from basyx.aas import model
@@ -391,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(str(error), file=sys.stderr)
         return EXIT_INVALID
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     # asyncua logs every node of its standard address space at INFO while starting.
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     try:

@@ -8,13 +8,17 @@ Every error answer, including aiohttp's own (unknown route 404, wrong method 405
 A change the database has no room for (full disk) is ``507 Insufficient Storage`` (RFC 4918 §11.5):
 nothing of it was stored, reads go on, and the same request succeeds once space is freed.
 
-Unexpected exceptions become ``500`` with a generic text and a ``correlationId`` that the server
-log repeats next to the traceback.
+Unexpected exceptions become ``500`` with a generic text and a ``correlationId``; the server log
+has one ERROR line with the correlationId and the reason (exception type and the first 300
+characters of its text, never the request body), and the innermost frames of the traceback at
+DEBUG. A ``RecursionError`` (input nested deeper than a parser copes with) is a ``400`` logged
+as one WARNING line.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,15 +105,36 @@ def mapping_for(error: HubError) -> ErrorMapping | None:
     return None
 
 
-def _internal_error(request: web.Request, error: BaseException) -> web.Response:
+_REASON_LIMIT = 300
+_TRACEBACK_FRAMES = 15
+"""Innermost frames of an unexpected error's traceback logged at DEBUG (a recursion has thousands)."""
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _REASON_LIMIT else f"{text[:_REASON_LIMIT]}... ({len(text)} characters)"
+
+
+def _logged(request: web.Request, error: BaseException, level: int, what: str) -> str:
+    """Log one line naming the request, a new correlationId and the reason; the id."""
     correlation_id = uuid.uuid4().hex[:16]
-    _LOG.error(
-        "unexpected error on %s %s (correlationId %s)",
+    reason = _shortened(f"{type(error).__name__}: {error}")
+    _LOG.log(
+        level,
+        "%s on %s %s (correlationId %s): %s",
+        what,
         request.method,
-        request.rel_url,
+        _shortened(request.path),
         correlation_id,
-        exc_info=error,
+        reason,
     )
+    if _LOG.isEnabledFor(logging.DEBUG):
+        frames = "".join(traceback.format_exception(error, limit=-_TRACEBACK_FRAMES))
+        _LOG.debug("correlationId %s, innermost %d frames:\n%s", correlation_id, _TRACEBACK_FRAMES, frames)
+    return correlation_id
+
+
+def _internal_error(request: web.Request, error: BaseException) -> web.Response:
+    correlation_id = _logged(request, error, logging.ERROR, "unexpected error")
     return result_response(
         500,
         "InternalServerError",
@@ -140,5 +165,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         return _http_error(error)
+    except RecursionError as error:
+        correlation_id = _logged(request, error, logging.WARNING, "input nested too deeply")
+        return result_response(
+            400, "BadRequest", "the request is nested too deeply to be processed", correlation_id=correlation_id
+        )
     except Exception as error:
         return _internal_error(request, error)

@@ -32,6 +32,7 @@ from typing import Any, Self, TypeVar
 
 from aas_server.errors import PersistenceError
 from aas_server.model.events import Quality, QualityReason
+from aas_server.persistence.permissions import private_database
 from aas_server.store.history import (
     Aggregate,
     AggregatePage,
@@ -128,7 +129,7 @@ class HistoryDatabase:
             raise PersistenceError(f"{self.path}: {error}") from error
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")

@@ -46,6 +46,7 @@ from aas_server.exchange.json_codec import FaithfulJsonDecoder
 from aas_server.exchange.roundtrip import DECODE_ERRORS, JsonEncoder, roundtrip_problem
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
+from aas_server.persistence.permissions import private_database
 from aas_server.store.files import Attachment, StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
 
@@ -211,7 +212,7 @@ class SqliteRepository:
             raise PersistenceError(f"{self.path}: {error}") from error
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")

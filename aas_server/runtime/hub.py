@@ -54,6 +54,7 @@ from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
 from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
+from aas_server.persistence.permissions import private_directory
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
@@ -176,6 +177,7 @@ class Hub:
 
     async def _start(self) -> None:
         settings = self.settings
+        await asyncio.to_thread(private_directory, settings.data_dir)
         mappings = [load_mapping_source(path) for path in settings.mappings]
         self.access = await asyncio.to_thread(AccessControl.from_settings, settings)
         self._stack.push_async_callback(self.access.aclose)

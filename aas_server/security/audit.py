@@ -2,8 +2,10 @@
 
 Each :class:`AuditRecord` says when (UTC), who (principal name, kind and roles), what (method,
 path, operation, target) and the result (status and reason). :meth:`AuditLog.record` never blocks:
-it logs the record at INFO on the ``aas_server.audit`` logger and queues it for a writer thread that
-appends it to the file (created with mode ``0600``, flushed after each burst). When the queue is full
+it logs the record at INFO on the ``aas_server.audit`` logger (whose lines ``security.logs`` escapes)
+and queues it for a writer thread that appends it to the file as one JSON line (created with mode
+``0600``, flushed after each burst; control characters and line separators escaped, so a path with
+``%0A`` or ``%C2%85`` cannot split a record). When the queue is full
 (the disk is far behind) records are dropped, counted and the loss logged as an error; a write
 error is logged once until writing works again.
 
@@ -26,6 +28,7 @@ from typing import IO, Any
 import orjson
 
 from aas_server.model.events import utc_now
+from aas_server.security.logs import json_line
 
 AUDIT_LOGGER = logging.getLogger("aas_server.audit")
 
@@ -129,7 +132,7 @@ class AuditLog:
             try:
                 if sink is None:
                     sink = _open_for_append(self.path)
-                sink.write(b"".join(orjson.dumps(record.to_json()) + b"\n" for record in records))
+                sink.write(b"".join(json_line(orjson.dumps(record.to_json())) + b"\n" for record in records))
                 sink.flush()
                 if failing:
                     AUDIT_LOGGER.warning("audit log %s is written again", self.path)
