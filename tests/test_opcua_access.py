@@ -402,3 +402,48 @@ async def test_a_session_cannot_use_or_take_the_subscriptions_of_another_user(
 
 async def _returns(value: Any) -> Any:
     return value
+
+
+class _ModelChanges:
+    """asyncua event handler: the affected node ids of each GeneralModelChangeEvent, and its message."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[set[str], str]] = []
+
+    def event_notification(self, event: Any) -> None:
+        affected = {str(change.Affected.Identifier) for change in event.Changes or []}
+        self.events.append((affected, event.Message.Text or ""))
+
+
+async def test_model_change_events_tell_a_session_only_of_nodes_it_may_read(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = _settings(data_dir)
+    trust_client_certificate(data_dir, opcua_client_certificate)
+    control = AccessControl.from_settings(settings, {})
+    store = _store()
+    opcua = OpcUaSettings(port=0, users=[OPERATOR, ADMIN])
+    async with (
+        OpcUaProjection(store, opcua, data_dir, access=control) as projection,
+        _session(projection, opcua_client_certificate, ADMIN) as admin,
+        _session(projection, opcua_client_certificate, OPERATOR) as operator,
+    ):
+        seen = {"admin": _ModelChanges(), "operator": _ModelChanges()}
+        for name, client in (("admin", admin), ("operator", operator)):
+            subscription = await client.create_subscription(10, seen[name])
+            await subscription.subscribe_events(client.nodes.server, ObjectIds.GeneralModelChangeEventType)
+
+        await store.create_element(DENIED, None, model.Property("Pressure", float, 1.5))
+        await eventually(lambda: _returns(seen["admin"].events), lambda events: len(events) == 1)
+        await store.create_element(ALLOWED, None, model.Property("Pressure", float, 2.5))
+        await eventually(lambda: _returns(seen["admin"].events), lambda events: len(events) == 2)
+        await eventually(lambda: _returns(seen["operator"].events), lambda events: len(events) == 1)
+
+        assert node_id_for(DENIED, "Pressure") in seen["admin"].events[0][0]
+        assert DENIED in seen["admin"].events[0][1]
+        ((affected, message),) = seen["operator"].events
+        assert node_id_for(ALLOWED, "Pressure") in affected
+        assert not any(node.startswith(DENIED) for node in affected)
+        assert DENIED not in message
+    await control.aclose()

@@ -14,12 +14,16 @@ and the standard and type-model nodes belong to no AAS object and are open to ev
 The session's rule roles are its user's role (``read-only``, ``operator``, ``admin``); an anonymous
 session has ``security.anonymous_role`` (none: it may read no AAS object). A denied item is
 ``BadUserAccessDenied`` and written to the audit log; a Browse result leaves denied nodes out, and a
-TranslateBrowsePathsToNodeIds result their targets (``BadNoMatch`` when none is left).
+TranslateBrowsePathsToNodeIds result their targets (``BadNoMatch`` when none is left). A
+``GeneralModelChangeEvent`` reaches each subscription with only the changes of nodes its session may
+read (none left: not at all), so a session does not learn of changes to what it may not see
+(:meth:`SessionAccess.filter_model_change_events`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from asyncua import ua
@@ -130,6 +134,39 @@ class SessionAccess:
             result.StatusCode = status(StatusCodes.BadNoMatch)
         result.Targets = kept
 
+    def filter_model_change_events(self, internal_server: Any) -> None:
+        """Give each subscription the model change events of the nodes its session may read (see the module)."""
+        service = internal_server.subscription_service
+        deliver: Callable[..., Awaitable[None]] = service.trigger_event
+
+        async def trigger_event(event: Any, subscription_id: int | None = None) -> None:
+            changes = getattr(event, "Changes", None)
+            if not isinstance(changes, list) or not changes:
+                await deliver(event, subscription_id=subscription_id)
+                return
+            users = {session.session_id: session.user for session in _sessions(internal_server)}
+            for number, subscription in list(service.subscriptions.items()):
+                if subscription_id is not None and number != subscription_id:
+                    continue
+                if subscription.session_id not in users:
+                    continue
+                roles = self.principal(users[subscription.session_id]).roles
+                kept = [change for change in changes if self._readable(roles, change.Affected)]
+                if not kept:
+                    continue
+                shown = event
+                if len(kept) < len(changes):
+                    shown = copy.copy(event)
+                    shown.Changes = kept
+                    shown.Message = ua.LocalizedText("model changed", "en")
+                await subscription.monitored_item_srv.trigger_event(shown)
+
+        service.trigger_event = trigger_event
+
+    def _readable(self, roles: frozenset[str], node_id: ua.NodeId) -> bool:
+        decision = self.decide(roles, AccessOperation.READ, node_id)
+        return decision is None or decision.allowed
+
     def _audit(
         self,
         principal: Principal,
@@ -159,6 +196,12 @@ class SessionAccess:
                 reason=decision.reason,
             )
         )
+
+
+def _sessions(internal_server: Any) -> list[Any]:
+    """The activated client sessions of an asyncua ``InternalServer`` (its registry by authentication token)."""
+    registry: dict[Any, Any] = getattr(internal_server, "_external_sessions", {})
+    return [session for session in registry.values() if session.is_activated()]
 
 
 def _local(node_id: ua.ExpandedNodeId | ua.NodeId) -> ua.NodeId:

@@ -202,6 +202,7 @@ class OpcUaProjection:
             server.iserver.attribute_service = ProjectionAttributeService(server.iserver.aspace, writer)
             if self._access is not None and self._access.enabled:
                 server.access = SessionAccess(self._access, self._store, self._namespace_index)
+                server.access.filter_model_change_events(server.iserver)
                 if settings.allow_anonymous_read and self._access.anonymous_role is None and attempt == 1:
                     _LOG.warning(
                         "OPC UA anonymous sessions are allowed but security.anonymous_role is not set: "
