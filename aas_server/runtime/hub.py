@@ -51,10 +51,10 @@ from aas_server.model import values
 from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
+from aas_server.persistence.permissions import private_directory
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
 from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
-from aas_server.persistence.permissions import private_directory
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
