@@ -90,7 +90,11 @@ def loss_class(issue: ImportIssue) -> str:
     if message.startswith("second language string"):
         return "repaired: second language string with another text"
     if "occurs earlier; duplicate left out" in message:
-        return "dropped: duplicate identifier in the package"
+        return "dropped: identifier twice in the package, with different content"
+    if "(identifiers are unique across kinds)" in message:
+        return (
+            "dropped: identifier of another kind's object in the package (mostly a concept description = submodel id)"
+        )
     if "violates AASd-002" in message:
         return "dropped: invalid idShort of an identifiable (attribute)"
     head = message.split(":")[0] if ":" in message[:40] else message[:60]
@@ -183,7 +187,8 @@ async def main() -> int:
     if os.environ.get("AAS_IMPORT_TEMPLATES"):
         extra.append(Path(os.environ["AAS_IMPORT_TEMPLATES"]))
     logging.disable(logging.CRITICAL)  # basyx logs each refused object; the report has them
-    paths = templates(extra)
+    found = templates(extra)
+    paths = [path for path in found if path.stat().st_size > 0]  # an empty file is a snapshot's absent large file
     if arguments.limit:
         paths = paths[: arguments.limit]
     outcomes = []
@@ -197,7 +202,10 @@ async def main() -> int:
     classes: collections.Counter[str] = collections.Counter()
     for outcome in outcomes:
         classes.update(set(outcome.losses))
-    print(f"templates: {total}")
+    print(
+        f"templates: {total}"
+        + (f" ({len(found) - len(paths)} empty files not counted)" if len(found) > len(paths) else "")
+    )
     share = lossless / max(total, 1)
     print(f"zero loss (import -> serve -> restart -> export -> re-import): {lossless}/{total} = {share:.1%}")
     repaired = sum(outcome.lossless and outcome.form_repairs > 0 for outcome in outcomes)

@@ -494,6 +494,7 @@ def test_a_copy_of_an_identifiable_in_the_same_package_is_told_apart_from_a_diff
         {"modelType": "ConceptDescription", "id": "urn:example:cd:twice", "idShort": "Twice"},
         {"modelType": "ConceptDescription", "id": "urn:example:cd:clash", "idShort": "First"},
         {"modelType": "ConceptDescription", "id": "urn:example:cd:clash", "idShort": "Second"},
+        {"modelType": "ConceptDescription", "id": SUBMODEL_ID, "idShort": "SameIdAsTheSubmodel"},
     ]
     result = read_package(document(environment(concepts=concepts)), "order.json")
     duplicates = {issue.path: issue.message for issue in result.report.drops}
@@ -502,6 +503,10 @@ def test_a_copy_of_an_identifiable_in_the_same_package_is_told_apart_from_a_diff
             "identifier 'urn:example:cd:twice' occurs earlier with the same content; the copy left out"
         ),
         "conceptDescriptions[3]": "identifier 'urn:example:cd:clash' occurs earlier; duplicate left out",
+        "conceptDescriptions[4]": (
+            f"identifier {SUBMODEL_ID!r} of this ConceptDescription is the id of a Submodel earlier in the package"
+            " (identifiers are unique across kinds); left out"
+        ),
     }
     taken = {item.id: item.id_short for item in result.identifiables if isinstance(item, model.ConceptDescription)}
     assert taken == {"urn:example:cd:twice": "Twice", "urn:example:cd:clash": "First"}

@@ -14,13 +14,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from basyx.aas import model
+from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
-from aas_server.exchange.json_codec import FaithfulJsonDecoder
 from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.repairs import TOP_LEVEL_KEYS
 from aas_server.exchange.report import ImportReport, empty_counts, path_segment
 from aas_server.exchange.roundtrip import roundtrip_problem, same_json
-from aas_server.model.values import value_error_reason
 
 _ELEMENT_CONTAINERS = {
     "Submodel": "submodelElements",
@@ -109,7 +108,7 @@ def count_elements(identifiables: Iterable[model.Identifiable]) -> dict[str, int
 class Builder:
     """Builds identifiables from a repaired document, dropping (and reporting) what basyx refuses."""
 
-    decoder = FaithfulJsonDecoder
+    decoder = StrictAASFromJsonDecoder
 
     def __init__(self, report: ImportReport) -> None:
         self.report = report
@@ -146,21 +145,24 @@ class Builder:
                     continue
                 if built.id in seen:
                     lost["submodel_elements"] -= self._already_lost(path)
-                    earlier = self._taken.get(built.id)
-                    same = earlier is not None and type(earlier) is type(built) and same_json(earlier, built)
-                    self.report.add(
-                        "dropped",
-                        path,
-                        f"identifier {built.id!r} occurs earlier with the same content; the copy left out"
-                        if same
-                        else f"identifier {built.id!r} occurs earlier; duplicate left out",
-                        lost,
-                    )
+                    self.report.add("dropped", path, self._duplicate(built), lost)
                     continue
                 seen.add(built.id)
                 self._taken[built.id] = built
                 result.append(built)
         return result
+
+    def _duplicate(self, built: model.Identifiable) -> str:
+        """The message for an identifiable whose id occurs earlier (ids are unique across all kinds)."""
+        earlier = self._taken.get(built.id)
+        if earlier is not None and type(earlier) is not type(built):
+            return (
+                f"identifier {built.id!r} of this {type(built).__name__} is the id of a {type(earlier).__name__}"
+                " earlier in the package (identifiers are unique across kinds); left out"
+            )
+        if earlier is not None and same_json(earlier, built):
+            return f"identifier {built.id!r} occurs earlier with the same content; the copy left out"
+        return f"identifier {built.id!r} occurs earlier; duplicate left out"
 
     def _already_lost(self, path: str) -> int:
         return sum(count for lost_path, count in self._lost_below.items() if lost_path.startswith(path + "."))
@@ -191,8 +193,8 @@ class Builder:
             return decoded
         try:
             return self.decoder.object_hook(decoded)
-        except (KeyError, TypeError, ValueError, NotImplementedError, model.AASConstraintViolation) as error:
-            message = value_error_reason(error) if isinstance(error, NotImplementedError) else _message(error)
+        except (KeyError, TypeError, ValueError, model.AASConstraintViolation) as error:
+            message = _message(error)
             if not message.startswith(str(model_type)):
                 message = f"{model_type}: {message}"
             raise _Refused(path, message) from None
