@@ -115,6 +115,7 @@ def _bad_inputs(folder: Path) -> dict[str, Path]:
         "twins-missing.yaml": folder / "twins-missing.yaml",
         "ok.yaml": folder / "ok.yaml",
         "a-file": folder / "a-file",
+        "year.json": folder / "year.json",
     }
     files["folder"].mkdir()
     files["truncated.json"].write_text('{"submodels": [', encoding="utf-8")
@@ -127,6 +128,9 @@ def _bad_inputs(folder: Path) -> dict[str, Path]:
     files["field.yaml"].write_text("rest:\n  port: not-a-port\n", encoding="utf-8")
     files["no-data-dir.yaml"].write_text(f"data_dir: {files['a-file'] / 'data'}\n", encoding="utf-8")
     files["a-file"].write_text("", encoding="utf-8")
+    far_future = {"modelType": "Property", "idShort": "Due", "valueType": "xs:date", "value": "99999-01-01"}
+    submodel = {"modelType": "Submodel", "id": "urn:example:sm:year", "submodelElements": [far_future]}
+    files["year.json"].write_text(json.dumps({"submodels": [submodel]}), encoding="utf-8")
     files["twins-missing.yaml"].write_text(
         f"data_dir: {folder / 'data'}\ntwins: [{folder / 'no-twins.yaml'}]\n", encoding="utf-8"
     )
@@ -144,6 +148,7 @@ CLI_MISTAKES: list[tuple[list[str], str]] = [
     (["check", "{syntax.yaml}"], "{syntax.yaml}:3:1: YAML syntax error"),
     (["check", "{field.yaml}"], "{field.yaml}: rest.port: "),
     (["import", "{missing}"], "{missing}: No such file"),
+    (["import", "--strict", "{year.json}"], "years outside 0001..9999"),
     (["import", "{folder}"], "{folder}: Is a directory"),
     (["import", "{truncated.json}", "{truncated.xml}", "{not-a-zip.aasx}"], "{not-a-zip.aasx}: "),
     (["import", "{truncated.json}", "--report", "{folder}/no/report.json"], "{folder}/no/report.json: No such"),

@@ -2,10 +2,11 @@
 
 One real hub (``python -m aas_server serve``: the demo plant with its simulated device, REST over
 self-signed TLS, OPC UA, history, access control and the audit log, every port chosen by the OS)
-is started on a data directory that exists already with mode ``0755``. While it runs, the tests
-send requests whose paths carry a line feed, a carriage return, U+0085 and U+2028 followed by a
-forged audit line, and malformed requests (deep SPARQL, deep JSON, a 5-digit year); they read the
-modes of every file in the data directory, then stop the hub and read its standard error.
+is started on a data directory that exists already with mode ``0755`` and holds a ``0644`` history
+database. While it runs, the tests send requests whose paths carry a line feed, a carriage return,
+U+0085 and U+2028 followed by a forged audit line, and malformed requests (deep SPARQL, deep JSON,
+a 5-digit year); they read the modes of every file in the data directory, then stop the hub and
+read its standard error.
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o755)
     os.chmod(data_dir, 0o755)  # whatever the umask: the hub must narrow it
+    (data_dir / "history.sqlite").touch(mode=0o644)  # left by an older version: an empty database
+    os.chmod(data_dir / "history.sqlite", 0o644)
     config = _settings(tmp_path, data_dir)
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("wb") as stderr:
