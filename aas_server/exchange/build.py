@@ -14,12 +14,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from basyx.aas import model
-from basyx.aas.adapter.json import StrictAASFromJsonDecoder
 
+from aas_server.exchange.json_codec import FaithfulJsonDecoder
 from aas_server.exchange.metamodel import SUBMODEL_ELEMENT_TYPES
 from aas_server.exchange.repairs import TOP_LEVEL_KEYS
 from aas_server.exchange.report import ImportReport, empty_counts, path_segment
 from aas_server.exchange.roundtrip import roundtrip_problem, same_json
+from aas_server.model.values import value_error_reason
 
 _ELEMENT_CONTAINERS = {
     "Submodel": "submodelElements",
@@ -108,7 +109,7 @@ def count_elements(identifiables: Iterable[model.Identifiable]) -> dict[str, int
 class Builder:
     """Builds identifiables from a repaired document, dropping (and reporting) what basyx refuses."""
 
-    decoder = StrictAASFromJsonDecoder
+    decoder = FaithfulJsonDecoder
 
     def __init__(self, report: ImportReport) -> None:
         self.report = report
@@ -193,8 +194,8 @@ class Builder:
             return decoded
         try:
             return self.decoder.object_hook(decoded)
-        except (KeyError, TypeError, ValueError, model.AASConstraintViolation) as error:
-            message = _message(error)
+        except (KeyError, TypeError, ValueError, NotImplementedError, model.AASConstraintViolation) as error:
+            message = value_error_reason(error) if isinstance(error, NotImplementedError) else _message(error)
             if not message.startswith(str(model_type)):
                 message = f"{model_type}: {message}"
             raise _Refused(path, message) from None
