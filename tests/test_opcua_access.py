@@ -20,6 +20,7 @@ from asyncua.client.client import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.ua_binary import struct_from_binary
 from asyncua.ua.uaerrors import UaStatusCodeError
 from basyx.aas import model
 from pydantic import SecretStr
@@ -393,6 +394,15 @@ async def test_a_session_cannot_use_or_take_the_subscriptions_of_another_user(
             # The same user may take over a subscription of its own from another session.
             own = await operator.create_subscription(20, _Changes())
             assert own.subscription_id is not None
+
+            # Acknowledging the admin's notifications (dropping them from its retransmission queue) is refused.
+            publish = ua.PublishRequest()
+            publish.Parameters.SubscriptionAcknowledgements = [
+                ua.SubscriptionAcknowledgement(SubscriptionId=stolen, SequenceNumber=1)
+            ]
+            assert operator.uaclient.protocol is not None
+            answer = struct_from_binary(ua.PublishResponse, await operator.uaclient.protocol.send_request(publish))
+            assert [result.value for result in answer.Parameters.Results] == [StatusCodes.BadSubscriptionIdInvalid]
             (taken,) = await operator_again.uaclient.transfer_subscriptions(
                 ua.TransferSubscriptionsParameters(SubscriptionIds=[own.subscription_id], SendInitialValues=True)
             )

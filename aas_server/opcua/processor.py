@@ -16,7 +16,9 @@ checks a request before that dispatch:
   (CreateMonitoredItems, ModifyMonitoredItems, DeleteMonitoredItems, SetMonitoringMode,
   ModifySubscription, SetPublishingMode, DeleteSubscriptions, Republish) is
   ``BadSubscriptionIdInvalid``: asyncua would let any session read, change or delete any
-  subscription by its (small, sequential) id. TransferSubscriptions moves a subscription only to a
+  subscription by its (small, sequential) id. So is, in the Publish results, an acknowledgement of
+  another session's notification (asyncua would drop it from that session's retransmission queue).
+  TransferSubscriptions moves a subscription only to a
   session of the user who created it (OPC 10000-4 §5.13.7); others get ``BadUserAccessDenied``.
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
@@ -44,7 +46,7 @@ from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.server import Server
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.ua_binary import struct_from_binary
+from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
 
 from aas_server.config import AccessOperation
 from aas_server.opcua.access import SessionAccess
@@ -75,6 +77,9 @@ _CALL = _request(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 _CREATE_MONITORED_ITEMS = _request(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
 _GUARDED = frozenset({_READ, _BROWSE, _TRANSLATE, _HISTORY_READ, _CALL, _CREATE_MONITORED_ITEMS})
 _CREATE_SUBSCRIPTION = _request(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
+_PUBLISH = _request(ua.ObjectIds.PublishRequest_Encoding_DefaultBinary)
+_NO_SUBSCRIPTION = 0
+"""A subscription id asyncua never gives (its ids start above 0): acknowledging it is ``BadSubscriptionIdInvalid``."""
 _TRANSFER_SUBSCRIPTIONS = _request(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
 _SUBSCRIPTION_SCOPED: dict[ua.NodeId, tuple[type, str]] = {
     _CREATE_MONITORED_ITEMS: (ua.CreateMonitoredItemsParameters, "SubscriptionId"),
@@ -184,6 +189,8 @@ class HubProcessor(UaProcessor):
         elif self.session is not None and self.session.is_activated():
             if typeid in _SUBSCRIPTION_SCOPED:
                 self._check_subscriptions_owned(typeid, body)
+            if typeid == _PUBLISH:
+                body = self._own_acknowledgements(body)
             if typeid == _TRANSFER_SUBSCRIPTIONS:
                 return await self._transfer_subscriptions(requesthdr, seqhdr, body)
             if typeid in _GUARDED and self._access is not None:
@@ -210,6 +217,23 @@ class HubProcessor(UaProcessor):
                     subscription_id,
                 )
                 raise ServiceError(StatusCodes.BadSubscriptionIdInvalid)
+
+    def _own_acknowledgements(self, body: Buffer) -> Buffer:
+        """The Publish request with acknowledgements of other sessions' subscriptions pointed at no subscription."""
+        assert self.session is not None
+        parameters = struct_from_binary(ua.PublishParameters, body.copy())
+        subscriptions = self.iserver.subscription_service.subscriptions
+        foreign = [
+            acknowledgement
+            for acknowledgement in parameters.SubscriptionAcknowledgements
+            if (owned := subscriptions.get(int(acknowledgement.SubscriptionId))) is not None
+            and owned.session_id != self.session.session_id
+        ]
+        if not foreign or _NO_SUBSCRIPTION in subscriptions:
+            return body
+        for acknowledgement in foreign:
+            acknowledgement.SubscriptionId = cast(Any, _NO_SUBSCRIPTION)
+        return Buffer(struct_to_binary(parameters))
 
     async def _transfer_subscriptions(self, requesthdr: ua.RequestHeader, seqhdr: Any, body: Buffer) -> bool:
         """TransferSubscriptions of the subscriptions the session's user created; ``BadUserAccessDenied`` else."""
