@@ -374,6 +374,7 @@ def _check(files: Sequence[Path]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    configure_logging(logging.WARNING)  # every command's warnings go through the escaping formatter too
     if arguments.command == "schema":
         print(json.dumps(json_schema(arguments.kind), indent=2, ensure_ascii=False))
         return EXIT_OK

@@ -228,3 +228,18 @@ async def test_an_unexpected_error_is_one_log_line_with_its_reason_and_correlati
     assert "\n" not in line
     assert "RuntimeError: device driver failed\\nbody line" in line
     assert len(line) < 600
+
+
+def test_the_formatter_escapes_every_control_character_and_indents_tracebacks() -> None:
+    formatter = SafeFormatter("%(levelname)s %(name)s: %(message)s")
+    try:
+        raise ValueError("reason\n" + FORGED)
+    except ValueError:
+        record = logging.LogRecord(
+            "aas_server.audit", logging.ERROR, __file__, 1, "path %s", ("a\r\n\x1b[2J\x85\u2028\x00z",), sys.exc_info()
+        )
+    first, *rest = formatter.format(record).split("\n")
+    assert first == "ERROR aas_server.audit: path a\\r\\n\\x1b[2J\\x85\\u2028\\x00z"
+    assert rest[0] == "    Traceback (most recent call last):"
+    assert all(line.startswith("    ") for line in rest)
+    assert f"    {FORGED}" in rest

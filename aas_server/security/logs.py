@@ -5,8 +5,9 @@ carriage return, an escape sequence or a Unicode line separator. Written raw, su
 new line that looks like a record of its own (log injection, CWE-117). :class:`SafeFormatter`
 escapes every control character of a record's line (``\\n`` becomes the two characters ``\\`` ``n``),
 and indents the lines of a traceback so that none of them can pass for a record.
-:func:`configure_logging` puts it on every handler of the root logger, the one place the hub sets
-logging up. The audit file's JSON lines are escaped by :func:`json_line`.
+:func:`configure_logging`, the one place the hub sets logging up (every command of ``aas-server``),
+gives the root logger its one handler with this formatter. The audit file's JSON lines are escaped
+by :func:`json_line`.
 """
 
 from __future__ import annotations
@@ -59,14 +60,20 @@ class SafeFormatter(logging.Formatter):
 
 
 def configure_logging(level: int | str, stream: TextIO | None = None) -> None:
-    """Log at ``level`` to ``stream`` (standard error) through :class:`SafeFormatter`; handlers the root
-    logger has already (set up by an embedding program) get the formatter too."""
+    """Log at ``level`` to ``stream`` (standard error) through one handler with :class:`SafeFormatter`.
+
+    Called again, it only changes the level. A root logger that has handlers of someone else's (a
+    program embedding the hub, a test runner) is left as it is, as ``logging.basicConfig`` would.
+    """
     root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler(stream if stream is not None else sys.stderr))
-    for handler in root.handlers:
-        if not isinstance(handler.formatter, SafeFormatter):
-            handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    if any(isinstance(handler.formatter, SafeFormatter) for handler in root.handlers):
+        root.setLevel(level)
+        return
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    root.addHandler(handler)
     root.setLevel(level)
 
 
