@@ -595,6 +595,7 @@ class TwinStore:
                 else:
                     await self.journal.save_identifiables(batch)
             for identifiable in batch:
+                keep_order(identifiable)
                 self._table_for(identifiable)[identifiable.id] = identifiable
                 if isinstance(identifiable, model.Submodel):
                     self._index_submodel(identifiable)
