@@ -325,6 +325,9 @@ async def test_bad_requests_are_answered_with_result_messages(tmp_path: Path) ->
         cases: list[tuple[str, dict[str, str], int, str]] = [
             (_history_url("Temperature"), {"from": "yesterday"}, 400, "from"),
             (_history_url("Temperature"), {"to": "2025-03-01T12:00:00"}, 400, "time zone"),
+            (_history_url("Temperature"), {"to": "9999-12-31T23:00:00-05:00"}, 400, "0001..9999"),
+            (_history_url("Temperature"), {"from": "0001-01-01T00:00:00+05:00"}, 400, "0001..9999"),
+            (_history_url("Temperature"), {"from": "99999-01-01T00:00:00Z"}, 400, "RFC 3339"),
             (_history_url("Temperature"), {"from": "2025-03-02T00:00:00Z", "to": "2025-03-01T00:00:00Z"}, 400, "to"),
             (_history_url("Temperature"), {"interval": "0"}, 400, "more than 0"),
             (_history_url("Temperature"), {"interval": "-5"}, 400, "more than 0"),

@@ -265,7 +265,10 @@ def parse_time(text: str, name: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise InvalidRequestError(f"{name}={text!r} has no time zone; add Z or an offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequestError(f"{name}={text!r} is outside the years 0001..9999 in UTC") from None
 
 
 def parse_aggregates(text: str) -> list[Aggregate]:
