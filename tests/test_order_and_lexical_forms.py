@@ -234,6 +234,12 @@ async def check_everything_as_given(http: aiohttp.ClientSession, base: str) -> N
 
     assert await submodel_reference_pages(http, base) == [*OTHER_SUBMODELS, SUBMODEL_ID]
 
+    async with http.get(f"{base}/rdf") as response:
+        assert response.status == 200, await response.text()
+        turtle = await response.text()
+    for _, value in GIVEN_VALUES.values():
+        assert f'"{value}"' in turtle, value
+
     query = f"aasIds={b64(SHELL_ID)}&submodelIds={b64(SUBMODEL_ID)}&includeConceptDescriptions=true"
     exported = await get_json(http, f"{base}/serialization?{query}")
     assert_as_given(exported["assetAdministrationShells"][0], shell_document())

@@ -69,6 +69,7 @@ from rdflib.term import Identifier, Node
 from aas_server.errors import HubError, InvalidRequestError
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason
+from aas_server.model.lexical import given_form, lexical
 from aas_server.store.twin_store import TwinStore
 
 AAS = Namespace("https://admin-shell.io/aas/3/0/")
@@ -224,12 +225,13 @@ def _lexical(value: Any) -> str:
     return str(datatypes.xsd_repr(value))
 
 
-def _typed(value: Any, value_type: Any) -> Literal:
-    """``value`` typed by its XSD type, in XSD lexical form (rdflib's normalisation would write ``INF`` as ``inf``)."""
+def _typed(value: Any, value_type: Any, given: str | None = None) -> Literal:
+    """``value`` typed by its XSD type, in XSD lexical form (``given``: the form the value was given in; rdflib's
+    normalisation would write ``INF`` as ``inf``)."""
     local = datatypes.XSD_TYPE_NAMES[value_type].removeprefix("xs:")
     if local == "string":
         return _string(value)
-    return Literal(_lexical(value), datatype=XSD[local], normalize=False)
+    return Literal(given or _lexical(value), datatype=XSD[local], normalize=False)
 
 
 class _GraphBuilder:
@@ -331,7 +333,7 @@ class _GraphBuilder:
             if extension.value_type is not None:
                 self.add((node, AAS["Extension/valueType"], _data_type_def_xsd(extension.value_type)))
             if extension.value is not None:
-                self._text(node, "Extension/value", _lexical(extension.value))
+                self._text(node, "Extension/value", lexical(extension, "value"))
             self._references(node, "Extension/refersTo", extension.refers_to)
 
     def _qualifiers(self, subject: Node, item: model.Qualifiable) -> None:
@@ -343,7 +345,7 @@ class _GraphBuilder:
             self._text(node, "Qualifier/type", qualifier.type)
             self.add((node, AAS["Qualifier/valueType"], _data_type_def_xsd(qualifier.value_type)))
             if qualifier.value is not None:
-                self._text(node, "Qualifier/value", _lexical(qualifier.value))
+                self._text(node, "Qualifier/value", lexical(qualifier, "value"))
             self._optional_reference(node, "Qualifier/valueId", qualifier.value_id)
 
     def _referable(self, subject: Node, item: model.Referable, in_list: bool = False) -> None:
@@ -439,9 +441,9 @@ class _GraphBuilder:
         elif isinstance(element, model.Range):
             self.add((subject, AAS["Range/valueType"], _data_type_def_xsd(element.value_type)))
             if element.min is not None:
-                self._text(subject, "Range/min", _lexical(element.min))
+                self._text(subject, "Range/min", lexical(element, "min"))
             if element.max is not None:
-                self._text(subject, "Range/max", _lexical(element.max))
+                self._text(subject, "Range/max", lexical(element, "max"))
         elif isinstance(element, model.Blob):
             self._text(subject, "Blob/contentType", element.content_type)
             if element.value is not None:
@@ -476,8 +478,9 @@ class _GraphBuilder:
         self.add((subject, AAS["Property/valueType"], _data_type_def_xsd(element.value_type)))
         value = element.value if live is None else live.value
         if value is not None:
-            self._text(subject, "Property/value", _lexical(value))
-            self.add((subject, HUB.value, _typed(value, element.value_type)))
+            given = given_form(element, "value") if value == element.value else None
+            self._text(subject, "Property/value", given or _lexical(value))
+            self.add((subject, HUB.value, _typed(value, element.value_type, given)))
         self._optional_reference(subject, "Property/valueId", element.value_id)
         if live is not None:
             self.add((subject, HUB.quality, _string(live.quality.value)))
