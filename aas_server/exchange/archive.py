@@ -34,6 +34,7 @@ from aas_server.errors import PackageError
 from aas_server.exchange import parts
 from aas_server.exchange.json_codec import aasx_with_lexical_forms
 from aas_server.exchange.report import ImportReport, PackageLimits
+from aas_server.exchange.roundtrip import JsonEncoder
 from aas_server.exchange.xml_tree import parse_xml
 from aas_server.model import paths
 
@@ -390,7 +391,8 @@ def write_aasx(
         writer.write_all_aas_objects(f"/aasx/data.{part_format}", store, container, write_json=part_format == "json")
     finally:
         writer.close()  # type: ignore[no-untyped-call]
-    return aasx_with_lexical_forms(buffer.getvalue(), f"/aasx/data.{part_format}", identifiables, part_format)
+    part = f"/aasx/data.{part_format}"
+    return aasx_with_lexical_forms(buffer.getvalue(), part, identifiables, part_format, JsonEncoder)
 
 
 def _with_renamed_files(identifiable: model.Identifiable, renamed: dict[str, str]) -> model.Identifiable:

@@ -257,11 +257,16 @@ def xml_with_lexical_forms(root: etree._Element, identifiables: Iterable[model.I
 
 
 def aasx_with_lexical_forms(
-    package: bytes, part_name: str, identifiables: Iterable[model.Identifiable], part_format: str
+    package: bytes,
+    part_name: str,
+    identifiables: Iterable[model.Identifiable],
+    part_format: str,
+    encoder: type[json.JSONEncoder] = FaithfulJsonEncoder,
 ) -> bytes:
     """``package`` (an AASX basyx wrote) with its AAS part ``part_name`` rewritten with the given lexical forms.
 
-    basyx writes the part with its own serializers; every other member is copied as it is.
+    basyx writes the part with its own serializers; a JSON part is written again with ``encoder``, an
+    XML part gets ``xml_with_lexical_forms``; every other member is copied as it is.
     """
     objects = list(identifiables)
     member = part_name.lstrip("/")
@@ -272,9 +277,11 @@ def aasx_with_lexical_forms(
             data = source.read(info)
             if info.filename == member:
                 if part_format == "json":
-                    data = json.dumps(_environment(objects), cls=FaithfulJsonEncoder).encode("utf-8")
+                    data = json.dumps(_environment(objects), cls=encoder).encode("utf-8")
                 else:
-                    root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+                    # basyx wrote it: large Blob values need huge_tree
+                    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+                    root = etree.fromstring(data, parser)
                     data = etree.tostring(xml_with_lexical_forms(root, objects), xml_declaration=True, encoding="utf-8")
             target.writestr(info, data)
     return buffer.getvalue()
