@@ -103,6 +103,14 @@ def submodel_document() -> dict[str, Any]:
             *properties,
             {"modelType": "Range", "idShort": "Limits", "valueType": "xs:double", "min": "0", "max": "1E3"},
             {
+                "modelType": "BasicEventElement",
+                "idShort": "Changed",
+                "observed": reference("Submodel", SUBMODEL_ID),
+                "direction": "output",
+                "state": "on",
+                "lastUpdate": "2024-05-01T12:00:00Z",
+            },
+            {
                 "modelType": "Entity",
                 "idShort": "Thing",
                 "entityType": "SelfManagedEntity",
@@ -214,6 +222,8 @@ async def check_everything_as_given(http: aiohttp.ClientSession, base: str) -> N
     assert values_of(submodel) == {id_short: value for id_short, (_, value) in GIVEN_VALUES.items()}
     limits = next(element for element in submodel["submodelElements"] if element["idShort"] == "Limits")
     assert (limits["min"], limits["max"]) == ("0", "1E3")
+    changed = next(element for element in submodel["submodelElements"] if element["idShort"] == "Changed")
+    assert changed["lastUpdate"] == "2024-05-01T12:00:00Z"
     assert [qualifier.get("value") for qualifier in submodel["qualifiers"]] == ["0", "0"]
     assert submodel["extensions"][0]["value"] == "2"
     concept = await get_json(http, f"{base}/concept-descriptions/{b64(CONCEPT_ID)}")
@@ -262,6 +272,10 @@ def check_package_as_given(package: bytes, name: str) -> None:
     assert_as_given(documents["submodels"][0], submodel_document())
     assert_as_given(documents["conceptDescriptions"][0], concept_document())
     assert values_of(documents["submodels"][0]) == {id_short: value for id_short, (_, value) in GIVEN_VALUES.items()}
+    changed = next(
+        element for element in documents["submodels"][0]["submodelElements"] if element["idShort"] == "Changed"
+    )
+    assert changed["lastUpdate"] == "2024-05-01T12:00:00Z"
     if name.endswith(".xml"):
         assert b"<aas:value>1007</aas:value>" in package
         assert b"<aas:value>2024-05-01T12:00:00Z</aas:value>" in package

@@ -7,15 +7,14 @@ gave comes back the same, across restarts:
 - ``FaithfulJsonDecoder`` builds a shell's ``submodels``, ``isCaseOf``, ``refersTo`` and value
   lists as ``OrderedSet`` in the order given, and ``specificAssetIds`` of asset information and
   entities as given (basyx goes through a ``set`` and loses both order and duplicates), and keeps
-  the lexical form of Property, Qualifier and Extension values and Range bounds
-  (``aas_server.model.lexical``).
+  the lexical form of Property, Qualifier and Extension values, Range bounds and the times of a
+  BasicEventElement (``aas_server.model.lexical``).
 - ``FaithfulJsonEncoder`` writes those lexical forms while the value is unchanged, and writes a
   Qualifier or Extension value that is ``0``, ``false`` or empty (basyx leaves falsy ones out).
 
 ``xml_with_lexical_forms`` puts the same lexical forms into an XML tree basyx wrote, and
-``aasx_with_lexical_forms`` into the AAS part of an AASX basyx wrote. Left out:
-``lastUpdate``, ``minInterval``, ``maxInterval`` of a BasicEventElement and the values of value
-reference pairs (strings in basyx) are written in basyx's form.
+``aasx_with_lexical_forms`` into the AAS part of an AASX basyx wrote. (Values of value reference
+pairs are strings in basyx and kept as they are anyway.)
 """
 
 from __future__ import annotations
@@ -38,6 +37,11 @@ _VALUE_ATTRIBUTES: dict[type, tuple[tuple[str, str], ...]] = {
     model.Range: (("min", "min"), ("max", "max")),
     model.Qualifier: (("value", "value"),),
     model.Extension: (("value", "value"),),
+    model.BasicEventElement: (
+        ("lastUpdate", "last_update"),
+        ("minInterval", "min_interval"),
+        ("maxInterval", "max_interval"),
+    ),
 }
 """For each kind with XSD-typed values: (JSON key, basyx attribute) pairs."""
 
@@ -141,6 +145,14 @@ class FaithfulJsonDecoder(StrictAASFromJsonDecoder):
         _remember_given(element, dct)
         return element
 
+    @classmethod
+    def _construct_basic_event_element(
+        cls, dct: dict[str, object], object_class: Any = model.BasicEventElement
+    ) -> model.BasicEventElement:
+        element: model.BasicEventElement = super()._construct_basic_event_element(dct, object_class)
+        _remember_given(element, dct)
+        return element
+
 
 def _given_values(obj: object, data: dict[str, object]) -> dict[str, object]:
     for key, attribute in _VALUE_ATTRIBUTES.get(type(obj), ()):
@@ -170,6 +182,10 @@ class FaithfulJsonEncoder(AASToJsonEncoder):
     @classmethod
     def _extension_to_json(cls, obj: model.Extension) -> dict[str, object]:
         return _given_values(obj, super()._extension_to_json(obj))
+
+    @classmethod
+    def _basic_event_element_to_json(cls, obj: model.BasicEventElement) -> dict[str, object]:
+        return _given_values(obj, super()._basic_event_element_to_json(obj))
 
 
 # --- XML ------------------------------------------------------------------------------------------
@@ -216,6 +232,9 @@ def _patch(node: etree._Element, obj: object) -> None:
     elif isinstance(obj, model.Range):
         _set_text(node, "min", obj, "min")
         _set_text(node, "max", obj, "max")
+    elif isinstance(obj, model.BasicEventElement):
+        for key, attribute in _VALUE_ATTRIBUTES[model.BasicEventElement]:
+            _set_text(node, key, obj, attribute)
     elif isinstance(obj, model.Submodel):
         _patch_all(_children(node, "submodelElements"), obj.submodel_element)
     elif isinstance(obj, model.SubmodelElementCollection | model.SubmodelElementList):
