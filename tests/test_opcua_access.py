@@ -50,6 +50,7 @@ def _store() -> TwinStore:
             id_short="OperationalData",
             submodel_element=[
                 model.Property("Temperature", float, 20.0),
+                model.Property("Setpoint", float, 50.0),
                 model.Operation("Reset", output_variable=[model.Property("Done", bool)]),
             ],
         )
@@ -457,3 +458,63 @@ async def test_model_change_events_tell_a_session_only_of_nodes_it_may_read(
         assert not any(node.startswith(DENIED) for node in affected)
         assert DENIED not in message
     await control.aclose()
+
+
+async def test_user_access_level_and_user_executable_say_what_the_session_may_do(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    viewer = UserSettings(name="victor", password=SecretStr("viewer-secret"), role=Role.READ_ONLY)
+    settings = HubSettings.model_validate(
+        {
+            "data_dir": str(data_dir),
+            "security": {
+                "rules": [
+                    {"roles": ["read-only", "operator"], "operations": ["read"]},
+                    {"roles": ["operator"], "operations": ["write-value", "invoke"], "shells": [SHELL_ALLOWED]},
+                ]
+            },
+        }
+    )
+    trust_client_certificate(data_dir, opcua_client_certificate)
+    control = AccessControl.from_settings(settings, {})
+    opcua = OpcUaSettings(port=0, users=[OPERATOR, viewer])
+    async with OpcUaProjection(_store(), opcua, data_dir, access=control) as projection:
+        setpoint = {sm: _node(projection, node_id_for(sm, "Setpoint")) for sm in (ALLOWED, DENIED)}
+        invoke = {sm: _node(projection, node_id_for(sm, "Reset") + "$Invoke") for sm in (ALLOWED, DENIED)}
+        reads = [
+            ua.ReadValueId(NodeId=node, AttributeId=attribute)
+            for node, attribute in (
+                (setpoint[ALLOWED], ua.AttributeIds.AccessLevel),
+                (setpoint[ALLOWED], ua.AttributeIds.UserAccessLevel),
+                (setpoint[DENIED], ua.AttributeIds.UserAccessLevel),
+                (invoke[ALLOWED], ua.AttributeIds.UserExecutable),
+                (invoke[DENIED], ua.AttributeIds.UserExecutable),
+            )
+        ]
+        write = ua.AccessLevel.CurrentWrite.mask
+        seen: dict[str, list[Any]] = {}
+        for user in (OPERATOR, viewer):
+            async with _session(projection, opcua_client_certificate, user) as client:
+                seen[user.name] = [
+                    value_of(value) for value in await client.uaclient.read(ua.ReadParameters(NodesToRead=reads))
+                ]
+        async with _session(projection, opcua_client_certificate, OPERATOR) as client:
+            again = await client.uaclient.read(ua.ReadParameters(NodesToRead=reads[:2]))
+    await control.aclose()
+    level = seen["olga"][0]
+    assert level & write
+    assert [bool(seen["olga"][1] & write), bool(seen["olga"][2] & write), seen["olga"][3], seen["olga"][4]] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert [bool(seen["victor"][1] & write), bool(seen["victor"][2] & write), seen["victor"][3], seen["victor"][4]] == [
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert seen["victor"][0] == level
+    assert [value_of(value) for value in again] == [level, seen["olga"][1]]

@@ -38,6 +38,7 @@ from aas_server.security.rules import Decision
 from aas_server.security.scopes import ModelAccess, ScopeKind
 from aas_server.store.twin_store import TwinStore
 
+_CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
 _SHELL_MARK = "$shell"
 _SUBMODEL_MARK = "$submodel"
 
@@ -162,6 +163,35 @@ class SessionAccess:
                 await subscription.monitored_item_srv.trigger_event(shown)
 
         service.trigger_event = trigger_event
+
+    def user_attribute(self, user: Any, item: ua.ReadValueId, value: ua.DataValue) -> ua.DataValue:
+        """A read ``UserAccessLevel`` or ``UserExecutable`` as the session may use it (any other value as it is).
+
+        ``CurrentWrite`` stays only for a user whose role writes and whom the rules allow ``write-value``
+        on the element; ``UserExecutable`` only for one whose role calls and whom they allow ``invoke``.
+        The node's own attribute is never changed (asyncua returns the stored ``DataValue``).
+        """
+        if item.AttributeId not in (ua.AttributeIds.UserAccessLevel, ua.AttributeIds.UserExecutable):
+            return value
+        variant = value.Value
+        if variant is None or variant.Value is None:
+            return value
+        writing = item.AttributeId == ua.AttributeIds.UserAccessLevel
+        operation = AccessOperation.WRITE_VALUE if writing else AccessOperation.INVOKE
+        decision = self.decide(self.principal(user).roles, operation, item.NodeId)
+        if decision is None or (decision.allowed and bool(getattr(user, "may_write_values", False))):
+            return value
+        restricted = (
+            ua.Variant(int(variant.Value) & ~_CURRENT_WRITE, variant.VariantType)
+            if writing
+            else ua.Variant(False, variant.VariantType)
+        )
+        return ua.DataValue(
+            restricted,
+            StatusCode=value.StatusCode,
+            SourceTimestamp=value.SourceTimestamp,
+            ServerTimestamp=value.ServerTimestamp,
+        )
 
     def _readable(self, roles: frozenset[str], node_id: ua.NodeId) -> bool:
         decision = self.decide(roles, AccessOperation.READ, node_id)

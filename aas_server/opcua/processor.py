@@ -23,6 +23,7 @@ checks a request before that dispatch:
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
   item by item (:mod:`aas_server.opcua.access`); writes follow them in :mod:`aas_server.opcua.writes`.
+  ``UserAccessLevel`` and ``UserExecutable`` are read per session (what it may write and call).
 
 :class:`HubServer` is asyncua's ``Server`` whose connections use :class:`HubProcessor`.
 
@@ -299,7 +300,11 @@ class HubProcessor(UaProcessor):
         if typeid == _READ:
             read = struct_from_binary(ua.ReadParameters, body)
             allowed = access.allowed(user, AccessOperation.READ, [item.NodeId for item in read.NodesToRead], "READ")
-            values = await session.read(_subset(read, "NodesToRead", allowed)) if any(allowed) else []
+            _subset(read, "NodesToRead", allowed)
+            values = await session.read(read) if read.NodesToRead else []
+            values = [
+                access.user_attribute(user, item, value) for item, value in zip(read.NodesToRead, values, strict=True)
+            ]
             response = ua.ReadResponse()
             response.Results = _merge(allowed, values, lambda: ua.DataValue(StatusCode=_denied()))
         elif typeid == _BROWSE:

@@ -14,8 +14,8 @@ offered endpoint may only discover, and unencrypted passwords are refused. With 
 Method calls and monitored items (:mod:`aas_server.opcua.access`) are checked against the access
 rules (``security.rules``) with the user's role as rule role.
 
-Left out for now: per-session ``UserAccessLevel`` and ``UserExecutable`` (they equal ``AccessLevel``
-and ``Executable``; the request checks enforce roles and rules).
+Left out for now: per-session ``UserAccessLevel`` and ``UserExecutable`` without access control
+(they equal ``AccessLevel`` and ``Executable``; the role checks still refuse).
 """
 
 from __future__ import annotations
