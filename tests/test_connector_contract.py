@@ -32,6 +32,7 @@ from aas_server.errors import ConfigurationError, MappingError, TypeMismatchErro
 from aas_server.mapping.aid import mapping_from_aid, mapping_to_aid
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.protocol_codecs import CODECS
+from aas_server.mapping.protocols.sparkplug import SparkplugDevice, SparkplugPoint
 from aas_server.mapping.schema import (
     PROTOCOLS,
     AnyPoint,
@@ -306,6 +307,15 @@ def test_every_registered_protocol_has_a_connector_module_that_builds_its_connec
             MqttDevice.model_validate({"name": "site-broker", "protocol": "mqtt", "host": "127.0.0.1"}),
             [mqtt_point("Value", "contract/value")],
         ),
+        "sparkplug-b": (
+            SparkplugDevice.model_validate({"name": "plant", "protocol": "sparkplug-b", "host": "127.0.0.1"}),
+            [
+                SparkplugPoint.model_validate(
+                    {"name": "Value", "device": "plant", "group_id": "g", "edge_node": "n", "metric": "m"}
+                    | {"target": TARGET}
+                )
+            ],
+        ),
     }
     assert {entry.name for entry in PROTOCOLS} == set(examples)
     for entry in PROTOCOLS:
@@ -419,6 +429,7 @@ def test_every_registered_protocol_is_described_as_an_aid_interface_and_read_bac
         {"name": "plc", "protocol": "modbus-tcp", "host": "10.0.0.5", "port": 1502, "addressing": "zero-based"},
         {"name": "legacy", "protocol": "opcua", "endpoint": "opc.tcp://10.0.0.6:4840"},
         {"name": "broker", "protocol": "mqtt", "host": "10.0.0.7", "qos": 2},
+        {"name": "plant", "protocol": "sparkplug-b", "host": "10.0.0.8"},
     ]
     points: list[dict[str, Any]] = [
         {
@@ -431,6 +442,15 @@ def test_every_registered_protocol_is_described_as_an_aid_interface_and_read_bac
         },
         {"name": "legacy.Level", "device": "legacy", "node_id": "ns=2;s=Level", "target": {**TARGET, "path": "Level"}},
         {"name": "broker.Flow", "device": "broker", "topic": "line/flow", "target": {**TARGET, "path": "Flow"}},
+        {
+            "name": "plant.Pressure",
+            "device": "plant",
+            "group_id": "site",
+            "edge_node": "line-1",
+            "sparkplug_device": "pump",
+            "metric": "Inputs/Pressure",
+            "target": {**TARGET, "path": "Pressure"},
+        },
     ]
     assert {device["protocol"] for device in devices} == {entry.name for entry in PROTOCOLS}
     for device, point in zip(devices, points, strict=True):

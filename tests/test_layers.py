@@ -27,7 +27,10 @@ PROTOCOL_HOMES = {
     "asyncua": ["opcua/", "connectors/opcua_client.py"],
     "aiohttp": ["api/", "runtime/"],
     # southbound device data, and northbound change events: two edges, which never import each other
-    "paho": ["connectors/mqtt.py", "events/mqtt.py"],
+    "paho": ["connectors/mqtt.py", "connectors/sparkplug.py", "events/mqtt.py"],
+    # Sparkplug B payloads (protobuf classes of the Tahu schema, from leaf-device)
+    "leaf_device": ["connectors/sparkplug.py"],
+    "google": ["connectors/sparkplug.py"],
     "rdflib": ["semantics/"],
 }
 LOW_LEVEL_FORBIDDEN = {"socket", "ssl", "sqlite3", "http", "urllib.request", "asyncio.streams"}

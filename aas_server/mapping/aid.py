@@ -54,13 +54,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from basyx.aas import model
 from basyx.aas.model import datatypes
 from pydantic import BaseModel, ValidationError
 
 from aas_server.errors import InvalidRequestError, MappingError
+from aas_server.mapping.protocols.sparkplug import SparkplugDevice, SparkplugPoint
 from aas_server.mapping.schema import (
     PROTOCOLS,
     Addressing,
@@ -1479,7 +1480,67 @@ class _MqttAid:
         fields["topic"] = topic
 
 
-_PROTOCOL_AIDS: dict[str, _ProtocolAid] = {"modbus-tcp": _ModbusAid(), "opcua": _OpcUaAid(), "mqtt": _MqttAid()}
+class _SparkplugAid(_MqttAid):
+    """Sparkplug B on the WoT MQTT binding: ``spbv1.0+mqtt://host:port``, ``/spBv1.0/group/DDATA/node/device#metric``.
+
+    AID 1.0 has no Sparkplug interface: the base URI's scheme tells the hub's Sparkplug interfaces
+    from plain MQTT ones, and the metric name rides in the href's fragment (``docs/mapping.md``).
+    """
+
+    content_type = "application/protobuf"
+
+    def base(self, device: SparkplugDevice) -> str:  # type: ignore[override]
+        host = f"[{device.host}]" if ":" in device.host else device.host
+        return f"{'spbv1.0+mqtts' if device.tls else 'spbv1.0+mqtt'}://{host}:{device.port}"
+
+    def form_terms(self, device: SparkplugDevice, point: AnyPoint) -> list[model.SubmodelElement]:  # type: ignore[override]
+        if not isinstance(point, SparkplugPoint):
+            raise _does_not_fit(device, point)
+        if point.sparkplug_device is None:
+            topic = f"spBv1.0/{point.group_id}/NDATA/{point.edge_node}"
+        else:
+            topic = f"spBv1.0/{point.group_id}/DDATA/{point.edge_node}/{point.sparkplug_device}"
+        return [
+            _property("href", f"/{topic}#{quote(point.metric, safe='')}", _HCTL + "hasTarget"),
+            _property("mqv_controlPacket", "subscribe", _MQTT + "ControlPacket"),
+            _property("mqv_qos", "0", _MQTT + "hasQoSFlag"),
+        ]
+
+    def device_fields(self, view: _InterfaceView, fields: dict[str, Any]) -> None:
+        _host_fields(view, fields)
+        if urlsplit(view.base).scheme.lower() == "spbv1.0+mqtts":
+            fields["tls"] = True
+
+    def point_fields(
+        self,
+        fields: dict[str, Any],
+        form: model.SubmodelElementCollection,
+        view: _InterfaceView,
+        affordance: _Affordance,
+        device: SparkplugDevice,  # type: ignore[override]
+        schema_type: str | None,
+    ) -> None:
+        form_path = f"{affordance.path}.forms"
+        href = _href(form, form_path)
+        if affordance.kind == "actions":
+            raise _Problem(affordance.path, "Sparkplug B actions are not supported; describe metrics as properties")
+        topic, _, metric = href.removeprefix("/").partition("#")
+        levels = topic.split("/")
+        if len(levels) not in (4, 5) or levels[0] != "spBv1.0" or levels[2] not in ("NDATA", "DDATA") or not metric:
+            raise _Problem(f"{form_path}.href", f"{href!r} is not /spBv1.0/group/NDATA|DDATA/node[/device]#metric")
+        fields["group_id"] = levels[1]
+        fields["edge_node"] = levels[3]
+        if len(levels) == 5:
+            fields["sparkplug_device"] = levels[4]
+        fields["metric"] = unquote(metric)
+
+
+_PROTOCOL_AIDS: dict[str, _ProtocolAid] = {
+    "modbus-tcp": _ModbusAid(),
+    "opcua": _OpcUaAid(),
+    "mqtt": _MqttAid(),
+    "sparkplug-b": _SparkplugAid(),
+}
 """What each protocol of the registry (``mapping.schema.PROTOCOLS``) says in an AID, by protocol name."""
 
 

@@ -8,9 +8,10 @@ Application Protocol V1.1b3, section 4.3), unknown UNECE units, unit pairs that 
 and read-write points whose normalisation chain cannot be inverted are rejected with a message
 naming file, item and field.
 
-Devices are discriminated by ``protocol`` (``modbus-tcp``, ``opcua``, ``mqtt``); points by the keys
-that say where their value comes from (``table`` for Modbus, ``node_id``/``browse_path`` for OPC UA
-variables, ``method_node_id`` for OPC UA methods, ``topic`` for MQTT).
+Devices are discriminated by ``protocol`` (``modbus-tcp``, ``opcua``, ``mqtt``, ``sparkplug-b``); points
+by the keys that say where their value comes from (``table`` for Modbus, ``node_id``/``browse_path``
+for OPC UA variables, ``method_node_id`` for OPC UA methods, ``topic`` for MQTT, ``metric`` for
+Sparkplug B, whose models live in ``mapping.protocols.sparkplug``).
 
 Every point's value runs through the same declared chain (``aas_server.mapping.normalize``)::
 
@@ -31,11 +32,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -46,27 +46,20 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from aas_server.config import load_yaml
-from aas_server.errors import ConfigurationError, InvalidRequestError, MappingError
+from aas_server.errors import ConfigurationError, MappingError
 from aas_server.mapping.json_paths import check_json_path
-from aas_server.mapping.units import check_conversion
-from aas_server.model.paths import parse_id_short_path
-from aas_server.model.units import EngineeringUnit, UnitCode, lookup_unit
+from aas_server.mapping.point_base import FIELD_ERROR, NAME_PATTERN, PointBase, StrictModel, field_error
+from aas_server.mapping.point_base import Access as Access
+from aas_server.mapping.point_base import Deadband as Deadband
+from aas_server.mapping.point_base import FirstOrder as FirstOrder
+from aas_server.mapping.point_base import LimitAction as LimitAction
+from aas_server.mapping.point_base import Limits as Limits
+from aas_server.mapping.point_base import MovingAverage as MovingAverage
+from aas_server.mapping.point_base import ReconnectBackoff as ReconnectBackoff
+from aas_server.mapping.point_base import Target as Target
+from aas_server.mapping.protocols.sparkplug import SparkplugDevice, SparkplugPoint
 
 _CROSS_REFERENCE_ERROR = "mapping_cross_reference"
-_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-_Finite = Annotated[float, Field(allow_inf_nan=False)]
-
-
-_FIELD_ERROR = "mapping_field"
-
-
-def _field_error(field: str, message: str) -> NoReturn:
-    """Raise a validation error of the model that names ``field`` in its location."""
-    raise PydanticCustomError(_FIELD_ERROR, "{message}", {"message": message, "field": field})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
 class Table(enum.StrEnum):
@@ -156,38 +149,19 @@ class Addressing(enum.StrEnum):
     ONE_BASED = "one-based"
 
 
-class Access(enum.StrEnum):
-    READ = "read"
-    READ_WRITE = "read-write"
-
-
 class StringEncoding(enum.StrEnum):
     ASCII = "ascii"
     UTF8 = "utf-8"
     LATIN1 = "latin-1"
 
 
-class ReconnectBackoff(_Strict):
-    """Capped exponential backoff between connection attempts, in seconds."""
-
-    initial: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
-    maximum: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 4.0
-    """Capped so that a device back after a long outage is good again within 5 s (one attempt, one poll)."""
-
-    @model_validator(mode="after")
-    def _maximum_not_below_initial(self) -> ReconnectBackoff:
-        if self.maximum < self.initial:
-            raise ValueError(f"maximum ({self.maximum}) must not be below initial ({self.initial})")
-        return self
-
-
 # --- devices -------------------------------------------------------------------------------------
 
 
-class ModbusTcpDevice(_Strict):
+class ModbusTcpDevice(StrictModel):
     """A Modbus TCP server (a PLC, a gateway with several unit ids behind it) the hub polls as a client."""
 
-    name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
     protocol: Literal["modbus-tcp"]
     shell: Annotated[str | None, Field(min_length=1)] = None
     """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
@@ -242,10 +216,10 @@ class Acquisition(enum.StrEnum):
     POLL = "poll"
 
 
-class OpcUaDevice(_Strict):
+class OpcUaDevice(StrictModel):
     """A (legacy) OPC UA server the hub reads and writes as a client."""
 
-    name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
     protocol: Literal["opcua"]
     shell: Annotated[str | None, Field(min_length=1)] = None
     """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
@@ -289,10 +263,10 @@ class TimestampFormat(enum.StrEnum):
     EPOCH_MILLISECONDS = "epoch-ms"
 
 
-class MqttDevice(_Strict):
+class MqttDevice(StrictModel):
     """An MQTT broker the hub subscribes to for device data (MQTT 3.1.1 or 5, QoS 1)."""
 
-    name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
     protocol: Literal["mqtt"]
     shell: Annotated[str | None, Field(min_length=1)] = None
     """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
@@ -326,169 +300,15 @@ class MqttDevice(_Strict):
         return self
 
 
-# --- normalisation -------------------------------------------------------------------------------
-
-
-class LimitAction(enum.StrEnum):
-    CLAMP = "clamp"
-    """Clamp to the limit; quality uncertain, reason out_of_range (OPC UA Uncertain_EngineeringUnitsExceeded)."""
-    BAD = "bad"
-    """Keep the last value; quality bad, reason out_of_range."""
-
-
-class Limits(_Strict):
-    """The valid range of the value, in the target unit."""
-
-    min: _Finite | None = None
-    max: _Finite | None = None
-    action: LimitAction = LimitAction.CLAMP
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Limits:
-        if self.min is None and self.max is None:
-            raise ValueError("give min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is above max ({self.max})")
-        return self
-
-
-class Deadband(_Strict):
-    """Publish a new value only when it moved further than this from the last published one.
-
-    ``absolute`` in the target unit; ``percent`` of the span of ``limits`` (OPC 10000-8, 6.2 PercentDeadband).
-    A change of quality is always published.
-    """
-
-    absolute: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
-    percent: Annotated[float | None, Field(gt=0, le=100, allow_inf_nan=False)] = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Deadband:
-        if (self.absolute is None) == (self.percent is None):
-            raise ValueError("give exactly one of absolute or percent")
-        return self
-
-
-class MovingAverage(_Strict):
-    kind: Literal["moving-average"]
-    window: Annotated[int, Field(ge=2, le=10_000)]
-    """Number of samples averaged."""
-
-
-class FirstOrder(_Strict):
-    kind: Literal["first-order"]
-    time_constant: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
-    """Seconds; y += (x - y) * (1 - exp(-dt / time_constant)), dt from the source timestamps."""
-
-
-Filter = Annotated[MovingAverage | FirstOrder, Field(discriminator="kind")]
-
-
-class Target(_Strict):
-    """The submodel element a point feeds: submodel id and idShort path (AAS Part 2, *idShortPath*)."""
-
-    submodel: Annotated[str, Field(min_length=1)]
-    path: Annotated[str, Field(min_length=1)]
-
-    @field_validator("path")
-    @classmethod
-    def _valid_path(cls, path: str) -> str:
-        try:
-            parse_id_short_path(path)
-        except InvalidRequestError as error:
-            raise ValueError(str(error)) from None
-        return path
-
-
-class _PointBase(_Strict):
-    """What every point declares, whatever its protocol: target, meaning, unit and normalisation."""
-
-    name: Annotated[str, Field(pattern=_NAME_PATTERN, max_length=256)]
-    device: str
-    target: Target
-    semantic_id: Annotated[str | None, Field(min_length=1)] = None
-    """ECLASS IRDI, IEC CDD IRDI or IRI of the value's meaning; must agree with the element's semanticId."""
-    unit: UnitCode | None = None
-    """UNECE Recommendation 20 code (or symbol) of the value as the device gives it, after scale and offset."""
-    target_unit: UnitCode | None = None
-    """Unit of the target element; the value is converted from ``unit`` (pint). Defaults to ``unit``."""
-    access: Access = Access.READ
-    description: str | None = None
-    scale: _Finite = 1.0
-    offset: _Finite = 0.0
-    enum: dict[int, Annotated[str, Field(min_length=1)]] | None = None
-    """Device integers to element strings (an enumeration); excludes scale, offset, units and filters."""
-    limits: Limits | None = None
-    deadband: Deadband | None = None
-    rate_limit: Annotated[float | None, Field(gt=0, le=86_400, allow_inf_nan=False)] = None
-    """Least seconds between two published values (a change of quality always passes)."""
-    filter: Filter | None = None
-
-    @property
-    def engineering_unit(self) -> EngineeringUnit | None:
-        """The unit of the target element (``target_unit``, else ``unit``)."""
-        code = self.target_unit or self.unit
-        return lookup_unit(code) if code else None
-
-    @property
-    def source_unit(self) -> EngineeringUnit | None:
-        return lookup_unit(self.unit) if self.unit else None
-
-    @property
-    def writable(self) -> bool:
-        return self.access is Access.READ_WRITE
-
-    @property
-    def is_identity(self) -> bool:
-        """Whether scale and offset leave the raw value unchanged."""
-        return self.scale == 1 and self.offset == 0
-
-    @model_validator(mode="after")
-    def _normalisation_consistent(self) -> Any:
-        if self.enum is not None:
-            extra = [
-                field
-                for field in ("unit", "target_unit", "limits", "deadband", "filter")
-                if getattr(self, field) is not None
-            ]
-            if not self.is_identity:
-                extra[:0] = ["scale/offset"]
-            if extra:
-                _field_error("enum", f"an enum point takes no {', '.join(extra)}")
-            if not self.enum:
-                _field_error("enum", "enum needs at least one entry")
-        if self.target_unit is not None and self.unit is None:
-            _field_error("target_unit", "target_unit needs unit (the unit the device gives)")
-        if self.target_unit is not None and self.unit is not None:
-            try:
-                check_conversion(self.unit, self.target_unit)
-            except ValueError as error:
-                _field_error("target_unit", str(error))
-        if (
-            self.deadband is not None
-            and self.deadband.percent is not None
-            and (self.limits is None or self.limits.min is None or self.limits.max is None)
-        ):
-            _field_error("deadband", "a percent deadband needs limits with min and max (its span)")
-        if self.writable:
-            if self.scale == 0:
-                _field_error("scale", "scale 0 cannot be inverted, so the point cannot be read-write")
-            if self.filter is not None:
-                _field_error("filter", "a filter cannot be inverted, so the point cannot be read-write")
-            if self.enum is not None and len(set(self.enum.values())) != len(self.enum):
-                _field_error("enum", "the enum maps two numbers to one name and cannot be inverted for read-write")
-        return self
-
-
-def _reject_numeric_normalisation(point: _PointBase, data_type: DataType) -> None:
+def _reject_numeric_normalisation(point: PointBase, data_type: DataType) -> None:
     numeric = [f for f in ("unit", "limits", "deadband", "filter", "enum") if getattr(point, f) is not None]
     if not point.is_identity:
         numeric[:0] = ["scale" if point.scale != 1 else "offset"]
     if numeric:
-        _field_error(numeric[0], f"a {data_type.value} point takes no {', '.join(numeric)} (they apply to numbers)")
+        field_error(numeric[0], f"a {data_type.value} point takes no {', '.join(numeric)} (they apply to numbers)")
 
 
-class RegisterPoint(_PointBase):
+class RegisterPoint(PointBase):
     """A value held in one or more 16-bit registers; engineering value = raw * scale + offset."""
 
     table: Literal[Table.HOLDING_REGISTER, Table.INPUT_REGISTER]
@@ -513,17 +333,17 @@ class RegisterPoint(_PointBase):
     @model_validator(mode="after")
     def _data_type_fields(self) -> RegisterPoint:
         if (self.data_type is DataType.BOOL) != (self.bit is not None):
-            _field_error("bit", "a bool in a register table needs bit (0-15), and bit needs data_type bool")
+            field_error("bit", "a bool in a register table needs bit (0-15), and bit needs data_type bool")
         if (self.data_type is DataType.STRING) != (self.length is not None):
-            _field_error("length", "data_type string needs length (registers), and length needs data_type string")
+            field_error("length", "data_type string needs length (registers), and length needs data_type string")
         if not self.data_type.is_numeric:
             _reject_numeric_normalisation(self, self.data_type)
         if self.enum is not None and not self.data_type.is_integer:
-            _field_error("enum", "enum needs an integer data_type")
+            field_error("enum", "enum needs an integer data_type")
         return self
 
 
-class BitPoint(_PointBase):
+class BitPoint(PointBase):
     """A single coil or discrete input, mapped to a boolean."""
 
     table: Literal[Table.COIL, Table.DISCRETE_INPUT]
@@ -546,7 +366,7 @@ ModbusPoint = Annotated[RegisterPoint | BitPoint, Field(discriminator="table")]
 """A Modbus point, discriminated by its ``table``."""
 
 
-class OpcUaVariablePoint(_PointBase):
+class OpcUaVariablePoint(PointBase):
     """A variable of an OPC UA server, by NodeId or by browse path from the Objects folder."""
 
     node_id: str | None = None
@@ -563,11 +383,11 @@ class OpcUaVariablePoint(_PointBase):
     @model_validator(mode="after")
     def _one_address(self) -> OpcUaVariablePoint:
         if (self.node_id is None) == (self.browse_path is None):
-            _field_error("node_id", "give exactly one of node_id or browse_path")
+            field_error("node_id", "give exactly one of node_id or browse_path")
         return self
 
 
-class OpcUaMethodPoint(_PointBase):
+class OpcUaMethodPoint(PointBase):
     """An OPC UA method that implements the target Operation element (inputs and outputs in order)."""
 
     object_node_id: str | None = None
@@ -582,16 +402,16 @@ class OpcUaMethodPoint(_PointBase):
         by_id = self.object_node_id is not None and self.method_node_id is not None
         by_path = self.object_browse_path is not None and self.method_browse_name is not None
         if by_id == by_path:
-            _field_error(
+            field_error(
                 "method_node_id", "give object_node_id and method_node_id, or object_browse_path and method_browse_name"
             )
         numeric = [f for f in ("unit", "limits", "deadband", "filter", "enum", "rate_limit") if getattr(self, f)]
         if numeric or not self.is_identity:
-            _field_error("method_node_id", "a method point takes no normalisation")
+            field_error("method_node_id", "a method point takes no normalisation")
         return self
 
 
-class MqttPoint(_PointBase):
+class MqttPoint(PointBase):
     """A value in the JSON payloads of an MQTT topic."""
 
     topic: Annotated[str, Field(min_length=1, max_length=65535)]
@@ -627,9 +447,9 @@ class MqttPoint(_PointBase):
     @model_validator(mode="after")
     def _write_topic(self) -> MqttPoint:
         if self.writable and self.write_topic is None:
-            _field_error("write_topic", "a read-write MQTT point needs write_topic")
+            field_error("write_topic", "a read-write MQTT point needs write_topic")
         if self.write_topic is not None and ("+" in self.write_topic or "#" in self.write_topic):
-            _field_error("write_topic", "write_topic must not contain wildcards")
+            field_error("write_topic", "write_topic must not contain wildcards")
         return self
 
 
@@ -644,7 +464,7 @@ class PointKind:
     label: str
     """How the error for a point of no known kind names it (``OPC UA method``)."""
     keys: tuple[str, ...]
-    models: tuple[type[_PointBase], ...]
+    models: tuple[type[PointBase], ...]
     codec: str = "value"
     """How its raw values are decoded and encoded (``mapping.protocol_codecs.CODECS``)."""
     annotation: Any = None
@@ -677,13 +497,13 @@ class Protocol:
 
     name: str
     """The devices' ``protocol`` value."""
-    device: type[_Strict]
+    device: type[StrictModel]
     points: tuple[PointKind, ...]
     connector: str
     aid: AidBinding
 
     @property
-    def point_models(self) -> tuple[type[_PointBase], ...]:
+    def point_models(self) -> tuple[type[PointBase], ...]:
         return tuple(model for kind in self.points for model in kind.models)
 
 
@@ -711,6 +531,14 @@ PROTOCOLS: tuple[Protocol, ...] = (
         (PointKind("mqtt", "MQTT", ("topic",), (MqttPoint,)),),
         "aas_server.connectors.mqtt",
         AidBinding("http://www.w3.org/2011/mqtt", ("mqtt", "mqtts")),
+    ),
+    Protocol(
+        "sparkplug-b",
+        SparkplugDevice,
+        (PointKind("sparkplug", "Sparkplug B", ("metric",), (SparkplugPoint,)),),
+        "aas_server.connectors.sparkplug",
+        # Sparkplug B rides on MQTT; its AID interface is an MQTT one told apart by its scheme
+        AidBinding("http://www.w3.org/2011/mqtt", ("spbv1.0+mqtt", "spbv1.0+mqtts")),
     ),
 )
 """Every southbound protocol, in the order of the device and point unions. A new protocol adds its
@@ -751,8 +579,8 @@ _POINT_KIND_ERROR = (
 )
 
 if TYPE_CHECKING:  # the same unions, spelled out for the type checker
-    AnyDevice = ModbusTcpDevice | OpcUaDevice | MqttDevice
-    AnyPoint = RegisterPoint | BitPoint | OpcUaVariablePoint | OpcUaMethodPoint | MqttPoint
+    AnyDevice = ModbusTcpDevice | OpcUaDevice | MqttDevice | SparkplugDevice
+    AnyPoint = RegisterPoint | BitPoint | OpcUaVariablePoint | OpcUaMethodPoint | MqttPoint | SparkplugPoint
     Device = AnyDevice
     Point = AnyPoint
 else:
@@ -769,7 +597,7 @@ _TABLE_TAGS = frozenset(table.value for table in Table) | {kind.tag for kind in 
 _ENUM_MEMBER = re.compile(r"<\w+\.\w+: '([^']*)'>")
 
 
-class MappingFile(_Strict):
+class MappingFile(StrictModel):
     """A whole mapping file: devices and the points read from (and written to) them."""
 
     devices: list[Device] = Field(default_factory=list)
@@ -932,7 +760,7 @@ def format_mapping_errors(error: ValidationError, source: str, data: object) -> 
                 lines.append(f"{source}: {where}: {what}")
             continue
         location = _describe_location(item["loc"], data)
-        if item["type"] == _FIELD_ERROR:
+        if item["type"] == FIELD_ERROR:
             location += f".{(item.get('ctx') or {}).get('field', '')}"
         message = _ENUM_MEMBER.sub(r"'\1'", item["msg"]).removeprefix("Value error, ")
         lines.append(f"{source}: {location}: {message}")
