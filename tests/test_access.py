@@ -355,7 +355,8 @@ async def _serve(tmp_path: Path, settings: HubSettings | None = None) -> AsyncIt
     await attachments.put(THUMBNAIL_KEY, Attachment(b"\x89PNG thumbnail", "image/png"))
     await attachments.put(MANUAL_KEY, Attachment(b"%PDF manual", "application/pdf"))
     packages = MemoryPackageStore()
-    await packages.put(StoredPackage(PACKAGE_A, "a.aasx", _aasx("urn:test:aas:packaged"), (SHELL_A,)))
+    package_a = [store.shell(SHELL_A), store.submodel(SM_A_NAMEPLATE)]  # all of it in the operator's scope
+    await packages.put(StoredPackage(PACKAGE_A, "a.aasx", write_package(package_a, {}, "aasx"), (SHELL_A,)))
     app = create_app(
         store,
         middlewares=[access_middleware(control)],

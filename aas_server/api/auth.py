@@ -26,7 +26,9 @@ Targets and checks by route kind:
   exportable; without them it holds what the caller may export (concept descriptions likewise);
 - ``/rdf`` and ``/sparql`` (*export*): the whole repository; only a rule without target lists
   allows them (the graph cannot be cut per caller);
-- AASX packages: a download (*export*) or delete needs every shell the package holds; uploads
+- AASX packages: a download (*export*), a listing entry (*read*) or a delete needs every object the
+  file holds: its shells, concept descriptions and each element of its submodels, judged with the
+  store's references (``package_access``); uploads
   (*upload*), like ``POST`` of a shell, submodel or concept description (*create*), are checked
   against the whole repository, as their content is known only to the handler;
 - ``/description`` is public (invalid credentials are still ``401``).
@@ -55,7 +57,7 @@ from __future__ import annotations
 import enum
 import logging
 import weakref
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -64,6 +66,7 @@ from basyx.aas import model
 
 from aas_server.api.context import PACKAGES_KEY, store_of
 from aas_server.api.errors import mapping_for, result_response
+from aas_server.api.package_access import decide_package, package_contents
 from aas_server.api.resources import canonical_path
 from aas_server.api.serialization import decode_identifier
 from aas_server.config import AccessOperation
@@ -412,7 +415,7 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
     if kind is TargetKind.PACKAGE:
         package_id = decode_identifier(match_info["packageId"], "packageId")
         package = await request.app[PACKAGES_KEY].get(package_id)
-        return _Checked(operation, f"package {package_id!r}", _decide_package(package, roles, operation, access))
+        return _Checked(operation, f"package {package_id!r}", await _decide_package(package, roles, operation, access))
     submodel_id = decode_identifier(match_info["submodelIdentifier"], "submodelIdentifier")
     path = canonical_path(match_info["idShortPath"]) if "idShortPath" in match_info else ""
     description = f"submodel {submodel_id!r}" + (f" element {path!r}" if path else "")
@@ -439,17 +442,16 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
     return _Checked(operation, description, Decision(allowed, scope.reason))
 
 
-def _decide_package(
+async def _decide_package(
     package: StoredPackage | None, roles: frozenset[str], operation: AccessOperation, access: ModelAccess
 ) -> Decision:
-    """A package needs every shell it holds; one without known shells needs the whole repository."""
-    if package is None or not package.aas_ids:
+    """A package needs every object its file holds (``package_access.decide_package``); a missing one needs
+    the whole repository."""
+    if package is None:
         return access.policy.decide(roles, operation, REPOSITORY)
-    for shell_id in package.aas_ids:
-        decision = access.policy.decide(roles, operation, access.shell_target(shell_id))
-        if not decision.allowed:
-            return decision
-    return Decision(True, "allowed for every shell of the package")
+    if access.policy.rules_for(roles, operation).unrestricted:
+        return Decision(True, "allowed for every target")
+    return decide_package(await package_contents(package), roles, operation, access)
 
 
 def _check_serialization(request: web.Request, roles: frozenset[str], access: ModelAccess) -> _Checked:
@@ -506,12 +508,16 @@ def concept_description_filter(request: web.Request) -> Callable[[model.ConceptD
     return lambda cd: policy.decide(roles, _READ, access.model.concept_description_target(cd.id)).allowed
 
 
-def package_filter(request: web.Request) -> Callable[[StoredPackage], bool] | None:
-    """The packages a listing may show: those whose shells may all be read (``None``: all)."""
+def package_filter(request: web.Request) -> Callable[[StoredPackage], Awaitable[bool]] | None:
+    """The packages a listing may show: those whose every object may be read (``None``: all)."""
     access = _reading(request)
     if access is None:
         return None
-    return lambda package: _decide_package(package, access.roles, _READ, access.model).allowed
+
+    async def readable(package: StoredPackage) -> bool:
+        return (await _decide_package(package, access.roles, _READ, access.model)).allowed
+
+    return readable
 
 
 def submodel_view(request: web.Request, submodel_id: str) -> model.Submodel | None:

@@ -107,7 +107,7 @@ async def get_all_packages(request: web.Request) -> web.Response:
         packages = [package for package in packages if wanted in package.aas_ids]
     readable = auth.package_filter(request)
     if readable is not None:
-        packages = [package for package in packages if readable(package)]
+        packages = [package for package in packages if await readable(package)]
     page = page_positions(packages, page_request, lambda package: package.package_id)
     return bytes_response(page.to_bytes(_description))
 

@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api import auth
+from aas_server.api.package_access import element_targets
 from aas_server.config import AccessOperation
 from aas_server.errors import AccessDeniedError, NotFoundError
 from aas_server.exchange import read_package
 from aas_server.exchange.clashes import settle_concept_descriptions
 from aas_server.security.rules import Decision, Target, path_and_ancestors
-from aas_server.security.scopes import ScopeKind, semantic_ids_of
+from aas_server.security.scopes import ScopeKind
 from aas_server.store.files import Attachment, AttachmentStore, PackageStore, StoredPackage, owned_files
 from aas_server.store.twin_store import ObjectCheck, TwinStore
 
@@ -156,7 +157,7 @@ def _submodel_decision(
     rules = policy.rules_for(roles, operation)
     if rules.unrestricted:
         return Decision(True, "allowed for every target")
-    for id_short_path, semantic_ids in _targets(submodel):
+    for id_short_path, semantic_ids in element_targets(submodel):
         target = Target(
             shells=frozenset(shells),
             submodels=frozenset({submodel.id}),
@@ -168,32 +169,3 @@ def _submodel_decision(
             where = f"element {id_short_path!r}" if id_short_path else "the submodel"
             return Decision(False, f"{where}: {decision.reason}")
     return Decision(True, "allowed for the submodel and every element in it")
-
-
-def _targets(submodel: model.Submodel) -> Iterator[tuple[str, frozenset[str]]]:
-    """The submodel (path ``""``) and each element below it, with the semanticIds of it and its parents."""
-    root = semantic_ids_of(submodel)
-    yield "", root
-    stack: list[tuple[model.Referable, str, frozenset[str]]] = [(submodel, "", root)]
-    while stack:
-        parent, parent_path, inherited = stack.pop()
-        for index, child in enumerate(_children(parent)):
-            if isinstance(parent, model.SubmodelElementList):
-                path = f"{parent_path}[{index}]"
-            else:
-                path = f"{parent_path}.{child.id_short}" if parent_path else str(child.id_short)
-            semantic = inherited | semantic_ids_of(child)
-            yield path, semantic
-            stack.append((child, path, semantic))
-
-
-def _children(element: model.Referable) -> list[model.SubmodelElement]:
-    if isinstance(element, model.Submodel):
-        return list(element.submodel_element)
-    if isinstance(element, (model.SubmodelElementCollection, model.SubmodelElementList)):
-        return list(element.value)
-    if isinstance(element, model.Entity):
-        return list(element.statement)
-    if isinstance(element, model.AnnotatedRelationshipElement):
-        return list(element.annotation)
-    return []

@@ -1,0 +1,152 @@
+"""Red team of the issue 11 fixes on the REST side, over the hub's real REST endpoint on loopback.
+
+Each test is an attack that got through (or a guard that it must not break), as a caller with a
+limited role would try it: a role scoped to one shell glob (``urn:test:aas:A*``) with an API key,
+beside the full ``admin``.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from basyx.aas import model
+
+from aas_server.config import HubSettings
+from aas_server.exchange import read_package, write_package
+from tests.test_access import (
+    API,
+    PRINCIPALS,
+    RULES,
+    Served,
+    _refused,
+    _serve,
+    _sha256,
+    _upload,
+    b64,
+    security_section,
+    sm,
+)
+
+LIMITED_GLOB = "urn:test:aas:A*"
+KIT_SHELL = "urn:test:aas:A-kit"
+KIT_SUBMODEL = "urn:test:sm:kit"
+RECIPE_SUBMODEL = "urn:test:sm:secret-recipe"
+RECIPE_DESCRIPTION = "urn:test:cd:secret-recipe"
+AASX = "application/asset-administration-shell-package"
+
+RED_TEAM_RULES: list[dict[str, Any]] = [
+    {"roles": ["limited"], "operations": ["read", "export", "write-value"], "shells": [LIMITED_GLOB]},
+]
+
+LIMITED = {"X-API-Key": "limited-key"}
+
+
+def _admin() -> dict[str, str]:
+    return PRINCIPALS["admin"]()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    section = security_section(tmp_path)
+    section["api_keys"] = [
+        *section["api_keys"],
+        {"name": "limited", "roles": ["limited"], "sha256": _sha256("limited-key")},
+    ]
+    section["rules"] = [*RULES, *RED_TEAM_RULES]
+    settings = HubSettings.model_validate({"data_dir": str(tmp_path / "data"), "security": section})
+    async for running in _serve(tmp_path, settings):
+        yield running
+
+
+def _kit_package(*, with_recipe: bool) -> bytes:
+    """A package whose only shell is in the limited role's glob; with the recipe, it also holds a submodel and
+    a concept description that no shell references, which the limited role may not read."""
+    kit = model.Submodel(
+        KIT_SUBMODEL, id_short="Kit", submodel_element=[model.Property("Parts", model.datatypes.Int, 4)]
+    )
+    shell = model.AssetAdministrationShell(
+        model.AssetInformation(model.AssetKind.INSTANCE, global_asset_id=f"{KIT_SHELL}:asset"),
+        KIT_SHELL,
+        id_short="Kit",
+        submodel={model.ModelReference.from_referable(kit)},
+    )
+    identifiables: list[model.Identifiable] = [shell, kit]
+    if with_recipe:
+        recipe = model.Submodel(
+            RECIPE_SUBMODEL,
+            id_short="Recipe",
+            submodel_element=[model.Property("SecretIngredient", model.datatypes.String, "saffron")],
+        )
+        identifiables += [recipe, model.ConceptDescription(RECIPE_DESCRIPTION, id_short="Recipe")]
+    return write_package(identifiables, {}, "aasx")
+
+
+async def _upload_as_admin(served: Served, package_id: str, content: bytes) -> None:
+    response = await served.client.put(
+        f"{API}/packages/{b64(package_id)}", data=_upload("kit.aasx", content, AASX)(), headers=_admin()
+    )
+    assert response.status == 201, await response.text()
+
+
+async def _forbidden(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The AAS Result of a ``403`` (the status checked before the body is read as text)."""
+    assert response.status == 403, f"{response.status} for {response.url}"
+    return await _refused(response, 403)
+
+
+async def _listed(served: Served, headers: dict[str, str]) -> list[str]:
+    response = await served.client.get(f"{API}/packages", headers=headers)
+    assert response.status == 200, await response.text()
+    return [item["packageId"] for item in (await response.json())["result"]]
+
+
+# --- packages: the file holds more than its shells -------------------------------------------------
+
+
+async def test_a_package_download_needs_rights_on_every_submodel_and_concept_description_it_holds(
+    served: Served,
+) -> None:
+    await _upload_as_admin(served, "kit-with-recipe", _kit_package(with_recipe=True))
+    # one by one, the limited caller is refused the recipe and its concept description
+    await _forbidden(await served.client.get(sm(RECIPE_SUBMODEL), headers=LIMITED))
+    await _forbidden(await served.client.get(f"{API}/concept-descriptions/{b64(RECIPE_DESCRIPTION)}", headers=LIMITED))
+    # so it must not get them inside the package file of a shell it may export
+    response = await served.client.get(f"{API}/packages/{b64('kit-with-recipe')}", headers=LIMITED)
+    message = await _forbidden(response)
+    assert "kit-with-recipe" in message["text"]
+    assert "kit-with-recipe" not in await _listed(served, LIMITED)
+    # the operator with every right still downloads the whole file
+    response = await served.client.get(f"{API}/packages/{b64('kit-with-recipe')}", headers=_admin())
+    assert response.status == 200
+    ids = {item.id for item in read_package(await response.read(), "kit.aasx").identifiables}
+    assert {RECIPE_SUBMODEL, RECIPE_DESCRIPTION} <= ids
+    assert "kit-with-recipe" in await _listed(served, _admin())
+
+
+async def test_a_package_wholly_in_the_callers_scope_is_still_listed_and_downloaded(served: Served) -> None:
+    await _upload_as_admin(served, "kit", _kit_package(with_recipe=False))
+    assert "kit" in await _listed(served, LIMITED)
+    response = await served.client.get(f"{API}/packages/{b64('kit')}", headers=LIMITED)
+    assert response.status == 200, await response.text()
+    with zipfile.ZipFile(io.BytesIO(await response.read())) as archive:
+        assert archive.testzip() is None
+
+
+async def test_a_package_follows_the_references_of_the_store_not_those_in_its_file(served: Served) -> None:
+    """The operator takes the kit submodel out of the limited caller's shell: the package file, whose shell
+    still references it, is no way around that."""
+    await _upload_as_admin(served, "kit", _kit_package(with_recipe=False))
+    assert (await served.client.get(sm(KIT_SUBMODEL), headers=LIMITED)).status == 200
+    response = await served.client.delete(
+        f"{API}/shells/{b64(KIT_SHELL)}/submodel-refs/{b64(KIT_SUBMODEL)}", headers=_admin()
+    )
+    assert response.status == 204, await response.text()
+    await _forbidden(await served.client.get(sm(KIT_SUBMODEL), headers=LIMITED))
+    await _forbidden(await served.client.get(f"{API}/packages/{b64('kit')}", headers=LIMITED))
+    assert "kit" not in await _listed(served, LIMITED)
