@@ -13,6 +13,9 @@ is described in ``tests/conformance/engine.py`` and ``docs/conformance.md``.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,24 +68,40 @@ async def test_suite_passes_every_check(suite: Suite, data_set: dict[str, Any]) 
         pytest.fail(report.summary(), pytrace=False)
 
 
-async def _run_all_suites(identifiables: list[model.Identifiable]) -> list[SuiteReport]:
-    """The four suites, one after the other, against one server holding ``identifiables``.
+_ENGINE_WORKERS = 2
+"""Engine processes for the data sets served alone: the engines parse every answer in Python, and keep
+their results in a module-global stack, so suites run in parallel only in separate processes."""
+
+
+@pytest.fixture(scope="module")
+def engine_processes() -> Iterator[ProcessPoolExecutor]:
+    with ProcessPoolExecutor(_ENGINE_WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+async def _run_all_suites(identifiables: list[model.Identifiable], pool: ProcessPoolExecutor) -> list[SuiteReport]:
+    """The four suites against one server holding ``identifiables``, in the engine processes of ``pool``.
 
     The service suites are mounted on the first shell and the first submodel, the ones the
     repository suites pick with ``limit=1``.
     """
     shell = next(item for item in identifiables if isinstance(item, model.AssetAdministrationShell))
     submodel = next(item for item in identifiables if isinstance(item, model.Submodel))
+    loop = asyncio.get_running_loop()
     async with serve(identifiables) as origin:
-        return [
-            await asyncio.to_thread(run_suite, origin + ENGINE_API, suite)
-            for suite in suites_for(shell.id, submodel.id).values()
-        ]
+        return list(
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, run_suite, origin + ENGINE_API, suite)
+                    for suite in suites_for(shell.id, submodel.id).values()
+                )
+            )
+        )
 
 
-async def test_suites_pass_every_check_on_the_demo_plant_alone() -> None:
+async def test_suites_pass_every_check_on_the_demo_plant_alone(engine_processes: ProcessPoolExecutor) -> None:
     """The plant without the handmade shell: the engines pick its first shell and submodel instead."""
-    reports = await _run_all_suites(build_environment(load_twins(PLANT_FILE)))
+    reports = await _run_all_suites(build_environment(load_twins(PLANT_FILE)), engine_processes)
     problems = [report.summary() for report in reports if not report.passed or report.positive_total == 0]
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
@@ -156,7 +175,9 @@ def _template_data_sets(reference: Path, stem: str) -> list[tuple[str, list[mode
 
 
 @pytest.mark.parametrize("stem", TEMPLATES or ["(no reference files)"])
-async def test_suites_pass_on_each_reference_template_alone(reference: Path, stem: str) -> None:
+async def test_suites_pass_on_each_reference_template_alone(
+    reference: Path, stem: str, engine_processes: ProcessPoolExecutor
+) -> None:
     """Each IDTA template, imported and served alone: no check fails but for the template's own defects."""
     problems: list[str] = []
     data_sets = _template_data_sets(reference, stem)
@@ -164,7 +185,7 @@ async def test_suites_pass_on_each_reference_template_alone(reference: Path, ste
     for name, identifiables in data_sets:
         defects = _data_defects(identifiables)
         empty_collections = _has_collection_without_value(identifiables)
-        for report in await _run_all_suites(identifiables):
+        for report in await _run_all_suites(identifiables, engine_processes):
             failures, crashes = _unexplained(report, defects, empty_collections)
             if failures or crashes or report.positive_passed == 0:
                 problems.append(f"{name}: {report.summary()}")
