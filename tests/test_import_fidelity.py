@@ -241,6 +241,33 @@ async def test_a_stored_object_that_does_not_read_back_is_quarantined_and_the_re
         assert await repository.quarantined_identifiables() == [(CONCEPT_ID, "concept_description", reason)]
 
 
+async def test_a_quarantined_object_the_twin_files_define_is_rebuilt_from_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    twins = tmp_path / "line.json"
+    twins.write_text(json.dumps(environment(property_json("Count", "3"), concepts=[])), encoding="utf-8")
+    settings = rest_only_hub(tmp_path / "data").model_copy(update={"twins": [twins]})
+    element = f"/submodels/{b64(SUBMODEL_ID)}/submodel-elements/Count/$value"
+    async with Hub(settings) as hub:  # the first start builds the model from the twin file and stores it
+        assert hub.store.submodel(SUBMODEL_ID).id_short == "Fidelity"
+    with sqlite3.connect(settings.sqlite_path) as database:
+        database.execute("UPDATE identifiables SET document = '{broken' WHERE id = ?", (SUBMODEL_ID,))
+
+    caplog.set_level(logging.WARNING)
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        async with http.get(f"{hub.rest_url}{element}") as reply:
+            assert reply.status == 200, await reply.text()
+            assert await reply.json() == {"Count": 3}
+        async with http.get(f"{hub.rest_url}/shells/{b64(SHELL_ID)}") as reply:
+            assert reply.status == 200
+    assert any("rebuilt" in record.getMessage() and SUBMODEL_ID in record.getMessage() for record in caplog.records)
+    async with SqliteRepository(settings.sqlite_path) as repository:
+        ((identifier, kind, _),) = await repository.quarantined_identifiables()
+        assert (identifier, kind) == (SUBMODEL_ID, "submodel")
+        assert SUBMODEL_ID in {item.id for item in await repository.load_identifiables()}
+        assert repository.quarantined_at_load == []
+
+
 @pytest.mark.parametrize(
     "document",
     [

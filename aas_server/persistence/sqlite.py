@@ -189,6 +189,8 @@ class SqliteRepository:
         self._connection: sqlite3.Connection | None = None
         self._full = False
         """The last change failed for lack of space (read and written on the database thread)."""
+        self.quarantined_at_load: list[str] = []
+        """Ids of the identifiables the latest ``load_identifiables`` quarantined."""
 
     async def __aenter__(self) -> Self:
         await self._run(self._open)
@@ -385,6 +387,7 @@ class SqliteRepository:
     def _load_identifiables(self) -> list[model.Identifiable]:
         rows = self._db.execute("SELECT id, kind, document FROM identifiables ORDER BY position").fetchall()
         result: list[model.Identifiable] = []
+        self.quarantined_at_load = []
         for identifier, kind, document in rows:
             problem: str | None
             try:
@@ -407,6 +410,7 @@ class SqliteRepository:
                     (identifier, kind, document, problem),
                 )
                 database.execute("DELETE FROM identifiables WHERE id = ?", (identifier,))
+            self.quarantined_at_load.append(identifier)
             _LOG.error(
                 "stored %s %r %s; quarantined (kept in table quarantined_identifiables of %s), the rest is served",
                 kind,

@@ -186,6 +186,7 @@ class Hub:
         if await self.repository.has_model():
             identifiables = await self.repository.load_identifiables()
             _LOG.info("loaded %d identifiables from %s", len(identifiables), settings.sqlite_path)
+            identifiables.extend(await self._rebuild_quarantined(identifiables))
         else:
             identifiables = await asyncio.to_thread(load_model_files, settings.twins)
             await self.repository.save_identifiables(identifiables)
@@ -228,6 +229,26 @@ class Hub:
             await self._start_connectors(mapping, engine, endpoints)
         self._spawn(self._persist_device_values(), "persist-device-values")
         self._stack.push_async_callback(self._stop_tasks)
+
+    async def _rebuild_quarantined(self, loaded: list[model.Identifiable]) -> list[model.Identifiable]:
+        """The identifiables quarantined at this load that the twin files define, built afresh and stored.
+
+        A stored object that no longer reads back is set aside by the repository; when the twin files
+        it came from define it, the hub starts with it as defined there (changes made since through
+        REST stay in the quarantine table), so mappings bound to it still find their targets.
+        """
+        missing = set(self.repository.quarantined_at_load) - {identifiable.id for identifiable in loaded}
+        if not missing or not self.settings.twins:
+            return []
+        defined = await asyncio.to_thread(load_model_files, self.settings.twins)
+        rebuilt = [identifiable for identifiable in defined if identifiable.id in missing]
+        if rebuilt:
+            await self.repository.save_identifiables(rebuilt)
+            _LOG.warning(
+                "rebuilt %s from the twin files after quarantining the stored copy",
+                ", ".join(repr(identifiable.id) for identifiable in rebuilt),
+            )
+        return rebuilt
 
     def _bind_points(self, path: Path, mapping: MappingFile, engine: MappingEngine) -> None:
         conflicts = semantic_conflicts(mapping, self._element_or_none)
