@@ -149,7 +149,7 @@ def _unexplained(
     the same data (the server served the template as it is). A crash is the engine's own defect when
     it raised ``TypeError`` walking a collection without value, and the data has such a collection.
     """
-    failures = [failure for failure in report.failures if not _reasons(failure.expected) <= defects]
+    failures = [failure for failure in report.failures if not (_reasons(failure.expected) or {""}) <= defects]
     crashes = [
         crash
         for crash in report.crashes
