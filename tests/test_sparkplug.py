@@ -34,7 +34,7 @@ from aas_server.mapping.protocols.sparkplug import SparkplugDevice, SparkplugPoi
 from aas_server.mapping.schema import parse_mapping
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite
 from aas_server.runtime.hub import Hub
-from tests.mqtt_broker import MosquittoBroker
+from tests.mqtt_broker import MosquittoBroker, MqttListener, publish
 from tests.sparkplug_node import (
     BOOLEAN,
     DATASET,
@@ -433,6 +433,26 @@ async def test_a_lost_broker_turns_values_bad_and_a_new_birth_good_again(
             seen = len(samples.of("speed"))
             await asyncio.to_thread(again.node_birth, [Metric("Line/Speed", 4.5, DOUBLE, alias=1)])
             await samples.wait_for("speed", good(4.5), after=seen)
+
+
+async def test_a_primary_host_publishes_its_state_online_and_offline_with_one_timestamp(
+    mosquitto: MosquittoBroker,
+) -> None:
+    host_id = f"hub-{secrets.token_hex(4)}"
+    topic = f"spBv1.0/STATE/{host_id}"
+    listener = await asyncio.to_thread(MqttListener(mosquitto.host, mosquitto.port, topic).start)
+    try:
+        async with running(device_of(mosquitto, host_id=host_id), line_points(new_group()), Samples()):
+            await wait_until(lambda: len(listener.messages) >= 1, within=5.0, what="the online STATE")
+        await wait_until(lambda: len(listener.messages) >= 2, within=5.0, what="the offline STATE")
+    finally:
+        await asyncio.to_thread(listener.stop)
+        await asyncio.to_thread(publish, mosquitto.host, mosquitto.port, topic, b"", retain=True)
+    online, offline = listener.payloads()
+    assert online["online"] is True
+    assert offline == {"online": False, "timestamp": online["timestamp"]}
+    assert all(message.retain is False and message.qos == 1 for message in listener.messages)  # live, not replayed
+    assert abs(online["timestamp"] / 1000 - datetime.now(UTC).timestamp()) < 60
 
 
 # --- mapping files and AID -------------------------------------------------------------------------

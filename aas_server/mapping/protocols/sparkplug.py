@@ -43,6 +43,9 @@ class SparkplugDevice(StrictModel):
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
     """Seconds to wait for a connection or for a command (NCMD/DCMD) to be sent."""
+    host_id: _SparkplugId | None = None
+    """With it, the hub is the edge nodes' primary host application: it publishes its retained
+    ``spBv1.0/STATE/<host_id>`` (online on connect, offline when it stops or, as its will, drops)."""
     max_payload: Annotated[int, Field(ge=64, le=256 * 1024 * 1024)] = 1024 * 1024
     """Bytes; a larger message is dropped, counted and logged (a flood guard)."""
     rebirth_interval: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 2.0
