@@ -259,6 +259,7 @@ class SparkplugConnector(Service):
         self._pending_writes: dict[int, asyncio.Future[None]] = {}
         self._bad_input: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
+        self._internal_logged = False
         self._rebirth_requests: Counter[str] = Counter()
         self._state_topic = f"{NAMESPACE}/STATE/{device.host_id}" if device.host_id is not None else None
         self._state_time = 0
@@ -404,7 +405,9 @@ class SparkplugConnector(Service):
             self._handle(message.topic, bytes(message.payload), arrival, samples)
         except Exception:
             self._bad_input["internal"] += 1
-            logger.exception("Sparkplug B device %r: cannot handle a message on %r", self.device.name, message.topic)
+            log = logger.debug if self._internal_logged else logger.exception
+            self._internal_logged = True
+            log("Sparkplug B device %r: cannot handle a message on %r", self.device.name, message.topic, exc_info=True)
         if samples:
             self._to_loop(self._deliver, samples)
 
@@ -457,7 +460,7 @@ class SparkplugConnector(Service):
             return
         self._logged.add((bad.kind, state.label))
         logger.warning(
-            "Sparkplug B edge node %s (device %r): %s; the message is left out "
+            "Sparkplug B edge node %s (device %r): %s; left out "
             "(counted; further %s problems of this node are counted, not logged)",
             state.label,
             self.device.name,
