@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aas_server"
 
 LAYERS = {
     "model": 0, "config": 0, "errors": 0, "lifecycle": 0,
-    "store": 1, "mapping": 1, "semantics": 1, "security": 1, "exchange": 1,
+    "store": 1, "mapping": 1, "semantics": 1, "security": 1, "exchange": 1, "analytics": 1,
     "api": 2, "opcua": 2, "connectors": 2, "persistence": 2, "devices": 2, "events": 2,
     "cli": 3, "runtime": 3, "__main__": 3, "__init__": 0,
 }  # fmt: skip
