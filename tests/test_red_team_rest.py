@@ -8,6 +8,8 @@ beside the full ``admin``.
 from __future__ import annotations
 
 import io
+import json
+import logging
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -150,3 +152,49 @@ async def test_a_package_follows_the_references_of_the_store_not_those_in_its_fi
     await _forbidden(await served.client.get(sm(KIT_SUBMODEL), headers=LIMITED))
     await _forbidden(await served.client.get(f"{API}/packages/{b64('kit')}", headers=LIMITED))
     assert "kit" not in await _listed(served, LIMITED)
+
+
+# --- SPARQL: odd but well-formed queries -----------------------------------------------------------
+
+XSD = "PREFIX xsd: <http://www.w3.org/2001/XMLSchema#> "
+ODD_QUERIES = [
+    # rdflib's builtins fail on such terms with plain Python errors (TypeError, ValueError, decimal, overflow)
+    f"SELECT ({'1' * 5000} * {'1' * 5000} AS ?x) WHERE {{}}",
+    "SELECT (ROUND(1e308*10) AS ?x) WHERE {}",
+    XSD + 'SELECT (FLOOR("NaN"^^xsd:double) AS ?x) WHERE {}',
+    XSD + 'SELECT (YEAR("99999-01-01T00:00:00Z"^^xsd:dateTime) AS ?x) WHERE {}',
+    XSD + 'SELECT ("9999-12-31"^^xsd:date + "P1D"^^xsd:dayTimeDuration AS ?x) WHERE {}',
+    XSD + 'SELECT (SUM(?v) AS ?x) WHERE { VALUES ?v { "a"^^xsd:int 1 } }',
+    "SELECT * WHERE { VALUES ?v { 1 2 } } ORDER BY (?v/0)",
+    'SELECT (STRLANG("a", "not a language tag") AS ?x) WHERE {}',
+    "SELECT * WHERE { ?s ?p ?o } LIMIT 99999999999999999999999",
+    'CONSTRUCT { ?s <urn:p> 1 } WHERE { BIND(IRI("no iri>") AS ?s) }',
+]
+
+
+@pytest.mark.parametrize("query", ODD_QUERIES, ids=range(len(ODD_QUERIES)))
+async def test_an_odd_sparql_query_is_a_400_naming_why_not_a_500(served: Served, query: str) -> None:
+    headers = {**_admin(), "Content-Type": "application/sparql-query"}
+    response = await served.client.post(f"{API}/sparql", data=query.encode(), headers=headers)
+    text = await response.text()
+    assert response.status == 400, text
+    message = json.loads(text)["messages"][0]
+    assert message["code"] == "BadRequest"
+    assert message["text"].startswith("the query cannot be evaluated"), message["text"]
+    assert len(message["text"]) < 1000
+    response = await served.client.post(f"{API}/sparql", data=b"ASK { ?s ?p ?o }", headers=headers)
+    assert response.status == 200
+    assert (await response.json())["boolean"] is True
+
+
+async def test_ill_typed_literals_in_a_query_do_not_flood_the_log_with_tracebacks(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    literals = " ".join(f'"x{index}"^^xsd:int' for index in range(300))
+    query = XSD + f"SELECT (COUNT(?v) AS ?n) WHERE {{ VALUES ?v {{ {literals} }} FILTER(?v > 1) }}"
+    headers = {**_admin(), "Content-Type": "application/sparql-query"}
+    with caplog.at_level(logging.DEBUG):
+        response = await served.client.post(f"{API}/sparql", data=query.encode(), headers=headers)
+        assert response.status == 200, await response.text()
+    lines = sum(record.getMessage().count("\n") + 1 + (20 if record.exc_info else 0) for record in caplog.records)
+    assert lines < 20, [record.getMessage()[:200] for record in caplog.records[:3]]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import enum
 import io
+import logging
 import re
 import threading
 import time
@@ -805,18 +806,43 @@ class TwinGraph:
                     form, orjson.dumps({"head": {}, "boolean": bool(outcome["askAnswer"])}), SPARQL_RESULTS_JSON, 1
                 )
             result: Graph = outcome["graph"]
+            if len(result) > limits.max_triples:
+                raise InvalidRequestError(
+                    f"the {form} result has {len(result)} triples; at most {limits.max_triples} are answered; "
+                    "narrow the query"
+                )
+            for prefix, namespace in PREFIXES.items():
+                result.bind(prefix, namespace)
+            return QueryAnswer(form, serialize(result, graph_format), MEDIA_TYPES[graph_format], len(result))
         except SPARQLError as error:
             raise InvalidRequestError(f"the query failed: {error}") from None
         except RecursionError:
             raise InvalidRequestError(_TOO_DEEP) from None
-        if len(result) > limits.max_triples:
-            raise InvalidRequestError(
-                f"the {form} result has {len(result)} triples; at most {limits.max_triples} are answered; "
-                "narrow the query"
-            )
-        for prefix, namespace in PREFIXES.items():
-            result.bind(prefix, namespace)
-        return QueryAnswer(form, serialize(result, graph_format), MEDIA_TYPES[graph_format], len(result))
+        except HubError:
+            raise
+        except Exception as error:  # rdflib's builtins and serialisers fail on odd terms with plain Python errors
+            raise InvalidRequestError(_cannot_evaluate(error)) from None
+
+
+def _cannot_evaluate(error: Exception) -> str:
+    """The message of a query that rdflib failed on (``1e308*10`` rounded, ``NaN`` floored, a date past 9999,
+    an IRI with a space in a CONSTRUCT, ...): the query's fault, not the server's."""
+    reason = str(error) or type(error).__name__
+    if len(reason) > 200:
+        reason = reason[:200] + "..."
+    return f"the query cannot be evaluated: {type(error).__name__}: {reason}"
+
+
+class _IllTypedLiteralFilter(logging.Filter):
+    """Leaves out rdflib's warning, with a traceback, about each literal whose lexical form does not fit its
+    datatype (``"a"^^xsd:int``). Such literals are valid RDF and SPARQL treats them as expression errors; a
+    query (or a stored value) holding many of them would otherwise write a traceback per literal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to convert Literal lexical form to value")
+
+
+logging.getLogger("rdflib.term").addFilter(_IllTypedLiteralFilter())
 
 
 _XPATH_FLAGS = {"i": regex.IGNORECASE, "s": regex.DOTALL, "m": regex.MULTILINE, "x": regex.VERBOSE}
