@@ -44,7 +44,7 @@ from aas_server.store.files import (
     owned_key,
     thumbnail_owner,
 )
-from aas_server.store.twin_store import TwinStore
+from aas_server.store.twin_store import TwinStore, is_large
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -223,7 +223,8 @@ async def check_file_values(
     if isinstance(new, model.File):
         found.append((id_short_path, new))
     # a walk over a large submodel takes a while: in a worker thread (``new`` is not shown to anyone yet)
-    files = await asyncio.to_thread(_files_below, new, id_short_path or "")
+    prefix = id_short_path or ""
+    files = await asyncio.to_thread(_files_below, new, prefix) if is_large(new) else _files_below(new, prefix)
     for child_path, element in files:
         found.append((child_path if id_short_path is not None else None, element))
     for path, file in found:

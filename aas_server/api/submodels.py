@@ -60,7 +60,7 @@ from aas_server.api.serialization import (
 from aas_server.api.value_only import ValuePlan, plan_value_update
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths
-from aas_server.store.twin_store import TwinStore
+from aas_server.store.twin_store import TwinStore, is_large
 
 repository = RouteTable()
 interface = RouteTable()
@@ -157,6 +157,28 @@ def merged(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     result = dict(current)
     result.update(body)
     return result
+
+
+def decoded_submodel(document: Any) -> tuple[model.Submodel, bytes]:
+    """A submodel from its JSON ``document``, and its JSON bytes as created: both CPU-bound, for a worker thread."""
+    submodel = decode_model(document, model.Submodel, "Submodel")
+    return submodel, dumps(to_json_object(submodel, Modifiers()), Modifiers())
+
+
+def created_submodel_body(request: web.Request, submodel_id: str, encoded: bytes) -> bytes:
+    """The answer to creating ``submodel_id``: ``encoded`` (kept in the response cache for the next read),
+    or the caller's pruned view of it."""
+    if auth.submodel_view(request, submodel_id) is not None:
+        return submodel_body(request, submodel_id, Modifiers())
+    return cached_body(request, submodel_id, ("submodel", Modifiers().key), lambda: encoded)
+
+
+async def current_json(store: TwinStore, submodel_id: str) -> dict[str, Any]:
+    """The JSON form of a stored submodel; a large one's made in a worker thread while no model change can alter it."""
+    if not is_large(store.submodel(submodel_id)):
+        return plain_json(store.submodel(submodel_id))
+    async with store.change_lock(submodel_id):
+        return await asyncio.to_thread(plain_json, store.submodel(submodel_id))
 
 
 def _check_id(submodel: model.Submodel, submodel_id: str) -> None:
@@ -258,11 +280,13 @@ async def get_all_submodels_path(request: web.Request) -> web.Response:
 async def post_submodel(request: web.Request) -> web.Response:
     """PostSubmodel: ``201`` with the submodel and its ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    submodel = await asyncio.to_thread(decode_model, await read_json_body(request), model.Submodel, "Submodel")
+    submodel, encoded = await asyncio.to_thread(decoded_submodel, await read_json_body(request))
     await check_file_values(request, submodel.id, "", submodel)
     await store_of(request).create(submodel)
     note_change(request, submodel.id, submodel)
-    return created(request, submodel_body(request, submodel.id, Modifiers()), collection_location(request, submodel.id))
+    return created(
+        request, created_submodel_body(request, submodel.id, encoded), collection_location(request, submodel.id)
+    )
 
 
 # --- one submodel -----------------------------------------------------------------------------
@@ -280,7 +304,7 @@ async def put_submodel(request: web.Request) -> web.Response:
     """PutSubmodelById: replace (``204``) or, in the repository, create (``201``); the body's id must match."""
     accept_json(request)
     submodel_id = submodel_id_of(request)
-    submodel = await asyncio.to_thread(decode_model, await read_json_body(request), model.Submodel, "Submodel")
+    submodel, encoded = await asyncio.to_thread(decoded_submodel, await read_json_body(request))
     _check_id(submodel, submodel_id)
     await check_file_values(request, submodel_id, "", submodel)
     store = store_of(request)
@@ -290,7 +314,7 @@ async def put_submodel(request: web.Request) -> web.Response:
         except NotFoundError:
             await store.create(submodel)
             note_change(request, submodel.id, submodel)
-            return created(request, submodel_body(request, submodel.id, Modifiers()), request.path)
+            return created(request, created_submodel_body(request, submodel.id, encoded), request.path)
     await store.replace(submodel)
     note_change(request, submodel.id, submodel)
     return no_content()
@@ -302,7 +326,7 @@ async def patch_submodel(request: web.Request) -> web.Response:
     store = store_of(request)
     submodel_id = submodel_id_of(request)
     body = await read_json_object(request, "Submodel")
-    current = plain_json(store.submodel(submodel_id))
+    current = await current_json(store, submodel_id)
     submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
     _check_id(submodel, submodel_id)
     await check_file_values(request, submodel_id, "", submodel)
@@ -354,7 +378,7 @@ async def patch_submodel_metadata(request: web.Request) -> web.Response:
     store = store_of(request)
     submodel_id = submodel_id_of(request)
     body = await read_json_object(request, "SubmodelMetadata")
-    current = plain_json(store.submodel(submodel_id))
+    current = await current_json(store, submodel_id)
     check_metadata_body(body, current)
     submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
     auth.check_kept_content(request, submodel_id, "", submodel)

@@ -114,6 +114,22 @@ def walk(
         yield from walk(child, path)
 
 
+def has_more_than(parent: model.Submodel | model.SubmodelElement, count: int) -> bool:
+    """Whether more than ``count`` elements are below ``parent`` (looks at no more than ``count + 1`` of them)."""
+    seen = 0
+    stack: list[object] = [parent]
+    while stack:
+        children = _children(stack.pop())
+        if children is None:
+            continue
+        for child in children:
+            seen += 1
+            if seen > count:
+                return True
+            stack.append(child)
+    return False
+
+
 def path_of(element: model.SubmodelElement) -> str:
     """The idShort path of ``element`` relative to its submodel."""
     segments: list[Segment] = []

@@ -6,9 +6,9 @@ it re-plans that subtree only and compares the plan with the nodes it added befo
 structure is unchanged stay (so clients' monitored items survive a ``PUT`` that changes values only);
 their value and description are updated in place. Nodes whose structure changed (another node class,
 ``DataType``, type definition, browse name, access level) are deleted with everything below them and
-added again with the same node ids (one DeleteNodes call, AddNodes calls of 1,000 nodes). Each change
-is announced to clients by a ``GeneralModelChangeEvent`` (OPC 10000-3 *ModelChangeEvents*; its
-``ModelChangeStructureDataType``: OPC 10000-5 §12.16) from the ``Server`` object.
+added again with the same node ids. Each change is announced to clients by a ``GeneralModelChangeEvent``
+(OPC 10000-3 *ModelChangeEvents*; its ``ModelChangeStructureDataType``: OPC 10000-5 §12.16) from the
+``Server`` object.
 
 asyncua scans its whole address space for every node deleted with ``DeleteTargetReferences``; the
 projection knows every reference into a subtree (the parent's, and shells' ``Organizes`` links) and
@@ -17,6 +17,12 @@ nodes are added by :class:`~aas_server.opcua.bulk_nodes.BulkNodeAdder` (asyncua'
 linear rather than quadratic time), each Property variable with its planned value, status and
 timestamps at once.
 
+A large subtree (a submodel of 40,000 Properties) must not hold the event loop: the plan of a
+submodel of more than ``LARGE_ELEMENT_COUNT`` elements is made in a worker thread under the store's
+change lock, and nodes are compared, added, updated and deleted in slices of ``_SLICE`` with a yield
+to the loop between them, so other clients are answered meanwhile; they may see the subtree half
+built, as they see any AddNodes in progress, and the ``GeneralModelChangeEvent`` follows its end.
+
 Left out for now: the ``NodeVersion`` property (OPC 10000-3) and ``SemanticChangeEvent``;
 descendants of an added or deleted node are not listed in the event (the node's verb implies them).
 """
@@ -24,7 +30,9 @@ descendants of an added or deleted node are not listed in the event (the node's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,12 +77,18 @@ from aas_server.store.twin_store import (
     ModelChangeKind,
     TwinStore,
     ValueState,
+    is_large,
 )
 
 _LOG = logging.getLogger(__name__)
 
-_ADD_BATCH = 1000
-"""Nodes per AddNodes call: asyncua adds them synchronously, so a big subtree is added in slices."""
+_SLICE = 250
+"""Nodes added, compared or updated between two yields to the event loop (a few milliseconds of work):
+a subtree of 100,000 nodes is re-projected while other clients are still answered."""
+
+_FREEZE_AT = 10_000
+"""Nodes added by one change from which the cyclic garbage collector pauses while they are added and
+then freezes them (see :func:`_collector_paused`)."""
 
 _NodeIdFactory = Callable[[str | None], ua.NodeId]
 
@@ -286,36 +300,50 @@ class ProjectedAddressSpace:
                 for submodel_id in after:
                     self._wanted_by.setdefault(submodel_id, set()).add(identifier)
             await self._sync_links([(identifier, submodel_id) for submodel_id in before | after], changes)
-        submodel = _find(self._store.submodel, identifier)
         submodel_node = node_ids.submodel_node_id(identifier)
-        if submodel is not None or submodel_node in self._specs:
-            planned = plan_submodel(submodel, self._states, self._bindings) if submodel is not None else []
-            await self._reconcile(submodel_node, planned, changes, identifiable=True)
+        if _find(self._store.submodel, identifier) is not None or submodel_node in self._specs:
+            await self._reconcile(submodel_node, await self._plan_submodel(identifier), changes, identifiable=True)
             shells = self._wanted_by.get(identifier, set())
             await self._sync_links([(shell_id, identifier) for shell_id in shells], changes)
+
+    async def _plan_submodel(self, submodel_id: str) -> list[NodeSpec]:
+        """The plan of the submodel the store holds now (empty: none); a large one's made in a worker thread.
+
+        Planning a large submodel takes seconds of CPU; the store's change lock keeps its structure
+        still meanwhile, and the plan is plain data once made.
+        """
+        submodel = _find(self._store.submodel, submodel_id)
+        if submodel is None or not is_large(submodel):
+            return [] if submodel is None else plan_submodel(submodel, self._states, self._bindings)
+        async with self._store.change_lock(submodel_id):
+            submodel = _find(self._store.submodel, submodel_id)
+            if submodel is None:
+                return []
+            return await asyncio.to_thread(plan_submodel, submodel, self._states, self._bindings)
 
     async def _reconcile_element(
         self, submodel_id: str, id_short_path: str, kind: ModelChangeKind, changes: ModelChanges
     ) -> None:
-        submodel = _find(self._store.submodel, submodel_id)
-        if submodel is None or node_ids.submodel_node_id(submodel_id) not in self._specs:
-            await self._reconcile_identifiable(submodel_id, changes)
-            return
         target: str | None = id_short_path
         if kind is ModelChangeKind.DELETED and id_short_path.endswith("]"):
             target = parent_path(id_short_path)
         while target is not None and element_parent_node_id(submodel_id, target) not in self._specs:
             target = parent_path(target)
-        if target is None:
+        planned: list[NodeSpec] | None = None
+        submodel = _find(self._store.submodel, submodel_id)
+        if submodel is not None and node_ids.submodel_node_id(submodel_id) in self._specs and target is not None:
+            if not is_large(submodel):
+                planned = _plan_element_at(submodel, target, self._states, self._bindings)
+            else:
+                async with self._store.change_lock(submodel_id):
+                    submodel = _find(self._store.submodel, submodel_id)
+                    if submodel is not None:
+                        planned = await asyncio.to_thread(
+                            _plan_element_at, submodel, target, self._states, self._bindings
+                        )
+        if planned is None or target is None:
             await self._reconcile_identifiable(submodel_id, changes)
             return
-        try:
-            element: model.SubmodelElement | None = paths.resolve(submodel, target)
-        except HubError:
-            element = None
-        planned = (
-            plan_element(submodel_id, target, element, self._states, self._bindings) if element is not None else []
-        )
         await self._reconcile(node_ids.node_id_for(submodel_id, target), planned, changes)
 
     async def _reconcile(
@@ -328,7 +356,9 @@ class ProjectedAddressSpace:
         to_add: list[NodeSpec] = []
         in_place: list[NodeSpec] = []
         new_ids: set[str] = set()
-        for spec in planned:
+        for index, spec in enumerate(planned):
+            if index % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
             new_ids.add(spec.node_id)
             previous = self._specs.get(spec.node_id) if spec.node_id in old else None
             if previous is None or spec.parent_id in rebuilt or _structure(previous) != _structure(spec):
@@ -356,7 +386,9 @@ class ProjectedAddressSpace:
                 changes.add(spec.parent_id, self._type_of(parent), reference_verb)
         if to_add:
             await self._add(to_add, changes)
-        for spec in in_place:
+        for index, spec in enumerate(in_place):
+            if index % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
             await self._update_in_place(spec)
 
     def _subtree(self, root: str) -> list[str]:
@@ -402,8 +434,14 @@ class ProjectedAddressSpace:
         for status in await self._session.delete_references(references):
             if not status.is_good():
                 _LOG.debug("OPC UA reference already gone: %s", status.name)
-        items = [ua.DeleteNodesItem(NodeId=self.node_id(node), DeleteTargetReferences=False) for node in removed]
-        await self._session.delete_nodes(ua.DeleteNodesParameters(NodesToDelete=items))
+        for start in range(0, len(removed), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            items = [
+                ua.DeleteNodesItem(NodeId=self.node_id(node), DeleteTargetReferences=False)
+                for node in removed[start : start + _SLICE]
+            ]
+            await self._session.delete_nodes(ua.DeleteNodesParameters(NodesToDelete=items))
         removed_specs: dict[str, NodeSpec] = {}
         for node in removed:
             spec = self._specs.pop(node)
@@ -420,14 +458,15 @@ class ProjectedAddressSpace:
         return removed_specs
 
     async def _add(self, specs: list[NodeSpec], changes: ModelChanges) -> None:
-        """Add ``specs`` (parents first) in AddNodes calls of ``_ADD_BATCH`` nodes, yielding to the loop between."""
-        results: list[ua.AddNodesResult] = []
-        for start in range(0, len(specs), _ADD_BATCH):
-            if start:
-                await asyncio.sleep(0)
-            batch = specs[start : start + _ADD_BATCH]
-            results.extend(
-                self._bulk.add_nodes(
+        """Add ``specs`` (parents first) in slices of ``_SLICE`` nodes, yielding to the loop between."""
+        adding = self._bulk.session()
+        entries: dict[str, None] = {}
+        with _collector_paused(len(specs) >= _FREEZE_AT):
+            for start in range(0, len(specs), _SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                batch = specs[start : start + _SLICE]
+                results = adding.add_nodes(
                     [
                         _add_nodes_item(
                             spec,
@@ -439,8 +478,16 @@ class ProjectedAddressSpace:
                     ],
                     [_initial_value(spec) for spec in batch],
                 )
-            )
-        entries: dict[str, None] = {}
+                self._register_added(batch, results, entries)
+        if entries:
+            await self._add_dictionary_references([self._specs[node] for node in entries])
+        await self._link_relationships(specs, changes)
+
+    def _register_added(
+        self, specs: list[NodeSpec], results: list[ua.AddNodesResult], entries: dict[str, None]
+    ) -> None:
+        """Note the nodes just added (with their values and methods); collect in ``entries`` those with a
+        dictionary entry."""
         for spec, result in zip(specs, results, strict=True):
             if not result.StatusCode.is_good():
                 _LOG.warning("could not add the OPC UA node %r: %s", spec.node_id, result.StatusCode.name)
@@ -460,9 +507,6 @@ class ProjectedAddressSpace:
                 self.property_targets[variable_id] = PropertyTarget(
                     spec.element[0], spec.element[1], spec.variant_type, spec.writable
                 )
-        if entries:
-            await self._add_dictionary_references([self._specs[node] for node in entries])
-        await self._link_relationships(specs, changes)
 
     async def _link_relationships(self, added: list[NodeSpec], changes: ModelChanges) -> None:
         """Reference each added relationship's targets, and each added target from its relationships.
@@ -580,9 +624,12 @@ class ProjectedAddressSpace:
             for entry, result in zip(new_entries, added, strict=True):
                 if not result.StatusCode.is_good():
                     _LOG.warning("could not add the dictionary entry %r: %s", entry.browse_name, result.StatusCode.name)
-        for status in await self._session.add_references(references):
-            if not status.is_good():
-                _LOG.debug("HasDictionaryEntry not added: %s", status.name)
+        for start in range(0, len(references), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for status in await self._session.add_references(references[start : start + _SLICE]):
+                if not status.is_good():
+                    _LOG.debug("HasDictionaryEntry not added: %s", status.name)
 
     async def _update_in_place(self, spec: NodeSpec) -> None:
         previous = self._specs[spec.node_id]
@@ -651,6 +698,44 @@ class ProjectedAddressSpace:
             for node, (type_definition, verb) in changes.verbs.items()
         ]
         await self._event.trigger(message=message)
+
+
+@contextlib.contextmanager
+def _collector_paused(large: bool) -> Iterator[None]:
+    """For a ``large`` subtree: no cyclic garbage collection while it is added, then ``gc.freeze()``.
+
+    Each full collection walks every tracked object, about 1 s at the 2 million objects a subtree of
+    40,000 Properties brings (its OPC UA nodes and the submodel), and holds the interpreter meanwhile:
+    no client would be answered. Frozen objects are out of the collector's sight, as the startup model
+    is (``server._cyclic_collection_paused``): memory is still freed by reference counting (the OPC
+    UA nodes hold no cycles), but reference cycles among frozen objects, such as a large submodel's
+    basyx objects once it is replaced or deleted, stay until the process ends.
+    """
+    if not large:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _plan_element_at(
+    submodel: model.Submodel,
+    id_short_path: str,
+    states: Mapping[ElementKey, ValueState],
+    bindings: Mapping[ElementKey, ElementBinding],
+) -> list[NodeSpec]:
+    """The plan of the element at ``id_short_path`` in ``submodel`` (empty: there is none)."""
+    try:
+        element = paths.resolve(submodel, id_short_path)
+    except HubError:
+        return []
+    return plan_element(submodel.id, id_short_path, element, states, bindings)
 
 
 def _find(lookup: Callable[[str], Any], identifier: str) -> Any:

@@ -96,7 +96,30 @@ class BulkNodeAdder:
         ``values[i]``, when given, is the initial ``DataValue`` of variable ``items[i]`` (instead of
         its ``NodeAttributes.Value`` stamped with the current time).
         """
-        call = _Call(self._address_space)
+        return self.session().add_nodes(items, values)
+
+    def session(self) -> AddNodesSession:
+        """Several ``add_nodes`` calls in a row sharing their caches: one subtree added in slices, with the
+        event loop served between them, in time linear in the whole subtree (not in each slice times the
+        parent's references so far)."""
+        return AddNodesSession(_Call(self._address_space))
+
+
+class AddNodesSession:
+    """``BulkNodeAdder.add_nodes`` calls sharing one set of caches (see ``BulkNodeAdder.session``).
+
+    The caches hold the browse names and references of the parents seen so far: between two calls,
+    nodes below those parents are added by this session only.
+    """
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+
+    def add_nodes(
+        self, items: Sequence[ua.AddNodesItem], values: Sequence[ua.DataValue | None] | None = None
+    ) -> list[ua.AddNodesResult]:
+        """As ``BulkNodeAdder.add_nodes``."""
+        call = self._call
         collecting = gc.isenabled()
         gc.disable()
         try:

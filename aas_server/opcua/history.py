@@ -23,6 +23,7 @@ backward processed reads, the aggregate configuration, and the historian bits of
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -33,10 +34,8 @@ from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from basyx.aas import model
 
 from aas_server.errors import HubError, InvalidRequestError
-from aas_server.model import paths
 from aas_server.opcua.address_space import ProjectedAddressSpace
 from aas_server.opcua.projection import parent_path
 from aas_server.opcua.status import status
@@ -65,6 +64,8 @@ AGGREGATES: dict[int, Aggregate] = {
 """The supported aggregate functions (namespace 0 object ids)."""
 
 _HISTORY_READ = ua.AccessLevel.HistoryRead.mask
+_SLICE = 500
+"""Variables marked between two yields to the event loop."""
 
 
 def _time(moment: datetime | None) -> datetime | None:
@@ -102,19 +103,15 @@ class ProjectionHistory(HistoryManager):
         if submodel_id is None:
             keys = list(nodes)
         else:
-            try:
-                submodel = self._store.submodel(submodel_id)
-                parent = parent_path(id_short_path) if id_short_path else None
-                root: model.Submodel | model.SubmodelElement = paths.resolve(submodel, parent) if parent else submodel
-            except HubError:
-                return
-            keys = [
-                (submodel_id, path)
-                for path, element in paths.walk(root, parent or "")
-                if isinstance(element, model.Property) and (submodel_id, path) in nodes
-            ]
+            # the projected Properties below the parent, from the projection's own index: no walk over the
+            # submodel (40,000 elements would hold the event loop), and the loop below yields in slices
+            parent = parent_path(id_short_path) if id_short_path else None
+            below = (parent + ".", parent + "[") if parent else None
+            keys = [key for key in nodes if key[0] == submodel_id and (below is None or key[1].startswith(below))]
         aspace = self._server.iserver.aspace
-        for key in keys:
+        for index, key in enumerate(keys):
+            if index % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
             target = nodes.get(key)
             if target is None or not self._source.is_recorded(*key):
                 continue

@@ -46,6 +46,7 @@ from aas_server.exchange.json_codec import FaithfulJsonDecoder
 from aas_server.exchange.roundtrip import DECODE_ERRORS, JsonEncoder, roundtrip_problem
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
+from aas_server.persistence.group_commit import GroupCommitter, Settle, Unit
 from aas_server.persistence.permissions import private_database
 from aas_server.store.files import Attachment, StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
@@ -179,13 +180,18 @@ class SqliteRepository:
     loop after events were stored.
     """
 
-    def __init__(self, path: Path, *, outbox_limit: int = 1_000_000) -> None:
+    def __init__(self, path: Path, *, outbox_limit: int = 1_000_000, group_commit: bool | None = None) -> None:
         self.path = path
         self.outbox_limit = outbox_limit
         self.outbox_listener: Callable[[], None] | None = None
         self._outbox_size = 0
+        self._outbox_uncommitted = 0
+        """Events inserted in the open transaction (database thread; counted into the size on commit)."""
         self._overflow = OutboxOverflow()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self.committer = GroupCommitter(self._executor, self._transaction, enabled=group_commit)
+        """Client writes and model changes share transactions (``group_commit=False`` or env
+        ``AAS_GROUP_COMMIT=0``: one transaction each)."""
         self._connection: sqlite3.Connection | None = None
         self._full = False
         """The last change failed for lack of space (read and written on the database thread)."""
@@ -207,11 +213,19 @@ class SqliteRepository:
         try:
             return await loop.run_in_executor(self._executor, function, *args)
         except sqlite3.Error as error:
-            if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
-                raise StorageFullError(
-                    f"{self.path}: storage full ({error}); the change was not stored (free disk space)"
-                ) from error
-            raise PersistenceError(f"{self.path}: {error}") from error
+            raise self._failure(error) from error
+
+    def _failure(self, error: sqlite3.Error) -> PersistenceError:
+        if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            return StorageFullError(f"{self.path}: storage full ({error}); the change was not stored (free disk space)")
+        return PersistenceError(f"{self.path}: {error}")
+
+    async def _durable(self, unit: Unit) -> None:
+        """Run ``unit`` in the next group commit; return once its rows are on disk."""
+        try:
+            await self.committer.submit(unit)
+        except sqlite3.Error as error:
+            raise self._failure(error) from error
 
     def _open(self) -> None:
         private_database(self.path)
@@ -243,6 +257,7 @@ class SqliteRepository:
         """
         database = self._db
         database.execute("BEGIN IMMEDIATE")
+        self._outbox_uncommitted = 0
         try:
             yield database
             database.execute("COMMIT")
@@ -303,39 +318,45 @@ class SqliteRepository:
         and never an older one. Stored values equal to the document's keep their times and quality.
         """
         identifiables = list(identifiables)
-        # encoding takes seconds for a submodel of 40,000 elements: on the database thread, off the loop
-        rows, documented = await self._run(_documents, identifiables)
-        await self._run(self._save_identifiables, rows, list(outbox), documented)
+        events = list(outbox)
+
+        def save(database: sqlite3.Connection) -> Settle:
+            # encoding takes seconds for a submodel of 40,000 elements: on the database thread, off the loop
+            rows, documented = _documents(identifiables)
+            return self._write_identifiables(database, rows, events, documented)
+
+        await self._durable(save)
         self._outbox_appended(outbox)
 
-    def _save_identifiables(
+    def _write_identifiables(
         self,
+        database: sqlite3.Connection,
         rows: list[tuple[str, str, str]],
         events: list[OutboundEvent],
         documented: dict[str, dict[str, str | None]],
         extra: Callable[[sqlite3.Connection], None] | None = None,
-    ) -> None:
-        with self._transaction() as database:
-            (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
-            for identifier, kind, document in rows:
-                position += 1
-                database.execute(
-                    "INSERT INTO identifiables (id, kind, position, document) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, document=excluded.document",
-                    (identifier, kind, position, document),
-                )
-            for submodel_id, values in documented.items():
-                kept = database.execute(
-                    "SELECT id_short_path, value FROM property_values WHERE submodel_id = ?", (submodel_id,)
-                ).fetchall()
-                database.executemany(
-                    "DELETE FROM property_values WHERE submodel_id = ? AND id_short_path = ?",
-                    [(submodel_id, path) for path, value in kept if path not in values or values[path] != value],
-                )
-            if extra is not None:
-                extra(database)
-            stored = self._insert_events(database, events)
-        self._count_events(stored, len(events))
+    ) -> Settle:
+        """Write identifiables (a unit of a transaction); return the accounting to do once committed."""
+        (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
+        for identifier, kind, document in rows:
+            position += 1
+            database.execute(
+                "INSERT INTO identifiables (id, kind, position, document) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, document=excluded.document",
+                (identifier, kind, position, document),
+            )
+        for submodel_id, values in documented.items():
+            kept = database.execute(
+                "SELECT id_short_path, value FROM property_values WHERE submodel_id = ?", (submodel_id,)
+            ).fetchall()
+            database.executemany(
+                "DELETE FROM property_values WHERE submodel_id = ? AND id_short_path = ?",
+                [(submodel_id, path) for path, value in kept if path not in values or values[path] != value],
+            )
+        if extra is not None:
+            extra(database)
+        stored = self._insert_events(database, events)
+        return lambda: self._count_events(stored, len(events))
 
     async def save_batch(
         self,
@@ -350,7 +371,8 @@ class SqliteRepository:
         The identifiables are written first, then the files, then the package: a failure anywhere
         (a full disk included) rolls all of it back, so an upload or import is stored whole or not at all.
         """
-        rows, documented = await self._run(_documents, list(identifiables))
+        batch = list(identifiables)
+        events = list(outbox)
         file_rows = [(path, content_type, data) for path, (data, content_type) in files.items()]
 
         def files_and_package(database: sqlite3.Connection) -> None:
@@ -358,21 +380,24 @@ class SqliteRepository:
             if package is not None:
                 _upsert_package(database, package)
 
-        await self._run(self._save_identifiables, rows, list(outbox), documented, files_and_package)
+        def save(database: sqlite3.Connection) -> Settle:
+            rows, documented = _documents(batch)  # on the database thread, off the loop
+            return self._write_identifiables(database, rows, events, documented, files_and_package)
+
+        await self._durable(save)
         self._outbox_appended(outbox)
 
     async def delete_identifiable(self, identifier: str, *, outbox: Sequence[OutboundEvent] = ()) -> None:
         """Delete an identifiable and the values of its Properties; ``outbox`` events in the same transaction."""
         events = list(outbox)
 
-        def delete() -> None:
-            with self._transaction() as database:
-                database.execute("DELETE FROM identifiables WHERE id = ?", (identifier,))
-                database.execute("DELETE FROM property_values WHERE submodel_id = ?", (identifier,))
-                stored = self._insert_events(database, events)
-            self._count_events(stored, len(events))
+        def delete(database: sqlite3.Connection) -> Settle:
+            database.execute("DELETE FROM identifiables WHERE id = ?", (identifier,))
+            database.execute("DELETE FROM property_values WHERE submodel_id = ?", (identifier,))
+            stored = self._insert_events(database, events)
+            return lambda: self._count_events(stored, len(events))
 
-        await self._run(delete)
+        await self._durable(delete)
         self._outbox_appended(outbox)
 
     async def load_identifiables(self) -> list[model.Identifiable]:
@@ -496,24 +521,24 @@ class SqliteRepository:
         """Upsert the last value of each changed Property in one durable transaction, with the ``outbox`` events."""
         if not changes and not outbox:
             return
-        rows = [
-            (
-                change.submodel_id,
-                change.id_short_path,
-                _lexical(change.value),
-                change.source_time.isoformat(),
-                change.server_time.isoformat(),
-                change.quality.value,
-                change.reason.value,
-                change.origin,
-            )
-            for change in changes
-        ]
-        await self._run(self._persist_values, rows, list(outbox))
-        self._outbox_appended(outbox)
+        batch = list(changes)
+        events = list(outbox)
 
-    def _persist_values(self, rows: list[tuple[Any, ...]], events: list[OutboundEvent]) -> None:
-        with self._transaction() as database:
+        def persist(database: sqlite3.Connection) -> Settle:
+            # the lexical forms are made on the database thread, off the loop
+            rows = [
+                (
+                    change.submodel_id,
+                    change.id_short_path,
+                    _lexical(change.value),
+                    change.source_time.isoformat(),
+                    change.server_time.isoformat(),
+                    change.quality.value,
+                    change.reason.value,
+                    change.origin,
+                )
+                for change in batch
+            ]
             database.executemany(
                 "INSERT INTO property_values VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(submodel_id, id_short_path) DO UPDATE SET "
@@ -523,7 +548,10 @@ class SqliteRepository:
                 rows,
             )
             stored = self._insert_events(database, events)
-        self._count_events(stored, len(events))
+            return lambda: self._count_events(stored, len(events))
+
+        await self._durable(persist)
+        self._outbox_appended(outbox)
 
     async def load_values(self) -> list[StoredValue]:
         rows = await self._run(lambda: self._db.execute("SELECT * FROM property_values").fetchall())
@@ -549,12 +577,13 @@ class SqliteRepository:
         """Insert as many of ``events`` as fit below the limit; return how many (inside a transaction)."""
         if not events:
             return 0
-        room = max(0, self.outbox_limit - self._outbox_size)
+        room = max(0, self.outbox_limit - self._outbox_size - self._outbox_uncommitted)
         taken = events[:room]
         database.executemany(
             "INSERT INTO outbox (topic, payload, sequenced) VALUES (?, ?, ?)",
             [(event.topic, event.payload, int(event.sequenced)) for event in taken],
         )
+        self._outbox_uncommitted += len(taken)
         return len(taken)
 
     def _count_events(self, stored: int, offered: int) -> None:

@@ -41,6 +41,18 @@ from aas_server.store.outbox import OutboundEvent, OutboxEncoder
 
 WriteHandler = Callable[[Any], Awaitable[None]]
 
+LARGE_ELEMENT_COUNT = 1_000
+"""From this many elements on, a submodel is walked, encoded and planned in a worker thread, not on the
+event loop (tens of milliseconds of CPU; a submodel of 40,000 elements takes seconds)."""
+
+
+def is_large(identifiable: model.Identifiable | model.SubmodelElement) -> bool:
+    """Whether ``identifiable`` holds more than ``LARGE_ELEMENT_COUNT`` elements (shells and concept descriptions
+    never do)."""
+    if not isinstance(identifiable, model.Submodel | model.SubmodelElement):
+        return False
+    return paths.has_more_than(identifiable, LARGE_ELEMENT_COUNT)
+
 
 class ModelChangeKind(enum.Enum):
     CREATED = "created"
@@ -174,10 +186,13 @@ def _properties(submodel: model.Submodel) -> list[tuple[str, model.Property]]:
 
 
 async def _properties_off_loop(identifiable: model.Identifiable) -> list[tuple[str, model.Property]] | None:
-    """``_properties`` in a worker thread for a submodel (its lock held or not yet shown); ``None`` for others."""
+    """``_properties`` of a submodel (in a worker thread if it is large: its lock held or not yet shown); ``None``
+    for other identifiables."""
     if not isinstance(identifiable, model.Submodel):
         return None
-    return await asyncio.to_thread(_properties, identifiable)
+    if is_large(identifiable):
+        return await asyncio.to_thread(_properties, identifiable)
+    return _properties(identifiable)
 
 
 def _restore_children(children: model.NamespaceSet[Any], items: list[Any]) -> None:
@@ -201,6 +216,11 @@ class TwinStore:
         self._write_handlers: dict[tuple[str, str], WriteHandler] = {}
         self._bound_value_types: dict[tuple[str, str], Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._journaling: dict[str, set[asyncio.Future[None]]] = {}
+        """Client value writes of each submodel queued in the journal and not yet applied (group commit)."""
+        self._write_sequence: dict[tuple[str, str], int] = {}
+        self._applied_sequence: dict[tuple[str, str], int] = {}
+        self._unsettled_writes: dict[tuple[str, str], int] = {}
         self._content_versions: dict[str, int] = {}
         self.version = 0
         """Structure version: changes when identifiables are created, replaced or deleted (not on value changes)."""
@@ -261,6 +281,15 @@ class TwinStore:
 
     def _lock(self, identifier: str) -> asyncio.Lock:
         return self._locks.setdefault(identifier, asyncio.Lock())
+
+    async def _values_settled(self, identifier: str) -> None:
+        """Wait (its lock held) until the client value writes of ``identifier`` in the journal are applied.
+
+        A model change journals the whole document with the values it shows; a value write queued
+        before it must be applied first, or the document would carry the older value.
+        """
+        while journaling := self._journaling.get(identifier):
+            await asyncio.wait(list(journaling))
 
     def change_lock(self, identifier: str) -> asyncio.Lock:
         """The lock every model change of ``identifier`` holds (not reentrant).
@@ -405,21 +434,45 @@ class TwinStore:
         if binding is not None and not binding.writable:
             raise NotWritableError(f"{id_short_path!r} is read-only: it is fed by {binding.source}")
         async with self._lock(submodel_id):
-            # announced if it changes what the Property showed before the write (the device may echo it first)
-            announced = self.outbox_encoder is not None and self._changes_state(submodel_id, id_short_path, typed)
+            journaling = self._journaling.setdefault(submodel_id, set())
+            # announced if it changes what the Property showed before the write (the device may echo it first);
+            # always while an earlier write of it is still being journaled (a repeated event, never a lost one)
+            announced = self.outbox_encoder is not None and (
+                self._unsettled_writes.get(key, 0) > 0 or self._changes_state(submodel_id, id_short_path, typed)
+            )
             handler = self._write_handlers.get(key)
             if handler is not None:
                 await handler(typed)
             now = utc_now()
             change = ValueChanged(submodel_id, id_short_path, typed, now, Quality.GOOD, QualityReason.NONE, now, origin)
-            if self.journal is not None:
-                encoder = self.outbox_encoder
-                event = encoder.value_event(change) if encoder is not None and announced else None
-                if event is not None:
-                    await self._outbox_journal.persist_values([change], outbox=[event])
-                else:
-                    await self.journal.persist_values([change])
-            self.apply(change)
+            if self.journal is None:
+                self.apply(change)
+                return change
+            encoder = self.outbox_encoder
+            event = encoder.value_event(change) if encoder is not None and announced else None
+            # queued in the journal in lock order; the lock is not held while the commit is awaited, so
+            # concurrent writes share one commit (group commit). Applied in queue order once durable.
+            journaled = asyncio.ensure_future(
+                self._outbox_journal.persist_values([change], outbox=[event])
+                if event is not None
+                else self.journal.persist_values([change])
+            )
+            sequence = self._write_sequence[key] = self._write_sequence.get(key, 0) + 1
+            self._unsettled_writes[key] = self._unsettled_writes.get(key, 0) + 1
+            journaling.add(journaled)
+
+            def settled(future: asyncio.Future[None]) -> None:
+                journaling.discard(future)
+                self._unsettled_writes[key] -= 1
+                if future.cancelled() or future.exception() is not None:
+                    return
+                if sequence > self._applied_sequence.get(key, 0):
+                    self._applied_sequence[key] = sequence
+                    self.apply(change)
+
+            journaled.add_done_callback(settled)
+        # applied (by ``settled``) before this returns; a cancelled client does not undo a queued write
+        await asyncio.shield(journaled)
         return change
 
     # --- model changes (REST) ------------------------------------------------------------------
@@ -477,7 +530,12 @@ class TwinStore:
         the whole identifiable or element as JSON)."""
         if self.journal is None:
             return
-        events = await asyncio.to_thread(outbound) if self.outbox_encoder is not None else []
+        if self.outbox_encoder is None:
+            events = []
+        elif is_large(identifiable):
+            events = await asyncio.to_thread(outbound)
+        else:
+            events = outbound()
         if events:
             await self._outbox_journal.save_identifiables([identifiable], outbox=events)
         else:
@@ -500,9 +558,9 @@ class TwinStore:
                 raise ConflictError(f"an identifiable with id {identifiable.id!r} exists already")
             table = self._table_for(identifiable)
             keep_order(identifiable)
+            properties = await _properties_off_loop(identifiable)
             # shown only once journaled: readers never see a change that may still be rolled back
             await self._save(identifiable, lambda: self._identifiable_events(ModelChangeKind.CREATED, identifiable))
-            properties = await _properties_off_loop(identifiable)
             table[identifiable.id] = identifiable
             if properties is not None:
                 self._set_states(identifiable.id, properties)
@@ -513,6 +571,7 @@ class TwinStore:
     async def replace(self, identifiable: model.Identifiable) -> None:
         """Replace an existing identifiable of the same kind by a new one with the same id (PUT)."""
         async with self._lock(identifiable.id):
+            await self._values_settled(identifiable.id)
             table = self._table_for(identifiable)
             old = table.get(identifiable.id)
             if old is None:
@@ -520,9 +579,9 @@ class TwinStore:
             if isinstance(identifiable, model.Submodel):
                 self._check_bindings_survive(identifiable)
             keep_order(identifiable)
+            properties = await _properties_off_loop(identifiable)
             # readers see the old identifiable until the new one is journaled, then the new one whole
             await self._save(identifiable, lambda: self._identifiable_events(ModelChangeKind.UPDATED, identifiable))
-            properties = await _properties_off_loop(identifiable)
             table[identifiable.id] = identifiable
             if properties is not None:
                 self._set_states(identifiable.id, properties)
@@ -562,6 +621,8 @@ class TwinStore:
         async with contextlib.AsyncExitStack() as locks:
             for identifier in sorted(seen):
                 await locks.enter_async_context(self._lock(identifier))
+            for identifier in sorted(seen):
+                await self._values_settled(identifier)
             kinds: list[ModelChangeKind] = []
             for identifiable in batch:
                 existing = self._find(identifiable.id)
@@ -608,6 +669,7 @@ class TwinStore:
     async def delete(self, identifier: str) -> None:
         """Delete an identifiable; a submodel with device-bound elements cannot be deleted."""
         async with self._lock(identifier):
+            await self._values_settled(identifier)
             identifiable = self._find(identifier)
             if identifiable is None:
                 raise NotFoundError(f"no identifiable with id {identifier!r}")
@@ -621,8 +683,8 @@ class TwinStore:
             if self.journal is not None:
                 events = (
                     await asyncio.to_thread(self._identifiable_events, ModelChangeKind.DELETED, identifiable)
-                    if self.outbox_encoder is not None
-                    else []
+                    if is_large(identifiable)
+                    else self._identifiable_events(ModelChangeKind.DELETED, identifiable)
                 )
                 try:
                     if events:
@@ -659,6 +721,7 @@ class TwinStore:
 
         ``events`` gives the outbound events of the change once it is applied (journaled with it).
         """
+        await self._values_settled(submodel_id)
         submodel = self.submodel(submodel_id)
         children = _children_set(container)
         before = list(children)
@@ -668,11 +731,11 @@ class TwinStore:
             except (KeyError, ValueError, TypeError, model.AASConstraintViolation) as error:
                 raise InvalidRequestError(str(error).strip("'\"")) from None
             self._check_bindings_survive(submodel)
+            properties = await _properties_off_loop(submodel)
             await self._save(submodel, events)
         except BaseException:
             _restore_children(children, before)
             raise
-        properties = await _properties_off_loop(submodel)
         assert properties is not None
         self._set_states(submodel_id, properties)
         self._touch(submodel_id)
