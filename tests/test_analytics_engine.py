@@ -336,3 +336,17 @@ def test_samples_of_unwatched_elements_cost_nothing() -> None:
     engine = engine_for(kind="limits", hi=80.0)
     assert engine.sample(SUBMODEL, "Temperature", 1000.0, at(0)) == ()
     assert engine.watched_elements == frozenset({(SUBMODEL, LEVEL)})
+
+
+def test_a_bound_input_gives_the_same_transitions_as_sample() -> None:
+    by_sample = engine_for(kind="limits", hi=80.0, lo=20.0, deadband=2.0, on_delay=1)
+    by_input = engine_for(kind="limits", hi=80.0, lo=20.0, deadband=2.0, on_delay=1)
+    element_input = by_input.bind(SUBMODEL, LEVEL)
+    assert element_input is not None
+    assert by_input.bind(SUBMODEL, "Temperature") is None
+    values = [50.0, 81.0, 79.0, 85.0, 85.0, 77.9, 19.0, 19.5, 50.0, 50.0]
+    for second, value in enumerate(values):
+        expected = summary(by_sample.sample(SUBMODEL, LEVEL, value, at(second)))
+        assert summary(element_input(value, at(second))) == expected
+    assert by_sample.to_dict() == by_input.to_dict()
+    assert by_sample.alarm("tank-1-level").last_change == at(8)

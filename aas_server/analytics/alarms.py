@@ -67,7 +67,7 @@ class AlarmStateReason(enum.StrEnum):
     ALREADY_ENABLED = "already-enabled"  # BadConditionAlreadyEnabled
     ALREADY_DISABLED = "already-disabled"  # BadConditionAlreadyDisabled
     ALREADY_ACKNOWLEDGED = "already-acknowledged"  # BadConditionBranchAlreadyAcked
-    NOT_ACKNOWLEDGED = "not-acknowledged"  # BadStateNotActive (confirm before acknowledge)
+    NOT_ACKNOWLEDGED = "not-acknowledged"  # BadInvalidState (confirm before acknowledge; Part 9 has no own code)
     ALREADY_CONFIRMED = "already-confirmed"  # BadConditionBranchAlreadyConfirmed
     NO_CONFIRMATION = "no-confirmation"  # BadMethodInvalid: the rule does not use confirmation
     ALREADY_SHELVED = "already-shelved"  # BadConditionAlreadyShelved

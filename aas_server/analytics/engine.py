@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from aas_server.model.events import Quality
 _NO_TRANSITIONS: tuple[AlarmTransition, ...] = ()
 _NUMBERS: frozenset[type[Any]] = frozenset({int, float})
 _GOOD = Quality.GOOD
+_ONE_SECOND = timedelta(seconds=1)
 _BAD = Quality.BAD
 STATE_VERSION = 1
 
@@ -231,13 +233,18 @@ class _Monitor:
 
 
 class _LimitsMonitor(_Monitor):
-    __slots__ = ("deadband", "hi", "hihi", "lo", "lolo", "severities")
+    __slots__ = ("deadband", "hi", "hihi", "lo", "lolo", "normal_high", "normal_low", "severities")
 
     def __init__(self, rule: LimitsRule, alarm: Alarm, timers: _Timers, engine: MonitoringEngine) -> None:
         super().__init__(rule, alarm, timers, engine)
         self.hihi, self.hi, self.lo, self.lolo = rule.hihi, rule.hi, rule.lo, rule.lolo
         self.deadband = rule.deadband
         self.severities = dict(rule.level_severity)
+        highs = [limit for limit in (rule.hi, rule.hihi) if limit is not None]
+        lows = [limit for limit in (rule.lo, rule.lolo) if limit is not None]
+        self.normal_high = min(highs) if highs else math.inf
+        """Between ``normal_low`` and ``normal_high`` (exclusive) a value in no level stays in none."""
+        self.normal_low = max(lows) if lows else -math.inf
 
     def on_sample(self, value: Any, time: datetime, quality: Quality, out: list[AlarmTransition]) -> None:
         due = self.due
@@ -250,6 +257,10 @@ class _LimitsMonitor(_Monitor):
             return
         self.value = value
         current = self.level
+        if current is None and self.normal_low < value < self.normal_high and self.switch_at is None:
+            if self.alarm.active:
+                self.set_condition(False, None, time, out)
+            return
         deadband = self.deadband
         hihi, hi, lo, lolo = self.hihi, self.hi, self.lo, self.lolo
         level: LimitState | None
@@ -318,7 +329,7 @@ class _RateMonitor(_Monitor):
         oldest_time, oldest_value = samples[0]
         if oldest_time == time:
             return
-        rate = (value - oldest_value) / (time - oldest_time).total_seconds()
+        rate = (value - oldest_value) / ((time - oldest_time) / _ONE_SECOND)
         self.rate = rate
         self.value = value
         direction = self.direction
@@ -501,6 +512,33 @@ class _DeviationMonitor(_Monitor):
 _Handler = Callable[[Any, datetime, Quality, list[AlarmTransition]], None]
 
 
+class ElementInput:
+    """Samples of one element into the engine (see ``MonitoringEngine.bind``)."""
+
+    __slots__ = ("_engine", "_handler", "_handlers")
+
+    def __init__(self, engine: MonitoringEngine, handlers: tuple[_Handler, ...]) -> None:
+        self._engine = engine
+        self._handlers = handlers
+        self._handler = handlers[0] if len(handlers) == 1 else None
+
+    def __call__(self, value: Any, time: datetime, quality: Quality = Quality.GOOD) -> Sequence[AlarmTransition]:
+        if time.tzinfo is None:
+            _check_time(time)
+        engine = self._engine
+        out = engine._out
+        handler = self._handler
+        if handler is not None:
+            handler(value, time, quality, out)
+        else:
+            for each in self._handlers:
+                each(value, time, quality, out)
+        if not out:
+            return _NO_TRANSITIONS
+        engine._out = []
+        return out
+
+
 class MonitoringEngine:
     """Evaluates a set of monitoring rules and owns their alarms (one per rule, named like the rule).
 
@@ -581,7 +619,22 @@ class MonitoringEngine:
         out = self._out
         for handler in handlers:
             handler(value, time, quality, out)
-        return self._take()
+        if not out:
+            return _NO_TRANSITIONS
+        self._out = []
+        return out
+
+    def bind(self, submodel_id: str, id_short_path: str) -> ElementInput | None:
+        """The input of one watched element, resolved once (``None`` if no rule reads it).
+
+        ``bind(...)(value, time, quality)`` is ``sample(submodel_id, id_short_path, ...)`` without the
+        look-up: what the change-bus subscriber keeps per element, as the ingest path keeps its sink
+        per point.
+        """
+        handlers = self._handlers.get((submodel_id, id_short_path))
+        if handlers is None:
+            return None
+        return ElementInput(self, tuple(handlers))
 
     def tick(self, now: datetime) -> Sequence[AlarmTransition]:
         """Let every deadline up to ``now`` fall due: delays, stuck and bad-quality durations, shelving expiry."""
