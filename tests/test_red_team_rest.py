@@ -25,6 +25,8 @@ from tests.test_access import (
     API,
     PRINCIPALS,
     RULES,
+    SHELL_A,
+    SM_A,
     Served,
     _refused,
     _serve,
@@ -43,7 +45,7 @@ RECIPE_DESCRIPTION = "urn:test:cd:secret-recipe"
 AASX = "application/asset-administration-shell-package"
 
 RED_TEAM_RULES: list[dict[str, Any]] = [
-    {"roles": ["limited"], "operations": ["read", "export", "write-value"], "shells": [LIMITED_GLOB]},
+    {"roles": ["limited"], "operations": ["read", "export", "write-value", "upload"], "shells": [LIMITED_GLOB]},
 ]
 
 LIMITED = {"X-API-Key": "limited-key"}
@@ -198,3 +200,50 @@ async def test_ill_typed_literals_in_a_query_do_not_flood_the_log_with_traceback
         assert response.status == 200, await response.text()
     lines = sum(record.getMessage().count("\n") + 1 + (20 if record.exc_info else 0) for record in caplog.records)
     assert lines < 20, [record.getMessage()[:200] for record in caplog.records[:3]]
+
+
+# --- downloads of uploaded bytes -------------------------------------------------------------------
+
+ACTIVE_CONTENT = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(document.domain)</script></svg>"
+
+
+def _multipart(file_name: str, content: bytes, content_type: str) -> tuple[bytes, dict[str, str]]:
+    """A multipart body written out by hand, so that any part header can be sent as an attacker would."""
+    boundary = "red-team-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode() + content
+    body += f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="fileName"\r\n\r\n{file_name}\r\n'.encode()
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+async def test_an_attachment_whose_content_type_has_parameters_is_served_not_a_500(served: Served) -> None:
+    body, headers = _multipart("notes.txt", "Füllstand ok".encode(), "text/plain; charset=utf-8")
+    url = sm(SM_A, "/submodel-elements/Manual/attachment")
+    response = await served.client.put(url, data=body, headers={**LIMITED, **headers})
+    assert response.status == 204, await response.text()
+    response = await served.client.get(url, headers=LIMITED)
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert (await response.read()).decode() == "Füllstand ok"
+
+
+@pytest.mark.parametrize("where", ["attachment", "thumbnail"])
+async def test_uploaded_bytes_are_never_served_as_active_content_of_the_hubs_origin(served: Served, where: str) -> None:
+    """A caller with upload rights stores an SVG with a script: whoever opens it from the hub must not run it."""
+    body, headers = _multipart("logo.svg", ACTIVE_CONTENT, "image/svg+xml")
+    if where == "attachment":
+        url = sm(SM_A, "/submodel-elements/Manual/attachment")
+    else:
+        url = f"{API}/shells/{b64(SHELL_A)}/asset-information/thumbnail"
+    response = await served.client.put(url, data=body, headers={**LIMITED, **headers})
+    assert response.status == 204, await response.text()
+    response = await served.client.get(url, headers=LIMITED)
+    assert response.status == 200, await response.text()
+    assert await response.read() == ACTIVE_CONTENT
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    policy = response.headers["Content-Security-Policy"]
+    assert "sandbox" in policy
+    assert "default-src 'none'" in policy

@@ -19,7 +19,7 @@ import copy
 from typing import Any
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api import auth
@@ -32,6 +32,7 @@ from aas_server.api.attachments import (
 )
 from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
 from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
+from aas_server.api.downloads import stored_bytes_response
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
 from aas_server.api.resources import (
     cached_body,
@@ -236,10 +237,11 @@ async def get_thumbnail(request: web.Request) -> web.Response:
     attachment = await stored_thumbnail(request, shell.id, thumbnail.path) if thumbnail is not None else None
     if thumbnail is None or attachment is None:
         raise NotFoundError(f"shell {shell.id!r} has no stored thumbnail")
-    return web.Response(
-        body=attachment.content,
-        content_type=thumbnail.content_type or attachment.content_type,
-        headers={hdrs.CONTENT_DISPOSITION: f'inline; filename="{thumbnail.path.rsplit("/", 1)[-1]}"'},
+    return stored_bytes_response(
+        attachment.content,
+        thumbnail.content_type or attachment.content_type,
+        "inline",
+        thumbnail.path.rsplit("/", 1)[-1],
     )
 
 

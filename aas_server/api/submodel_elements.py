@@ -17,7 +17,7 @@ import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api import auth
@@ -33,6 +33,7 @@ from aas_server.api.attachments import (
 )
 from aas_server.api.context import MAX_BODY_KEY, OPERATIONS_KEY, RUNS_KEY, attachments_of, store_of
 from aas_server.api.deserialization import decode_element
+from aas_server.api.downloads import stored_bytes_response
 from aas_server.api.errors import timestamp
 from aas_server.api.operations import Outcome, parse_duration, run_operation
 from aas_server.api.resources import cached_body, created, element_path_of, no_content, submodel_id_of
@@ -350,11 +351,7 @@ async def get_attachment(request: web.Request) -> web.Response:
         content = attachment.content
         content_type = element.content_type or attachment.content_type
         name = _download_name(element.value, str(element.id_short or "file"))
-    return web.Response(
-        body=content,
-        content_type=content_type or "application/octet-stream",
-        headers={hdrs.CONTENT_DISPOSITION: f'attachment; filename="{name}"'},
-    )
+    return stored_bytes_response(content, content_type, "attachment", name)
 
 
 @routes.put(ELEMENT + "/attachment")
