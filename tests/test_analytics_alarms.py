@@ -282,3 +282,51 @@ def test_kept_state_of_a_removed_rule_is_reported_and_a_foreign_version_refused(
     assert engine_for().restore(kept) == ["old-rule"]
     with pytest.raises(ValueError, match="version"):
         engine_for().restore({"version": 99, "alarms": []})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("active", "yes"),
+        ("severity", 0),
+        ("shelving", "Sleeping"),
+        ("shelvingExpires", "2026-12-06T22:00:00"),
+        ("limitState", "Hot"),
+    ],
+)
+def test_kept_state_that_does_not_fit_is_refused_naming_the_alarm_and_changes_nothing(
+    field: str, value: object
+) -> None:
+    engine = engine_for()
+    raise_alarm(engine)
+    kept = engine.to_dict()
+    kept["alarms"][0][field] = value
+    restarted = engine_for()
+    before = restarted.alarm(NAME).to_dict()
+    with pytest.raises(ValueError, match=f"alarm '{NAME}'"):
+        restarted.restore(kept)
+    assert restarted.alarm(NAME).to_dict() == before
+
+
+def test_a_restore_is_all_or_nothing() -> None:
+    def two_rules() -> MonitoringEngine:
+        rule = {"kind": "state", "severity": 100, "message": "m"}
+        data = {
+            "rules": [
+                {**rule, "name": "first", "element": {"submodel": SUBMODEL, "path": "A"}},
+                {**rule, "name": "second", "element": {"submodel": SUBMODEL, "path": "B"}},
+            ]
+        }
+        return MonitoringEngine(parse_rules(data, "test-rules.yaml"))
+
+    engine = two_rules()
+    engine.sample(SUBMODEL, "A", True, at(0))
+    engine.sample(SUBMODEL, "B", True, at(0))
+    kept = engine.to_dict()
+    kept["alarms"][1]["acknowledged"] = None
+    restarted = two_rules()
+    with pytest.raises(ValueError, match="alarm 'second'"):
+        restarted.restore(kept)
+    assert not restarted.alarm("first").active
+    with pytest.raises(ValueError, match="no list of alarms"):
+        restarted.restore({"version": 1, "alarms": {"first": {}}})

@@ -350,3 +350,12 @@ def test_a_bound_input_gives_the_same_transitions_as_sample() -> None:
         assert summary(element_input(value, at(second))) == expected
     assert by_sample.to_dict() == by_input.to_dict()
     assert by_sample.alarm("tank-1-level").last_change == at(8)
+
+
+def test_deadlines_due_in_one_tick_fall_due_in_their_order() -> None:
+    feed = Feed(engine_for(kind="bad_quality", duration=30, off_delay=10))
+    assert feed(0, 1.0, Quality.BAD) == []
+    assert feed.tick(30) == [(ACTIVATED, at(30))]
+    assert feed(40, 1.0) == []  # good again: cleared after the off-delay, at 50
+    assert feed(45, 1.0, Quality.BAD) == []  # bad again: active again after 30 s, at 75
+    assert feed.tick(100) == [(CLEARED, at(50)), (ACTIVATED, at(75))]

@@ -427,22 +427,32 @@ class Alarm:
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Take over the state kept by ``to_dict``; the rule's settings (confirmation, shelving limit) stay."""
+        """Take over the state kept by ``to_dict``; the rule's settings (confirmation, shelving limit) stay.
+
+        Kept data that does not fit raises ``ValueError`` naming the alarm, and changes nothing.
+        """
         if data.get("name") != self.name:
             raise ValueError(f"alarm state of {data.get('name')!r} given to alarm {self.name!r}")
-        self.enabled = bool(data["enabled"])
-        self.active = bool(data["active"])
-        self.acknowledged = bool(data["acknowledged"])
-        self.confirmed = bool(data["confirmed"]) or not self.requires_confirmation
-        self.shelving = Shelving(data["shelving"])
-        self.shelving_expires = _parse_time(data.get("shelvingExpires"))
-        self.limit_state = LimitState(data["limitState"]) if data.get("limitState") else None
-        self.severity = int(data["severity"])
-        self.message = str(data.get("message") or "")
-        self.comment = data.get("comment")
-        self.comment_user = data.get("commentUser")
-        self.comment_time = _parse_time(data.get("commentTime"))
-        self.last_change = _parse_time(data.get("lastChange"))
+        try:
+            values = {
+                "enabled": _flag(data["enabled"]),
+                "active": _flag(data["active"]),
+                "acknowledged": _flag(data["acknowledged"]),
+                "confirmed": _flag(data["confirmed"]) or not self.requires_confirmation,
+                "shelving": Shelving(data["shelving"]),
+                "shelving_expires": _parse_time(data.get("shelvingExpires")),
+                "limit_state": LimitState(data["limitState"]) if data.get("limitState") is not None else None,
+                "severity": _severity(data["severity"]),
+                "message": _text(data.get("message")) or "",
+                "comment": _text(data.get("comment")),
+                "comment_user": _text(data.get("commentUser")),
+                "comment_time": _parse_time(data.get("commentTime")),
+                "last_change": _parse_time(data.get("lastChange")),
+            }
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"kept state of alarm {self.name!r} is not valid: {error!r}") from None
+        for attribute, value in values.items():
+            setattr(self, attribute, value)
 
     @classmethod
     def from_dict(
@@ -460,6 +470,24 @@ class Alarm:
         )
         alarm.restore(data)
         return alarm
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"not a boolean: {value!r}")
+    return value
+
+
+def _severity(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+        raise ValueError(f"not a severity 1..1000: {value!r}")
+    return value
+
+
+def _text(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"not a text: {value!r}")
+    return value
 
 
 def _parse_time(text: object) -> datetime | None:

@@ -150,15 +150,17 @@ class _Monitor:
             self.timers.push(due, self)
 
     def advance(self, now: datetime, out: list[AlarmTransition]) -> None:
-        """Let every deadline up to ``now`` fall due, each at its own time."""
-        condition_due = self.condition_due
-        if condition_due is not None and condition_due <= now:
-            self.condition_due = None
-            self.set_condition(True, None, condition_due, out)
-        switch_at = self.switch_at
-        if switch_at is not None and switch_at <= now:
-            self.switch_at = None
-            self._apply(self.pending, switch_at, out)
+        """Let every deadline up to ``now`` fall due, each at its own time, the earliest first."""
+        while True:
+            condition_due, switch_at = self.condition_due, self.switch_at
+            if switch_at is not None and switch_at <= now and (condition_due is None or switch_at <= condition_due):
+                self.switch_at = None
+                self._apply(self.pending, switch_at, out)
+            elif condition_due is not None and condition_due <= now:
+                self.condition_due = None
+                self.set_condition(True, None, condition_due, out)
+            else:
+                break
         self._reschedule()
 
     # -- condition and alarm ----------------------------------------------------------------------
@@ -169,6 +171,8 @@ class _Monitor:
         self.raw = condition
         self.level = level
         alarm = self.alarm
+        if not alarm.enabled:
+            return  # followed again from the condition at enable
         if condition is alarm.active:
             if self.switch_at is not None:
                 self.switch_at = None
@@ -722,16 +726,28 @@ class MonitoringEngine:
         return {"version": STATE_VERSION, "alarms": [alarm.to_dict() for alarm in self.alarms.values()]}
 
     def restore(self, data: dict[str, Any]) -> list[str]:
-        """Take over a state kept by ``to_dict``; returns the names of kept alarms no rule has any more."""
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"alarm state version {data.get('version')!r}; this hub reads {STATE_VERSION}")
+        """Take over a state kept by ``to_dict``; returns the names of kept alarms no rule has any more.
+
+        All or nothing: kept data that does not fit raises ``ValueError`` naming the alarm before any
+        alarm changes.
+        """
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise ValueError(f"alarm state version {version!r}; this hub reads {STATE_VERSION}")
+        alarms = data.get("alarms")
+        if not isinstance(alarms, list) or not all(isinstance(item, dict) for item in alarms):
+            raise ValueError("kept alarm state has no list of alarms")
         dropped: list[str] = []
-        for alarm_data in data["alarms"]:
+        taken: list[tuple[Alarm, dict[str, Any]]] = []
+        for alarm_data in alarms:
             name = alarm_data.get("name")
             alarm = self.alarms.get(name) if isinstance(name, str) else None
             if alarm is None:
                 dropped.append(str(name))
                 continue
+            Alarm(alarm.name, alarm.severity, requires_confirmation=alarm.requires_confirmation).restore(alarm_data)
+            taken.append((alarm, alarm_data))
+        for alarm, alarm_data in taken:
             alarm.restore(alarm_data)
             if alarm.shelving is Shelving.TIMED:
                 self._timed_shelving.add(alarm)
