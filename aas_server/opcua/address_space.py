@@ -443,7 +443,9 @@ class ProjectedAddressSpace:
             ]
             await self._session.delete_nodes(ua.DeleteNodesParameters(NodesToDelete=items))
         removed_specs: dict[str, NodeSpec] = {}
-        for node in removed:
+        for index, node in enumerate(removed):
+            if index % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)
             spec = self._specs.pop(node)
             removed_specs[node] = spec
             self._children.pop(node, None)
