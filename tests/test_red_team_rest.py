@@ -247,3 +247,55 @@ async def test_uploaded_bytes_are_never_served_as_active_content_of_the_hubs_ori
     policy = response.headers["Content-Security-Policy"]
     assert "sandbox" in policy
     assert "default-src 'none'" in policy
+
+
+# --- replacing another's package file --------------------------------------------------------------
+
+UPLOADER = {"X-API-Key": "uploader-key"}
+UPLOADER_RULES: list[dict[str, Any]] = [
+    {"roles": ["uploader"], "operations": ["upload"]},
+    {"roles": ["uploader"], "operations": ["read", "export", "create", "update", "delete"], "shells": [LIMITED_GLOB]},
+]
+
+
+@pytest.fixture
+async def uploads(tmp_path: Path) -> AsyncIterator[Served]:
+    section = security_section(tmp_path)
+    section["api_keys"] = [
+        *section["api_keys"],
+        {"name": "uploader", "roles": ["uploader"], "sha256": _sha256("uploader-key")},
+    ]
+    section["rules"] = [*RULES, *UPLOADER_RULES]
+    settings = HubSettings.model_validate({"data_dir": str(tmp_path / "data"), "security": section})
+    async for running in _serve(tmp_path, settings):
+        yield running
+
+
+def _new_shell_package(shell_id: str) -> bytes:
+    shell = model.AssetAdministrationShell(
+        model.AssetInformation(model.AssetKind.INSTANCE, global_asset_id=f"{shell_id}:asset"), shell_id, id_short="New"
+    )
+    return write_package([shell], {}, "aasx")
+
+
+async def test_replacing_a_package_file_needs_the_rights_to_delete_the_one_there(uploads: Served) -> None:
+    """A caller that may upload, and create and delete shells of its own, cannot overwrite the operator's
+    package file of another shell."""
+    await _upload_as_admin(uploads, "plant", _new_shell_package("urn:test:aas:plant"))
+    url = f"{API}/packages/{b64('plant')}"
+    await _forbidden(await uploads.client.delete(url, headers=UPLOADER))
+    before = await uploads.snapshot()
+    form = _upload("mine.aasx", _new_shell_package("urn:test:aas:A-mine"), AASX)()
+    message = await _forbidden(await uploads.client.put(url, data=form, headers=UPLOADER))
+    assert "'plant'" in message["text"]
+    assert await uploads.snapshot() == before
+    response = await uploads.client.get(url, headers=_admin())
+    assert {item.id for item in read_package(await response.read(), "plant.aasx").identifiables} == {
+        "urn:test:aas:plant"
+    }
+    # a package of its own it may still upload, and replace
+    own = f"{API}/packages/{b64('mine')}"
+    for status in (201, 204):
+        form = _upload("mine.aasx", _new_shell_package("urn:test:aas:A-mine"), AASX)()
+        response = await uploads.client.put(own, data=form, headers=UPLOADER)
+        assert response.status == status, await response.text()

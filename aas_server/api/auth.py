@@ -31,6 +31,8 @@ Targets and checks by route kind:
   store's references (``package_access``); uploads
   (*upload*), like ``POST`` of a shell, submodel or concept description (*create*), are checked
   against the whole repository, as their content is known only to the handler;
+- ``PUT /packages/{id}`` over an existing package also needs the rights to delete that package
+  (:func:`check_package_replacement`), as it removes the file there;
 - ``/description`` is public (invalid credentials are still ``401``).
 
 No widening of one's own rights, checked by the handlers once the body is read (``403``):
@@ -452,6 +454,20 @@ async def _decide_package(
     if access.policy.rules_for(roles, operation).unrestricted:
         return Decision(True, "allowed for every target")
     return decide_package(await package_contents(package), roles, operation, access)
+
+
+async def check_package_replacement(request: web.Request, package: StoredPackage) -> None:
+    """Refuse (``AccessDeniedError``) replacing the file of ``package`` unless the caller may delete it: an upload
+    over an existing package id removes the file that is there, which may hold what the caller cannot touch."""
+    access: RequestAccess | None = request.get(ACCESS_KEY)
+    if access is None:
+        return
+    decision = await _decide_package(package, access.roles, _DELETE, access.model)
+    if not decision.allowed:
+        raise AccessDeniedError(
+            f"{access.principal.name!r} may not replace package {package.package_id!r}: that removes the file there, "
+            f"which needs the rights to delete it ({decision.reason})"
+        )
 
 
 def _check_serialization(request: web.Request, roles: frozenset[str], access: ModelAccess) -> _Checked:

@@ -136,11 +136,15 @@ async def get_package(request: web.Request) -> web.Response:
 
 @routes.put("/packages/{packageId}")
 async def put_package(request: web.Request) -> web.Response:
-    """PutAASXByPackageId: replace the file and upsert its objects (``204``), or create it (``201``)."""
+    """PutAASXByPackageId: replace the file and upsert its objects (``204``), or create it (``201``).
+
+    Replacing a file needs the rights to delete it (``auth.check_package_replacement``)."""
     package_id = _package_id(request)
-    existed = await request.app[PACKAGES_KEY].get(package_id) is not None
+    existing = await request.app[PACKAGES_KEY].get(package_id)
+    if existing is not None:
+        await auth.check_package_replacement(request, existing)
     package = await _import(request, package_id, replace=True)
-    if existed:
+    if existing is not None:
         return web.Response(status=204)
     return bytes_response(_description(package), status=201, headers={"Location": request.path})
 
