@@ -124,14 +124,13 @@ class EdgeNodeSimulator:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets(sockpair_only=True)  # paho leaves its wake-up socket pair to the GC
 
     def vanish(self) -> None:
         """Drop the connection without DISCONNECT, as a node that loses power: the broker publishes the will."""
         self._client.loop_stop()
-        sock = self._client.socket()
-        if sock is not None:
-            sock.close()
-        self._client.disconnect()  # only releases paho's resources: the socket is gone
+        # closes the connection without a word, and paho's wake-up socket pair (otherwise left to the GC)
+        self._client._reset_sockets()
 
     def __enter__(self) -> Self:
         return self.start()
