@@ -193,11 +193,13 @@ class EdgeNodeSimulator:
         Metric("bdSeq", bd_seq, INT64).into(payload)
         return bytes(payload.SerializeToString())
 
-    def node_birth(self, metrics: Sequence[Metric], timestamp: datetime | None = None) -> None:
+    def node_birth(
+        self, metrics: Sequence[Metric], timestamp: datetime | None = None, with_bd_seq: bool = True
+    ) -> None:
         """NBIRTH of a new session: ``bdSeq`` and ``seq`` 0 (``bd_seq`` is that of the will)."""
         self.seq = 0
-        bd_seq = Metric("bdSeq", self.bd_seq, INT64)
-        self.publish_raw("NBIRTH", self._payload([bd_seq, *metrics], timestamp, self._next_seq()))
+        bd_seq = [Metric("bdSeq", self.bd_seq, INT64)] if with_bd_seq else []
+        self.publish_raw("NBIRTH", self._payload([*bd_seq, *metrics], timestamp, self._next_seq()))
 
     def device_birth(self, device: str, metrics: Sequence[Metric], timestamp: datetime | None = None) -> None:
         self.publish_raw("DBIRTH", self._payload(metrics, timestamp, self._next_seq()), device)

@@ -344,6 +344,14 @@ def _seq_gap(node: EdgeNodeSimulator) -> None:
     node.node_data([Metric(None, 4.0, alias=1)])
 
 
+def _birth_without_bd_seq(node: EdgeNodeSimulator) -> None:
+    node.node_birth(NODE_METRICS, with_bd_seq=False)
+
+
+def _alias_given_twice(node: EdgeNodeSimulator) -> None:
+    node.node_birth([Metric("Line/Speed", 1.0, DOUBLE, alias=1), Metric("Line/Torque", 2.0, DOUBLE, alias=1)])
+
+
 def _wrong_value(node: EdgeNodeSimulator) -> None:
     node.node_data([Metric(None, "not a double", alias=1)])
 
@@ -357,6 +365,8 @@ def _wrong_value(node: EdgeNodeSimulator) -> None:
         ("type-redefined", _redefined_type, "redefines metric 'Line/Speed' from Double to String"),
         ("seq-gap", _seq_gap, "where"),
         ("wrong-value-type", _wrong_value, "needs double_value"),
+        ("malformed", _birth_without_bd_seq, "NBIRTH without a bdSeq metric"),
+        ("malformed", _alias_given_twice, "gives alias 1 to two metrics"),
     ],
 )
 async def test_bad_input_is_counted_and_logged_once_and_the_connector_goes_on(
