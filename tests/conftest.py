@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.mqtt_broker import BrokerUnavailableError, MosquittoBroker
+from tests.node_opcua import NodeOpcua, node_opcua_modules
 from tests.support import ClientCertificate, make_client_certificate, reference_dir
 
 
@@ -28,6 +29,12 @@ def reference() -> Path:
 def opcua_client_certificate(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificate:
     """A self-signed OPC UA client application certificate, made once per test session."""
     return make_client_certificate(tmp_path_factory.mktemp("client-pki"))
+
+
+@pytest.fixture(scope="session")
+def node_opcua(tmp_path_factory: pytest.TempPathFactory) -> NodeOpcua:
+    """node-opcua (tests/node_opcua.py), installed once into the user's cache; skipped without npm unless required."""
+    return NodeOpcua(node_opcua_modules(), tmp_path_factory.mktemp("node-opcua"))
 
 
 def _start_broker(directory: Path, **options: Any) -> MosquittoBroker:
