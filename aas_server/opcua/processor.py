@@ -12,6 +12,10 @@ checks a request before that dispatch:
   ``BadIdentityTokenRejected`` unless the channel encrypts (SignAndEncrypt) or a ``None`` endpoint
   is configured; so is a password encrypted with an algorithm no offered policy uses (RSA
   PKCS#1 v1.5, which asyncua would decrypt and which is open to padding oracle attacks).
+* **Sessions belong to their client.** ActivateSession over a new secure channel (reconnecting to a
+  live session by its authentication token) is ``BadSecurityChecksFailed`` unless the channel's client
+  certificate is the one the session was created with (OPC 10000-4 §5.6.3): asyncua's tokens are
+  sequential numbers, and it would let any trusted client take over any session.
 * **Subscriptions belong to their session.** A request naming a subscription of another session
   (CreateMonitoredItems, ModifyMonitoredItems, DeleteMonitoredItems, SetMonitoringMode,
   ModifySubscription, SetPublishingMode, DeleteSubscriptions, Republish) is
@@ -69,6 +73,9 @@ DISCOVERY_REQUESTS = frozenset(
 )
 """What a channel matching no offered endpoint may still ask."""
 
+_CREATE_SESSION = _request(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
+_CHANNEL_CERTIFICATE = "hub_channel_certificate"
+"""The session attribute holding the client certificate of the channel that created it."""
 _ACTIVATE_SESSION = _request(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
 _READ = _request(ua.ObjectIds.ReadRequest_Encoding_DefaultBinary)
 _BROWSE = _request(ua.ObjectIds.BrowseRequest_Encoding_DefaultBinary)
@@ -187,6 +194,8 @@ class HubProcessor(UaProcessor):
             raise ServiceError(StatusCodes.BadSecurityPolicyRejected)
         if typeid == _ACTIVATE_SESSION:
             self._check_user_token(body)
+            if self.session is None:
+                self._check_reattachment(requesthdr.AuthenticationToken)
         elif self.session is not None and self.session.is_activated():
             if typeid in _SUBSCRIPTION_SCOPED:
                 self._check_subscriptions_owned(typeid, body)
@@ -197,10 +206,30 @@ class HubProcessor(UaProcessor):
             if typeid in _GUARDED and self._access is not None:
                 return await self._process_guarded(typeid, requesthdr, seqhdr, body)
         answered = await super()._process_message(typeid, requesthdr, seqhdr, body)  # type: ignore[no-untyped-call]
+        if typeid == _CREATE_SESSION and self.session is not None:
+            setattr(self.session, _CHANNEL_CERTIFICATE, self._connection.security_policy.peer_certificate)
         if typeid == _CREATE_SUBSCRIPTION and self.session is not None:
             subscriptions = self.iserver.subscription_service.subscriptions
             self._subscription_owners.record(subscriptions, self.session.session_id, self.session.user)
         return answered
+
+    def _check_reattachment(self, authentication_token: ua.NodeId) -> None:
+        """``BadSecurityChecksFailed`` when a new channel names a session created over a channel of another certificate.
+
+        asyncua lets an ActivateSession on a fresh channel take over any live session by its
+        authentication token (a small sequential number); OPC 10000-4 §5.6.3 requires the new
+        channel's client certificate to be the one the session was created with.
+        """
+        existing = self.iserver.lookup_external_session(authentication_token)
+        if existing is None:
+            return
+        if getattr(existing, _CHANNEL_CERTIFICATE, None) == self._connection.security_policy.peer_certificate:
+            return
+        _LOG.warning(
+            "OPC UA session of %s refused: ActivateSession for a session created with another client certificate",
+            self.name,
+        )
+        raise ServiceError(StatusCodes.BadSecurityChecksFailed)
 
     def _check_subscriptions_owned(self, typeid: ua.NodeId, body: Buffer) -> None:
         """``BadSubscriptionIdInvalid`` when the request names a subscription of another session."""
