@@ -684,6 +684,12 @@ async def test_the_hub_serves_sparkplug_values_with_their_timestamps_and_sends_s
         dead = await eventually(lambda: read("Pressure"), lambda found: found[1] == "bad")
         assert dead[:3] == (-120, "bad", "no_communication")  # the last value is kept
         assert (await read("Speed"))[:2] == (2.75, "good")
+        async with http.patch(f"{elements}/SetPoint/$value", json=56) as response:
+            refused = await response.json()
+            assert response.status == 502, refused  # the device is offline: nothing is sent
+        assert "offline" in json.dumps(refused)
+        assert (await read("SetPoint"))[0] == 55  # a refused write loses nothing and changes nothing
+        assert not any(c.kind == "DCMD" and c.metrics["SetPoint"].int_value == 56 for c in node.commands)
 
         await asyncio.to_thread(node.node_death)
         dead_speed = await eventually(lambda: read("Speed"), lambda found: found[1] == "bad")
