@@ -294,6 +294,9 @@ def test_no_production_planned_gives_no_ratios_rather_than_a_division_error() ->
          "calendar.shifts.0", "does not lie inside the shift"),
         ({"good": {"signal": {"submodel_id": SUBMODEL, "id_short_path": "Good"}}}, "", "good or scrap, not both"),
         ({"speed": None}, "", "speed, line_running or both"),
+        ({"calendar": {"shifts": [{"name": "a", "start": "06:00", "end": "14:00"},
+                                  {"name": "a", "start": "14:00", "end": "22:00"}]}},
+         "calendar.shifts", "two shifts are named 'a'"),
         ({"produced": {"signal": {"submodel_id": SUBMODEL, "id_short_path": "P"}, "modulus": 100,
                        "max_increment": 100}}, "produced", "must be below modulus"),
         ({"ideal_cycle_time": "fast"}, "ideal_cycle_time", "valid number"),
@@ -314,3 +317,77 @@ def test_samples_out_of_order_are_refused() -> None:
     recorder = recorded()
     with pytest.raises(ValueError, match="older than"):
         recorder.add(Sample(SPEED, 0.0, local(10, 23), True))
+
+
+def test_state_precedence_no_data_then_fault_then_running_signals() -> None:
+    line = SignalRef(submodel_id=SUBMODEL, id_short_path="LineRunning")
+    good = SignalRef(submodel_id=SUBMODEL, id_short_path="GoodCount")
+    model = MachineStateModel(
+        asset="urn:example:capper",
+        calendar=calendar(),
+        ideal_cycle_time=1.0,
+        speed=SpeedSignal(signal=SPEED, running_above=10.0),
+        line_running=line,
+        fault=FaultWord(signal=FAULT, reasons={5: "low pressure"}),
+        produced=CounterSpec(signal=PRODUCED),
+        good=CounterSpec(signal=good),
+    )
+    recorder = StateRecorder(model, started=local(11, 8))
+    recorder.add(Sample(PRODUCED, 100, local(11, 8)))
+    recorder.add(Sample(good, 90, local(11, 8)))
+    seen = []
+    for minute, signal, value, quality in [
+        (0, SPEED, 50.0, True),  # the line flag is not known yet: no data
+        (1, line, True, True),  # the fault word is not known yet: still no data
+        (2, FAULT, 0, True),  # running
+        (3, line, False, True),  # the line stopped, the machine still turns: idle
+        (4, line, True, True),
+        (5, FAULT, 5, True),  # a fault wins over a turning machine
+        (6, FAULT, 0, False),  # the fault word is unreadable: no data, not "no fault"
+        (7, FAULT, 0, True),
+    ]:
+        recorder.add(Sample(signal, value, local(11, 8, minute), quality))
+        seen.append(recorder.state)
+    assert seen == [
+        (MachineState.UNKNOWN, "no data"),
+        (MachineState.UNKNOWN, "no data"),
+        (MachineState.RUNNING, ""),
+        (MachineState.IDLE, ""),
+        (MachineState.RUNNING, ""),
+        (MachineState.DOWN, "low pressure"),
+        (MachineState.UNKNOWN, "no data"),
+        (MachineState.RUNNING, ""),
+    ]
+    for minute, produced, good_count in [(8, 160, 145), (10, 200, 180)]:
+        recorder.add(Sample(PRODUCED, produced, local(11, 8, minute)))
+        recorder.add(Sample(good, good_count, local(11, 8, minute)))
+    span = Window("w", local(11, 8), local(11, 8, 10))
+    result = compute(model, recorder.timeline(local(11, 8, 10)), recorder.increments, span)
+    # Counts at 08:08 (+60 produced, +55 good) and 08:10 (outside the half-open window); a good counter, not scrap.
+    assert (result.produced_quantity, result.good_quantity) == (60, 55)
+    assert result.actual_production_time == timedelta(minutes=1 + 1 + 3)  # 08:02-03, 08:04-05, 08:07-10
+    assert result.downtime_by_reason == {"low pressure": timedelta(minutes=1)}
+    assert result.unknown_time == timedelta(minutes=2 + 1)
+
+
+def test_a_night_shift_across_the_change_to_summer_time_has_seven_hours() -> None:
+    recorder = StateRecorder(filler(), started=datetime(2026, 3, 28, 21, tzinfo=BERLIN))
+    for signal, value in [(SPEED, 120.0), (FAULT, 0), (PRODUCED, 0), (SCRAP, 0)]:
+        recorder.add(Sample(signal, value, datetime(2026, 3, 28, 21, tzinfo=BERLIN)))
+    end = datetime(2026, 3, 29, 6, tzinfo=BERLIN)
+    recorder.add(Sample(PRODUCED, 7000, datetime(2026, 3, 29, 5, 59, tzinfo=BERLIN)))
+    span = Window("night", datetime(2026, 3, 28, 22, tzinfo=BERLIN), end)
+    result = compute(recorder.model, recorder.timeline(end), recorder.increments, span)
+    # 22:00 to 06:00 on the wall clock is 7 hours when 02:00 becomes 03:00. The 02:00-02:30 break
+    # names wall-clock times that do not exist that night: it is read with the offset before the change
+    # (as a clock that was not put forward would show it), so it lies at 03:00-03:30 summer time.
+    assert result.planned_operation_time == timedelta(hours=7)
+    assert result.planned_downtime == timedelta(minutes=30)
+    assert result.actual_production_time == timedelta(hours=6, minutes=30)
+    stops = [period for period in recorder.model.calendar.periods(span.start, span.end) if period.reason]
+    assert [(stop.start, stop.end) for stop in stops] == [
+        (datetime(2026, 3, 29, 3, tzinfo=BERLIN), datetime(2026, 3, 29, 3, 30, tzinfo=BERLIN))
+    ]
+    assert result.effectiveness == pytest.approx(
+        IDEAL_CYCLE_SECONDS * 7000 / result.actual_production_time.total_seconds(), rel=1e-12
+    )

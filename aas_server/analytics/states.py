@@ -199,6 +199,15 @@ class ShiftCalendar(StrictModel):
             raise ValueError(f"unknown IANA time zone {value!r}") from error
         return value
 
+    @field_validator("shifts")
+    @classmethod
+    def _unique_names(cls, value: tuple[Shift, ...]) -> tuple[Shift, ...]:
+        names = [shift.name for shift in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two shifts are named {name!r}")
+        return value
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
