@@ -359,3 +359,16 @@ def test_deadlines_due_in_one_tick_fall_due_in_their_order() -> None:
     assert feed(40, 1.0) == []  # good again: cleared after the off-delay, at 50
     assert feed(45, 1.0, Quality.BAD) == []  # bad again: active again after 30 s, at 75
     assert feed.tick(100) == [(CLEARED, at(50)), (ACTIVATED, at(75))]
+
+
+def test_stuck_counts_from_the_last_change_whether_ticks_or_samples_come_first() -> None:
+    feed = Feed(engine_for(kind="stuck", duration=10))
+    assert feed(0, 1) == []
+    assert feed(5, 2) == []
+    assert feed.tick(10) == []  # the first deadline moved on with the change at 5
+    assert feed.tick(14.999) == []
+    assert feed.tick(15) == [(ACTIVATED, at(15))]
+    assert feed(16, 3) == [(CLEARED, at(16))]
+    assert feed(20, 4) == []
+    assert feed(29.5, 4) == []
+    assert feed(31, 4) == [(ACTIVATED, at(30))]  # no tick came: the sample brings the due activation

@@ -382,11 +382,20 @@ class _StuckMonitor(_Monitor):
         ):
             return
         self.anchor = value
+        previous = self.anchor_time
         self.anchor_time = time
+        if previous is not None and self.condition_due is not None:
+            return  # the queued deadline moves on when it comes up (``advance``): no heap work per change
         self.condition_due = time + self.duration
         if self.raw:
             self.set_condition(False, None, time, out)
         self._reschedule()
+
+    def advance(self, now: datetime, out: list[AlarmTransition]) -> None:
+        anchor_time = self.anchor_time
+        if anchor_time is not None and self.condition_due is not None:
+            self.condition_due = anchor_time + self.duration
+        super().advance(now, out)
 
     def _fields(self, level: LimitState | None) -> dict[str, Any]:
         return {"duration": self.duration.total_seconds()}
@@ -516,31 +525,8 @@ class _DeviationMonitor(_Monitor):
 _Handler = Callable[[Any, datetime, Quality, list[AlarmTransition]], None]
 
 
-class ElementInput:
-    """Samples of one element into the engine (see ``MonitoringEngine.bind``)."""
-
-    __slots__ = ("_engine", "_handler", "_handlers")
-
-    def __init__(self, engine: MonitoringEngine, handlers: tuple[_Handler, ...]) -> None:
-        self._engine = engine
-        self._handlers = handlers
-        self._handler = handlers[0] if len(handlers) == 1 else None
-
-    def __call__(self, value: Any, time: datetime, quality: Quality = Quality.GOOD) -> Sequence[AlarmTransition]:
-        if time.tzinfo is None:
-            _check_time(time)
-        engine = self._engine
-        out = engine._out
-        handler = self._handler
-        if handler is not None:
-            handler(value, time, quality, out)
-        else:
-            for each in self._handlers:
-                each(value, time, quality, out)
-        if not out:
-            return _NO_TRANSITIONS
-        engine._out = []
-        return out
+ElementInput = Callable[..., Sequence[AlarmTransition]]
+"""``(value, time, quality=Quality.GOOD) -> transitions`` of one element (see ``MonitoringEngine.bind``)."""
 
 
 class MonitoringEngine:
@@ -579,6 +565,9 @@ class MonitoringEngine:
             if isinstance(rule, DeviationRule) and isinstance(monitor, _DeviationMonitor):
                 setpoint_key = (rule.setpoint.submodel, rule.setpoint.path)
                 self._handlers.setdefault(setpoint_key, []).append(monitor.on_setpoint)
+        self._single: dict[tuple[str, str], _Handler] = {
+            key: handlers[0] for key, handlers in self._handlers.items() if len(handlers) == 1
+        }
 
     def _monitor(self, rule: AnyRule, alarm: Alarm) -> _Monitor:
         timers = self._timers
@@ -615,14 +604,21 @@ class MonitoringEngine:
         quality: Quality = Quality.GOOD,
     ) -> Sequence[AlarmTransition]:
         """A new value (with its source time and quality) of one element; the transitions it caused."""
-        handlers = self._handlers.get((submodel_id, id_short_path))
-        if handlers is None:
-            return _NO_TRANSITIONS
-        if time.tzinfo is None:
-            _check_time(time)
+        key = (submodel_id, id_short_path)
         out = self._out
-        for handler in handlers:
+        handler = self._single.get(key)
+        if handler is not None:
+            if time.tzinfo is None:
+                _check_time(time)
             handler(value, time, quality, out)
+        else:
+            handlers = self._handlers.get(key)
+            if handlers is None:
+                return _NO_TRANSITIONS
+            if time.tzinfo is None:
+                _check_time(time)
+            for each in handlers:
+                each(value, time, quality, out)
         if not out:
             return _NO_TRANSITIONS
         self._out = []
@@ -638,7 +634,25 @@ class MonitoringEngine:
         handlers = self._handlers.get((submodel_id, id_short_path))
         if handlers is None:
             return None
-        return ElementInput(self, tuple(handlers))
+        engine = self
+        first = handlers[0]
+        several = tuple(handlers) if len(handlers) > 1 else ()
+
+        def element_input(value: Any, time: datetime, quality: Quality = Quality.GOOD) -> Sequence[AlarmTransition]:
+            if time.tzinfo is None:
+                _check_time(time)
+            out = engine._out
+            if several:
+                for handler in several:
+                    handler(value, time, quality, out)
+            else:
+                first(value, time, quality, out)
+            if not out:
+                return _NO_TRANSITIONS
+            engine._out = []
+            return out
+
+        return element_input
 
     def tick(self, now: datetime) -> Sequence[AlarmTransition]:
         """Let every deadline up to ``now`` fall due: delays, stuck and bad-quality durations, shelving expiry."""
