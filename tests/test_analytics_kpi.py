@@ -313,10 +313,16 @@ def test_bad_state_models_are_refused_with_their_place(change: dict[str, object]
     ), errors
 
 
-def test_samples_out_of_order_are_refused() -> None:
+def test_a_late_sample_is_booked_at_the_latest_time_rather_than_lost() -> None:
     recorder = recorded()
-    with pytest.raises(ValueError, match="older than"):
-        recorder.add(Sample(SPEED, 0.0, local(10, 23), True))
+    before = recorder.timeline(NOW)
+    # Another device's clock lags: a stop stamped 05:00 arrives after the 05:15 counter sample.
+    recorder.add(Sample(SPEED, 0.0, local(11, 5), True))
+    assert recorder.late_samples == 1
+    after = recorder.timeline(NOW)
+    assert after[: len(before) - 1] == before[:-1]  # the past is not rewritten
+    assert (after[-2].state, after[-2].end) == (MachineState.RUNNING, local(11, 5, 15))
+    assert (after[-1].state, after[-1].start) == (MachineState.IDLE, local(11, 5, 15))
 
 
 def test_state_precedence_no_data_then_fault_then_running_signals() -> None:
@@ -391,3 +397,31 @@ def test_a_night_shift_across_the_change_to_summer_time_has_seven_hours() -> Non
     assert result.effectiveness == pytest.approx(
         IDEAL_CYCLE_SECONDS * 7000 / result.actual_production_time.total_seconds(), rel=1e-12
     )
+
+
+def test_a_calendar_west_of_greenwich_counts_a_night_shift_in_its_own_zone() -> None:
+    new_york = ZoneInfo("America/New_York")
+    model = filler().model_copy(
+        update={
+            "calendar": ShiftCalendar(
+                timezone="America/New_York", shifts=(Shift(name="night", start=time(22), end=time(6)),)
+            )
+        }
+    )
+    started = datetime(2026, 3, 10, 21, tzinfo=new_york)
+    recorder = StateRecorder(model, started=started)
+    for signal, value in [(SPEED, 120.0), (FAULT, 0), (PRODUCED, 0), (SCRAP, 0)]:
+        recorder.add(Sample(signal, value, started))
+    recorder.add(Sample(FAULT, 3, datetime(2026, 3, 11, 1, tzinfo=new_york)))
+    recorder.add(Sample(FAULT, 0, datetime(2026, 3, 11, 1, 30, tzinfo=new_york)))
+    recorder.add(Sample(PRODUCED, 8000, datetime(2026, 3, 11, 5, tzinfo=new_york)))
+    now = datetime(2026, 3, 11, 7, tzinfo=new_york)
+    span = window(WindowKind.LAST_24_HOURS, model.calendar, now)
+    assert span is not None
+    result = compute(model, recorder.timeline(now), recorder.increments, span)
+    # 22:00-06:00 New York time, i.e. 03:00-11:00 UTC, of which 30 minutes jammed.
+    assert result.planned_operation_time == timedelta(hours=8)
+    assert result.actual_downtime == timedelta(minutes=30)
+    assert result.unknown_time == timedelta(0)
+    assert result.availability == pytest.approx(7.5 / 8, rel=1e-12)
+    assert result.produced_quantity == 8000

@@ -30,6 +30,7 @@ Left out: setup time (AUST), delay time (ADET), rework, the ISO FE+1 form of MTB
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ def compute(
     for item in increments:
         if not span.start <= item.time < span.end:
             continue
-        counted = not item.across_gap and any(begin <= item.time < finish for begin, finish in known)
+        counted = not item.across_gap and _inside(known, item.time)
         if not counted:
             unattributed += item.quantity if item.counter == "produced" else 0
         elif item.counter == "produced":
@@ -228,6 +229,12 @@ def roll_up(name: str, parts: Sequence[Kpis]) -> Kpis:
 
 def _ratio(numerator: timedelta, denominator: timedelta) -> float | None:
     return numerator / denominator if denominator > ZERO else None
+
+
+def _inside(spans: Sequence[tuple[datetime, datetime]], moment: datetime) -> bool:
+    """Whether ``moment`` lies in one of ``spans`` (sorted, not overlapping)."""
+    index = bisect.bisect_right(spans, moment, key=lambda span: span[0]) - 1
+    return index >= 0 and spans[index][0] <= moment < spans[index][1]
 
 
 def _overlaps(period: Period, busy: Sequence[Period]) -> list[tuple[datetime, datetime]]:

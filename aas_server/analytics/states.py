@@ -370,8 +370,10 @@ class CounterState:
 class StateRecorder:
     """Turns an asset's time-ordered samples into state periods and counter increments.
 
-    Samples of signals the model does not name are ignored. A sample older than the last one seen is
-    refused with ``ValueError`` (the change bus delivers per-element order; the wiring merges them).
+    Samples of signals the model does not name are ignored. The change bus keeps each element's order,
+    not the order across devices: a sample older than the latest one seen is taken at that latest
+    time (its state change or parts are booked late by the skew, never lost, never rewrite the past)
+    and counted in ``late_samples``.
     ``prune`` drops what lies before a time (keep the longest KPI window plus the longest shift).
     """
 
@@ -379,21 +381,25 @@ class StateRecorder:
     started: datetime
     periods: list[Period] = field(default_factory=list)
     increments: list[CountIncrement] = field(default_factory=list)
+    late_samples: int = 0
     _latest: dict[SignalRef, Sample] = field(default_factory=dict)
     _state: tuple[MachineState, str] = (MachineState.UNKNOWN, NO_DATA)
     _since: datetime | None = None
+    _last: datetime | None = None
     _counters: dict[SignalRef, tuple[str, CounterState]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require_aware(self.started)
-        self._since = self.started
+        self._since = self._last = self.started
         self._counters = {spec.signal: (name, CounterState(spec)) for name, spec in self.model.counters().items()}
 
     def add(self, sample: Sample) -> None:
         _require_aware(sample.time)
-        assert self._since is not None
-        if sample.time < self._since:
-            raise ValueError(f"sample of {sample.signal.id_short_path} at {sample.time} is older than {self._since}")
+        assert self._last is not None
+        if sample.time < self._last:
+            self.late_samples += 1
+            sample = Sample(sample.signal, sample.value, self._last, sample.good)
+        self._last = sample.time
         counter = self._counters.get(sample.signal)
         if counter is not None:
             name, state = counter
