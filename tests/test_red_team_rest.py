@@ -299,3 +299,38 @@ async def test_replacing_a_package_file_needs_the_rights_to_delete_the_one_there
         form = _upload("mine.aasx", _new_shell_package("urn:test:aas:A-mine"), AASX)()
         response = await uploads.client.put(own, data=form, headers=UPLOADER)
         assert response.status == status, await response.text()
+
+
+# --- value writes: the strings AASd-130 forbids ----------------------------------------------------
+
+FORBIDDEN_CHARACTERS = {"NUL": "\u0000", "escape": "\u001b[31m", "U+FFFE": "\ufffe"}
+
+
+@pytest.mark.parametrize("name", FORBIDDEN_CHARACTERS)
+async def test_a_value_write_cannot_store_a_character_aasd_130_forbids_and_brick_the_export(
+    served: Served, name: str
+) -> None:
+    """Model bodies refuse such strings; value writes let them in, and every XML and AASX export was a 500."""
+    text = f"auto{FORBIDDEN_CHARACTERS[name]}"
+    response = await served.client.post(
+        sm(SM_A, "/submodel-elements"),
+        json={"modelType": "MultiLanguageProperty", "idShort": "Label", "value": [{"language": "en", "text": "x"}]},
+        headers=_admin(),
+    )
+    assert response.status == 201, await response.text()
+    writes = [
+        (sm(SM_A, "/submodel-elements/Status.Mode/$value"), text),
+        (sm(SM_A, "/$value"), {"Status": {"Mode": text}}),
+        (sm(SM_A, "/submodel-elements/Label/$value"), [{"en": text}]),
+        (sm(SM_A, "/submodel-elements/Manual/$value"), {"contentType": f"text/plain{text}", "value": "/a.pdf"}),
+    ]
+    for url, body in writes:
+        response = await served.client.patch(url, json=body, headers=LIMITED)
+        answer = await response.text()
+        assert response.status == 400, (url, response.status, answer)
+        message = json.loads(answer)["messages"][0]
+        assert "AASd-130" in message["text"], message["text"]
+    assert served.store.element(SM_A, "Status.Mode").value == "auto"  # type: ignore[attr-defined]
+    for accept in ("application/xml", "application/asset-administration-shell-package+xml"):
+        response = await served.client.get(f"{API}/serialization", headers={**_admin(), "Accept": accept})
+        assert response.status == 200, await response.text()

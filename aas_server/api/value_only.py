@@ -30,6 +30,7 @@ from basyx.aas import model
 from aas_server.api.deserialization import check_file_reference, decode_element, decode_reference
 from aas_server.api.serialization import plain_json
 from aas_server.errors import InvalidRequestError
+from aas_server.exchange.repairs import AASD_130_VIOLATION
 from aas_server.model import values
 
 ElementT = TypeVar("ElementT", bound=model.SubmodelElement)
@@ -283,9 +284,31 @@ def plan_element_value_update(element: model.SubmodelElement, value: Any, id_sho
 
 def plan_value_update(target: model.Submodel | model.SubmodelElement, value: Any, id_short_path: str = "") -> ValuePlan:
     """The writes that set ``target`` (a submodel, or the element at ``id_short_path``) to ``value``."""
+    check_strings(value, id_short_path or "$value")
     plan = ValuePlan()
     if isinstance(target, model.Submodel):
         _children_update(plan, target.submodel_element, value, "")
     else:
         _element_update(plan, target, value, id_short_path)
     return plan
+
+
+def check_strings(value: Any, location: str) -> None:
+    """``InvalidRequestError`` naming the place if a string (or a key) anywhere in ``value`` holds a character
+    that AASd-130 does not allow: model bodies are refused for it, and a value could not be exported as XML
+    or AASX later."""
+    stack: list[tuple[Any, str]] = [(value, location)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            forbidden = AASD_130_VIOLATION.search(item)
+            if forbidden is not None:
+                raise InvalidRequestError(
+                    f"{where}: the string holds U+{ord(forbidden.group()):04X}, which AASd-130 does not allow"
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, where))
+                stack.append((child, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))

@@ -34,6 +34,9 @@ XSD_VALUE_ERRORS: tuple[type[Exception], ...] = (
 """What parsing or converting an XSD value raises on input that does not fit; basyx raises
 ``NotImplementedError`` for an ``xs:date``/``xs:dateTime`` year above 9999 or below 1."""
 
+_AASD_130_VIOLATION = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""A character that Constraint AASd-130 does not allow in a string (as ``exchange.repairs.AASD_130_VIOLATION``)."""
+
 YEAR_RANGE = "years outside 0001..9999 cannot be stored as xs:date or xs:dateTime (they are refused)"
 
 
@@ -89,6 +92,11 @@ def coerce(value_type: ValueType, value: Any) -> Any:
             raise TypeMismatchError(f"{value!r} is not an {name}")
         if issubclass(value_type, str):  # xs:string, xs:anyURI, xs:normalizedString
             if isinstance(value, str):
+                forbidden = _AASD_130_VIOLATION.search(value)
+                if forbidden is not None:  # a model body is refused for it; XML and AASX could not hold it
+                    raise TypeMismatchError(
+                        f"the string holds U+{ord(forbidden.group()):04X}, which AASd-130 does not allow in an {name}"
+                    )
                 return value_type(value)
             raise TypeMismatchError(f"{value!r} is not an {name}")
         return datatypes.trivial_cast(value, value_type)
