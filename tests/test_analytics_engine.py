@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aas_server.analytics.alarms import AlarmTransition, TransitionKind
 from aas_server.analytics.engine import MonitoringEngine
@@ -372,3 +374,67 @@ def test_stuck_counts_from_the_last_change_whether_ticks_or_samples_come_first()
     assert feed(20, 4) == []
     assert feed(29.5, 4) == []
     assert feed(31, 4) == [(ACTIVATED, at(30))]  # no tick came: the sample brings the due activation
+
+
+LIMITS = {"hihi": 90.0, "hi": 80.0, "lo": 20.0, "lolo": 10.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=60),
+    deadband=st.sampled_from([0.0, 0.5, 3.0]),
+)
+def test_limit_states_keep_their_definition_for_any_sequence(values: list[float], deadband: float) -> None:
+    engine = engine_for(kind="limits", deadband=deadband, **LIMITS)
+    hihi, hi, lo, lolo = LIMITS["hihi"], LIMITS["hi"], LIMITS["lo"], LIMITS["lolo"]
+    for second, value in enumerate(values):
+        engine.sample(SUBMODEL, LEVEL, value, at(second))
+        state = engine.alarm("tank-1-level").limit_state
+        assert engine.alarm("tank-1-level").active is (state is not None)
+        if value >= hihi or value <= lolo:
+            assert state is (LimitState.HIGH_HIGH if value >= hihi else LimitState.LOW_LOW)
+        elif value >= hi:
+            assert state in (LimitState.HIGH, LimitState.HIGH_HIGH)
+        elif value <= lo:
+            assert state in (LimitState.LOW, LimitState.LOW_LOW)
+        elif lo + deadband < value < hi - deadband:
+            assert state is None
+        bound = {
+            LimitState.HIGH_HIGH: value >= hihi - deadband,
+            LimitState.HIGH: value >= hi - deadband,
+            LimitState.LOW: value <= lo + deadband,
+            LimitState.LOW_LOW: value <= lolo + deadband,
+        }
+        assert state is None or bound[state], (value, state)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=40), st.floats(min_value=0, max_value=100, allow_nan=False)),
+        min_size=1,
+        max_size=40,
+    ),
+    tick_period=st.sampled_from([0.5, 3.0, 17.0]),
+)
+def test_transition_times_do_not_depend_on_the_tick_rate(steps: list[tuple[int, float]], tick_period: float) -> None:
+    rule: dict[str, Any] = {"kind": "limits", "hi": 50.0, "deadband": 2.0, "on_delay": 5, "off_delay": 3}
+    every_tenth = engine_for(**rule)
+    sparse = engine_for(**rule)
+    seen: dict[str, list[tuple[TransitionKind, datetime]]] = {"dense": [], "sparse": []}
+    dense_clock = 0.0
+    sparse_clock = 0.0
+    time = 0.0
+    for gap, value in steps:
+        time += gap
+        while dense_clock + 0.1 < time:
+            dense_clock += 0.1
+            seen["dense"] += summary(every_tenth.tick(at(dense_clock)))
+        while sparse_clock + tick_period < time:
+            sparse_clock += tick_period
+            seen["sparse"] += summary(sparse.tick(at(sparse_clock)))
+        seen["dense"] += summary(every_tenth.sample(SUBMODEL, LEVEL, value, at(time)))
+        seen["sparse"] += summary(sparse.sample(SUBMODEL, LEVEL, value, at(time)))
+    seen["dense"] += summary(every_tenth.tick(at(time + 100)))
+    seen["sparse"] += summary(sparse.tick(at(time + 100)))
+    assert seen["dense"] == seen["sparse"]
