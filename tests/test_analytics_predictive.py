@@ -67,6 +67,7 @@ def test_a_group_waits_for_all_its_signals_and_skips_bad_samples() -> None:
     assert detector.update(VIBRATION, 2.0, at(0)) is None  # the group is incomplete
     healthy(detector, 400)
     assert detector.update(VIBRATION, math.nan, at(401)) is None
+    assert detector.update(VIBRATION, "9.0", at(401)) is None  # type: ignore[arg-type]
     assert detector.update(VIBRATION, 9.0, at(401), good=False) is None
     assert detector.update(SignalRef(submodel_id=SUBMODEL, id_short_path="Other"), 9.0, at(401)) is None
     normal = detector.update(VIBRATION, 2.0, at(402))

@@ -117,7 +117,7 @@ class AnomalyDetector:
 
     def update(self, signal: SignalRef, value: float, time: datetime, good: bool = True) -> AnomalyResult | None:
         """Learn from or judge one sample; None while warming up, for a skipped sample or an incomplete group."""
-        if signal not in self.config.signals or not good or not math.isfinite(value):
+        if signal not in self.config.signals or not good or not _finite_number(value):
             return None
         self._latest[signal] = float(value)
         if len(self._latest) < len(self.config.signals):
@@ -168,6 +168,10 @@ class AnomalyDetector:
         for row in self._warm_up_rows:
             self._trees.learn_one(_scaled(row, limits))
         self._warm_up_rows = []
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _feature(signal: SignalRef) -> str:
@@ -299,7 +303,7 @@ class RulEstimator:
 
     def add(self, value: float, time: datetime, good: bool = True) -> bool:
         """Record one sample without estimating; False when it is skipped (bad quality, not finite)."""
-        if not good or not math.isfinite(value):
+        if not good or not _finite_number(value):
             return False
         if self._origin is None:
             self._origin = time
