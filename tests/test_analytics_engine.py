@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from basyx.aas.model import datatypes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from aas_server.analytics.alarms import AlarmTransition, TransitionKind
 from aas_server.analytics.engine import MonitoringEngine
 from aas_server.analytics.rules import LimitState, parse_rules
 from aas_server.model.events import Quality
+from aas_server.model.values import coerce
 
 T0 = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 SUBMODEL = "urn:example:submodel:tank-1:operational-data"
@@ -438,3 +441,40 @@ def test_transition_times_do_not_depend_on_the_tick_rate(steps: list[tuple[int, 
     seen["dense"] += summary(every_tenth.tick(at(time + 100)))
     seen["sparse"] += summary(sparse.tick(at(time + 100)))
     assert seen["dense"] == seen["sparse"]
+
+
+def test_values_as_the_store_holds_them_are_numbers() -> None:
+    """The store keeps xs:int as ``datatypes.Int``, xs:float as ``datatypes.Float``, xs:decimal as ``Decimal``."""
+    limits = Feed(engine_for(kind="limits", hi=80.0))
+    assert limits(0, coerce(datatypes.Int, 85)) == [(ACTIVATED, at(0))]
+    assert limits(1, Decimal("79.5")) == [(CLEARED, at(1))]
+    assert limits(2, datatypes.Float(80.0)) == [(ACTIVATED, at(2))]
+    assert limits(3, coerce(datatypes.UnsignedShort, 12)) == [(CLEARED, at(3))]
+    assert limits(4, Decimal("NaN")) == []
+    assert limits(5, True) == []
+    assert len(limits.engine.take_problems()) == 1
+
+    deviation = Feed(engine_for(kind="deviation", setpoint={"submodel": SUBMODEL, "path": SETPOINT}, limit=5.0))
+    assert deviation(0, Decimal("50.5"), path=SETPOINT) == []
+    assert deviation(1, coerce(datatypes.Short, 56)) == [(ACTIVATED, at(1))]
+
+    rate = Feed(engine_for(kind="rate", limit=1.0, window=10))
+    assert rate(0, coerce(datatypes.Long, 0)) == []
+    assert rate(2, Decimal("2.5")) == [(ACTIVATED, at(2))]
+
+    stuck = Feed(engine_for(kind="stuck", duration=10, tolerance=0.5))
+    assert stuck(0, coerce(datatypes.Int, 7)) == []
+    assert stuck(5, 7.4) == []
+    assert stuck.tick(10) == [(ACTIVATED, at(10))]
+
+    state = Feed(engine_for(kind="state"))
+    assert state(0, coerce(datatypes.Byte, 1)) == [(ACTIVATED, at(0))]
+    for feed in (deviation, rate, stuck, state):
+        assert feed.engine.take_problems() == []
+
+
+def test_a_limit_message_formats_the_limit_it_left_when_it_clears() -> None:
+    engine = engine_for(kind="limits", hi=80.0, message="{level} at {value:.1f} (limit {limit:.0f})")
+    assert engine.sample(SUBMODEL, LEVEL, 85.0, at(0))[0].message == "High at 85.0 (limit 80)"
+    assert engine.sample(SUBMODEL, LEVEL, 70.0, at(1))[0].message == "High at 70.0 (limit 80)"
+    assert engine.take_problems() == []

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from aas_server.analytics.alarms import Alarm, AlarmTransition, Shelving
@@ -76,6 +77,22 @@ class RuleProblem:
     rule: str
     time: datetime | None
     reason: str
+
+
+def _as_number(value: Any) -> int | float | None:
+    """A plain number for any ``int`` or ``float`` subclass (basyx ``datatypes.Int``, ``Float``, ...) or
+    ``Decimal`` (xs:decimal), as the store holds them; ``None`` for a boolean, NaN or anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float | Decimal):
+        try:
+            number = float(value)
+        except ValueError:  # a signalling NaN
+            return None
+        return number if number == number else None
+    return None
 
 
 def _check_time(time: datetime) -> None:
@@ -199,7 +216,7 @@ class _Monitor:
                 time, self._message(level), limit_state=level, severity=severity, value=self.value
             )
         else:
-            transition = alarm.clear(time, self._message(None), value=self.value)
+            transition = alarm.clear(time, self._message(alarm.limit_state), value=self.value)
         if transition is not None:
             out.append(transition)
 
@@ -257,8 +274,11 @@ class _LimitsMonitor(_Monitor):
         if quality is _BAD:
             return
         if value.__class__ not in _NUMBERS or value != value:
-            self._wrong_type(value, time, "a numeric")
-            return
+            number = _as_number(value)
+            if number is None:
+                self._wrong_type(value, time, "a numeric")
+                return
+            value = number
         self.value = value
         current = self.level
         if current is None and self.normal_low < value < self.normal_high and self.switch_at is None:
@@ -321,8 +341,11 @@ class _RateMonitor(_Monitor):
         if quality is _BAD:
             return
         if value.__class__ not in _NUMBERS or value != value:
-            self._wrong_type(value, time, "a numeric")
-            return
+            number = _as_number(value)
+            if number is None:
+                self._wrong_type(value, time, "a numeric")
+                return
+            value = number
         samples = self.samples
         if samples and time <= samples[-1][0]:
             return
@@ -369,6 +392,10 @@ class _StuckMonitor(_Monitor):
             if self.raw:
                 self.set_condition(False, None, time, out)
             return
+        if value.__class__ not in _NUMBERS:
+            number = _as_number(value)
+            if number is not None:
+                value = number
         self.value = value
         anchor = self.anchor
         if self.anchor_time is not None and (
@@ -454,11 +481,12 @@ class _StateMonitor(_Monitor):
             return
         if value.__class__ is bool:
             condition = value is self.active_when
-        elif value.__class__ in _NUMBERS and value == value:
-            condition = (value != 0) is self.active_when
         else:
-            self._wrong_type(value, time, "a boolean")
-            return
+            number = value if value.__class__ in _NUMBERS and value == value else _as_number(value)
+            if number is None:
+                self._wrong_type(value, time, "a boolean")
+                return
+            condition = (number != 0) is self.active_when
         self.value = value
         if condition is self.raw and condition is self.alarm.active and self.switch_at is None:
             return
@@ -483,8 +511,11 @@ class _DeviationMonitor(_Monitor):
         if quality is _BAD:
             return
         if value.__class__ not in _NUMBERS or value != value:
-            self._wrong_type(value, time, "a numeric")
-            return
+            number = _as_number(value)
+            if number is None:
+                self._wrong_type(value, time, "a numeric")
+                return
+            value = number
         self.value = value
         self._evaluate(time, out)
 
@@ -495,8 +526,11 @@ class _DeviationMonitor(_Monitor):
         if quality is _BAD:
             return
         if value.__class__ not in _NUMBERS or value != value:
-            self._wrong_type(value, time, "a numeric set-point")
-            return
+            number = _as_number(value)
+            if number is None:
+                self._wrong_type(value, time, "a numeric set-point")
+                return
+            value = number
         self.setpoint = value
         self._evaluate(time, out)
 
