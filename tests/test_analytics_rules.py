@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import yaml
+from basyx.aas.model import datatypes
 
 from aas_server.analytics.rules import (
     DeviationRule,
@@ -17,6 +18,7 @@ from aas_server.analytics.rules import (
     LimitsRule,
     LimitState,
     RulesError,
+    element_kind,
     load_rules,
     parse_rules,
     rules_json_schema,
@@ -261,3 +263,13 @@ def test_an_empty_file_has_no_rules(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("", encoding="utf-8")
     assert load_rules(path).rules == []
+
+
+def test_element_kinds_follow_the_value_type() -> None:
+    assert element_kind(datatypes.Double) is ElementKind.NUMBER
+    assert element_kind(datatypes.UnsignedShort) is ElementKind.NUMBER
+    assert element_kind(datatypes.Decimal) is ElementKind.NUMBER
+    assert element_kind(datatypes.Boolean) is ElementKind.BOOLEAN
+    assert element_kind(datatypes.String) is ElementKind.TEXT
+    assert element_kind(datatypes.DateTime) is ElementKind.OTHER
+    assert element_kind(None) is ElementKind.OTHER

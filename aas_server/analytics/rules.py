@@ -43,6 +43,7 @@ from pydantic_core import PydanticCustomError
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError
 from aas_server.mapping.point_base import FIELD_ERROR, NAME_PATTERN, StrictModel, Target, field_error
+from aas_server.model.values import is_numeric
 
 _CROSS_REFERENCE_ERROR = "rules_cross_reference"
 
@@ -67,6 +68,20 @@ class ElementKind(enum.Enum):
     TEXT = "text"
     OTHER = "other"
     """Anything: the caller does not know; every rule kind is accepted."""
+
+
+def element_kind(value_type: type | None) -> ElementKind:
+    """The kind of an element with this ``valueType`` (a basyx ``datatypes`` class, as
+    ``model.values.property_value_type`` gives it), for ``known_elements``."""
+    if value_type is None:
+        return ElementKind.OTHER
+    if value_type is bool:
+        return ElementKind.BOOLEAN
+    if is_numeric(value_type):
+        return ElementKind.NUMBER
+    if issubclass(value_type, str):
+        return ElementKind.TEXT
+    return ElementKind.OTHER
 
 
 class LimitState(enum.StrEnum):
