@@ -7,32 +7,45 @@ beside the full ``admin``.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from basyx.aas import model
 
+from aas_server.api.app import create_app
+from aas_server.api.auth import access_middleware
+from aas_server.api.context import RUNS_KEY
+from aas_server.api.operations import OperationRuns
 from aas_server.config import HubSettings
 from aas_server.exchange import read_package, write_package
+from aas_server.security.access import AccessControl
+from aas_server.store.operations import OperationRegistry
+from tests.support import eventually
 from tests.test_access import (
     API,
+    HS256_SECRET,
     PRINCIPALS,
     RULES,
+    SECRET_ENV,
     SHELL_A,
     SM_A,
+    Client,
     Served,
     _refused,
     _serve,
     _sha256,
     _upload,
     b64,
+    build_store,
     security_section,
     sm,
 )
@@ -334,3 +347,69 @@ async def test_a_value_write_cannot_store_a_character_aasd_130_forbids_and_brick
     for accept in ("application/xml", "application/asset-administration-shell-package+xml"):
         response = await served.client.get(f"{API}/serialization", headers={**_admin(), "Accept": accept})
         assert response.status == 200, await response.text()
+
+
+# --- asynchronous operations: one caller's flood must not cancel another's run ---------------------
+
+MAX_RUNS = 5
+
+
+async def test_a_flood_of_async_invocations_does_not_cancel_an_operation_another_caller_started(
+    tmp_path: Path,
+) -> None:
+    """The table of asynchronous runs was bounded by cancelling the oldest run, finished or not: whoever may
+    invoke anything could cancel the operator's running operation (a device command) by starting others."""
+    section = security_section(tmp_path)
+    section["api_keys"] = [
+        *section["api_keys"],
+        {"name": "limited", "roles": ["limited"], "sha256": _sha256("limited-key")},
+    ]
+    section["rules"] = [*RULES, {"roles": ["limited"], "operations": ["invoke"], "shells": [LIMITED_GLOB]}]
+    control = AccessControl.from_settings(
+        HubSettings.model_validate({"data_dir": str(tmp_path / "data"), "security": section}),
+        {SECRET_ENV: HS256_SECRET},
+    )
+    release = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def start(inputs: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.append(str(inputs.get("Speed")))
+            raise
+        return {}
+
+    operations = OperationRegistry()
+    operations.register(SM_A, "Start", start)
+    app = create_app(build_store(), middlewares=[access_middleware(control)], operations=operations)
+    app[RUNS_KEY] = OperationRuns(max_runs=MAX_RUNS)
+    client: Client = TestClient(TestServer(app))
+    url = sm(SM_A, "/submodel-elements/Start/invoke-async/$value")
+    async with client:
+        response = await client.post(url, json={"inputArguments": {"Speed": 1.0}}, headers=_admin())
+        assert response.status == 202, await response.text()
+        status_url = response.headers["Location"]
+        answers = []
+        for _ in range(2 * MAX_RUNS):
+            response = await client.post(url, json={"inputArguments": {"Speed": 2.0}}, headers=LIMITED)
+            answers.append(response.status)
+            await response.read()
+        assert cancelled == []
+        assert answers.count(202) == MAX_RUNS - 1
+        assert set(answers) == {202, 503}
+        release.set()
+
+        async def status() -> aiohttp.ClientResponse:
+            answer = await client.get(status_url, headers=_admin(), allow_redirects=False)
+            await answer.read()
+            return answer
+
+        response = await eventually(status, lambda answer: answer.status != 200)  # 200: running until it sees the event
+        assert response.status == 302, await response.text()
+        response = await client.get(response.headers["Location"], headers=_admin())
+        assert (await response.json())["executionState"] == "Completed"
+        # finished runs make room again
+        response = await client.post(url, json={"inputArguments": {"Speed": 3.0}}, headers=LIMITED)
+        assert response.status == 202, await response.text()
+    await control.aclose()

@@ -16,6 +16,7 @@ handler runs and ``302`` to ``operation-results/{handleId}`` once it finished. T
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import uuid
 from collections import OrderedDict
@@ -105,19 +106,36 @@ class Run:
     task: asyncio.Task[Outcome]
 
 
+class OperationsBusyError(HubError):
+    """``max_runs`` asynchronous invocations are still running (``503`` with ``Retry-After``)."""
+
+
 class OperationRuns:
-    """Asynchronous invocations by handle id; the oldest are forgotten beyond ``max_runs``."""
+    """Asynchronous invocations by handle id, at most ``max_runs``.
+
+    A new run makes room by forgetting the oldest *finished* runs (their results are gone); a run
+    still running is never cancelled for another, so one caller's flood of invocations cannot stop
+    what another started. With ``max_runs`` runs still running a new one is refused
+    (:class:`OperationsBusyError`).
+    """
 
     def __init__(self, max_runs: int = 1000) -> None:
         self.max_runs = max_runs
         self._runs: OrderedDict[str, Run] = OrderedDict()
 
     def start(self, submodel_id: str, id_short_path: str, operation: model.Operation, work: Awaitable[Outcome]) -> str:
+        if len(self._runs) >= self.max_runs:
+            finished = [handle_id for handle_id, run in self._runs.items() if run.task.done()]
+            for handle_id in finished[: len(self._runs) - self.max_runs + 1]:
+                del self._runs[handle_id]
+        if len(self._runs) >= self.max_runs:
+            if inspect.iscoroutine(work):
+                work.close()
+            raise OperationsBusyError(
+                f"{self.max_runs} asynchronous operation invocations are still running; ask again once one has finished"
+            )
         handle_id = uuid.uuid4().hex
         self._runs[handle_id] = Run(submodel_id, id_short_path, operation, asyncio.ensure_future(work))
-        while len(self._runs) > self.max_runs:
-            _, forgotten = self._runs.popitem(last=False)
-            forgotten.task.cancel()
         return handle_id
 
     def get(self, submodel_id: str, id_short_path: str, handle_id: str) -> Run:

@@ -34,8 +34,8 @@ from aas_server.api.attachments import (
 from aas_server.api.context import MAX_BODY_KEY, OPERATIONS_KEY, RUNS_KEY, attachments_of, store_of
 from aas_server.api.deserialization import decode_element
 from aas_server.api.downloads import stored_bytes_response
-from aas_server.api.errors import timestamp
-from aas_server.api.operations import Outcome, parse_duration, run_operation
+from aas_server.api.errors import result_response, timestamp
+from aas_server.api.operations import OperationsBusyError, Outcome, parse_duration, run_operation
 from aas_server.api.resources import cached_body, created, element_path_of, no_content, submodel_id_of
 from aas_server.api.routing import RouteTable
 from aas_server.api.serialization import (
@@ -483,7 +483,10 @@ async def _invoke(request: web.Request, value_only: bool, asynchronous: bool) ->
     handler = request.app[OPERATIONS_KEY].handler(submodel_id, path)
     work = run_operation(handler, inputs, timeout, timestamp, f"operation {path!r}")
     if asynchronous:
-        handle_id = request.app[RUNS_KEY].start(submodel_id, path, operation, work)
+        try:
+            handle_id = request.app[RUNS_KEY].start(submodel_id, path, operation, work)
+        except OperationsBusyError as error:
+            return result_response(503, "ServiceUnavailable", str(error), headers={"Retry-After": "1"})
         base = request.path[: request.path.rindex("/invoke-async")]
         return web.Response(status=202, headers={"Location": f"{base}/operation-status/{handle_id}"})
     return json_response(operation_result(operation, await work, value_only))
