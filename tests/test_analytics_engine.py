@@ -478,3 +478,17 @@ def test_a_limit_message_formats_the_limit_it_left_when_it_clears() -> None:
     assert engine.sample(SUBMODEL, LEVEL, 85.0, at(0))[0].message == "High at 85.0 (limit 80)"
     assert engine.sample(SUBMODEL, LEVEL, 70.0, at(1))[0].message == "High at 70.0 (limit 80)"
     assert engine.take_problems() == []
+
+
+def test_a_stuck_alarm_restored_active_stays_active_until_the_value_moves() -> None:
+    engine = engine_for(kind="stuck", duration=10)
+    Feed(engine)(0, 3.0)
+    assert summary(engine.tick(at(10))) == [(ACTIVATED, at(10))]
+    restarted = engine_for(kind="stuck", duration=10)
+    restarted.restore(json.loads(json.dumps(engine.to_dict())))
+    feed = Feed(restarted)
+    assert feed(20, 3.0) == []
+    assert feed.tick(40) == []
+    assert restarted.alarm("tank-1-level").active
+    assert feed(41, 3.5) == [(CLEARED, at(41))]
+    assert feed.tick(51) == [(ACTIVATED, at(51))]

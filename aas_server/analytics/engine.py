@@ -411,11 +411,15 @@ class _StuckMonitor(_Monitor):
         self.anchor = value
         previous = self.anchor_time
         self.anchor_time = time
-        if previous is not None and self.condition_due is not None:
+        if previous is None:
+            if not self.raw:  # else restored active: it stays so until the value moves
+                self.condition_due = time + self.duration
+                self._reschedule()
+            return
+        if self.condition_due is not None:
             return  # the queued deadline moves on when it comes up (``advance``): no heap work per change
         self.condition_due = time + self.duration
-        if self.raw:
-            self.set_condition(False, None, time, out)
+        self.set_condition(False, None, time, out)
         self._reschedule()
 
     def advance(self, now: datetime, out: list[AlarmTransition]) -> None:
