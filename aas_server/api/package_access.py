@@ -8,7 +8,7 @@ file, and with the shells that reference the submodel *in the store*: references
 are not followed, so taking a submodel out of a shell also takes it out of the shell's packages.
 
 The file is read with the hub's lenient reader off the event loop, once per package content
-(:func:`package_contents`, a small cache keyed by package id and SHA-256). A file the reader
+(:func:`package_contents`, a cache of the last 1,024 keyed by package id and SHA-256). A file the reader
 refuses is judged as the whole repository. Left out: parts of a file the lenient reader sets
 aside (see ``docs/exchange.md``) are not judged, as they are not objects.
 """
@@ -30,7 +30,8 @@ from aas_server.security.rules import REPOSITORY, Decision, Target, path_and_anc
 from aas_server.security.scopes import ModelAccess, semantic_ids_of
 from aas_server.store.files import StoredPackage
 
-_CACHE_SIZE = 64
+_CACHE_SIZE = 1024
+"""Packages whose contents are kept (a few ids and idShort paths each), so a listing reads each file once."""
 
 
 @dataclass(frozen=True, slots=True)
