@@ -60,7 +60,7 @@ from aas_server.api.serialization import (
 from aas_server.api.value_only import ValuePlan, plan_value_update
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths
-from aas_server.store.twin_store import TwinStore, is_large
+from aas_server.store.twin_store import LARGE_ELEMENT_COUNT, TwinStore, collector_paused, is_large
 
 repository = RouteTable()
 interface = RouteTable()
@@ -163,6 +163,24 @@ def decoded_submodel(document: Any) -> tuple[model.Submodel, bytes]:
     """A submodel from its JSON ``document``, and its JSON bytes as created: both CPU-bound, for a worker thread."""
     submodel = decode_model(document, model.Submodel, "Submodel")
     return submodel, dumps(to_json_object(submodel, Modifiers()), Modifiers())
+
+
+def is_large_document(document: Any) -> bool:
+    """Whether a JSON submodel holds more than ``LARGE_ELEMENT_COUNT`` elements (counting stops there)."""
+    seen = 0
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, dict):
+            continue
+        for key in ("submodelElements", "value", "statements", "annotations"):
+            children = item.get(key)
+            if isinstance(children, list):
+                seen += len(children)
+                if seen > LARGE_ELEMENT_COUNT:
+                    return True
+                stack.extend(children)
+    return False
 
 
 def created_submodel_body(request: web.Request, submodel_id: str, encoded: bytes) -> bytes:
@@ -280,9 +298,14 @@ async def get_all_submodels_path(request: web.Request) -> web.Response:
 async def post_submodel(request: web.Request) -> web.Response:
     """PostSubmodel: ``201`` with the submodel and its ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    submodel, encoded = await asyncio.to_thread(decoded_submodel, await read_json_body(request))
-    await check_file_values(request, submodel.id, "", submodel)
-    await store_of(request).create(submodel)
+    document = await read_json_body(request)
+    # a large new submodel: no collector pass from its decoding until it is stored and frozen (each would walk
+    # every object decoded so far, holding the interpreter)
+    with collector_paused(is_large_document(document)) as keep:
+        submodel, encoded = await asyncio.to_thread(decoded_submodel, document)
+        await check_file_values(request, submodel.id, "", submodel)
+        await store_of(request).create(submodel)
+        keep()
     note_change(request, submodel.id, submodel)
     return created(
         request, created_submodel_body(request, submodel.id, encoded), collection_location(request, submodel.id)

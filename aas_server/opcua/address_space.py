@@ -30,9 +30,7 @@ descendants of an added or deleted node are not listed in the event (the node's 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +75,7 @@ from aas_server.store.twin_store import (
     ModelChangeKind,
     TwinStore,
     ValueState,
+    collector_paused,
     is_large,
 )
 
@@ -88,7 +87,7 @@ a subtree of 100,000 nodes is re-projected while other clients are still answere
 
 _FREEZE_AT = 10_000
 """Nodes added by one change from which the cyclic garbage collector pauses while they are added and
-then freezes them (see :func:`_collector_paused`)."""
+then freezes them (see :func:`~aas_server.store.twin_store.collector_paused`)."""
 
 _NodeIdFactory = Callable[[str | None], ua.NodeId]
 
@@ -463,7 +462,7 @@ class ProjectedAddressSpace:
         """Add ``specs`` (parents first) in slices of ``_SLICE`` nodes, yielding to the loop between."""
         adding = self._bulk.session()
         entries: dict[str, None] = {}
-        with _collector_paused(len(specs) >= _FREEZE_AT):
+        with collector_paused(len(specs) >= _FREEZE_AT) as keep:
             for start in range(0, len(specs), _SLICE):
                 if start:
                     await asyncio.sleep(0)
@@ -481,6 +480,7 @@ class ProjectedAddressSpace:
                     [_initial_value(spec) for spec in batch],
                 )
                 self._register_added(batch, results, entries)
+            keep()
         if entries:
             await self._add_dictionary_references([self._specs[node] for node in entries])
         await self._link_relationships(specs, changes)
@@ -700,30 +700,6 @@ class ProjectedAddressSpace:
             for node, (type_definition, verb) in changes.verbs.items()
         ]
         await self._event.trigger(message=message)
-
-
-@contextlib.contextmanager
-def _collector_paused(large: bool) -> Iterator[None]:
-    """For a ``large`` subtree: no cyclic garbage collection while it is added, then ``gc.freeze()``.
-
-    Each full collection walks every tracked object, about 1 s at the 2 million objects a subtree of
-    40,000 Properties brings (its OPC UA nodes and the submodel), and holds the interpreter meanwhile:
-    no client would be answered. Frozen objects are out of the collector's sight, as the startup model
-    is (``server._cyclic_collection_paused``): memory is still freed by reference counting (the OPC
-    UA nodes hold no cycles), but reference cycles among frozen objects, such as a large submodel's
-    basyx objects once it is replaced or deleted, stay until the process ends.
-    """
-    if not large:
-        yield
-        return
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def _plan_element_at(
