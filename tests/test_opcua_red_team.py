@@ -7,6 +7,7 @@ send. Each test names the attack and asserts what the attacker gets: a refusal, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -285,22 +286,45 @@ async def test_registered_and_translated_node_ids_stay_under_the_rules(
 async def test_standard_methods_cannot_reach_other_sessions(
     hub: Hub, opcua_client_certificate: ClientCertificate
 ) -> None:
-    """Namespace-0 methods stay open to every session: GetMonitoredItems on another's subscription tells nothing."""
+    """Standard methods taking a subscription id (GetMonitoredItems, ResendData, SetSubscriptionDurable,
+    ConditionRefresh) cannot name another session's subscription, even though namespace 0 is open to everyone."""
     async with _session(hub, opcua_client_certificate, ADMIN) as owner:
         subscription = await owner.create_subscription(100, None)
         await subscription.subscribe_data_change(owner.get_node(hub.element(DENIED, "Temperature")))
         async with _session(hub, opcua_client_certificate, None) as anonymous:
-            (result,) = await anonymous.uaclient.call(
+            for method in (
+                ObjectIds.Server_GetMonitoredItems,
+                ObjectIds.Server_ResendData,
+                ObjectIds.Server_SetSubscriptionDurable,
+            ):
+                call = ua.CallMethodRequest(
+                    ObjectId=ua.NodeId(cast(Any, ObjectIds.Server)),
+                    MethodId=ua.NodeId(cast(Any, method)),
+                    InputArguments=[ua.Variant(subscription.subscription_id, ua.VariantType.UInt32)],
+                )
+                with pytest.raises(UaStatusCodeError) as refused:
+                    await anonymous.uaclient.call([call])
+                assert refused.value.code == StatusCodes.BadSubscriptionIdInvalid, method
+            refresh = ua.CallMethodRequest(
+                ObjectId=ua.NodeId(cast(Any, ObjectIds.Server)),
+                MethodId=ua.NodeId(cast(Any, ObjectIds.ConditionType_ConditionRefresh)),
+                InputArguments=[ua.Variant(subscription.subscription_id, ua.VariantType.UInt32)],
+            )
+            with pytest.raises(UaStatusCodeError) as no_refresh:
+                await anonymous.uaclient.call([refresh])
+            assert no_refresh.value.code == StatusCodes.BadSubscriptionIdInvalid
+            own = await anonymous.create_subscription(100, None)
+            (own_result,) = await anonymous.uaclient.call(
                 [
                     ua.CallMethodRequest(
                         ObjectId=ua.NodeId(cast(Any, ObjectIds.Server)),
                         MethodId=ua.NodeId(cast(Any, ObjectIds.Server_GetMonitoredItems)),
-                        InputArguments=[ua.Variant(subscription.subscription_id, ua.VariantType.UInt32)],
-                    ),
+                        InputArguments=[ua.Variant(own.subscription_id, ua.VariantType.UInt32)],
+                    )
                 ]
             )
-            assert not result.StatusCode.is_good()
-            assert not result.OutputArguments
+            assert own_result.StatusCode.value != StatusCodes.BadSubscriptionIdInvalid
+            await own.delete()
         await subscription.delete()
 
 
@@ -479,3 +503,37 @@ async def test_a_session_cannot_be_taken_over_from_another_certificate(
             assert value_of(value) == 50.0
     finally:
         (hub.data_dir / "pki" / "trusted" / "intruder.der").unlink()
+
+
+async def test_another_channel_cannot_close_a_session_by_its_token(
+    hub: Hub, opcua_client_certificate: ClientCertificate
+) -> None:
+    """CloseSession (deleting its subscriptions) with a stolen authentication token on a new channel does nothing."""
+    async with _session(hub, opcua_client_certificate, ADMIN) as victim:
+        subscription = await victim.create_subscription(100, None)
+        intruder = Client(hub.projection.endpoint_url, timeout=5)
+        intruder.application_uri = CLIENT_URI
+        await intruder.set_security(
+            SecurityPolicyBasic256Sha256,
+            str(opcua_client_certificate.certificate),
+            str(opcua_client_certificate.private_key),
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
+        await intruder.connect_socket()
+        try:
+            await intruder.send_hello()
+            await intruder.open_secure_channel()
+            protocol = intruder.uaclient.protocol
+            assert protocol is not None
+            protocol.authentication_token = victim.uaclient.protocol.authentication_token  # type: ignore[union-attr]
+            closing = ua.CloseSessionRequest()
+            closing.DeleteSubscriptions = True
+            with contextlib.suppress(UaStatusCodeError):  # refused outright is as good as ignored
+                await _send(intruder, closing, ua.CloseSessionResponse)
+        finally:
+            await intruder.close_secure_channel()
+            intruder.disconnect_socket()
+        assert value_of(await _read(victim, hub.element(DENIED, "Setpoint"))) == 50.0
+        handle = await subscription.subscribe_data_change(victim.get_node(hub.element(DENIED, "Setpoint")))
+        assert handle
+        await subscription.delete()

@@ -18,12 +18,20 @@ checks a request before that dispatch:
   sequential numbers, and it would let any trusted client take over any session.
 * **Subscriptions belong to their session.** A request naming a subscription of another session
   (CreateMonitoredItems, ModifyMonitoredItems, DeleteMonitoredItems, SetMonitoringMode,
-  ModifySubscription, SetPublishingMode, DeleteSubscriptions, Republish) is
-  ``BadSubscriptionIdInvalid``: asyncua would let any session read, change or delete any
-  subscription by its (small, sequential) id. So is, in the Publish results, an acknowledgement of
-  another session's notification (asyncua would drop it from that session's retransmission queue).
-  TransferSubscriptions moves a subscription only to a
+  ModifySubscription, SetPublishingMode, DeleteSubscriptions, Republish, and a Call of a standard
+  method taking a subscription id: GetMonitoredItems, ResendData, SetSubscriptionDurable,
+  ConditionRefresh, ConditionRefresh2) is ``BadSubscriptionIdInvalid``: asyncua would let any
+  session read, change or delete any subscription by its (small, sequential) id. So is, in the
+  Publish results, an acknowledgement of another session's notification (asyncua would drop it
+  from that session's retransmission queue). TransferSubscriptions moves a subscription only to a
   session of the user who created it (OPC 10000-4 §5.13.7); others get ``BadUserAccessDenied``.
+* **Limits.** A request naming more than :data:`MAX_OPERATIONS_PER_REQUEST` items (the
+  ``OperationLimits`` asyncua advertises but does not enforce) is ``BadTooManyOperations``; a session
+  holding :data:`MAX_SUBSCRIPTIONS_PER_SESSION` subscriptions gets ``BadTooManySubscriptions`` (so one
+  session cannot take the whole server's 1,000); a client address holding
+  :data:`MAX_CONNECTIONS_PER_ADDRESS` connections has further ones closed (so one host cannot take the
+  server's 1,000, e.g. with channels that never open a session); a message larger than
+  :data:`MAX_MESSAGE_SIZE` is refused by the transport.
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
   item by item (:mod:`aas_server.opcua.access`); writes follow them in :mod:`aas_server.opcua.writes`.
@@ -88,6 +96,17 @@ _CREATE_SUBSCRIPTION = _request(ua.ObjectIds.CreateSubscriptionRequest_Encoding_
 _PUBLISH = _request(ua.ObjectIds.PublishRequest_Encoding_DefaultBinary)
 _NO_SUBSCRIPTION = 0
 """A subscription id asyncua never gives (its ids start above 0): acknowledging it is ``BadSubscriptionIdInvalid``."""
+_SUBSCRIPTION_METHODS = frozenset(
+    _request(method)
+    for method in (
+        ua.ObjectIds.Server_GetMonitoredItems,
+        ua.ObjectIds.Server_ResendData,
+        ua.ObjectIds.Server_SetSubscriptionDurable,
+        ua.ObjectIds.ConditionType_ConditionRefresh,
+        ua.ObjectIds.ConditionType_ConditionRefresh2,
+    )
+)
+"""Standard methods whose first input argument is a subscription id (OPC 10000-5 §9.1-9.3, OPC 10000-9 §5.5.7)."""
 _TRANSFER_SUBSCRIPTIONS = _request(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
 _SUBSCRIPTION_SCOPED: dict[ua.NodeId, tuple[type, str]] = {
     _CREATE_MONITORED_ITEMS: (ua.CreateMonitoredItemsParameters, "SubscriptionId"),
@@ -118,6 +137,55 @@ _SUBSCRIPTION_SCOPED: dict[ua.NodeId, tuple[type, str]] = {
     _request(ua.ObjectIds.RepublishRequest_Encoding_DefaultBinary): (ua.RepublishParameters, "SubscriptionId"),
 }
 """Requests acting on subscriptions of the session, and the field naming them."""
+
+
+MAX_OPERATIONS_PER_REQUEST = 10_000
+"""The items one request may name: the value asyncua advertises as every ``OperationLimits`` (MaxNodesPerRead...)."""
+MAX_SUBSCRIPTIONS_PER_SESSION = 50
+"""Subscriptions one session may hold (asyncua's only cap, 1,000, is for the whole server)."""
+MAX_CONNECTIONS_PER_ADDRESS = 64
+"""Connections one client address may hold at once (asyncua's only cap, 1,000, is for the whole server)."""
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""The largest request accepted (asyncua's default is 100 MiB); told to clients in the Acknowledge message."""
+
+_COUNTED: dict[ua.NodeId, tuple[type, str]] = {
+    _request(request): (parameters, field_name)
+    for request, parameters, field_name in (
+        (ua.ObjectIds.ReadRequest_Encoding_DefaultBinary, ua.ReadParameters, "NodesToRead"),
+        (ua.ObjectIds.WriteRequest_Encoding_DefaultBinary, ua.WriteParameters, "NodesToWrite"),
+        (ua.ObjectIds.BrowseRequest_Encoding_DefaultBinary, ua.BrowseParameters, "NodesToBrowse"),
+        (
+            ua.ObjectIds.TranslateBrowsePathsToNodeIdsRequest_Encoding_DefaultBinary,
+            ua.TranslateBrowsePathsToNodeIdsParameters,
+            "BrowsePaths",
+        ),
+        (ua.ObjectIds.HistoryReadRequest_Encoding_DefaultBinary, ua.HistoryReadParameters, "NodesToRead"),
+        (ua.ObjectIds.CallRequest_Encoding_DefaultBinary, ua.CallParameters, "MethodsToCall"),
+        (
+            ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary,
+            ua.CreateMonitoredItemsParameters,
+            "ItemsToCreate",
+        ),
+        (
+            ua.ObjectIds.ModifyMonitoredItemsRequest_Encoding_DefaultBinary,
+            ua.ModifyMonitoredItemsParameters,
+            "ItemsToModify",
+        ),
+        (
+            ua.ObjectIds.DeleteMonitoredItemsRequest_Encoding_DefaultBinary,
+            ua.DeleteMonitoredItemsParameters,
+            "MonitoredItemIds",
+        ),
+        (
+            ua.ObjectIds.SetMonitoringModeRequest_Encoding_DefaultBinary,
+            ua.SetMonitoringModeParameters,
+            "MonitoredItemIds",
+        ),
+        (ua.ObjectIds.RegisterNodesRequest_Encoding_DefaultBinary, ua.RegisterNodesParameters, "NodesToRegister"),
+        (ua.ObjectIds.UnregisterNodesRequest_Encoding_DefaultBinary, ua.UnregisterNodesParameters, "NodesToUnregister"),
+    )
+}
+"""Requests naming a list of items, and the field holding it."""
 
 
 def _identity(user: Any) -> tuple[Any, ...]:
@@ -197,8 +265,14 @@ class HubProcessor(UaProcessor):
             if self.session is None:
                 self._check_reattachment(requesthdr.AuthenticationToken)
         elif self.session is not None and self.session.is_activated():
+            if typeid in _COUNTED:
+                self._check_operation_count(typeid, body)
+            if typeid == _CREATE_SUBSCRIPTION:
+                self._check_subscription_count()
             if typeid in _SUBSCRIPTION_SCOPED:
                 self._check_subscriptions_owned(typeid, body)
+            if typeid == _CALL:
+                self._check_method_subscriptions(body)
             if typeid == _PUBLISH:
                 body = self._own_acknowledgements(body)
             if typeid == _TRANSFER_SUBSCRIPTIONS:
@@ -212,6 +286,32 @@ class HubProcessor(UaProcessor):
             subscriptions = self.iserver.subscription_service.subscriptions
             self._subscription_owners.record(subscriptions, self.session.session_id, self.session.user)
         return answered
+
+    def _check_operation_count(self, typeid: ua.NodeId, body: Buffer) -> None:
+        """``BadTooManyOperations`` for a request naming more items than :data:`MAX_OPERATIONS_PER_REQUEST`."""
+        parameters_type, field_name = _COUNTED[typeid]
+        count = len(getattr(struct_from_binary(parameters_type, body.copy()), field_name))
+        if count > MAX_OPERATIONS_PER_REQUEST:
+            _LOG.warning(
+                "OPC UA request from %s refused: %d items, at most %d are allowed",
+                self.name,
+                count,
+                MAX_OPERATIONS_PER_REQUEST,
+            )
+            raise ServiceError(StatusCodes.BadTooManyOperations)
+
+    def _check_subscription_count(self) -> None:
+        """``BadTooManySubscriptions`` once the session holds :data:`MAX_SUBSCRIPTIONS_PER_SESSION` subscriptions."""
+        assert self.session is not None
+        session_id = self.session.session_id
+        held = sum(
+            1
+            for subscription in self.iserver.subscription_service.subscriptions.values()
+            if subscription.session_id == session_id
+        )
+        if held >= MAX_SUBSCRIPTIONS_PER_SESSION:
+            _LOG.warning("OPC UA session of %s refused a subscription: it holds %d already", self.name, held)
+            raise ServiceError(StatusCodes.BadTooManySubscriptions)
 
     def _check_reattachment(self, authentication_token: ua.NodeId) -> None:
         """``BadSecurityChecksFailed`` when a new channel names a session created over a channel of another certificate.
@@ -233,11 +333,27 @@ class HubProcessor(UaProcessor):
 
     def _check_subscriptions_owned(self, typeid: ua.NodeId, body: Buffer) -> None:
         """``BadSubscriptionIdInvalid`` when the request names a subscription of another session."""
-        assert self.session is not None
         parameters_type, field_name = _SUBSCRIPTION_SCOPED[typeid]
         named = getattr(struct_from_binary(parameters_type, body.copy()), field_name)
+        self._refuse_foreign_subscriptions(named if isinstance(named, list) else [named])
+
+    def _check_method_subscriptions(self, body: Buffer) -> None:
+        """``BadSubscriptionIdInvalid`` when a standard method is called with a subscription of another session."""
+        parameters = struct_from_binary(ua.CallParameters, body.copy())
+        self._refuse_foreign_subscriptions(
+            [
+                method.InputArguments[0].Value
+                for method in parameters.MethodsToCall
+                if method.MethodId in _SUBSCRIPTION_METHODS
+                and method.InputArguments
+                and isinstance(method.InputArguments[0].Value, int)
+            ]
+        )
+
+    def _refuse_foreign_subscriptions(self, named: Sequence[Any]) -> None:
+        assert self.session is not None
         subscriptions = self.iserver.subscription_service.subscriptions
-        for subscription_id in named if isinstance(named, list) else [named]:
+        for subscription_id in named:
             subscription = subscriptions.get(int(subscription_id))
             if subscription is not None and subscription.session_id != self.session.session_id:
                 _LOG.warning(
@@ -404,6 +520,10 @@ def _merge(allowed: Sequence[bool], results: Sequence[Any], denied: Any) -> list
     return [next(answered) if permitted else denied() for permitted in allowed]
 
 
+def _address(peer_name: Any) -> Any:
+    return peer_name[0] if isinstance(peer_name, tuple) and peer_name else None
+
+
 class _HubProtocol(OPCUAProtocol):
     """asyncua's connection protocol with a :class:`HubProcessor`."""
 
@@ -412,6 +532,13 @@ class _HubProtocol(OPCUAProtocol):
     subscription_owners: SubscriptionOwners | None = None
 
     def connection_made(self, transport: Any) -> None:
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        held = sum(1 for client in self.clients if _address(client.peer_name) == address)
+        if address is not None and held >= MAX_CONNECTIONS_PER_ADDRESS:
+            _LOG.warning("OPC UA connection from %s refused: it holds %d connections already", address, held)
+            transport.close()
+            return
         super().connection_made(transport)
         if self.processor is not None:
             processor = HubProcessor(
@@ -456,6 +583,8 @@ class HubServer(Server):
 
     def __init__(self, *, plaintext_passwords: bool = False, **options: Any) -> None:
         super().__init__(**options)
+        self.limits.max_message_size = MAX_MESSAGE_SIZE
+        self.limits.max_chunk_count = -(-MAX_MESSAGE_SIZE // self.limits.max_recv_buffer)
         self.plaintext_passwords = plaintext_passwords
         self.access: SessionAccess | None = None
 
