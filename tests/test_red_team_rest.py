@@ -38,6 +38,7 @@ from tests.test_access import (
     SECRET_ENV,
     SHELL_A,
     SM_A,
+    SM_B,
     Client,
     Served,
     _refused,
@@ -413,3 +414,29 @@ async def test_a_flood_of_async_invocations_does_not_cancel_an_operation_another
         response = await client.post(url, json={"inputArguments": {"Speed": 3.0}}, headers=LIMITED)
         assert response.status == 202, await response.text()
     await control.aclose()
+
+
+# --- an export is a read ---------------------------------------------------------------------------
+
+
+async def test_what_a_caller_may_not_read_it_cannot_export_either(served: Served) -> None:
+    """The viewer may read and export, but a deny rule keeps it from reading ``Status.Secret``: it got the secret
+    from ``/serialization``, ``/rdf`` and ``/sparql``."""
+    viewer = PRINCIPALS["viewer"]()
+    await _forbidden(await served.client.get(sm(SM_A, "/submodel-elements/Status.Secret"), headers=viewer))
+    await _forbidden(await served.client.get(f"{API}/serialization?submodelIds={b64(SM_A)}", headers=viewer))
+    await _forbidden(await served.client.get(f"{API}/rdf", headers=viewer))
+    query = {**viewer, "Content-Type": "application/sparql-query"}
+    await _forbidden(await served.client.post(f"{API}/sparql", data=b'ASK { ?s ?p "s3cret" }', headers=query))
+    response = await served.client.get(f"{API}/serialization", headers=viewer)
+    assert response.status == 200
+    environment = await response.json()
+    assert b"s3cret" not in json.dumps(environment).encode()
+    assert SM_A not in {submodel["id"] for submodel in environment["submodels"]}
+    assert SM_B in {submodel["id"] for submodel in environment["submodels"]}
+    response = await served.client.get(f"{API}/serialization?submodelIds={b64(SM_B)}", headers=viewer)
+    assert response.status == 200, await response.text()
+    # the operator without deny rules exports everything
+    response = await served.client.get(f"{API}/rdf", headers=_admin())
+    assert response.status == 200
+    assert "s3cret" in await response.text()

@@ -22,6 +22,8 @@ Targets and checks by route kind:
 - listings (``GET /shells``, ``/submodels`` and their ``$``-forms, ``/concept-descriptions``,
   ``/packages``, a submodel's ``submodel-elements``) need some rule allowing reads and show only
   what the caller may read; paging cursors count only what is shown;
+- an *export* is a read too: whatever it hands out (``/serialization``, ``/rdf``, ``/sparql``, package
+  downloads) must also be readable, so a deny rule on reads holds for exports (:func:`_as_read_too`);
 - ``/serialization`` (*export*): the ``aasIds`` and ``submodelIds`` asked for must be wholly
   exportable; without them it holds what the caller may export (concept descriptions likewise);
 - ``/rdf`` and ``/sparql`` (*export*): the whole repository; only a rule without target lists
@@ -57,6 +59,7 @@ caller, and caching of pruned bodies (a partly readable submodel is copied per r
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -395,7 +398,11 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
         allowed = bool(rules.allow)
         return _Checked(operation, "the listing", Decision(allowed, "filtered" if allowed else "no rule allows it"))
     if kind is TargetKind.REPOSITORY:
-        return _Checked(operation, "the whole repository", policy.decide(roles, operation, REPOSITORY))
+        return _Checked(
+            operation,
+            "the whole repository",
+            _as_read_too(operation, lambda checked: policy.decide(roles, checked, REPOSITORY)),
+        )
     if kind is TargetKind.SERIALIZATION:
         return _check_serialization(request, roles, access)
     if kind is TargetKind.SHELL:
@@ -417,7 +424,10 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
     if kind is TargetKind.PACKAGE:
         package_id = decode_identifier(match_info["packageId"], "packageId")
         package = await request.app[PACKAGES_KEY].get(package_id)
-        return _Checked(operation, f"package {package_id!r}", await _decide_package(package, roles, operation, access))
+        decision = await _decide_package(package, roles, operation, access)
+        if decision.allowed and operation is _EXPORT:
+            decision = await _decide_package(package, roles, _READ, access)
+        return _Checked(operation, f"package {package_id!r}", decision)
     submodel_id = decode_identifier(match_info["submodelIdentifier"], "submodelIdentifier")
     path = canonical_path(match_info["idShortPath"]) if "idShortPath" in match_info else ""
     description = f"submodel {submodel_id!r}" + (f" element {path!r}" if path else "")
@@ -442,6 +452,17 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
         if not allowed and scope.kind is ScopeKind.PARTIAL:
             return _Checked(operation, description, Decision(False, "not allowed on every element it holds"))
     return _Checked(operation, description, Decision(allowed, scope.reason))
+
+
+def _as_read_too(operation: AccessOperation, decide: Callable[[AccessOperation], Decision]) -> Decision:
+    """``decide(operation)``, and for an *export* also ``decide(read)``: an export hands out what it holds, so
+    what a caller may not read it may not export either (a deny rule on reads holds for exports too)."""
+    decision = decide(operation)
+    if decision.allowed and operation is _EXPORT:
+        read = decide(_READ)
+        if not read.allowed:
+            return Decision(False, f"an export is a read too: {read.reason}")
+    return decision
 
 
 async def _decide_package(
@@ -474,16 +495,20 @@ def _check_serialization(request: web.Request, roles: frozenset[str], access: Mo
     shell_ids = [decode_identifier(text, "aasIds value") for text in request.query.getall("aasIds", [])]
     submodel_ids = [decode_identifier(text, "submodelIds value") for text in request.query.getall("submodelIds", [])]
     if not shell_ids and not submodel_ids:
-        allowed = bool(access.policy.rules_for(roles, _EXPORT).allow)
+        allowed = all(access.policy.rules_for(roles, operation).allow for operation in (_EXPORT, _READ))
         return _Checked(_EXPORT, "the repository", Decision(allowed, "filtered" if allowed else "no rule allows it"))
     for shell_id in shell_ids:
-        decision = access.policy.decide(roles, _EXPORT, access.shell_target(shell_id))
+        decision = _as_read_too(
+            _EXPORT, functools.partial(access.policy.decide, roles, target=access.shell_target(shell_id))
+        )
         if not decision.allowed:
             return _Checked(_EXPORT, f"shell {shell_id!r}", decision)
     for submodel_id in submodel_ids:
-        scope = access.scope(roles, _EXPORT, submodel_id)
-        if scope.kind is not ScopeKind.ALL:
-            return _Checked(_EXPORT, f"submodel {submodel_id!r}", Decision(False, scope.reason))
+        for checked in (_EXPORT, _READ):
+            scope = access.scope(roles, checked, submodel_id)
+            if scope.kind is not ScopeKind.ALL:
+                reason = f"{checked.value}: {scope.reason}"
+                return _Checked(_EXPORT, f"submodel {submodel_id!r}", Decision(False, reason))
     return _Checked(_EXPORT, "the selected objects", Decision(True, "allowed for every selected object"))
 
 
@@ -578,17 +603,22 @@ def visible_elements(
 def exportable(request: web.Request, identifiables: list[model.Identifiable]) -> list[model.Identifiable]:
     """The identifiables of an export the caller may export whole (all, without access control)."""
     access: RequestAccess | None = request.get(ACCESS_KEY)
-    if access is None or access.unrestricted(_EXPORT):
+    if access is None or (access.unrestricted(_EXPORT) and access.unrestricted(_READ)):
         return identifiables
     policy, roles, model_access = access.model.policy, access.roles, access.model
     shown: list[model.Identifiable] = []
     for identifiable in identifiables:
-        if isinstance(identifiable, model.Submodel):
-            allowed = model_access.scope(roles, _EXPORT, identifiable.id).kind is ScopeKind.ALL
-        elif isinstance(identifiable, model.AssetAdministrationShell):
-            allowed = policy.decide(roles, _EXPORT, model_access.shell_target(identifiable.id)).allowed
-        else:
-            allowed = policy.decide(roles, _EXPORT, model_access.concept_description_target(identifiable.id)).allowed
+        allowed = True
+        for operation in (_EXPORT, _READ):  # an export is a read: what may not be read is not exported
+            if isinstance(identifiable, model.Submodel):
+                allowed = model_access.scope(roles, operation, identifiable.id).kind is ScopeKind.ALL
+            elif isinstance(identifiable, model.AssetAdministrationShell):
+                allowed = policy.decide(roles, operation, model_access.shell_target(identifiable.id)).allowed
+            else:
+                target = model_access.concept_description_target(identifiable.id)
+                allowed = policy.decide(roles, operation, target).allowed
+            if not allowed:
+                break
         if allowed:
             shown.append(identifiable)
     return shown
