@@ -3,7 +3,8 @@
 asyncua advertises 10,000 for every ``OperationLimits`` entry but served requests of any size, let
 one session hold all 1,000 subscriptions of the server, and took 100 MiB messages. The hub enforces
 the advertised operation limits (``BadTooManyOperations``), a number of subscriptions per session
-(``BadTooManySubscriptions``), a number of connections per client address, and a 16 MiB message size.
+(``BadTooManySubscriptions``), a number of connections per client address, a 16 MiB message size,
+and publishing intervals from 10 ms to an hour.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from aas_server.opcua.processor import (
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_MESSAGE_SIZE,
     MAX_OPERATIONS_PER_REQUEST,
+    MAX_PUBLISHING_INTERVAL,
     MAX_SUBSCRIPTIONS_PER_SESSION,
+    MIN_PUBLISHING_INTERVAL,
 )
 from aas_server.store.twin_store import TwinStore
 from tests.support import CLIENT_URI, ClientCertificate, eventually, trust_client_certificate, value_of
@@ -194,3 +197,31 @@ async def test_one_address_cannot_take_every_connection_of_the_server(projection
         return answer
 
     await eventually(fresh_connection, lambda answer: answer == b"ACK", within=5.0)
+
+
+@pytest.mark.parametrize(
+    ("requested", "granted"),
+    [
+        (0.001, MIN_PUBLISHING_INTERVAL),
+        (0.0, MIN_PUBLISHING_INTERVAL),
+        (-5.0, MIN_PUBLISHING_INTERVAL),
+        (float("nan"), MIN_PUBLISHING_INTERVAL),
+        (float("inf"), MAX_PUBLISHING_INTERVAL),
+        (250.0, 250.0),
+    ],
+    ids=["microsecond", "zero", "negative", "nan", "infinite", "ordinary"],
+)
+async def test_publishing_intervals_are_revised_into_the_granted_range(
+    projection: OpcUaProjection, opcua_client_certificate: ClientCertificate, requested: float, granted: float
+) -> None:
+    """A 0.001 ms publishing interval would be a busy loop on the hub's event loop; it is revised, as OPC UA allows."""
+    async with _session(projection, opcua_client_certificate, None) as client:
+        parameters = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=cast(Any, requested),
+            RequestedLifetimeCount=cast(Any, 600),
+            RequestedMaxKeepAliveCount=cast(Any, 20),
+            PublishingEnabled=True,
+        )
+        result = await client.uaclient.create_subscription(parameters, lambda _: None)
+        assert result.RevisedPublishingInterval == granted
+        await client.uaclient.delete_subscriptions([result.SubscriptionId])

@@ -31,7 +31,8 @@ checks a request before that dispatch:
   session cannot take the whole server's 1,000); a client address holding
   :data:`MAX_CONNECTIONS_PER_ADDRESS` connections has further ones closed (so one host cannot take the
   server's 1,000, e.g. with channels that never open a session); a message larger than
-  :data:`MAX_MESSAGE_SIZE` is refused by the transport.
+  :data:`MAX_MESSAGE_SIZE` is refused by the transport. A publishing interval is revised into
+  :data:`MIN_PUBLISHING_INTERVAL`..:data:`MAX_PUBLISHING_INTERVAL`.
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
   item by item (:mod:`aas_server.opcua.access`); writes follow them in :mod:`aas_server.opcua.writes`.
@@ -46,6 +47,7 @@ bypass the filter), QueryFirst/QueryNext (unsupported by asyncua).
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from collections.abc import Sequence
@@ -143,6 +145,10 @@ MAX_OPERATIONS_PER_REQUEST = 10_000
 """The items one request may name: the value asyncua advertises as every ``OperationLimits`` (MaxNodesPerRead...)."""
 MAX_SUBSCRIPTIONS_PER_SESSION = 50
 """Subscriptions one session may hold (asyncua's only cap, 1,000, is for the whole server)."""
+MIN_PUBLISHING_INTERVAL = 10.0
+"""The shortest publishing interval granted, in ms (asyncua grants any: 0.001 ms is a busy loop on the event loop)."""
+MAX_PUBLISHING_INTERVAL = 3_600_000.0
+"""The longest publishing interval granted, in ms (one hour)."""
 MAX_CONNECTIONS_PER_ADDRESS = 64
 """Connections one client address may hold at once (asyncua's only cap, 1,000, is for the whole server)."""
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -269,6 +275,7 @@ class HubProcessor(UaProcessor):
                 self._check_operation_count(typeid, body)
             if typeid == _CREATE_SUBSCRIPTION:
                 self._check_subscription_count()
+                body = _with_revised_publishing_interval(body)
             if typeid in _SUBSCRIPTION_SCOPED:
                 self._check_subscriptions_owned(typeid, body)
             if typeid == _CALL:
@@ -505,6 +512,18 @@ class HubProcessor(UaProcessor):
             response.Results = _merge(allowed, created, lambda: ua.MonitoredItemCreateResult(StatusCode=_denied()))
         self.send_response(requesthdr.RequestHandle, seqhdr, response)  # type: ignore[no-untyped-call]
         return True
+
+
+def _with_revised_publishing_interval(body: Buffer) -> Buffer:
+    """The CreateSubscription request with its publishing interval in the granted range (OPC 10000-4 §5.13.2)."""
+    parameters = struct_from_binary(ua.CreateSubscriptionParameters, body.copy())
+    requested = float(parameters.RequestedPublishingInterval)
+    revised = MIN_PUBLISHING_INTERVAL if math.isnan(requested) else requested
+    revised = min(max(revised, MIN_PUBLISHING_INTERVAL), MAX_PUBLISHING_INTERVAL)
+    if revised == requested:
+        return body
+    parameters.RequestedPublishingInterval = cast(Any, revised)
+    return Buffer(struct_to_binary(parameters))
 
 
 def _subset(parameters: Any, field_name: str, allowed: Sequence[bool]) -> Any:
