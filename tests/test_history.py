@@ -40,7 +40,7 @@ from aas_server.model.timeseries import (
     time_series_submodel_id,
 )
 from aas_server.opcua import OpcUaProjection, node_id_for
-from aas_server.opcua.status import status_code_for
+from aas_server.opcua_common.status import status_code_for
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.store.history import Downsampler, parse_interval
 from aas_server.store.twin_store import ElementBinding, TwinStore

@@ -37,7 +37,7 @@ from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.model.units import lookup_unit
 from aas_server.opcua import OpcUaProjection, node_id_for
 from aas_server.opcua.projection import UNECE_UNITS_NAMESPACE, VariableNode, plan_address_space
-from aas_server.opcua.status import status_code_for, status_code_for_error
+from aas_server.opcua_common.status import status_code_for, status_code_for_error
 from aas_server.store.twin_store import ElementBinding, TwinStore
 from tests.support import CLIENT_URI, ClientCertificate, eventually, trust_client_certificate, wait_until
 

@@ -26,7 +26,6 @@ from aas_server.connectors.opcua_client import (
     CLIENT_CERTIFICATE_FILE,
     OpcUaClientConnector,
     parse_browse_path,
-    quality_of_status,
     to_variant,
 )
 from aas_server.errors import (
@@ -46,6 +45,7 @@ from aas_server.mapping.schema import (
     Target,
 )
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite
+from aas_server.opcua_common.status import quality_of_status
 from tests.support import wait_until
 
 on_module_loop = pytest.mark.asyncio(loop_scope="module")

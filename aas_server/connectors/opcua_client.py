@@ -13,7 +13,8 @@ Every data change or read result becomes a ``RawSample`` with the value, the sou
 (else the server timestamp, else now) and a quality from the status code (§7.39): Good is good,
 Uncertain uncertain (``LAST_USABLE`` unless the code says more), Bad bad with the reason the code
 names (``BadSensorFailure`` -> ``SENSOR_FAILURE`` ...; others ``COMMUNICATION_ERROR``), the
-inverse of ``aas_server.opcua.status``. A bad sample carries no value; the store keeps the last one.
+inverse of the server's codes (both in ``aas_server.opcua_common.status``). A bad sample carries
+no value; the store keeps the last one.
 
 Writes go to the Value attribute (§5.10.4) typed as the variable's DataType: an ``int`` written to
 an Int16 variable travels as Int16, and a value outside the type's range (or a fraction for an
@@ -55,7 +56,6 @@ import datetime
 import enum
 import logging
 import math
-import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -69,7 +69,7 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif
 from asyncua.common.ua_utils import data_type_to_variant_type
-from asyncua.crypto import cert_gen, uacrypto
+from asyncua.crypto import uacrypto
 from asyncua.crypto.security_policies import (
     SecurityPolicy,
     SecurityPolicyAes128Sha256RsaOaep,
@@ -77,9 +77,6 @@ from asyncua.crypto.security_policies import (
     SecurityPolicyBasic256Sha256,
 )
 from asyncua.ua.status_codes import StatusCodes
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aas_server.config import secret_from_environment
 from aas_server.connectors.base import (
@@ -108,6 +105,9 @@ from aas_server.mapping.schema import (
     OpcUaVariablePoint,
 )
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
+from aas_server.opcua_common.certificates import application_uris, encoding_of, ensure_self_signed, load_certificate
+from aas_server.opcua_common.status import quality_of_status, status_name
+from aas_server.opcua_common.variants import INTEGER_RANGES
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,6 @@ _Answer = TypeVar("_Answer")
 
 CLIENT_CERTIFICATE_FILE = "opcua_client_certificate.der"
 CLIENT_PRIVATE_KEY_FILE = "opcua_client_private_key.pem"
-_CERTIFICATE_DAYS = 3650
 _KEEP_ALIVE_SECONDS = 5.0
 """A subscription without changes still answers this often, so a dead one is noticed."""
 _MAX_QUEUE_SIZE = 100
@@ -138,24 +137,6 @@ _MODES = {
     OpcUaSecurityMode.SIGN_AND_ENCRYPT: ua.MessageSecurityMode.SignAndEncrypt,
 }
 
-_BAD_REASONS: dict[int, QualityReason] = {
-    StatusCodes.BadNoCommunication: QualityReason.NO_COMMUNICATION,
-    StatusCodes.BadServerNotConnected: QualityReason.NO_COMMUNICATION,
-    StatusCodes.BadNotConnected: QualityReason.NO_COMMUNICATION,
-    StatusCodes.BadCommunicationError: QualityReason.COMMUNICATION_ERROR,
-    StatusCodes.BadSensorFailure: QualityReason.SENSOR_FAILURE,
-    StatusCodes.BadDeviceFailure: QualityReason.SENSOR_FAILURE,
-    StatusCodes.BadOutOfRange: QualityReason.OUT_OF_RANGE,
-    StatusCodes.BadDecodingError: QualityReason.DECODE_ERROR,
-    StatusCodes.BadDataEncodingInvalid: QualityReason.DECODE_ERROR,
-    StatusCodes.BadWaitingForInitialData: QualityReason.NOT_YET_READ,
-}
-_UNCERTAIN_REASONS: dict[int, QualityReason] = {
-    StatusCodes.UncertainLastUsableValue: QualityReason.LAST_USABLE,
-    StatusCodes.UncertainInitialValue: QualityReason.NOT_YET_READ,
-    StatusCodes.UncertainSensorNotAccurate: QualityReason.SENSOR_FAILURE,
-    StatusCodes.UncertainEngineeringUnitsExceeded: QualityReason.OUT_OF_RANGE,
-}
 _ADDRESS_PROBLEMS = frozenset(
     {
         StatusCodes.BadNodeIdUnknown,
@@ -195,39 +176,12 @@ _CERTIFICATE_REJECTED = frozenset(
     }
 )
 
-_INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
-    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
-    ua.VariantType.Byte: (0, 2**8 - 1),
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
-    ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
-    ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
-    ua.VariantType.UInt64: (0, 2**64 - 1),
-}
 _SETUP_PROBLEM_TEXTS = ("No matching endpoints", "certificate mismatch")
 """asyncua's messages (plain ``UaError``) for an endpoint or server certificate that does not fit the configuration."""
 _ABSTRACT_TYPES = frozenset({ua.VariantType.Variant, ua.VariantType.Null})
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
-
-
-def status_name(code: int) -> str:
-    """The symbolic name of a status code (``BadNotWritable``), or its hexadecimal value when unknown."""
-    name = ua.StatusCode(cast(Any, code & 0xFFFF0000)).name
-    return name if name and not name.startswith("Unknown") else f"0x{code:08X}"
-
-
-def quality_of_status(code: int) -> tuple[Quality, QualityReason]:
-    """Quality and reason of a value with status ``code`` (OPC 10000-4, 7.39: severity in the top two bits)."""
-    specific = code & 0xFFFF0000
-    severity = code & 0xC0000000
-    if severity == 0:
-        return Quality.GOOD, QualityReason.NONE
-    if severity == 0x40000000:
-        return Quality.UNCERTAIN, _UNCERTAIN_REASONS.get(specific, QualityReason.LAST_USABLE)
-    return Quality.BAD, _BAD_REASONS.get(specific, QualityReason.COMMUNICATION_ERROR)
 
 
 def parse_browse_path(text: str) -> list[ua.QualifiedName]:
@@ -274,7 +228,7 @@ def _integer(value: Any, variant_type: ua.VariantType) -> int:
         value = nearest
     if not isinstance(value, int):
         raise TypeMismatchError(f"{value!r} is not an {name}")
-    low, high = _INTEGER_RANGES[variant_type]
+    low, high = INTEGER_RANGES[variant_type]
     if not low <= value <= high:
         raise TypeMismatchError(f"{value} is out of range for {name} [{low}, {high}]")
     return value
@@ -283,7 +237,7 @@ def _integer(value: Any, variant_type: ua.VariantType) -> int:
 def _scalar(value: Any, variant_type: ua.VariantType) -> Any:
     """``value`` as the Python value asyncua encodes as ``variant_type``; ``TypeMismatchError`` if it does not fit."""
     name = variant_type.name
-    if variant_type in _INTEGER_RANGES:
+    if variant_type in INTEGER_RANGES:
         return _integer(value, variant_type)
     if variant_type is ua.VariantType.Boolean:
         if isinstance(value, bool):
@@ -334,7 +288,7 @@ def _inferred_type(value: Any) -> ua.VariantType:
         return ua.VariantType.Boolean
     if isinstance(value, int):
         for candidate in (ua.VariantType.Int32, ua.VariantType.Int64, ua.VariantType.UInt64):
-            low, high = _INTEGER_RANGES[candidate]
+            low, high = INTEGER_RANGES[candidate]
             if low <= value <= high:
                 return candidate
         raise TypeMismatchError(f"{value} does not fit any OPC UA integer type")
@@ -415,50 +369,23 @@ def default_application_uri() -> str:
     return f"urn:{socket.gethostname()}:aas-server:opcua-client"
 
 
-def _certificate_is_usable(certificate: x509.Certificate, application_uri: str) -> bool:
-    now = datetime.datetime.now(datetime.UTC)
-    if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
-        return False
-    try:
-        alternative_names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return False
-    return application_uri in alternative_names.value.get_values_for_type(x509.UniformResourceIdentifier)
-
-
 def ensure_client_certificate(pki_dir: Path, application_uri: str) -> tuple[Path, Path]:
     """The hub's self-signed client certificate (DER) and key (PEM) in ``pki_dir``, generated once.
 
     Regenerated (logged) when expired or naming another application URI. Blocking: run in a thread.
     """
     certificate_path, key_path = pki_dir / CLIENT_CERTIFICATE_FILE, pki_dir / CLIENT_PRIVATE_KEY_FILE
-    if certificate_path.is_file() and key_path.is_file():
-        certificate = x509.load_der_x509_certificate(certificate_path.read_bytes())
-        if _certificate_is_usable(certificate, application_uri):
-            return certificate_path, key_path
-        logger.warning("OPC UA client certificate %s is expired or has another URI: generating a new one", pki_dir)
-    pki_dir.mkdir(parents=True, exist_ok=True)
-    private_key = cert_gen.generate_private_key()
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri)]
-    names.extend(x509.DNSName(host) for host in dict.fromkeys([socket.gethostname(), "localhost"]))
-    certificate = cert_gen.generate_self_signed_app_certificate(
-        private_key,
-        "aas-server OPC UA client",
-        {},
-        names,
-        extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
-        days=_CERTIFICATE_DAYS,
+    generated = ensure_self_signed(
+        certificate_path,
+        key_path,
+        application_uri=application_uri,
+        common_name="aas-server OPC UA client",
+        hosts=[],
+        server=False,
     )
-    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as key_file:
-        key_file.write(cert_gen.dump_private_key_as_pem(private_key))
-    certificate_path.write_bytes(certificate.public_bytes(Encoding.DER))
-    logger.info("generated the OPC UA client certificate %s; legacy OPC UA servers must trust it", certificate_path)
+    if generated:
+        logger.info("generated the OPC UA client certificate %s; legacy OPC UA servers must trust it", certificate_path)
     return certificate_path, key_path
-
-
-def _encoding_of(content: bytes) -> str:
-    return "pem" if content.lstrip().startswith(b"-----BEGIN") else "der"
 
 
 @dataclass(frozen=True)
@@ -476,24 +403,15 @@ def _read_credentials(
 ) -> _Credentials:
     certificate_content = certificate_path.read_bytes()
     key_content = key_path.read_bytes()
-    encoding = _encoding_of(certificate_content)
-    if encoding == "pem":
-        certificate = x509.load_pem_x509_certificate(certificate_content)
-    else:
-        certificate = x509.load_der_x509_certificate(certificate_content)
-    application_uri = fallback_uri
-    with contextlib.suppress(x509.ExtensionNotFound):
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
-        if uris:
-            application_uri = uris[0]
+    encoding = encoding_of(certificate_content)
+    application_uri = next(iter(application_uris(load_certificate(certificate_content))), fallback_uri)
     server_certificate = None
     if server_certificate_path is not None:
         server_content = server_certificate_path.read_bytes()
-        server_certificate = uacrypto.CertProperties(server_content, _encoding_of(server_content))
+        server_certificate = uacrypto.CertProperties(server_content, encoding_of(server_content))
     return _Credentials(
         uacrypto.CertProperties(certificate_content, encoding),
-        uacrypto.CertProperties(key_content, _encoding_of(key_content)),
+        uacrypto.CertProperties(key_content, encoding_of(key_content)),
         server_certificate,
         application_uri,
     )

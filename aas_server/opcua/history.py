@@ -38,10 +38,10 @@ from asyncua.ua.status_codes import StatusCodes
 from aas_server.errors import HubError, InvalidRequestError
 from aas_server.opcua.address_space import ProjectedAddressSpace
 from aas_server.opcua.projection import parent_path
-from aas_server.opcua.status import status
 from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
-from aas_server.opcua.variants import data_value, to_variant
 from aas_server.opcua.writes import PropertyTarget
+from aas_server.opcua_common.status import status
+from aas_server.opcua_common.variants import data_value, to_variant
 from aas_server.store.history import Aggregate, HistorySample, HistorySource, IntervalAggregate, SampleKey
 from aas_server.store.twin_store import ModelChanged, TwinStore
 

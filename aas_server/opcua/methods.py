@@ -40,8 +40,8 @@ from basyx.aas import model
 from aas_server.errors import HubError
 from aas_server.opcua.projection import argument_to_value, value_to_argument
 from aas_server.opcua.security import HubUser
-from aas_server.opcua.status import status, status_code_for_error
-from aas_server.opcua.variants import variant_type_for
+from aas_server.opcua_common.status import status, status_code_for_error
+from aas_server.opcua_common.variants import variant_type_for
 from aas_server.store.operations import OperationRegistry
 from aas_server.store.twin_store import TwinStore
 

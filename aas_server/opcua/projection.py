@@ -55,9 +55,9 @@ from aas_server.model import paths, values
 from aas_server.model.events import Quality, utc_now
 from aas_server.model.units import EngineeringUnit
 from aas_server.opcua import node_ids
-from aas_server.opcua.status import status
 from aas_server.opcua.types import RELATIONSHIP_FIRST, RELATIONSHIP_SECOND
-from aas_server.opcua.variants import data_value, to_variant, variant_type_for
+from aas_server.opcua_common.status import status
+from aas_server.opcua_common.variants import data_value, to_variant, variant_type_for
 from aas_server.store.twin_store import ElementBinding, ValueState
 
 UNECE_UNITS_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"

@@ -28,24 +28,23 @@ import hmac
 import logging
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asyncua import ua
 from asyncua.common.utils import ServiceError
-from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from aas_server.config import OpcUaSettings, Role, SecurityPolicyName
-from aas_server.opcua.status import status
+from aas_server.opcua_common.certificates import encoding_of, ensure_self_signed, load_certificate
+from aas_server.opcua_common.status import status
 
 if TYPE_CHECKING:
     from asyncua.server.internal_server import InternalServer
@@ -54,7 +53,6 @@ _LOG = logging.getLogger(__name__)
 
 CERTIFICATE_FILE = "server_certificate.der"
 PRIVATE_KEY_FILE = "server_private_key.pem"
-_CERTIFICATE_DAYS = 3650
 _REJECTED_LIMIT = 1000
 """At most this many rejected certificates are kept, so that clients cannot fill the disk."""
 
@@ -181,49 +179,16 @@ async def ensure_server_certificate(settings: OpcUaSettings, data_dir: Path) -> 
 
 
 def _ensure_self_signed(certificate_path: Path, key_path: Path, settings: OpcUaSettings) -> None:
-    if certificate_path.is_file() and key_path.is_file():
-        certificate = x509.load_der_x509_certificate(certificate_path.read_bytes())
-        if certificate_is_usable(certificate, settings.application_uri):
-            return
-        _LOG.warning(
-            "OPC UA server certificate %s is expired or has another URI: generating a new one", certificate_path
-        )
-    certificate_path.parent.mkdir(parents=True, exist_ok=True)
-    private_key = cert_gen.generate_private_key()
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(settings.application_uri)]
-    for host in dict.fromkeys([socket.gethostname(), "localhost", settings.host]):
-        if host and host not in ("0.0.0.0", "::"):
-            names.append(x509.DNSName(host))
-    certificate = cert_gen.generate_self_signed_app_certificate(
-        private_key,
-        settings.server_name,
-        {},
-        names,
-        extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        days=_CERTIFICATE_DAYS,
+    generated = ensure_self_signed(
+        certificate_path,
+        key_path,
+        application_uri=settings.application_uri,
+        common_name=settings.server_name,
+        hosts=[settings.host],
+        server=True,
     )
-    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as key_file:
-        key_file.write(cert_gen.dump_private_key_as_pem(private_key))
-    certificate_path.write_bytes(certificate.public_bytes(Encoding.DER))
-    _LOG.info("generated a self-signed OPC UA server certificate in %s", certificate_path.parent)
-
-
-def certificate_is_usable(certificate: x509.Certificate, application_uri: str) -> bool:
-    """Whether a certificate is valid now and names ``application_uri`` in its subjectAltName."""
-    now = datetime.datetime.now(datetime.UTC)
-    if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
-        return False
-    try:
-        alternative_names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return False
-    return application_uri in alternative_names.value.get_values_for_type(x509.UniformResourceIdentifier)
-
-
-def encoding_of(content: bytes) -> str:
-    """``"pem"`` or ``"der"``, judged by content rather than file name."""
-    return "pem" if content.lstrip().startswith(b"-----BEGIN") else "der"
+    if generated:
+        _LOG.info("generated a self-signed OPC UA server certificate in %s", certificate_path.parent)
 
 
 class _TrustList(TrustStore):
@@ -245,7 +210,7 @@ class _TrustList(TrustStore):
         self._trust_store = x509.verification.Store(certificates) if certificates else None
 
     async def _load_trust_location(self, location: Path) -> list[x509.Certificate]:
-        return await asyncio.to_thread(_read_files, location, _load_certificate)
+        return await asyncio.to_thread(_read_files, location, load_certificate)
 
     async def _load_crl_location(self, location: Path) -> list[x509.RevokedCertificate]:
         lists = await asyncio.to_thread(_read_files, location, _load_revocation_list)
@@ -377,12 +342,6 @@ def _read_files(folder: Path, load: Any) -> list[Any]:
         except (OSError, ValueError) as error:
             _LOG.warning("ignored unreadable file in the OPC UA trust store: %s (%s)", path, error)
     return loaded
-
-
-def _load_certificate(content: bytes) -> x509.Certificate:
-    if encoding_of(content) == "pem":
-        return x509.load_pem_x509_certificate(content)
-    return x509.load_der_x509_certificate(content)
 
 
 def _load_revocation_list(content: bytes) -> x509.CertificateRevocationList:

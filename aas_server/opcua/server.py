@@ -43,13 +43,13 @@ from aas_server.opcua.processor import HubServer
 from aas_server.opcua.security import (
     ClientCertificateTrust,
     HubUserManager,
-    encoding_of,
     ensure_server_certificate,
     identity_token_types,
     security_policy_types,
 )
 from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer, StoreSync
 from aas_server.opcua.writes import ProjectionAttributeService, PropertyWriter
+from aas_server.opcua_common.certificates import encoding_of
 from aas_server.security.access import AccessControl
 from aas_server.store.bus import Subscription
 from aas_server.store.history import HistorySource

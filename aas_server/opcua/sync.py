@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from asyncua import ua
 
 from aas_server.model.events import ValueChanged
-from aas_server.opcua.variants import data_value
+from aas_server.opcua_common.variants import data_value
 from aas_server.store.bus import Subscription
 from aas_server.store.twin_store import ModelChanged, StoreEvent
 

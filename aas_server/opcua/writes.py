@@ -29,7 +29,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from aas_server.config import AccessOperation
 from aas_server.opcua.security import HubUser
-from aas_server.opcua.status import status, status_code_for_error
+from aas_server.opcua_common.status import status, status_code_for_error
 from aas_server.security.access import AccessControl
 from aas_server.security.audit import AuditRecord
 from aas_server.security.scopes import ModelAccess

@@ -15,7 +15,7 @@ from asyncua.ua.status_codes import StatusCodes
 from basyx.aas.model import datatypes
 
 from aas_server.model.events import Quality, QualityReason
-from aas_server.opcua.status import is_bad, status, status_code_for
+from aas_server.opcua_common.status import is_bad, status, status_code_for
 
 _VARIANT_TYPES: dict[type, ua.VariantType] = {
     float: ua.VariantType.Double,
@@ -33,18 +33,17 @@ _VARIANT_TYPES: dict[type, ua.VariantType] = {
     datetime.datetime: ua.VariantType.DateTime,
 }
 
-_INTEGER_VARIANTS = frozenset(
-    {
-        ua.VariantType.SByte,
-        ua.VariantType.Byte,
-        ua.VariantType.Int16,
-        ua.VariantType.UInt16,
-        ua.VariantType.Int32,
-        ua.VariantType.UInt32,
-        ua.VariantType.Int64,
-        ua.VariantType.UInt64,
-    }
-)
+INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
+    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
+    ua.VariantType.Byte: (0, 2**8 - 1),
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
+    ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
+    ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
+    ua.VariantType.UInt64: (0, 2**64 - 1),
+}
+"""The OPC UA integer types and the values each holds (OPC 10000-6 §5.1.2)."""
 
 
 def variant_type_for(value_type: type) -> ua.VariantType:
@@ -66,7 +65,7 @@ def to_variant(value: Any, variant_type: ua.VariantType) -> ua.Variant:
         if not isinstance(value, bool):
             raise TypeError(f"{value!r} is not a boolean")
         return ua.Variant(value, variant_type)
-    if variant_type in _INTEGER_VARIANTS:
+    if variant_type in INTEGER_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{value!r} is not an integer")
         return ua.Variant(int(value), variant_type)
