@@ -3,7 +3,8 @@
 asyncua advertises 10,000 for every ``OperationLimits`` entry but served requests of any size, let
 one session hold all 1,000 subscriptions of the server, and took 100 MiB messages. The hub enforces
 the advertised operation limits (``BadTooManyOperations``), a number of subscriptions per session
-(``BadTooManySubscriptions``), a number of connections per client address, a 16 MiB message size,
+(``BadTooManySubscriptions``) and monitored items per session (``BadTooManyMonitoredItems``), a number
+of connections per client address, a 16 MiB message size,
 and publishing intervals from 10 ms to an hour.
 """
 
@@ -29,7 +30,7 @@ from basyx.aas import model
 from pydantic import SecretStr
 
 from aas_server.config import OpcUaSettings, Role, UserSettings
-from aas_server.opcua import OpcUaProjection, node_id_for
+from aas_server.opcua import OpcUaProjection, node_id_for, processor
 from aas_server.opcua.processor import (
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_MESSAGE_SIZE,
@@ -225,3 +226,36 @@ async def test_publishing_intervals_are_revised_into_the_granted_range(
         result = await client.uaclient.create_subscription(parameters, lambda _: None)
         assert result.RevisedPublishingInterval == granted
         await client.uaclient.delete_subscriptions([result.SubscriptionId])
+
+
+async def test_a_session_cannot_monitor_without_bound(
+    projection: OpcUaProjection, opcua_client_certificate: ClientCertificate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Monitored items are capped per session over all its subscriptions (lowered here to keep the test short)."""
+    monkeypatch.setattr(processor, "MAX_MONITORED_ITEMS_PER_SESSION", 25)
+    level = _node(projection, "Level")
+    async with _session(projection, opcua_client_certificate, None) as client:
+        first = await client.create_subscription(1000, None)
+        second = await client.create_subscription(1000, None)
+        handles = await first.subscribe_data_change([client.get_node(level)] * 20)
+        assert len(handles) == 20
+        request = ua.CreateMonitoredItemsParameters(
+            SubscriptionId=cast(Any, second.subscription_id),
+            TimestampsToReturn=ua.TimestampsToReturn.Both,
+            ItemsToCreate=[
+                ua.MonitoredItemCreateRequest(
+                    ItemToMonitor=ua.ReadValueId(NodeId=level, AttributeId=ua.AttributeIds.Value),
+                    MonitoringMode=ua.MonitoringMode.Reporting,
+                    RequestedParameters=ua.MonitoringParameters(
+                        ClientHandle=cast(Any, index), SamplingInterval=100, QueueSize=cast(Any, 1)
+                    ),
+                )
+                for index in range(6)
+            ],
+        )
+        with pytest.raises(UaStatusCodeError) as refused:
+            await client.uaclient.create_monitored_items(request)
+        assert refused.value.code == StatusCodes.BadTooManyMonitoredItems
+        request.ItemsToCreate = request.ItemsToCreate[:5]
+        created = await client.uaclient.create_monitored_items(request)
+        assert all(result.StatusCode.is_good() for result in created)

@@ -537,3 +537,42 @@ async def test_another_channel_cannot_close_a_session_by_its_token(
         handle = await subscription.subscribe_data_change(victim.get_node(hub.element(DENIED, "Setpoint")))
         assert handle
         await subscription.delete()
+
+
+async def test_malformed_read_and_write_items_get_their_own_bad_status(
+    hub: Hub, opcua_client_certificate: ClientCertificate
+) -> None:
+    """Odd index ranges, attribute ids and encodings are answered item by item, without an internal error; an
+    IndexRange write is refused; the session goes on working."""
+    setpoint = hub.element(ALLOWED, "Setpoint")
+    async with _session(hub, opcua_client_certificate, OPERATOR) as client:
+        reads = [
+            ua.ReadValueId(NodeId=setpoint, AttributeId=ua.AttributeIds.Value, IndexRange="99999999:999999999"),
+            ua.ReadValueId(NodeId=setpoint, AttributeId=ua.AttributeIds.Value, IndexRange="not a range"),
+            ua.ReadValueId(NodeId=setpoint, AttributeId=cast(Any, 999)),
+            ua.ReadValueId(
+                NodeId=setpoint, AttributeId=ua.AttributeIds.Value, DataEncoding=ua.QualifiedName("Default XML", 0)
+            ),
+            ua.ReadValueId(NodeId=setpoint, AttributeId=ua.AttributeIds.Value),
+        ]
+        *odd, plain = await client.uaclient.read(ua.ReadParameters(NodesToRead=reads))
+        assert all(status_of(value) != StatusCodes.BadInternalError for value in odd), odd
+        assert status_of(odd[2]) == StatusCodes.BadAttributeIdInvalid
+        # asyncua ignores an IndexRange on a scalar and a DataEncoding when reading (no BadIndexRangeNoData,
+        # BadDataEncodingInvalid): the value is the one the session may read anyway, nothing more.
+        assert [value_of(value) for value in (odd[0], odd[1], odd[3])] == [50.0, 50.0, 50.0]
+        assert value_of(plain) == 50.0
+        (ranged,) = await client.uaclient.write(
+            ua.WriteParameters(
+                NodesToWrite=[
+                    ua.WriteValue(
+                        NodeId=setpoint,
+                        AttributeId=ua.AttributeIds.Value,
+                        IndexRange="0:1",
+                        Value=ua.DataValue(ua.Variant(51.0, ua.VariantType.Double)),
+                    )
+                ]
+            )
+        )
+        assert ranged.value == StatusCodes.BadWriteNotSupported
+        assert value_of(await _read(client, setpoint)) == 50.0

@@ -26,12 +26,14 @@ checks a request before that dispatch:
   from that session's retransmission queue). TransferSubscriptions moves a subscription only to a
   session of the user who created it (OPC 10000-4 §5.13.7); others get ``BadUserAccessDenied``.
 * **Limits.** A request naming more than :data:`MAX_OPERATIONS_PER_REQUEST` items (the
-  ``OperationLimits`` asyncua advertises but does not enforce) is ``BadTooManyOperations``; a session
-  holding :data:`MAX_SUBSCRIPTIONS_PER_SESSION` subscriptions gets ``BadTooManySubscriptions`` (so one
-  session cannot take the whole server's 1,000); a client address holding
-  :data:`MAX_CONNECTIONS_PER_ADDRESS` connections has further ones closed (so one host cannot take the
-  server's 1,000, e.g. with channels that never open a session); a message larger than
-  :data:`MAX_MESSAGE_SIZE` is refused by the transport. A publishing interval is revised into
+  ``OperationLimits`` asyncua advertises but does not enforce) is ``BadTooManyOperations``. A
+  session holding :data:`MAX_SUBSCRIPTIONS_PER_SESSION` subscriptions gets
+  ``BadTooManySubscriptions`` (so one session cannot take the whole server's 1,000), and one asking
+  for more than :data:`MAX_MONITORED_ITEMS_PER_SESSION` monitored items in all
+  ``BadTooManyMonitoredItems``. A client address holding :data:`MAX_CONNECTIONS_PER_ADDRESS`
+  connections has further ones closed (so one host cannot take the server's 1,000, e.g. with
+  channels that never open a session). A message larger than :data:`MAX_MESSAGE_SIZE` is refused
+  by the transport. A publishing interval is revised into
   :data:`MIN_PUBLISHING_INTERVAL`..:data:`MAX_PUBLISHING_INTERVAL`.
 * **Access rules.** With a :class:`~aas_server.opcua.access.SessionAccess`, Read, Browse,
   TranslateBrowsePathsToNodeIds, HistoryRead, Call and CreateMonitoredItems follow ``security.rules``
@@ -145,6 +147,8 @@ MAX_OPERATIONS_PER_REQUEST = 10_000
 """The items one request may name: the value asyncua advertises as every ``OperationLimits`` (MaxNodesPerRead...)."""
 MAX_SUBSCRIPTIONS_PER_SESSION = 50
 """Subscriptions one session may hold (asyncua's only cap, 1,000, is for the whole server)."""
+MAX_MONITORED_ITEMS_PER_SESSION = 100_000
+"""Monitored items one session may hold over all its subscriptions (asyncua has no cap)."""
 MIN_PUBLISHING_INTERVAL = 10.0
 """The shortest publishing interval granted, in ms (asyncua grants any: 0.001 ms is a busy loop on the event loop)."""
 MAX_PUBLISHING_INTERVAL = 3_600_000.0
@@ -278,6 +282,8 @@ class HubProcessor(UaProcessor):
                 body = _with_revised_publishing_interval(body)
             if typeid in _SUBSCRIPTION_SCOPED:
                 self._check_subscriptions_owned(typeid, body)
+            if typeid == _CREATE_MONITORED_ITEMS:
+                self._check_monitored_item_count(body)
             if typeid == _CALL:
                 self._check_method_subscriptions(body)
             if typeid == _PUBLISH:
@@ -319,6 +325,26 @@ class HubProcessor(UaProcessor):
         if held >= MAX_SUBSCRIPTIONS_PER_SESSION:
             _LOG.warning("OPC UA session of %s refused a subscription: it holds %d already", self.name, held)
             raise ServiceError(StatusCodes.BadTooManySubscriptions)
+
+    def _check_monitored_item_count(self, body: Buffer) -> None:
+        """``BadTooManyMonitoredItems`` when the request would take the session past its monitored item cap."""
+        assert self.session is not None
+        session_id = self.session.session_id
+        held = sum(
+            len(subscription.monitored_item_srv._monitored_items)
+            for subscription in self.iserver.subscription_service.subscriptions.values()
+            if subscription.session_id == session_id
+        )
+        requested = len(struct_from_binary(ua.CreateMonitoredItemsParameters, body.copy()).ItemsToCreate)
+        if held + requested > MAX_MONITORED_ITEMS_PER_SESSION:
+            _LOG.warning(
+                "OPC UA session of %s refused %d monitored items: it holds %d of at most %d",
+                self.name,
+                requested,
+                held,
+                MAX_MONITORED_ITEMS_PER_SESSION,
+            )
+            raise ServiceError(StatusCodes.BadTooManyMonitoredItems)
 
     def _check_reattachment(self, authentication_token: ua.NodeId) -> None:
         """``BadSecurityChecksFailed`` when a new channel names a session created over a channel of another certificate.
