@@ -26,6 +26,7 @@ from basyx.aas import model
 from aas_server.config import AccessOperation
 from aas_server.errors import HubError
 from aas_server.exchange import read_package
+from aas_server.model.paths import children_of
 from aas_server.security.rules import REPOSITORY, Decision, Target, path_and_ancestors
 from aas_server.security.scopes import ModelAccess, semantic_ids_of
 from aas_server.store.files import StoredPackage
@@ -137,7 +138,7 @@ def element_targets(submodel: model.Submodel) -> Iterator[tuple[str, frozenset[s
     stack: list[tuple[model.Referable, str, frozenset[str]]] = [(submodel, "", root)]
     while stack:
         parent, parent_path, inherited = stack.pop()
-        for index, child in enumerate(_children(parent)):
+        for index, child in enumerate(children_of(parent) or ()):
             if isinstance(parent, model.SubmodelElementList):
                 path = f"{parent_path}[{index}]"
             else:
@@ -145,15 +146,3 @@ def element_targets(submodel: model.Submodel) -> Iterator[tuple[str, frozenset[s
             semantic = inherited | semantic_ids_of(child)
             yield path, semantic
             stack.append((child, path, semantic))
-
-
-def _children(element: model.Referable) -> list[model.SubmodelElement]:
-    if isinstance(element, model.Submodel):
-        return list(element.submodel_element)
-    if isinstance(element, (model.SubmodelElementCollection, model.SubmodelElementList)):
-        return list(element.value)
-    if isinstance(element, model.Entity):
-        return list(element.statement)
-    if isinstance(element, model.AnnotatedRelationshipElement):
-        return list(element.annotation)
-    return []

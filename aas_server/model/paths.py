@@ -7,7 +7,8 @@ A path is a dot-separated sequence of idShorts, with ``[n]`` indexes into a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from basyx.aas import model
 
@@ -61,7 +62,8 @@ def format_id_short_path(segments: tuple[Segment, ...]) -> str:
     return "".join(parts)
 
 
-def _children(element: object) -> Iterable[model.SubmodelElement] | None:
+def children_of(element: object) -> model.NamespaceSet[Any] | None:
+    """The set of direct child elements of a submodel or element; ``None`` for an element that has none."""
     if isinstance(element, model.Submodel):
         return element.submodel_element
     if isinstance(element, model.SubmodelElementCollection | model.SubmodelElementList):
@@ -85,7 +87,7 @@ def resolve(submodel: model.Submodel, path: str) -> model.SubmodelElement:
                 raise NotFoundError(f"{path!r}: list index [{segment}] out of range")
             current = items[segment]
         else:
-            children = _children(current)
+            children = children_of(current)
             if not isinstance(children, model.NamespaceSet) or isinstance(current, model.SubmodelElementList):
                 raise NotFoundError(f"{path!r}: {segment!r} not found")
             try:
@@ -101,7 +103,7 @@ def walk(
     parent: model.Submodel | model.SubmodelElement, prefix: str = ""
 ) -> Iterator[tuple[str, model.SubmodelElement]]:
     """Yield ``(id_short_path, element)`` for every element below ``parent``, depth first."""
-    children = _children(parent)
+    children = children_of(parent)
     if children is None:
         return
     is_list = isinstance(parent, model.SubmodelElementList)
@@ -119,7 +121,7 @@ def has_more_than(parent: model.Submodel | model.SubmodelElement, count: int) ->
     seen = 0
     stack: list[object] = [parent]
     while stack:
-        children = _children(stack.pop())
+        children = children_of(stack.pop())
         if children is None:
             continue
         for child in children:

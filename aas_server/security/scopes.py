@@ -22,7 +22,6 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from basyx.aas import model
 
@@ -57,18 +56,6 @@ def semantic_ids_of(referable: model.HasSemantics) -> frozenset[str]:
     """The key values of a referable's semanticId."""
     reference = referable.semantic_id
     return frozenset(key.value for key in reference.key) if reference is not None else frozenset()
-
-
-def _children(element: model.Submodel | model.SubmodelElement) -> model.NamespaceSet[Any] | None:
-    if isinstance(element, model.Submodel):
-        return element.submodel_element
-    if isinstance(element, model.SubmodelElementCollection | model.SubmodelElementList):
-        return element.value
-    if isinstance(element, model.Entity):
-        return element.statement
-    if isinstance(element, model.AnnotatedRelationshipElement):
-        return element.annotation
-    return None
 
 
 def _child_path(parent: object, parent_path: str, index: int, child: model.SubmodelElement) -> str:
@@ -259,7 +246,7 @@ class ModelAccess:
         if not varying_allow and not varying_deny:
             return Scope(ScopeKind.ALL if decision.allowed else ScopeKind.NONE, decision.reason)
         walker = _Walker(base, decision.allowed, varying_allow, varying_deny)
-        children = _children(root)
+        children = paths.children_of(root)
         all_allowed = decision.allowed
         if children is not None:
             for index, child in enumerate(children):
@@ -310,7 +297,7 @@ def _step(current: model.Submodel | model.SubmodelElement, segment: paths.Segmen
             item: model.SubmodelElement = list(current.value)[segment]
             return item
         return None
-    children = _children(current)
+    children = paths.children_of(current)
     if children is None or isinstance(current, model.SubmodelElementList):
         return None
     try:
@@ -360,7 +347,7 @@ class _Walker:
         ) and not any(rule.match(target) is Match.YES for rule in self.varying_deny)
         all_allowed = allowed
         holds_kept = False
-        children = _children(element)
+        children = paths.children_of(element)
         if children is not None:
             child_paths = []
             for index, child in enumerate(children):
@@ -384,7 +371,7 @@ class _Walker:
 
 
 def _prune(element: model.Submodel | model.SubmodelElement, path: str, scope: Scope) -> None:
-    children = _children(element)
+    children = paths.children_of(element)
     if children is None or scope.kind is ScopeKind.ALL:
         return
     removed: list[model.SubmodelElement] = []

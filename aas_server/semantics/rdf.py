@@ -470,7 +470,7 @@ class _GraphBuilder:
         elif isinstance(element, model.SubmodelElementList):
             self._list(subject, element)
         if isinstance(subject, BNode):
-            for child in _children(element):
+            for child in paths.children_of(element) or ():
                 node = BNode()
                 self.add((subject, _child_predicate(element), node))
                 self.element(node, child, None, isinstance(element, model.SubmodelElementList))
@@ -546,16 +546,6 @@ def _child_predicate(container: object) -> URIRef:
         if isinstance(container, kind):
             return predicate
     raise TypeError(f"a {type(container).__name__} has no child elements")
-
-
-def _children(element: model.SubmodelElement) -> Iterable[model.SubmodelElement]:
-    if isinstance(element, model.SubmodelElementCollection | model.SubmodelElementList):
-        return element.value
-    if isinstance(element, model.Entity):
-        return element.statement
-    if isinstance(element, model.AnnotatedRelationshipElement):
-        return element.annotation
-    return ()
 
 
 def new_graph() -> Graph:
