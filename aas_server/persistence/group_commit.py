@@ -2,15 +2,17 @@
 
 A writer hands over a *unit* of work (a function that writes its rows in a given connection and returns
 what to do once they are committed) and awaits its future. One committer, on the repository's database
-thread, drains everything queued, runs one ``BEGIN IMMEDIATE … COMMIT`` with all units (each inside a
-savepoint) and then resolves the futures, in the order the units were queued, in one event-loop callback.
+thread, drains everything queued, runs one ``BEGIN IMMEDIATE … COMMIT`` with all units and
+then resolves the futures, in the order the units were queued, in one event-loop callback.
 In WAL mode with ``synchronous=FULL`` one COMMIT is one fsync of the WAL, so N concurrent writers pay for
 one fsync instead of N, and each is still answered only after its rows are on disk.
 
-Failures stay with their unit: a unit that raises is rolled back to its savepoint and fails only its own
-writer. When the transaction as a whole is lost (SQLite rolls back on ``SQLITE_FULL`` or ``SQLITE_IOERR``,
-or the COMMIT fails), every unit not yet failed is run again alone, in a transaction of its own, so one
-unit that does not fit on the disk fails alone and nothing is half-written.
+Failures stay with their unit: when any unit raises, or the COMMIT fails (``SQLITE_FULL``,
+``SQLITE_IOERR``), the whole batch is rolled back and every unit of it is run again alone, in a
+transaction of its own, so only the unit at fault fails (its writer gets its error) and nothing is
+half-written. (Savepoints per unit would avoid the second run, but cost three statements per unit,
+each a release and re-acquisition of the GIL by the database thread, on the path every write takes;
+errors are rare.)
 
 While a batch commits the next one gathers; a batch is not delayed to wait for more writers, so a lone
 writer pays no latency. After each batch the committer yields the thread to other queued database jobs
@@ -118,35 +120,19 @@ class GroupCommitter:
         try:
             with self._transaction() as database:
                 for pending in batch:
-                    self._in_savepoint(database, pending)
-        except BaseException:  # the transaction is lost: each unit not failed yet is tried alone
+                    pending.settle = pending.unit(database)
+        except BaseException:  # the batch is rolled back whole: each unit is tried alone, so only a bad one fails
             for pending in batch:
-                if not pending.done:
-                    pending.settle = None
-                    statistics.retried_alone += 1
-                    self._alone(pending)
+                pending.settle = None
+                statistics.retried_alone += 1
+                self._alone(pending)
             return
         statistics.commits += 1
         statistics.units += len(batch)
         statistics.largest_batch = max(statistics.largest_batch, len(batch))
         for pending in batch:
-            if not pending.done:
-                pending.done = True
-                self._settle(pending)
-
-    def _in_savepoint(self, database: sqlite3.Connection, pending: _Pending) -> None:
-        database.execute("SAVEPOINT unit")
-        try:
-            pending.settle = pending.unit(database)
-        except BaseException as error:
-            if not database.in_transaction:
-                raise  # SQLite rolled the whole transaction back: retried alone
-            database.execute("ROLLBACK TO unit")
-            database.execute("RELEASE unit")
-            pending.error = error
             pending.done = True
-            return
-        database.execute("RELEASE unit")
+            self._settle(pending)
 
     def _alone(self, pending: _Pending) -> None:
         try:
