@@ -3,7 +3,9 @@
 Durability: the database runs in WAL mode with ``synchronous=FULL``, so a transaction that returned
 is on disk, not only in the OS cache; an acknowledged client write survives a crash of the hub or
 the machine. Device samples are written in batches (one transaction per batch); client writes
-(REST ``PATCH $value``, OPC UA writes) are journaled one by one *before* they are acknowledged.
+(REST ``PATCH $value``, OPC UA writes) and model changes are journaled *before* they are acknowledged,
+those arriving while a commit is in flight sharing the next transaction and its fsync
+(``group_commit.GroupCommitter``; env ``AAS_GROUP_COMMIT=0`` gives one transaction each).
 
 The outbox of MQTT change events (``store.outbox``) is a table here too: the journal calls take
 the events of a change as ``outbox=`` and insert them in the change's own transaction, so an
