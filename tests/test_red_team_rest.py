@@ -8,6 +8,7 @@ beside the full ``admin``.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import logging
@@ -440,3 +441,25 @@ async def test_what_a_caller_may_not_read_it_cannot_export_either(served: Served
     response = await served.client.get(f"{API}/rdf", headers=_admin())
     assert response.status == 200
     assert "s3cret" in await response.text()
+
+
+# --- compressed request bodies ---------------------------------------------------------------------
+
+
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_a_400_not_a_500(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sm(SM_A, "/submodel-elements/Setpoint/$value")
+    headers = {**LIMITED, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = await served.client.patch(url, data=b"\x1f\x8b\x08\x00 not gzip at all", headers=headers)
+    answer = await response.text()
+    assert response.status == 400, answer
+    assert "Content-Encoding" in json.loads(answer)["messages"][0]["text"]
+    assert served.store.element(SM_A, "Setpoint").value == 50.0  # type: ignore[attr-defined]
+    bomb = gzip.compress(b"1" + b"0" * (40 * 1024 * 1024))  # 40 MiB once inflated, 40 KiB on the wire
+    response = await served.client.patch(url, data=bomb, headers=headers)
+    assert response.status == 413, await response.text()
+    response = await served.client.patch(url, data=gzip.compress(b"42.5"), headers=headers)
+    assert response.status == 204, await response.text()
+    assert served.store.element(SM_A, "Setpoint").value == 42.5  # type: ignore[attr-defined]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []

@@ -151,6 +151,13 @@ def _http_error(error: web.HTTPException) -> web.Response:
     return result_response(error.status, code, text or status.phrase, headers=headers)
 
 
+def unreadable_body(error: BaseException) -> str:
+    """The message of a request body that aiohttp could not read (say, not gzip though ``Content-Encoding: gzip``)."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    reason = " ".join(str(getattr(cause, "message", "") or cause).split()) or type(cause).__name__
+    return f"the request body cannot be read as its Content-Encoding says: {_shortened(reason)}"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into a ``Result`` response with the status of ``ERROR_MAPPINGS``."""
@@ -165,6 +172,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         return _http_error(error)
+    except web.RequestPayloadError as error:  # the body does not decode as its Content-Encoding says
+        request.content.feed_eof()  # the rest cannot be read either: aiohttp must not try (and log a traceback)
+        response = result_response(400, "BadRequest", unreadable_body(error))
+        response.force_close()  # and the connection ends with this answer
+        return response
     except RecursionError as error:
         correlation_id = _logged(request, error, logging.WARNING, "input nested too deeply")
         return result_response(
