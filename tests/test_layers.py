@@ -31,7 +31,7 @@ PROTOCOL_HOMES = {
     "asyncua": ["opcua/", "opcua_common/", "connectors/opcua_client.py"],
     "aiohttp": ["api/", "runtime/"],
     # southbound device data, and northbound change events: two edges, which never import each other
-    "paho": ["connectors/mqtt.py", "connectors/sparkplug.py", "events/mqtt.py"],
+    "paho": ["connectors/broker.py", "connectors/mqtt.py", "connectors/sparkplug.py", "events/mqtt.py"],
     # Sparkplug B payloads (protobuf classes of the Tahu schema, from leaf-device)
     "leaf_device": ["connectors/sparkplug.py"],
     "google": ["connectors/sparkplug.py"],

@@ -37,14 +37,10 @@ The other direction, the hub's change events published to a broker, is the event
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import secrets
-import ssl
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,23 +48,17 @@ from typing import Any
 import orjson
 from jsonpath_ng import JSONPath
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from aas_server.config import secret_from_environment
-from aas_server.connectors.base import ConnectionSupervisor, ConnectorContext, SampleSink
+from aas_server.connectors.base import ConnectorContext, SampleSink
+from aas_server.connectors.broker import BrokerConnector
 from aas_server.errors import (
-    DeviceError,
-    DeviceTimeoutError,
     NotFoundError,
     NotWritableError,
     TypeMismatchError,
 )
-from aas_server.lifecycle import Service
 from aas_server.mapping.json_paths import compile_json_path
 from aas_server.mapping.schema import MqttDevice, MqttPoint, TimestampFormat
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
-from aas_server.security.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -166,124 +156,48 @@ class _ProblemLog:
             logger.info("MQTT point %r: messages decode again", point)
 
 
-class MqttConnector(Service):
+class MqttConnector(BrokerConnector[MqttDevice, MqttPoint]):
     """Subscribes to one broker for its points' values and publishes writes to it; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
     """
 
+    KIND = "MQTT"
+
     def __init__(self, device: MqttDevice, points: Sequence[MqttPoint], sink: SampleSink) -> None:
-        subject = f"MQTT broker of device {device.name!r} at {device.host}:{device.port}"
-        # paho waits between attempts itself (reconnect_backoff); the supervisor's backoff goes unused
-        self._supervisor = ConnectionSupervisor.of_device(logger, subject, device, points, sink)
-        self.device = device
-        self._points = {point.name: point for point in points}
+        super().__init__(logger, device, points, sink)
         self._decoders_by_filter: dict[str, list[_PointDecoder]] = {}
         for point in points:
             self._decoders_by_filter.setdefault(point.topic, []).append(_PointDecoder(device, point))
         self._filters = list(self._decoders_by_filter)
-        location = f"device {device.name!r}"
-        self._password = secret_from_environment(device.password, device.password_env, location)
-        self._tls_context = client_context(device.ca_file, location) if device.tls else None
-        self._client_id = device.client_id or f"aas-server-{device.name}-{secrets.token_hex(4)}"
-        self._client: mqtt.Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connected = False
         self._granted_qos: dict[str, int] = {}
-        self._pending_writes: dict[int, asyncio.Future[None]] = {}
         self._last_message: dict[str, float] = {}
         self._message_arrived = asyncio.Event()
         self._problems = _ProblemLog(PROBLEM_LOG_INTERVAL)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the broker accepted the connection (CONNACK) and it is open now."""
-        return self._connected
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the broker accepted the last connection attempt; ``None`` before the first ended."""
-        return self._supervisor.reachable
 
     @property
     def granted_qos(self) -> Mapping[str, int]:
         """Topic filter -> QoS the broker granted in its SUBACK on the current connection (empty until then)."""
         return dict(self._granted_qos)
 
-    @property
-    def topic_filters(self) -> list[str]:
-        """The distinct topic filters subscribed to, in point order."""
-        return list(self._filters)
-
     async def start(self) -> None:
         """Start connecting and subscribing in the background; does not wait for, nor fail on, an unreachable broker."""
-        self._loop = asyncio.get_running_loop()
-        self._supervisor.stopping = False
+        await super().start()
         device = self.device
-        backoff = device.reconnect_backoff
-        client = _new_client(
-            self._client_id,
-            MQTTProtocolVersion.MQTTv311,  # with a clean session: paho's default for 3.1.1
-            device.timeout,
-            (backoff.initial, backoff.maximum),
-            device.username,
-            self._password,
-            self._tls_context,
-        )
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.connect_async(device.host, device.port, keepalive=device.keepalive)
-        self._client = client
-        client.loop_start()
         if device.stale_after is not None:
             self._supervisor.spawn(self._watch_staleness(device.stale_after), f"mqtt {device.name} staleness")
 
-    async def stop(self) -> None:
-        """Disconnect and stop paho's thread (off the event loop); pending writes fail with ``DeviceError``."""
-        await self._supervisor.stop()
-        client, self._client = self._client, None
-        if client is not None:
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
-        self._connected = False
-        self._granted_qos.clear()
-        self._fail_pending_writes("the connector stopped before the broker acknowledged the write")
-
-    # --- paho's thread ----------------------------------------------------------------------------
-
-    def _to_loop(self, callback: Callable[..., None], *arguments: Any) -> None:
-        _call_on_loop(self._loop, callback, *arguments)
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            self._to_loop(self._connection_refused, str(reason))
-            return
+    def _on_accepted(self, client: mqtt.Client) -> None:
         if self._filters:
             client.subscribe([(topic_filter, int(self.device.qos)) for topic_filter in self._filters])
-        self._to_loop(self._connection_made)
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        error = sys.exc_info()[1]  # paho calls this while it handles the OSError of the attempt
-        self._to_loop(self._connection_lost, str(error) if error is not None else "connection refused or timed out")
+    def _forget_connection(self) -> None:
+        self._granted_qos.clear()
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode, properties: Any
-    ) -> None:
-        self._to_loop(self._connection_lost, f"connection lost: {reason}")
+    def _on_unreachable(self) -> None:
+        self._last_message.clear()
 
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
-    ) -> None:
-        self._to_loop(self._subscribed, [reason.value for reason in reasons])
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        self._to_loop(self._published, mid, None if not reason.is_failure else str(reason))
+    # --- paho's thread ----------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         arrival = utc_now()
@@ -328,31 +242,6 @@ class MqttConnector(Service):
             else:
                 self._last_message.pop(sample.point, None)
             self._supervisor.emit(sample)
-
-    def _connection_made(self) -> None:
-        if self._supervisor.stopping:
-            return
-        self._connected = True
-        self._supervisor.mark_reachable()
-
-    def _connection_refused(self, reason: str) -> None:
-        self._mark_unreachable(f"the broker refused the connection: {reason}", QualityReason.COMMUNICATION_ERROR)
-
-    def _connection_lost(self, reason: str) -> None:
-        self._mark_unreachable(reason, QualityReason.NO_COMMUNICATION)
-
-    def _mark_unreachable(self, reason: str, quality_reason: QualityReason) -> None:
-        if self._supervisor.stopping:
-            return
-        self._connected = False
-        self._granted_qos.clear()
-        self._fail_pending_writes(
-            "the connection to the broker was lost before it acknowledged the write; "
-            "paho sends it again after reconnecting, so it may still arrive"
-        )
-        if self._supervisor.mark_unreachable(reason):
-            self._last_message.clear()
-            self._supervisor.emit_without_value(self.device.name, self._points, quality_reason)
 
     def _subscribed(self, reason_values: list[int]) -> None:
         if self._supervisor.stopping:
@@ -401,22 +290,6 @@ class MqttConnector(Service):
 
     # --- writing ----------------------------------------------------------------------------------
 
-    def _published(self, mid: int, failure: str | None) -> None:
-        acknowledgement = self._pending_writes.get(mid)
-        if acknowledgement is None or acknowledgement.done():
-            return
-        if failure is None:
-            acknowledgement.set_result(None)
-        else:
-            acknowledgement.set_exception(
-                DeviceError(f"the broker refused the write: {failure}", device=self.device.name)
-            )
-
-    def _fail_pending_writes(self, message: str) -> None:
-        for acknowledgement in self._pending_writes.values():
-            if not acknowledgement.done():
-                acknowledgement.set_exception(DeviceError(message, device=self.device.name))
-
     async def write(self, raw: RawWrite) -> None:
         """Publish ``{"value": raw.raw}`` to the point's ``write_topic``; returns once the broker acknowledged it.
 
@@ -435,65 +308,11 @@ class MqttConnector(Service):
             payload = orjson.dumps({"value": raw.raw})
         except TypeError as error:
             raise TypeMismatchError(f"value {raw.raw!r} of point {point.name!r} has no JSON form: {error}") from None
-        client = self._client
-        if client is None or not self._connected:
-            raise DeviceError("not connected to the broker; the write was not sent", device=self.device.name)
-        loop = asyncio.get_running_loop()
-        info = client.publish(point.write_topic, payload, qos=self.device.qos)
-        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-            raise DeviceError(
-                f"the connection to the broker was lost while publishing to {point.write_topic!r}; "
-                "paho sends the message after reconnecting, so it may still arrive",
-                device=self.device.name,
-            )
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise DeviceError(
-                f"publishing to {point.write_topic!r} failed: {mqtt.error_string(info.rc)}", device=self.device.name
-            )
-        acknowledgement: asyncio.Future[None] = loop.create_future()
-        self._pending_writes[info.mid] = acknowledgement
-        try:
-            async with asyncio.timeout(self.device.timeout):
-                await acknowledgement
-        except TimeoutError:
-            raise DeviceTimeoutError(
-                f"the broker did not acknowledge the write of {point.name!r} within {self.device.timeout:g} s; "
-                "it may still be delivered",
-                device=self.device.name,
-            ) from None
-        finally:
-            if self._pending_writes.get(info.mid) is acknowledgement:
-                del self._pending_writes[info.mid]
-
-
-def _new_client(
-    client_id: str,
-    protocol: MQTTProtocolVersion,
-    timeout: float,
-    reconnect_delay: tuple[float, float],
-    username: str | None,
-    password: str | None,
-    tls_context: ssl.SSLContext | None,
-) -> mqtt.Client:
-    """A paho client with the hub's common settings: own reconnects, exceptions kept in paho's thread."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, reconnect_on_failure=True)
-    client.suppress_exceptions = True
-    client.connect_timeout = timeout
-    # paho computes with these as seconds; fractions work although its signature says int.
-    client.reconnect_delay_set(*reconnect_delay)  # type: ignore[arg-type]
-    if username is not None:
-        client.username_pw_set(username, password)
-    if tls_context is not None:
-        client.tls_set_context(tls_context)
-    return client
-
-
-def _call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[..., None], *arguments: Any) -> None:
-    """Hand ``callback`` from paho's thread to the event loop (dropped once the loop is gone)."""
-    if loop is None or loop.is_closed():
-        return
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback, *arguments)
+        late = (
+            f"the broker did not acknowledge the write of {point.name!r} within {self.device.timeout:g} s; "
+            "it may still be delivered"
+        )
+        await self._publish(point.write_topic, payload, self.device.qos, late)
 
 
 # --- the protocol registry's entry points ---------------------------------------------------------

@@ -51,11 +51,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,17 +62,12 @@ import orjson
 from google.protobuf.message import DecodeError
 from leaf_device.proto import sparkplug_b_pb2 as spb
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from aas_server.config import secret_from_environment
-from aas_server.connectors.base import ConnectionSupervisor, ConnectorContext, SampleSink
-from aas_server.connectors.mqtt import _call_on_loop, _new_client
-from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError, NotWritableError, TypeMismatchError
-from aas_server.lifecycle import Service
+from aas_server.connectors.base import ConnectorContext, SampleSink
+from aas_server.connectors.broker import BrokerConnector
+from aas_server.errors import DeviceError, NotFoundError, NotWritableError, TypeMismatchError
 from aas_server.mapping.protocols.sparkplug import SparkplugDevice, SparkplugPoint
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
-from aas_server.security.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -224,17 +217,19 @@ class _Node:
         self.devices.clear()
 
 
-class SparkplugConnector(Service):
+class SparkplugConnector(BrokerConnector[SparkplugDevice, SparkplugPoint]):
     """A Sparkplug B host application of one broker, for the edge nodes its points name; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
     """
 
+    KIND = "Sparkplug B"
+    WRITE = "command"
+    WRITE_STOPPED = "the connector stopped before the command was sent"
+    WRITE_LOST = "the connection to the broker was lost before the command was sent"
+
     def __init__(self, device: SparkplugDevice, points: Sequence[SparkplugPoint], sink: SampleSink) -> None:
-        subject = f"Sparkplug B broker of device {device.name!r} at {device.host}:{device.port}"
-        self._supervisor = ConnectionSupervisor.of_device(logger, subject, device, points, sink)
-        self.device = device
-        self._points = {point.name: point for point in points}
+        super().__init__(logger, device, points, sink)
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._targets: dict[tuple[str, str], dict[MetricKey, list[str]]] = {}
         for point in points:
@@ -248,15 +243,7 @@ class SparkplugConnector(Service):
         ]
         self._pinned_types: dict[tuple[str, str, str | None, str], int] = {}
         """The datatype the first birth gave each metric: later births must keep it."""
-        location = f"device {device.name!r}"
-        self._password = secret_from_environment(device.password, device.password_env, location)
-        self._tls_context = client_context(device.ca_file, location) if device.tls else None
-        self._client_id = device.client_id or f"aas-server-{device.name}-{secrets.token_hex(4)}"
-        self._client: mqtt.Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connected = False
-        self._subscribed = False
-        self._pending_writes: dict[int, asyncio.Future[None]] = {}
+        self._subscription_acknowledged = False
         self._bad_input: Counter[str] = Counter()
         self._logged: set[tuple[str, str]] = set()
         self._internal_logged = False
@@ -268,24 +255,9 @@ class SparkplugConnector(Service):
     # --- what a caller sees --------------------------------------------------------------------------
 
     @property
-    def connected(self) -> bool:
-        """Whether the broker accepted the connection (CONNACK) and it is open now."""
-        return self._connected
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the broker accepted the last connection attempt; ``None`` before the first ended."""
-        return self._supervisor.reachable
-
-    @property
     def subscribed(self) -> bool:
         """Whether the broker acknowledged the subscriptions of the current connection (SUBACK)."""
-        return self._subscribed
-
-    @property
-    def topic_filters(self) -> list[str]:
-        """Two per edge node: its own messages and those of its devices."""
-        return list(self._filters)
+        return self._subscription_acknowledged
 
     @property
     def bad_input(self) -> Mapping[str, int]:
@@ -306,97 +278,34 @@ class SparkplugConnector(Service):
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start connecting and subscribing in the background; does not wait for, nor fail on, an unreachable broker."""
-        self._loop = asyncio.get_running_loop()
-        self._supervisor.stopping = False
-        device = self.device
-        backoff = device.reconnect_backoff
-        client = _new_client(
-            self._client_id,
-            MQTTProtocolVersion.MQTTv311,
-            device.timeout,
-            (backoff.initial, backoff.maximum),
-            device.username,
-            self._password,
-            self._tls_context,
-        )
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        client.on_publish = self._on_publish
-        self._set_state_will(client)
-        client.connect_async(device.host, device.port, keepalive=device.keepalive)
-        self._client = client
-        client.loop_start()
+    async def _before_disconnect(self, client: mqtt.Client) -> None:
+        """A primary host publishes its offline STATE first (when connected)."""
+        if self._state_topic is not None and self._connected:
+            offline = client.publish(self._state_topic, self._state_payload(False), qos=1, retain=True)
+            await asyncio.to_thread(offline.wait_for_publish, self.device.timeout)
 
-    async def stop(self) -> None:
-        """Disconnect and stop paho's thread (off the event loop); pending writes fail with ``DeviceError``.
-
-        A primary host publishes its offline STATE first (when connected).
-        """
-        await self._supervisor.stop()
-        client, self._client = self._client, None
-        if client is not None:
-            if self._state_topic is not None and self._connected:
-                offline = client.publish(self._state_topic, self._state_payload(False), qos=1, retain=True)
-                await asyncio.to_thread(offline.wait_for_publish, self.device.timeout)
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
-        self._connected = False
-        self._subscribed = False
-        self._fail_pending_writes("the connector stopped before the command was sent")
+    def _forget_connection(self) -> None:
+        self._subscription_acknowledged = False
 
     # --- paho's thread -------------------------------------------------------------------------------
 
     def _state_payload(self, online: bool) -> bytes:
         return orjson.dumps({"online": online, "timestamp": self._state_time})
 
-    def _set_state_will(self, client: mqtt.Client) -> None:
+    def _before_connect(self, client: mqtt.Client) -> None:
         """A new STATE timestamp, and the offline STATE with it as the will of the next connection."""
         if self._state_topic is None:
             return
         self._state_time = now_milliseconds()
         client.will_set(self._state_topic, self._state_payload(False), qos=1, retain=True)
 
-    def _to_loop(self, callback: Callable[..., None], *arguments: Any) -> None:
-        _call_on_loop(self._loop, callback, *arguments)
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            self._to_loop(self._connection_refused, str(reason))
-            return
+    def _on_accepted(self, client: mqtt.Client) -> None:
         for state in self._nodes.values():
             state.forget()  # what happened while disconnected is unknown: the next message asks for a birth
         if self._filters:
             client.subscribe([(topic_filter, 1) for topic_filter in self._filters])
         if self._state_topic is not None:
             client.publish(self._state_topic, self._state_payload(True), qos=1, retain=True)
-        self._to_loop(self._connection_made)
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._set_state_will(client)
-        error = sys.exc_info()[1]
-        self._to_loop(self._connection_lost, str(error) if error is not None else "connection refused or timed out")
-
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode, properties: Any
-    ) -> None:
-        self._set_state_will(client)
-        self._to_loop(self._connection_lost, f"connection lost: {reason}")
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
-    ) -> None:
-        refused = [topic for topic, reason in zip(self._filters, reasons, strict=False) if reason.is_failure]
-        self._to_loop(self._subscription_made, refused)
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        self._to_loop(self._published, mid, None if not reason.is_failure else str(reason))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         arrival = utc_now()
@@ -653,49 +562,15 @@ class SparkplugConnector(Service):
         for sample in samples:
             self._supervisor.emit(sample)
 
-    def _connection_made(self) -> None:
+    def _subscribed(self, reason_values: list[int]) -> None:
         if self._supervisor.stopping:
             return
-        self._connected = True
-        self._supervisor.mark_reachable()
-
-    def _subscription_made(self, refused: list[str]) -> None:
-        if self._supervisor.stopping:
-            return
+        refused = [topic for topic, value in zip(self._filters, reason_values, strict=False) if value >= 0x80]
         if refused:
             logger.warning("Sparkplug B broker of device %r refused the subscriptions to %s", self.device.name, refused)
-        self._subscribed = True
-
-    def _connection_refused(self, reason: str) -> None:
-        self._mark_unreachable(f"the broker refused the connection: {reason}", QualityReason.COMMUNICATION_ERROR)
-
-    def _connection_lost(self, reason: str) -> None:
-        self._mark_unreachable(reason, QualityReason.NO_COMMUNICATION)
-
-    def _mark_unreachable(self, reason: str, quality_reason: QualityReason) -> None:
-        if self._supervisor.stopping:
-            return
-        self._connected = False
-        self._subscribed = False
-        self._fail_pending_writes("the connection to the broker was lost before the command was sent")
-        if self._supervisor.mark_unreachable(reason):
-            self._supervisor.emit_without_value(self.device.name, self._points, quality_reason)
+        self._subscription_acknowledged = True
 
     # --- writing -------------------------------------------------------------------------------------
-
-    def _published(self, mid: int, failure: str | None) -> None:
-        sent = self._pending_writes.get(mid)
-        if sent is None or sent.done():
-            return
-        if failure is None:
-            sent.set_result(None)
-        else:
-            sent.set_exception(DeviceError(f"the broker refused the command: {failure}", device=self.device.name))
-
-    def _fail_pending_writes(self, message: str) -> None:
-        for sent in self._pending_writes.values():
-            if not sent.done():
-                sent.set_exception(DeviceError(message, device=self.device.name))
 
     async def write(self, raw: RawWrite) -> None:
         """Send ``raw.raw`` to the point's metric as NCMD or DCMD; returns once paho has sent it.
@@ -715,9 +590,7 @@ class SparkplugConnector(Service):
         where = f"edge node {state.label}" + (
             f" device {point.sparkplug_device!r}" if point.sparkplug_device is not None else ""
         )
-        client = self._client
-        if client is None or not self._connected:
-            raise DeviceError("not connected to the broker; the command was not sent", device=self.device.name)
+        self._connected_client()
         if not self.online(point.group_id, point.edge_node, point.sparkplug_device):
             raise DeviceError(f"{where} is offline; the command was not sent", device=self.device.name)
         key: MetricKey = (point.sparkplug_device, point.metric)
@@ -740,25 +613,8 @@ class SparkplugConnector(Service):
             topic = f"{NAMESPACE}/{point.group_id}/NCMD/{point.edge_node}"
         else:
             topic = f"{NAMESPACE}/{point.group_id}/DCMD/{point.edge_node}/{point.sparkplug_device}"
-        loop = asyncio.get_running_loop()
-        info = client.publish(topic, payload.SerializeToString(), qos=0)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise DeviceError(f"sending to {topic!r} failed: {mqtt.error_string(info.rc)}", device=self.device.name)
-        sent: asyncio.Future[None] = loop.create_future()
-        self._pending_writes[info.mid] = sent
-        if info.is_published():
-            sent.set_result(None)
-        try:
-            async with asyncio.timeout(self.device.timeout):
-                await sent
-        except TimeoutError:
-            raise DeviceTimeoutError(
-                f"the command for {point.name!r} was not sent within {self.device.timeout:g} s",
-                device=self.device.name,
-            ) from None
-        finally:
-            if self._pending_writes.get(info.mid) is sent:
-                del self._pending_writes[info.mid]
+        late = f"the command for {point.name!r} was not sent within {self.device.timeout:g} s"
+        await self._publish(topic, payload.SerializeToString(), 0, late)
 
 
 def _time_of(message: Any, default: datetime) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,11 +18,10 @@ class TimestampFormat(enum.StrEnum):
     EPOCH_MILLISECONDS = "epoch-ms"
 
 
-class MqttDevice(StrictModel):
-    """An MQTT broker the hub subscribes to for device data (MQTT 3.1.1 or 5, QoS 1)."""
+class BrokerDevice(StrictModel):
+    """An MQTT broker the hub connects to as a client: what plain MQTT and Sparkplug B devices share."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
-    protocol: Literal["mqtt"]
     shell: Annotated[str | None, Field(min_length=1)] = None
     """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
 
@@ -34,18 +33,16 @@ class MqttDevice(StrictModel):
     username: str | None = None
     password: str | None = None
     password_env: str | None = None
+    """Name of an environment variable holding the password (keeps secrets out of mapping files)."""
     tls: bool = False
     ca_file: Path | None = None
-    qos: Literal[0, 1, 2] = 1
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
-    """Seconds to wait for a connection or a publish acknowledgement (writes)."""
-    stale_after: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
-    """Seconds without a message after which a point's value turns uncertain (last usable value)."""
+    """Seconds to wait for a connection, and for a write to be acknowledged (MQTT) or sent (Sparkplug B)."""
     reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
 
     @model_validator(mode="after")
-    def _consistent_credentials(self) -> MqttDevice:
+    def _consistent_credentials(self) -> Self:
         if self.password is not None and self.password_env is not None:
             raise ValueError("give password or password_env, not both")
         if (self.password is not None or self.password_env is not None) and self.username is None:
@@ -53,6 +50,15 @@ class MqttDevice(StrictModel):
         if self.ca_file is not None and not self.tls:
             raise ValueError("ca_file needs tls: true")
         return self
+
+
+class MqttDevice(BrokerDevice):
+    """An MQTT broker the hub subscribes to for device data (MQTT 3.1.1 or 5, QoS 1)."""
+
+    protocol: Literal["mqtt"]
+    qos: Literal[0, 1, 2] = 1
+    stale_after: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+    """Seconds without a message after which a point's value turns uncertain (last usable value)."""
 
 
 class MqttPoint(PointBase):
