@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from aas_server.config import HubSettings
 from aas_server.errors import PersistenceError
 from aas_server.events.mqtt import MqttEventPublisher
+from aas_server.lifecycle import cancel_and_wait
 from aas_server.model.events import ValueChanged
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.store.bus import Subscription
@@ -70,10 +71,7 @@ class DeviceEventCollector:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._subscription.close()
 
     def _events(self, changes: list[StoreEvent]) -> list[OutboundEvent]:

@@ -17,18 +17,17 @@ Left out: roll-ups over elements other than Properties, and parts added or remov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from basyx.aas import model
 
 from aas_server.config import ElementAddress, HubSettings, RollupFunction, RollupSettings
 from aas_server.errors import ConfigurationError, NotFoundError, TypeMismatchError
+from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.model.units import UNITS_BY_CODE, UNITS_BY_SYMBOL, EngineeringUnit
@@ -169,7 +168,7 @@ def plan_rollups(store: TwinStore, settings: Sequence[RollupSettings]) -> list[R
     return [rollups[index] for index in order]
 
 
-class RollupService:
+class RollupService(Service):
     """Keeps the roll-up targets of one store up to date. ``async with`` starts and stops it."""
 
     def __init__(self, store: TwinStore, settings: Sequence[RollupSettings]) -> None:
@@ -206,22 +205,10 @@ class RollupService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
         while True:
