@@ -62,7 +62,7 @@ from aas_server.store.files import (
     owned_key,
     thumbnail_owner,
 )
-from aas_server.store.history import AggregatePage, SampleKey, SamplePage
+from aas_server.store.history import AggregatePage, RawQuery, SamplePage
 from aas_server.store.twin_store import TwinStore
 from tests.support import ROOT
 
@@ -196,17 +196,7 @@ class RecordedTemperature:
     def is_recorded(self, submodel_id: str, id_short_path: str) -> bool:
         return id_short_path == "Temperature"
 
-    async def read_raw(
-        self,
-        submodel_id: str,
-        id_short_path: str,
-        start: datetime | None,
-        end: datetime | None,
-        *,
-        limit: int,
-        after: SampleKey | None = None,
-        reverse: bool = False,
-    ) -> SamplePage:
+    async def read_raw(self, query: RawQuery) -> SamplePage:
         return SamplePage([])
 
     async def read_aggregates(

@@ -32,6 +32,7 @@ from aas_server.store.history import (
     HistorySample,
     HistorySource,
     IntervalAggregate,
+    RawQuery,
     SampleKey,
     format_time,
     parse_aggregates,
@@ -90,7 +91,7 @@ async def get_history(request: web.Request) -> web.Response:
         if "aggregate" in query:
             raise InvalidRequestError("aggregate needs an interval (seconds or an ISO 8601 duration such as PT1M)")
         after = SampleKey.from_cursor(paging.cursor) if paging.cursor is not None else None
-        page = await history.read_raw(submodel_id, path, start, end, limit=limit, after=after)
+        page = await history.read_raw(RawQuery(submodel_id, path, start, end, limit, after))
         result = Page(page.samples, page.next_after.to_cursor() if page.next_after else None)
         return json_response(result.to_json(_sample_json))
     interval = parse_interval(query["interval"])

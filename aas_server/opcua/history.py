@@ -42,7 +42,7 @@ from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
 from aas_server.opcua.writes import PropertyTarget
 from aas_server.opcua_common.status import status
 from aas_server.opcua_common.variants import data_value, to_variant
-from aas_server.store.history import Aggregate, HistorySample, HistorySource, IntervalAggregate, SampleKey
+from aas_server.store.history import Aggregate, HistorySample, HistorySource, IntervalAggregate, RawQuery, SampleKey
 from aas_server.store.twin_store import ModelChanged, TwinStore
 
 _LOG = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class ProjectionHistory(HistoryManager):
         limit = min(count, MAXIMUM_VALUES) if count else MAXIMUM_VALUES
         after = SampleKey.from_cursor(bytes(node.ContinuationPoint).decode()) if node.ContinuationPoint else None
         page = await self._source.read_raw(
-            target.submodel_id, target.id_short_path, start, end, limit=limit, after=after, reverse=reverse
+            RawQuery(target.submodel_id, target.id_short_path, start, end, limit, after, reverse)
         )
         result = ua.HistoryReadResult()
         result.StatusCode = status(StatusCodes.Good if page.samples else StatusCodes.GoodNoData)

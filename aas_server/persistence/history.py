@@ -38,6 +38,7 @@ from aas_server.store.history import (
     AggregatePage,
     HistorySample,
     IntervalAggregate,
+    RawQuery,
     SampleKey,
     SamplePage,
     from_microseconds,
@@ -242,21 +243,12 @@ class HistoryDatabase:
         """The XSD value type recorded for an element, ``None`` if nothing was recorded for it."""
         return await self._run(lambda: (self._series.get((submodel_id, id_short_path)) or (None, None))[1])
 
-    async def read_raw(
-        self,
-        submodel_id: str,
-        id_short_path: str,
-        start: datetime | None,
-        end: datetime | None,
-        *,
-        limit: int,
-        after: SampleKey | None = None,
-        reverse: bool = False,
-    ) -> SamplePage:
+    async def read_raw(self, query: RawQuery) -> SamplePage:
         """See :meth:`aas_server.store.history.HistorySource.read_raw`."""
-        low = None if start is None else to_microseconds(start)
-        high = None if end is None else to_microseconds(end)
-        return await self._run(self._read_raw, (submodel_id, id_short_path), low, high, limit, after, reverse)
+        low = None if query.start is None else to_microseconds(query.start)
+        high = None if query.end is None else to_microseconds(query.end)
+        series = (query.submodel_id, query.id_short_path)
+        return await self._run(self._read_raw, series, low, high, query.limit, query.after, query.reverse)
 
     def _read_raw(
         self,

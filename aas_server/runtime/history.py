@@ -43,7 +43,7 @@ from aas_server.store.history import (
     Aggregate,
     AggregatePage,
     Downsampler,
-    SampleKey,
+    RawQuery,
     SamplePage,
     value_type_name,
 )
@@ -75,21 +75,9 @@ class RecordedHistory:
     def is_recorded(self, submodel_id: str, id_short_path: str) -> bool:
         return self._service.is_mapped(submodel_id, id_short_path)
 
-    async def read_raw(
-        self,
-        submodel_id: str,
-        id_short_path: str,
-        start: datetime | None,
-        end: datetime | None,
-        *,
-        limit: int,
-        after: SampleKey | None = None,
-        reverse: bool = False,
-    ) -> SamplePage:
+    async def read_raw(self, query: RawQuery) -> SamplePage:
         await self._service.flush()
-        return await self._service.database.read_raw(
-            submodel_id, id_short_path, start, end, limit=limit, after=after, reverse=reverse
-        )
+        return await self._service.database.read_raw(query)
 
     async def read_aggregates(
         self,

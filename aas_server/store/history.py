@@ -101,6 +101,21 @@ class HistorySample:
 
 
 @dataclass(frozen=True, slots=True)
+class RawQuery:
+    """A read of an element's recorded samples: those with ``start <= source time < end`` in time order
+    (``reverse``: newest first, then the range is ``end < source time <= start``); at most ``limit``,
+    continuing after ``after``. ``None`` bounds are open."""
+
+    submodel_id: str
+    id_short_path: str
+    start: datetime | None
+    end: datetime | None
+    limit: int
+    after: SampleKey | None = None
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SamplePage:
     """Samples in order and, when more follow, the key of the last one (continue after it)."""
 
@@ -147,19 +162,8 @@ class HistorySource(Protocol):
         """Whether the element's changes are recorded (a mapped Property)."""
         ...
 
-    async def read_raw(
-        self,
-        submodel_id: str,
-        id_short_path: str,
-        start: datetime | None,
-        end: datetime | None,
-        *,
-        limit: int,
-        after: SampleKey | None = None,
-        reverse: bool = False,
-    ) -> SamplePage:
-        """Samples with ``start <= source time < end`` in time order (``reverse``: newest first, then the range
-        is ``end < source time <= start``); at most ``limit``, continuing after ``after``."""
+    async def read_raw(self, query: RawQuery) -> SamplePage:
+        """The samples ``query`` asks for (see ``RawQuery``)."""
         ...
 
     async def read_aggregates(
