@@ -22,6 +22,7 @@ import pytest_asyncio
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.server.internal_session import InternalSession
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.ua_binary import uatcp_to_binary
@@ -259,3 +260,17 @@ async def test_a_session_cannot_monitor_without_bound(
         request.ItemsToCreate = request.ItemsToCreate[:5]
         created = await client.uaclient.create_monitored_items(request)
         assert all(result.StatusCode.is_good() for result in created)
+
+
+async def test_sessions_created_again_and_again_on_one_channel_lock_nobody_out(
+    projection: OpcUaProjection, opcua_client_certificate: ClientCertificate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new session on a channel closes the channel's previous one: asyncua kept it open, counted, for its timeout."""
+    monkeypatch.setattr(InternalSession, "max_connections", InternalSession._current_connections + 3)
+    async with _session(projection, opcua_client_certificate, None) as churner:
+        for _ in range(6):
+            await churner.create_session()
+            await churner.activate_session()
+        assert await churner.get_node(_node(projection, "Level")).read_value() == 4.5
+        async with _session(projection, opcua_client_certificate, OPERATOR) as operator:
+            assert await operator.get_node(_node(projection, "Level")).read_value() == 4.5

@@ -462,45 +462,55 @@ async def test_a_session_that_was_never_activated_can_do_nothing(
     assert hub.store.element(ALLOWED, "Setpoint").value == 50.0  # type: ignore[attr-defined]
 
 
+async def _reattach(hub: Hub, certificate: ClientCertificate, victim: Client) -> None:
+    """ActivateSession of ``victim``'s session over a new channel signed with ``certificate`` (anonymous token).
+
+    The server nonce is the one ``victim`` got, as anybody on the wire of a Sign-only channel sees it.
+    """
+    client = Client(hub.projection.endpoint_url, timeout=5)
+    client.application_uri = CLIENT_URI
+    await client.set_security(
+        SecurityPolicyBasic256Sha256,
+        str(certificate.certificate),
+        str(certificate.private_key),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+    await client.connect_socket()
+    try:
+        await client.send_hello()
+        await client.open_secure_channel()
+        protocol = client.uaclient.protocol
+        assert protocol is not None
+        protocol.authentication_token = victim.uaclient.protocol.authentication_token  # type: ignore[union-attr]
+        policy = client.security_policy
+        challenge = cast(bytes, policy.peer_certificate) + cast(bytes, victim._server_nonce)
+        activation = ua.ActivateSessionRequest()
+        activation.Parameters.ClientSignature.Algorithm = policy.AsymmetricSignatureURI
+        signature = policy.asymmetric_cryptography.signature(challenge)  # type: ignore[no-untyped-call]
+        activation.Parameters.ClientSignature.Signature = signature
+        activation.Parameters.UserIdentityToken = ua.AnonymousIdentityToken(PolicyId="anonymous")
+        await _send(client, activation, ua.ActivateSessionResponse)
+    finally:
+        await client.close_secure_channel()
+        client.disconnect_socket()
+
+
 async def test_a_session_cannot_be_taken_over_from_another_certificate(
     hub: Hub, opcua_client_certificate: ClientCertificate, tmp_path: Path
 ) -> None:
     """ActivateSession naming another client's session (its sequential authentication token) from a second trusted
-    application is refused (OPC 10000-4 §5.6.3: the same client certificate); the session stays its owner's."""
+    application is refused (OPC 10000-4 §5.6.3: the same client certificate); the session stays its owner's, and
+    the owner's own certificate may still reconnect to it."""
     intruder = make_client_certificate(tmp_path)
     (hub.data_dir / "pki" / "trusted" / "intruder.der").write_bytes(intruder.certificate.read_bytes())
     try:
         async with _session(hub, opcua_client_certificate, ADMIN, mode=ua.MessageSecurityMode.Sign) as victim:
-            thief = Client(hub.projection.endpoint_url, timeout=5)
-            thief.application_uri = CLIENT_URI
-            await thief.set_security(
-                SecurityPolicyBasic256Sha256,
-                str(intruder.certificate),
-                str(intruder.private_key),
-                mode=ua.MessageSecurityMode.SignAndEncrypt,
-            )
-            await thief.connect_socket()
-            try:
-                await thief.send_hello()
-                await thief.open_secure_channel()
-                protocol = thief.uaclient.protocol
-                assert protocol is not None
-                protocol.authentication_token = victim.uaclient.protocol.authentication_token  # type: ignore[union-attr]
-                policy = thief.security_policy
-                challenge = cast(bytes, policy.peer_certificate) + cast(bytes, victim._server_nonce)  # seen on the wire
-                activation = ua.ActivateSessionRequest()
-                activation.Parameters.ClientSignature.Algorithm = policy.AsymmetricSignatureURI
-                signature = policy.asymmetric_cryptography.signature(challenge)  # type: ignore[no-untyped-call]
-                activation.Parameters.ClientSignature.Signature = signature
-                activation.Parameters.UserIdentityToken = ua.AnonymousIdentityToken(PolicyId="anonymous")
-                with pytest.raises(UaStatusCodeError) as refused:
-                    await _send(thief, activation, ua.ActivateSessionResponse)
-                assert refused.value.code == StatusCodes.BadSecurityChecksFailed
-            finally:
-                await thief.close_secure_channel()
-                thief.disconnect_socket()
+            with pytest.raises(UaStatusCodeError) as refused:
+                await _reattach(hub, intruder, victim)
+            assert refused.value.code == StatusCodes.BadSecurityChecksFailed
             value = await _read(victim, hub.element(DENIED, "Setpoint"))
             assert value_of(value) == 50.0
+            await _reattach(hub, opcua_client_certificate, victim)
     finally:
         (hub.data_dir / "pki" / "trusted" / "intruder.der").unlink()
 

@@ -16,6 +16,9 @@ checks a request before that dispatch:
   live session by its authentication token) is ``BadSecurityChecksFailed`` unless the channel's client
   certificate is the one the session was created with (OPC 10000-4 §5.6.3): asyncua's tokens are
   sequential numbers, and it would let any trusted client take over any session.
+* **One session per channel.** CreateSession on a channel that has a session closes that session
+  first (asyncua would keep it open and counted against the server's 1,000 sessions until it timed
+  out, while routing the channel's requests to the new one only).
 * **Subscriptions belong to their session.** A request naming a subscription of another session
   (CreateMonitoredItems, ModifyMonitoredItems, DeleteMonitoredItems, SetMonitoringMode,
   ModifySubscription, SetPublishingMode, DeleteSubscriptions, Republish, and a Call of a standard
@@ -270,6 +273,8 @@ class HubProcessor(UaProcessor):
                 )
                 self._refusal_logged = True
             raise ServiceError(StatusCodes.BadSecurityPolicyRejected)
+        if typeid == _CREATE_SESSION and self.session is not None:
+            await self._close_previous_session()
         if typeid == _ACTIVATE_SESSION:
             self._check_user_token(body)
             if self.session is None:
@@ -345,6 +350,18 @@ class HubProcessor(UaProcessor):
                 MAX_MONITORED_ITEMS_PER_SESSION,
             )
             raise ServiceError(StatusCodes.BadTooManyMonitoredItems)
+
+    async def _close_previous_session(self) -> None:
+        """Close the channel's session before CreateSession gives the channel a new one.
+
+        asyncua routes a channel's requests to its latest session only, and would keep the previous
+        one open, counted against the server's session limit, until it timed out: a client creating
+        sessions again and again on one channel locked everybody out.
+        """
+        previous = self.session
+        assert previous is not None
+        _LOG.info("OPC UA client %s creates another session on its channel: its previous one is closed", self.name)
+        await previous.close_session(True)
 
     def _check_reattachment(self, authentication_token: ua.NodeId) -> None:
         """``BadSecurityChecksFailed`` when a new channel names a session created over a channel of another certificate.
