@@ -586,3 +586,27 @@ async def test_malformed_read_and_write_items_get_their_own_bad_status(
         )
         assert ranged.value == StatusCodes.BadWriteNotSupported
         assert value_of(await _read(client, setpoint)) == 50.0
+
+
+async def test_server_nodes_of_namespace_0_are_not_writable(
+    hub: Hub, opcua_client_certificate: ClientCertificate
+) -> None:
+    """Rewriting the namespace array or the advertised operation limits would mislead every client: refused."""
+    targets = {
+        ObjectIds.Server_NamespaceArray: ua.Variant(["urn:evil"], ua.VariantType.String),
+        ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead: ua.Variant(1, ua.VariantType.UInt32),
+        ObjectIds.Server_ServerStatus_State: ua.Variant(1, ua.VariantType.Int32),
+    }
+    async with _session(hub, opcua_client_certificate, ADMIN) as client:
+        for object_id, variant in targets.items():
+            node = ua.NodeId(cast(Any, object_id))
+            before = value_of(await _read(client, node))
+            (code,) = await client.uaclient.write(
+                ua.WriteParameters(
+                    NodesToWrite=[
+                        ua.WriteValue(NodeId=node, AttributeId=ua.AttributeIds.Value, Value=ua.DataValue(variant))
+                    ]
+                )
+            )
+            assert code.value == StatusCodes.BadNotWritable, object_id
+            assert value_of(await _read(client, node)) == before
