@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     exporting.add_argument("--format", choices=["aasx", "json", "xml", *RDF_FORMATS], help="overrides the extension")
 
     schema = commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of a file kind, for editors")
-    schema.add_argument("kind", choices=["mapping", "settings"], help="mapping files or hub settings files")
+    schema.add_argument(
+        "kind", choices=["mapping", "settings", "rules"], help="mapping files, hub settings files or monitoring rules"
+    )
 
     nodeset = commands.add_parser("nodeset", help="write OPC UA NodeSet2 XML: the AAS type model or the address space")
     nodeset_commands = nodeset.add_subparsers(dest="nodeset_command", required=True)
@@ -118,6 +120,11 @@ def check_file(path: Path) -> str:
         mapping = load_mapping_source(path)
         return f"{path}: mapping (AID/AIMC) ok ({len(mapping.devices)} devices, {len(mapping.points)} points)"
     data = load_yaml(path)
+    if isinstance(data, dict) and "rules" in data and not {"rest", "opcua", "mappings", "points"} & data.keys():
+        from aas_server.runtime.analytics import load_rule_files
+
+        rules = load_rule_files([path], None)
+        return f"{path}: monitoring rules ok ({len(rules)} rules; elements checked with the settings file)"
     if isinstance(data, dict) and ("points" in data or "devices" in data):
         mapping = load_mapping(path)
         return f"{path}: mapping ok ({len(mapping.devices)} devices, {len(mapping.points)} points)"
@@ -133,6 +140,10 @@ def check_file(path: Path) -> str:
     for twin_path in settings.twins:
         if twin_path.suffix.lower() != ".json":
             build_environment(load_twins(twin_path))
+    if settings.analytics.rules_files:
+        from aas_server.runtime.analytics import known_elements, load_rule_files
+
+        load_rule_files(settings.analytics.rules_files, known_elements(_model_from_settings(settings)))
     security = settings.security
     access = (
         f"access control on: {len(security.api_keys)} API keys, tokens {'on' if security.tokens else 'off'}, "
@@ -334,7 +345,11 @@ def _demo_settings(arguments: argparse.Namespace) -> HubSettings:
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema of mapping files (``mapping``) or settings files (``settings``)."""
+    """The JSON Schema of mapping files (``mapping``), settings files (``settings``) or rules files (``rules``)."""
+    if kind == "rules":
+        from aas_server.analytics.rules import rules_json_schema
+
+        return rules_json_schema()
     if kind == "mapping":
         from aas_server.mapping.schema import mapping_json_schema
 

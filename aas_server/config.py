@@ -222,6 +222,8 @@ class AccessOperation(enum.Enum):
     """Storing or removing file contents: attachments, thumbnails, AASX package uploads."""
     EXPORT = "export"
     """Bulk downloads: ``/serialization``, ``/rdf``, ``/sparql``, AASX package files."""
+    ACKNOWLEDGE = "acknowledge"
+    """Operator actions on an alarm (acknowledge, confirm, comment, shelve), judged on the rule's element."""
 
 
 class TokenAlgorithm(enum.Enum):
@@ -321,6 +323,17 @@ class SecuritySettings(_Strict):
         return self.model_copy(update={"tokens": tokens, "audit_log": fix(self.audit_log) if self.audit_log else None})
 
 
+class AnalyticsSettings(_Strict):
+    """Condition monitoring: rules files (``docs/analytics.md``), evaluated on the change bus."""
+
+    rules_files: list[Path] = Field(default_factory=list)
+    """Monitoring rules files (YAML or JSON), checked against the model at start and by ``check``."""
+    tick: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 1.0
+    """Seconds between clock ticks of time-based rules (delays, stuck, bad quality, shelving expiry)."""
+    sqlite_path: Path | None = None
+    """Alarm states kept across restarts; defaults to ``<data_dir>/alarms.sqlite``."""
+
+
 class HubSettings(_Strict):
     """Everything the hub needs to start. Relative paths are relative to the settings file."""
 
@@ -340,6 +353,7 @@ class HubSettings(_Strict):
     events: EventSettings = EventSettings()
     history: HistorySettings = HistorySettings()
     rollups: list[RollupSettings] = Field(default_factory=list)
+    analytics: AnalyticsSettings = AnalyticsSettings()
     security: SecuritySettings = SecuritySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -373,6 +387,12 @@ class HubSettings(_Strict):
                     update={"ca_file": fix(self.events.ca_file) if self.events.ca_file else None}
                 ),
                 "security": self.security.resolved(fix),
+                "analytics": self.analytics.model_copy(
+                    update={
+                        "rules_files": [fix(path) for path in self.analytics.rules_files],
+                        "sqlite_path": fix(self.analytics.sqlite_path) if self.analytics.sqlite_path else None,
+                    }
+                ),
                 "rest": self.rest.model_copy(update={"tls": self.rest.tls.resolved(fix) if self.rest.tls else None}),
             }
         )
@@ -384,6 +404,10 @@ class HubSettings(_Strict):
     @property
     def history_path(self) -> Path:
         return self.history.sqlite_path or self.data_dir / "history.sqlite"
+
+    @property
+    def alarms_path(self) -> Path:
+        return self.analytics.sqlite_path or self.data_dir / "alarms.sqlite"
 
     @property
     def audit_log_path(self) -> Path:

@@ -19,9 +19,12 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from aas_server.analytics.source import AlarmSource
+from aas_server.api import alarms as alarm_routes
 from aas_server.api import concept_descriptions, description, file_server, rdf, shells, submodel_elements, submodels
 from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
 from aas_server.api.context import (
+    ALARMS_KEY,
     API_PREFIXES,
     ATTACHMENTS_KEY,
     CACHE_KEY,
@@ -79,6 +82,7 @@ def create_app(
     operations: OperationRegistry | None = None,
     cache_entries: int = DEFAULT_MAX_ENTRIES,
     history: HistorySource | None = None,
+    alarms: AlarmSource | None = None,
 ) -> web.Application:
     """The REST application over ``store``.
 
@@ -88,7 +92,7 @@ def create_app(
     ``attachments`` and ``packages`` keep file contents and AASX packages (in memory unless the
     hub passes durable ones); ``operations`` holds the implementations of Operation elements;
     ``cache_entries`` bounds the response cache (0 disables it); ``history`` (recorded values) adds the
-    history routes.
+    history routes; ``alarms`` (the hub's alarm service) the alarm routes (``api/alarms.py``).
     """
     chain: list[Middleware] = [error_middleware, body_limit_middleware(client_max_size), *middlewares]
     if cors_origins:
@@ -107,9 +111,13 @@ def create_app(
     if history is not None:
         app[HISTORY_KEY] = history
         submodel_tables = (*SUBMODEL_TABLES, history_routes)
+    top_level_tables = TOP_LEVEL_TABLES
+    if alarms is not None:
+        app[ALARMS_KEY] = alarms
+        top_level_tables = (*TOP_LEVEL_TABLES, alarm_routes.routes)
     for prefix in API_PREFIXES:
         resource = ApiResource(prefix)
-        for table in TOP_LEVEL_TABLES:
+        for table in top_level_tables:
             for route in table:
                 resource.add(route.method, route.path, route.handler)
         for base in SUBMODEL_BASES:

@@ -69,7 +69,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from basyx.aas import model
 
-from aas_server.api.context import PACKAGES_KEY, store_of
+from aas_server.api.context import ALARMS_KEY, PACKAGES_KEY, store_of
 from aas_server.api.errors import mapping_for, result_response
 from aas_server.api.package_access import decide_package, package_contents
 from aas_server.api.resources import canonical_path
@@ -105,6 +105,8 @@ class TargetKind(enum.Enum):
     """Where a new element goes: the element at ``idShortPath``, or the submodel."""
     CONCEPT_DESCRIPTION = "concept-description"
     PACKAGE = "package"
+    ALARM = "alarm"
+    """An alarm (``alarmId``), judged on its rule's element; an unknown alarm on the whole repository."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,13 @@ ROUTE_ACCESS: Mapping[str, RouteAccess] = {
     "rdf.get_rdf": _route(_EXPORT, TargetKind.REPOSITORY),
     "rdf.get_sparql": _route(_EXPORT, TargetKind.REPOSITORY),
     "rdf.post_sparql": _route(_EXPORT, TargetKind.REPOSITORY),
+    # alarms (api/alarms.py): the list shows the alarms on readable elements
+    "alarms.get_alarms": _route(_READ, TargetKind.LISTING),
+    "alarms.acknowledge_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
+    "alarms.confirm_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
+    "alarms.comment_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
+    "alarms.shelve_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
+    "alarms.unshelve_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
 }
 """Every route's operation and target kind, by handler (module in ``aas_server.api`` and function name)."""
 
@@ -424,6 +433,8 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
             f"concept description {identifier!r}",
             policy.decide(roles, operation, access.concept_description_target(identifier)),
         )
+    if kind is TargetKind.ALARM:
+        return _check_alarm(request, roles, operation, access)
     if kind is TargetKind.PACKAGE:
         package_id = decode_identifier(match_info["packageId"], "packageId")
         package = await request.app[PACKAGES_KEY].get(package_id)
@@ -455,6 +466,24 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
         if not allowed and scope.kind is ScopeKind.PARTIAL:
             return _Checked(operation, description, Decision(False, "not allowed on every element it holds"))
     return _Checked(operation, description, Decision(allowed, scope.reason))
+
+
+def _check_alarm(
+    request: web.Request, roles: frozenset[str], operation: AccessOperation, access: ModelAccess
+) -> _Checked:
+    """An alarm action needs the operation on all of the rule's element; an unknown alarm (or a hub
+    without alarms) on the whole repository, so that the ``404`` tells only those who may act."""
+    alarm_id = request.match_info["alarmId"]
+    source = request.app.get(ALARMS_KEY)
+    try:
+        if source is None:
+            raise NotFoundError(f"no alarm {alarm_id!r}")
+        element = source.rule_of(alarm_id).element
+    except NotFoundError:
+        return _Checked(operation, f"alarm {alarm_id!r}", access.policy.decide(roles, operation, REPOSITORY))
+    scope = access.scope(roles, operation, element.submodel, element.path)
+    description = f"alarm {alarm_id!r} on submodel {element.submodel!r} element {element.path!r}"
+    return _Checked(operation, description, Decision(scope.kind is ScopeKind.ALL, scope.reason))
 
 
 def _as_read_too(operation: AccessOperation, decide: Callable[[AccessOperation], Decision]) -> Decision:

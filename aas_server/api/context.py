@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from aas_server.analytics.source import AlarmSource
 from aas_server.api.cache import ResponseCache
 from aas_server.api.operations import OperationRegistry, OperationRuns
 from aas_server.api.paging import Catalog
@@ -48,6 +49,9 @@ MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body", int)
 
 RUNS_KEY: web.AppKey[OperationRuns] = web.AppKey("operation_runs", OperationRuns)
 """Asynchronous operation invocations and their results."""
+
+ALARMS_KEY: web.AppKey[AlarmSource] = web.AppKey("alarms")
+"""The hub's alarms (``api/alarms.py``), when it has monitoring rules."""
 
 
 def store_of(request: web.Request) -> TwinStore:
