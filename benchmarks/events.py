@@ -22,7 +22,7 @@ Two figures, each against a baseline measured in the same run (ratios, since mac
    .../$value`` makes them), ``--writers`` at a time on different submodels, each journaled with
    its event in one durable transaction; baseline: the same writes with events off.
 2. **History recording on the ingest sample path.** The sample path of ``benchmarks/ingest.py``
-   (pre-built ``RawSample`` objects through ``Hub._bind_points``/``Hub._sink``: engine, store, change
+   (pre-built ``RawSample`` objects through ``Hub._bind_points``/``MappingEngine.sink``: engine, store, change
    bus, one subscriber draining like the OPC UA sync) with the hub's ``start_history``
    (``runtime/history.py``) recording every change, against the same path without it;
    alternating rounds on the same store. A round with history counts until the recorder has

@@ -3,9 +3,9 @@
 Three figures, each against a baseline measured in the same run:
 
 1. **Sample path, no network.** Pre-built ``RawSample``s for ``--points`` Properties run through the
-   hub's own read path (``Hub._bind_points`` and ``Hub._sink`` of ``runtime/hub.py``, on a hub that
-   is not started): ``MappingEngine.on_sample`` (decode, scale, unit conversion, deadband), the fit
-   to the element's valueType (``values.coerce``), ``TwinStore.apply`` and the change bus, with one
+   hub's own read path (``Hub._bind_points`` of ``runtime/hub.py``, on a hub that is not started, and
+   ``MappingEngine.sink``): ``MappingEngine.on_sample`` (decode, scale, unit conversion, deadband, and
+   the fit to the element's valueType bound in the engine's plan), ``TwinStore.apply`` and the change bus, with one
    subscriber draining it the way the OPC UA value sync does. Six in ten points are float32
    holding registers (scale 0.01, bar -> kPa or °C -> K, absolute deadband 0.1), three in ten
    int16 input registers, one in ten coils; every sample carries a new value, so every one is
@@ -218,7 +218,7 @@ def raw_value(index: int, frame: int) -> tuple[int, ...] | tuple[bool, ...]:
 
 
 class SamplePath:
-    """The hub's own read path: ``Hub._bind_points`` and ``Hub._sink`` (``runtime/hub.py``) on a hub not started.
+    """The hub's own read path: ``Hub._bind_points`` (``runtime/hub.py``) on a hub not started, ``MappingEngine.sink``.
 
     The points are bound to their Properties and each sample goes through ``sink``, the hub's own
     function: the engine's change (none when the deadband holds it back), the value fitted to the
@@ -226,11 +226,10 @@ class SamplePath:
     """
 
     def __init__(self, store: TwinStore, mapping: MappingFile) -> None:
-        self.engine = MappingEngine(mapping)
         hub = Hub(HubSettings(log_level="ERROR"))
         hub.store = store
-        hub._bind_points(Path("<ingest benchmark>"), mapping, self.engine)
-        self.sink = hub._sink(self.engine)
+        self.engine = hub._bind_points(Path("<ingest benchmark>"), mapping)
+        self.sink = self.engine.sink(store.apply)
         self.samples = 0
         self.bad_samples = 0
 

@@ -29,6 +29,7 @@ from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import values
 from aas_server.store.history import (
     Aggregate,
+    AggregateQuery,
     HistorySample,
     HistorySource,
     IntervalAggregate,
@@ -98,7 +99,9 @@ async def get_history(request: web.Request) -> web.Response:
     aggregates = tuple(parse_aggregates(query["aggregate"])) if "aggregate" in query else DEFAULT_AGGREGATES
     if paging.cursor is not None:
         start = parse_time(paging.cursor, "cursor")
-    aggregated = await history.read_aggregates(submodel_id, path, start, end, interval, aggregates, limit=limit)
+    aggregated = await history.read_aggregates(
+        AggregateQuery(submodel_id, path, start, end, interval, aggregates, limit)
+    )
     next_cursor = format_time(aggregated.next_start) if aggregated.next_start else None
     rows = Page(aggregated.intervals, next_cursor)
     return json_response(rows.to_json(lambda interval: _interval_json(interval, aggregates)))

@@ -15,6 +15,11 @@ Decoding by point kind (``RawSample.raw``; the codec each kind names in the prot
   unit, limits, deadband, filter) takes numbers, and text holding a decimal number (``"21.5"``);
   an enum point also takes its names; other points take any value unchanged.
 
+Typed once: given the valueType of each point's target Property (``value_types``), the plan fits the
+chain's value to it (``values.coerce``: an ``xs:int`` gets an ``int``, an ``xs:float`` a
+``datatypes.Float``); a value that does not fit (a fraction for an ``xs:int``, 70000 for an
+``xs:short``) gives ``BAD``, ``OUT_OF_RANGE``. The change the engine emits is what the store applies.
+
 A frame or value that cannot be decoded gives quality ``BAD``, reason ``DECODE_ERROR``; a non-finite
 number (how many devices flag a failed sensor) ``BAD``, ``SENSOR_FAILURE``; a failed read keeps the
 sample's quality and reason (``BAD``, ``NO_COMMUNICATION`` unless it says otherwise), and an
@@ -28,7 +33,8 @@ Left out: OPC UA method points produce no samples and take no writes (they are c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +51,13 @@ from aas_server.mapping.schema import (
     OpcUaMethodPoint,
     RegisterPoint,
 )
+from aas_server.model import values
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, ValueChanged, utc_now
 
+_LOG = logging.getLogger(__name__)
 _BAD = Quality.BAD
 _DECODE_ERROR = QualityReason.DECODE_ERROR
+_OUT_OF_RANGE = QualityReason.OUT_OF_RANGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,8 @@ class _Plan:
     submodel_id: str
     id_short_path: str
     origin: str
+    value_type: values.ValueType | None = None
+    """The target Property's valueType, which every good value is fitted to; ``None``: left as the chain gives it."""
 
 
 SampleHandler = Callable[[RawSample], ValueChanged | None]
@@ -73,6 +84,7 @@ def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | No
     chain, decode, read = plan.chain, plan.decode, plan.read
     submodel_id, id_short_path, origin = plan.submodel_id, plan.id_short_path, plan.origin
     read_failure, read_bad = normalize.read_failure, normalize.read_bad
+    value_type, coerce, point_name = plan.value_type, values.coerce, plan.point.name
     if server_clock is None:
         server_clock = [None, None]
 
@@ -92,9 +104,14 @@ def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | No
                 outcome = read(state, value, quality, sample.reason, time)
         if outcome is None:
             return None
-        return ValueChanged(
-            submodel_id, id_short_path, outcome[0], time, outcome[1], outcome[2], server_clock[1], origin
-        )
+        value, quality, reason = outcome
+        if value_type is not None and value.__class__ is not value_type and value is not None and quality is not _BAD:
+            try:
+                value = coerce(value_type, value)
+            except TypeMismatchError as error:
+                _LOG.debug("point %s: %s", point_name, error)
+                value, quality, reason = None, _BAD, _OUT_OF_RANGE
+        return ValueChanged(submodel_id, id_short_path, value, time, quality, reason, server_clock[1], origin)
 
     return handle
 
@@ -124,9 +141,14 @@ def engineering_range(point: RegisterPoint) -> tuple[float, float] | None:
 
 
 class MappingEngine:
-    """Decodes samples and encodes writes for the points of one mapping file, with each point's state."""
+    """Decodes samples and encodes writes for the points of one mapping file, with each point's state.
 
-    def __init__(self, mapping: MappingFile) -> None:
+    ``value_types`` gives, by point name, the valueType of the point's target Property: the values of
+    those points come out fitted to it (see the module's *Typed once*); other points' values are left
+    as the normalisation chain gives them (simulators, diagnostics).
+    """
+
+    def __init__(self, mapping: MappingFile, value_types: Mapping[str, values.ValueType] | None = None) -> None:
         self.mapping = mapping
         self._points: dict[str, AnyPoint] = {point.name: point for point in mapping.points}
         self._devices: dict[str, AnyDevice] = {device.name: device for device in mapping.devices}
@@ -142,6 +164,7 @@ class MappingEngine:
                 submodel_id=point.target.submodel,
                 id_short_path=point.target.path,
                 origin=f"device:{point.device}",
+                value_type=None if value_types is None else value_types.get(point.name),
             )
         server_clock: list[Any] = [None, None]
         """The last source time seen and the server time given to it, shared by every point."""
@@ -184,6 +207,21 @@ class MappingEngine:
         if handle is None:
             raise NotFoundError(f"no point {sample.point!r} in the mapping")
         return handle(sample)
+
+    def sink(self, apply: Callable[[ValueChanged], object]) -> Callable[[RawSample], None]:
+        """A connector's sink: each sample's change (typed, see ``on_sample``) handed to ``apply``, none when
+        the deadband or rate limit holds it back."""
+        handlers = self._handlers
+
+        def on_sample(sample: RawSample) -> None:
+            handle = handlers.get(sample.point)
+            if handle is None:
+                raise NotFoundError(f"no point {sample.point!r} in the mapping")
+            change = handle(sample)
+            if change is not None:
+                apply(change)
+
+        return on_sample
 
     def decode_sample(self, sample: RawSample) -> ValueChanged:
         """What ``sample`` means on its own: decoded and normalised, without filter, deadband or

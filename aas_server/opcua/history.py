@@ -42,7 +42,15 @@ from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
 from aas_server.opcua.writes import PropertyTarget
 from aas_server.opcua_common.status import status
 from aas_server.opcua_common.variants import data_value, to_variant
-from aas_server.store.history import Aggregate, HistorySample, HistorySource, IntervalAggregate, RawQuery, SampleKey
+from aas_server.store.history import (
+    Aggregate,
+    AggregateQuery,
+    HistorySample,
+    HistorySource,
+    IntervalAggregate,
+    RawQuery,
+    SampleKey,
+)
 from aas_server.store.twin_store import ModelChanged, TwinStore
 
 _LOG = logging.getLogger(__name__)
@@ -236,7 +244,7 @@ class ProjectionHistory(HistoryManager):
         if interval is None or interval <= timedelta(0):
             interval = max(end - start, timedelta(microseconds=1))
         page = await self._source.read_aggregates(
-            target.submodel_id, target.id_short_path, start, end, interval, [aggregate], limit=MAXIMUM_VALUES
+            AggregateQuery(target.submodel_id, target.id_short_path, start, end, interval, [aggregate], MAXIMUM_VALUES)
         )
         result = ua.HistoryReadResult()
         result.StatusCode = status(StatusCodes.Good)

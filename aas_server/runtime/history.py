@@ -24,9 +24,9 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
@@ -40,8 +40,8 @@ from aas_server.model.timeseries import RecordedVariable, TimeSeriesPlacement, p
 from aas_server.persistence.history import HistoryDatabase, SampleRecord
 from aas_server.store.bus import Subscription
 from aas_server.store.history import (
-    Aggregate,
     AggregatePage,
+    AggregateQuery,
     Downsampler,
     RawQuery,
     SamplePage,
@@ -79,26 +79,15 @@ class RecordedHistory:
         await self._service.flush()
         return await self._service.database.read_raw(query)
 
-    async def read_aggregates(
-        self,
-        submodel_id: str,
-        id_short_path: str,
-        start: datetime | None,
-        end: datetime | None,
-        interval: timedelta,
-        aggregates: Sequence[Aggregate],
-        *,
-        limit: int,
-    ) -> AggregatePage:
+    async def read_aggregates(self, query: AggregateQuery) -> AggregatePage:
         await self._service.flush()
         database = self._service.database
+        series = (query.submodel_id, query.id_short_path)
+        start = query.start if query.start is not None else await database.first_time(*series)
         if start is None:
-            start = await database.first_time(submodel_id, id_short_path)
-            if start is None:
-                return AggregatePage([])
-        if end is None:
-            end = utc_now()
-        return await database.read_aggregates(submodel_id, id_short_path, start, end, interval, aggregates, limit=limit)
+            return AggregatePage([])
+        end = query.end if query.end is not None else utc_now()
+        return await database.read_aggregates(*series, start, end, query.interval, query.aggregates, limit=query.limit)
 
 
 class HistoryService:

@@ -13,9 +13,8 @@ import contextlib
 import copy
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -36,7 +35,6 @@ from aas_server.errors import (
     PackageError,
     PersistenceError,
     StorageFullError,
-    TypeMismatchError,
 )
 from aas_server.exchange import read_package_file
 from aas_server.mapping.aid import mapping_from_aid, mapping_to_aids
@@ -47,34 +45,25 @@ from aas_server.mapping.schema import (
     OpcUaMethodPoint,
     load_mapping,
 )
-from aas_server.model import values
-from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged
+from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.permissions import private_directory
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
-from aas_server.runtime.analytics import AlarmService, start_alarms
 from aas_server.runtime.events import EventPublishing, start_event_publishing
+from aas_server.runtime.gateway import DeviceGateway
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
 from aas_server.store.operations import OperationHandler, OperationRegistry
-from aas_server.store.twin_store import TwinStore, WriteHandler
+from aas_server.store.twin_store import TwinStore
 
 _LOG = logging.getLogger(__name__)
 
 _PERSIST_PERIOD = 1.0
 """Seconds between batched writes of device values to the database."""
-
-
-@dataclass(frozen=True, slots=True)
-class _BoundPoint:
-    """A device point's target Property: what the sample path needs to fit a value to it."""
-
-    point_name: str
-    value_type: Any
 
 
 def load_model_files(paths: list[Path]) -> list[model.Identifiable]:
@@ -143,16 +132,17 @@ class Hub:
         self.settings = settings
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._bound: dict[tuple[str, str], _BoundPoint] = {}
+        self._bound: set[tuple[str, str]] = set()
+        """The targets of device points (Properties and Operations), by submodel id and idShort path."""
         self._connectors: dict[str, Connector] = {}
+        self.gateway = DeviceGateway(self._connectors)
+        """Carries client writes of device-bound Properties to their devices (the store's ``DeviceWriter``)."""
         self.store: TwinStore
         self.repository: SqliteRepository
         self.opcua: OpcUaProjection | None = None
         self.simulator: BottlingLineSimulator | None = None
         self.rest_url: str | None = None
         self.rollups: RollupService | None = None
-        self.alarms: AlarmService | None = None
-        """Monitoring rules' alarms (``settings.analytics``); ``None`` without rules files."""
         self.history: HistoryService | None = None
         self.events: EventPublishing | None = None
         """MQTT change events (``settings.events``); ``None`` when they are off."""
@@ -196,9 +186,8 @@ class Hub:
             _LOG.info("built %d identifiables from %d twin files", len(identifiables), len(settings.twins))
         self.store.add_all(identifiables)
 
-        engines = [(mapping, MappingEngine(mapping)) for mapping in mappings]
-        for path, (mapping, engine) in zip(settings.mappings, engines, strict=True):
-            self._bind_points(path, mapping, engine)
+        paths = settings.mappings
+        engines = [(mapping, self._bind_points(path, mapping)) for path, mapping in zip(paths, mappings, strict=True)]
         await self._describe_mappings(mappings)
         await self._restore_values()
         # before roll-ups, OPC UA and REST: their changes are announced from the first one on
@@ -206,9 +195,6 @@ class Hub:
         self.history = await start_history(self._stack, settings, self.store, self._is_recorded)
         # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
         self.rollups = await start_rollups(self._stack, settings, self.store)
-        # after values and roll-ups, before OPC UA and REST: they show the alarms, restored and evaluated
-        outbox = self.repository if self.events is not None else None
-        self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
 
         endpoints = dict(settings.device_endpoints)
         if settings.simulator.enabled:
@@ -256,11 +242,14 @@ class Hub:
             )
         return rebuilt
 
-    def _bind_points(self, path: Path, mapping: MappingFile, engine: MappingEngine) -> None:
+    def _bind_points(self, path: Path, mapping: MappingFile) -> MappingEngine:
+        """Bind each point of ``mapping`` to its target; the mapping's engine, typed by the targets' valueTypes."""
         conflicts = semantic_conflicts(mapping, self._element_or_none)
         if conflicts:
             (where, message), *others = conflicts
             raise MappingError("; ".join([message, *(f"{w}: {m}" for w, m in others)]), f"{path}: {where}")
+        value_types: dict[str, Any] = {}
+        writable: list[tuple[str, str, str]] = []
         for index, point in enumerate(mapping.points):
             where = f"{path}: points[{index}] ({point.name}).target"
             submodel_id, id_short_path = point.target.submodel, point.target.path
@@ -274,15 +263,21 @@ class Hub:
             if isinstance(point, OpcUaMethodPoint):
                 if not isinstance(element, model.Operation):
                     raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not an Operation", where)
-                self._bound[key] = _BoundPoint(point.name, None)
+                self._bound.add(key)
                 self.operations.register(submodel_id, id_short_path, self._method_handler(element, point))
                 continue
             if not isinstance(element, model.Property):
                 raise MappingError(f"{id_short_path!r} is a {type(element).__name__}, not a Property", where)
-            self._bound[key] = _BoundPoint(point.name, element.value_type)
-            handler = self._write_handler(engine, point.name, point.device) if point.writable else None
-            binding = element_binding(point, mapping)
-            self.store.bind(submodel_id, id_short_path, binding, handler)
+            self._bound.add(key)
+            value_types[point.name] = element.value_type
+            writer = self.gateway if point.writable else None
+            self.store.bind(submodel_id, id_short_path, element_binding(point, mapping), writer)
+            if point.writable:
+                writable.append((submodel_id, id_short_path, point.name))
+        engine = MappingEngine(mapping, value_types)
+        for submodel_id, id_short_path, point_name in writable:
+            self.gateway.route(submodel_id, id_short_path, engine, point_name)
+        return engine
 
     def _is_recorded(self, submodel_id: str, id_short_path: str) -> bool:
         """History records device-fed values and roll-ups (not plain model values)."""
@@ -363,15 +358,6 @@ class Hub:
 
         return invoke
 
-    def _write_handler(self, engine: MappingEngine, point_name: str, device: str) -> WriteHandler:
-        """The inverse path: element value → register words → the device, awaiting its acknowledgement."""
-
-        async def write(value: Any) -> None:
-            raw = engine.to_raw(point_name, value)
-            await self._connectors[device].write(raw)
-
-        return write
-
     async def _restore_values(self) -> None:
         for stored in await self.repository.load_values():
             key = (stored.submodel_id, stored.id_short_path)
@@ -428,7 +414,6 @@ class Hub:
             packages=SqlitePackageStore(self.repository),
             operations=self.operations,
             history=self.history.source if self.history is not None else None,
-            alarms=self.alarms,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -443,37 +428,10 @@ class Hub:
 
     async def _start_connectors(self, mapping: MappingFile, engine: MappingEngine, endpoints: dict[str, str]) -> None:
         """One connector per device, made by its protocol's entry in the registry (``mapping.schema.PROTOCOLS``)."""
-        context = ConnectorContext(self._sink(engine), self.settings.data_dir)
+        context = ConnectorContext(engine.sink(self.store.apply), self.settings.data_dir)
         for device in mapping.devices:
             connector = create_connector(device, mapping.points_of(device.name), context, endpoints.get(device.name))
             self._connectors[device.name] = await self._stack.enter_async_context(connector)
-
-    def _sink(self, engine: MappingEngine) -> Callable[[RawSample], None]:
-        """Decode each sample and fit its value to the target element's valueType, then apply it."""
-
-        value_types = {
-            bound.point_name: bound.value_type for bound in self._bound.values() if bound.value_type is not None
-        }
-        decode, apply, bad = engine.on_sample, self.store.apply, Quality.BAD
-
-        def on_sample(sample: RawSample) -> None:
-            change = decode(sample)
-            if change is None:
-                return
-            value_type = value_types.get(sample.point)
-            if value_type is None:
-                return
-            value = change.value
-            if value.__class__ is not value_type and value is not None and change.quality is not bad:
-                # ``change`` is the engine's fresh object, not yet shared: adjusted in place (no copy per sample)
-                try:
-                    change.value = values.coerce(value_type, value)
-                except TypeMismatchError as error:
-                    _LOG.debug("point %s: %s", sample.point, error)
-                    change.value, change.quality, change.reason = None, bad, QualityReason.OUT_OF_RANGE
-            apply(change)
-
-        return on_sample
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

@@ -116,6 +116,20 @@ class RawQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class AggregateQuery:
+    """A read of an element's aggregates: one row per interval of ``interval`` from ``start`` (``None``: the
+    first sample) to ``end`` (``None``: now), empty intervals included; at most ``limit`` rows."""
+
+    submodel_id: str
+    id_short_path: str
+    start: datetime | None
+    end: datetime | None
+    interval: timedelta
+    aggregates: Sequence[Aggregate]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class SamplePage:
     """Samples in order and, when more follow, the key of the last one (continue after it)."""
 
@@ -166,19 +180,8 @@ class HistorySource(Protocol):
         """The samples ``query`` asks for (see ``RawQuery``)."""
         ...
 
-    async def read_aggregates(
-        self,
-        submodel_id: str,
-        id_short_path: str,
-        start: datetime | None,
-        end: datetime | None,
-        interval: timedelta,
-        aggregates: Sequence[Aggregate],
-        *,
-        limit: int,
-    ) -> AggregatePage:
-        """One row per interval of ``interval`` from ``start`` (default: the first sample) to ``end`` (default: now),
-        empty intervals included; at most ``limit`` rows."""
+    async def read_aggregates(self, query: AggregateQuery) -> AggregatePage:
+        """The rows ``query`` asks for (see ``AggregateQuery``)."""
         ...
 
 

@@ -3,8 +3,9 @@
 The store is the one truth REST, OPC UA and later MQTT show (``ARCHITECTURE.md``, *One truth*).
 It holds the shells, submodels and concept descriptions as basyx-python-sdk objects, keeps for each
 Property its source timestamp and quality, applies ``ValueChanged`` events coming from the mapping
-engine, and runs client writes: type check, device write through the bound handler (which awaits
-the device's acknowledgement), journal, apply, publish.
+engine, and runs client writes: type check, device write through the ``DeviceWriter`` of a
+device-bound Property (which awaits the device's acknowledgement, outside the submodel's lock), then,
+under the lock, journal, apply, publish.
 
 With an ``outbox_encoder`` set, every client write and model change is also encoded as an
 outbound change event (``store.outbox``) before it is journaled, and the journal (an
@@ -41,6 +42,31 @@ from aas_server.store.files import StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxEncoder
 
 WriteHandler = Callable[[Any], Awaitable[None]]
+"""A stand-in device for one Property: awaits the device's acknowledgement of a value (tests)."""
+
+
+class DeviceWriter(Protocol):
+    """Carries a client's value of a device-bound Property to its device (implemented by ``runtime.gateway``).
+
+    ``write`` returns once the device acknowledged ``value`` (already of the Property's valueType);
+    it raises ``TypeMismatchError`` when the device point cannot hold it (checked before anything is
+    sent), ``NotWritableError`` for a read-only point and ``DeviceError`` when the device refuses it
+    or cannot be reached. The store calls it without holding the submodel's lock, one write of a
+    Property at a time, in the order the writes arrived.
+    """
+
+    async def write(self, submodel_id: str, id_short_path: str, value: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _HandlerWriter:
+    """A ``WriteHandler`` of one Property as a ``DeviceWriter``."""
+
+    handler: WriteHandler
+
+    async def write(self, submodel_id: str, id_short_path: str, value: Any) -> None:
+        await self.handler(value)
+
 
 LARGE_ELEMENT_COUNT = 1_000
 """From this many elements on, a submodel is walked, encoded and planned in a worker thread, not on the
@@ -241,7 +267,9 @@ class TwinStore:
         self._states: dict[str, dict[str, ValueState]] = {}
         """Value states by submodel id, then idShort path."""
         self._bindings: dict[tuple[str, str], ElementBinding] = {}
-        self._write_handlers: dict[tuple[str, str], WriteHandler] = {}
+        self._writers: dict[tuple[str, str], DeviceWriter] = {}
+        self._point_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        """Orders the client writes of each device-bound Property: device write and queueing in the journal."""
         self._bound_value_types: dict[tuple[str, str], Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._journaling: dict[str, set[asyncio.Future[None]]] = {}
@@ -379,22 +407,23 @@ class TwinStore:
         submodel_id: str,
         id_short_path: str,
         binding: ElementBinding,
-        write_handler: WriteHandler | None = None,
+        writer: DeviceWriter | WriteHandler | None = None,
     ) -> model.Property:
-        """Attach a device binding to a Property; a writable binding needs a ``write_handler``."""
+        """Attach a device binding to a Property; a writable binding needs a ``writer`` (a ``DeviceWriter``, or a
+        ``WriteHandler`` standing in for the device of this one Property)."""
         element = self.element(submodel_id, id_short_path)
         if not isinstance(element, model.Property):
             raise TypeMismatchError(
                 f"{submodel_id} {id_short_path}: only a Property can be bound to a device point, "
                 f"this is a {type(element).__name__}"
             )
-        if binding.writable and write_handler is None:
-            raise ValueError("a writable binding needs a write handler")
+        if binding.writable and writer is None:
+            raise ValueError("a writable binding needs a device writer")
         key = (submodel_id, id_short_path)
         self._bindings[key] = binding
         self._bound_value_types[key] = element.value_type
-        if write_handler is not None:
-            self._write_handlers[key] = write_handler
+        if writer is not None:
+            self._writers[key] = _HandlerWriter(writer) if callable(writer) else writer
         state = self._states[submodel_id][id_short_path]
         if state.quality is Quality.GOOD and state.reason is QualityReason.NONE:
             state.quality = Quality.UNCERTAIN
@@ -447,61 +476,114 @@ class TwinStore:
     async def write_value(self, submodel_id: str, id_short_path: str, value: Any, origin: str) -> ValueChanged:
         """Write a Property's value on behalf of a client (REST, OPC UA).
 
-        Type-checks ``value`` against the ``valueType``; for a device-bound Property sends it to the
-        device and returns only after the device acknowledged (or raises ``DeviceError``); journals
-        the change before it is applied, so an acknowledged write survives a restart.
+        Type-checks ``value`` against the ``valueType``. For a device-bound Property the value goes to
+        the device through its ``DeviceWriter`` first, and the write goes on only once the device
+        acknowledged it (or raises ``DeviceError``). The submodel's lock is not held meanwhile: a slow
+        device delays no other write or model change of the submodel. Writes of one Property reach
+        the device, and then the journal, in the order they arrived; once the device is written the
+        write is carried through even if the client goes away. Then, under the lock, the Property must
+        still be there with its valueType and device (``ConflictError`` otherwise, the journal
+        untouched); the change is journaled (an acknowledged write survives a restart), applied and
+        published.
         """
         element = self.element(submodel_id, id_short_path)
         if not isinstance(element, model.Property):
             raise NotWritableError(
                 f"{id_short_path!r} is a {type(element).__name__}; only Property values can be written here"
             )
-        typed = values.coerce(element.value_type, value)
+        value_type = element.value_type
+        typed = values.coerce(value_type, value)
         key = (submodel_id, id_short_path)
         binding = self._bindings.get(key)
         if binding is not None and not binding.writable:
             raise NotWritableError(f"{id_short_path!r} is read-only: it is fed by {binding.source}")
-        async with self._lock(submodel_id):
-            journaling = self._journaling.setdefault(submodel_id, set())
-            # announced if it changes what the Property showed before the write (the device may echo it first);
-            # always while an earlier write of it is still being journaled (a repeated event, never a lost one)
-            announced = self.outbox_encoder is not None and (
-                self._unsettled_writes.get(key, 0) > 0 or self._changes_state(submodel_id, id_short_path, typed)
-            )
-            handler = self._write_handlers.get(key)
-            if handler is not None:
-                await handler(typed)
-            now = utc_now()
-            change = ValueChanged(submodel_id, id_short_path, typed, now, Quality.GOOD, QualityReason.NONE, now, origin)
-            if self.journal is None:
-                self.apply(change)
-                return change
-            encoder = self.outbox_encoder
-            event = encoder.value_event(change) if encoder is not None and announced else None
-            # queued in the journal in lock order; the lock is not held while the commit is awaited, so
-            # concurrent writes share one commit (group commit). Applied in queue order once durable.
-            journaled = asyncio.ensure_future(
-                self._outbox_journal.persist_values([change], outbox=[event])
-                if event is not None
-                else self.journal.persist_values([change])
-            )
-            sequence = self._write_sequence[key] = self._write_sequence.get(key, 0) + 1
-            self._unsettled_writes[key] = self._unsettled_writes.get(key, 0) + 1
-            journaling.add(journaled)
-
-            def settled(future: asyncio.Future[None]) -> None:
-                journaling.discard(future)
-                self._unsettled_writes[key] -= 1
-                if future.cancelled() or future.exception() is not None:
-                    return
-                if sequence > self._applied_sequence.get(key, 0):
-                    self._applied_sequence[key] = sequence
-                    self.apply(change)
-
-            journaled.add_done_callback(settled)
-        # applied (by ``settled``) before this returns; a cancelled client does not undo a queued write
-        await asyncio.shield(journaled)
+        writer = self._writers.get(key)
+        if writer is None:
+            async with self._lock(submodel_id):
+                journaled, change = self._queue_write(key, value_type, typed, origin, None, changed=False)
+        else:
+            journaled, change = await asyncio.shield(self._device_write(writer, key, value_type, typed, origin))
+        if journaled is not None:
+            # applied (by ``_queue_write``'s callback) before this returns; a cancelled client does not undo it
+            await asyncio.shield(journaled)
         return change
+
+    async def _device_write(
+        self, writer: DeviceWriter, key: tuple[str, str], value_type: Any, typed: Any, origin: str
+    ) -> tuple[asyncio.Future[None] | None, ValueChanged]:
+        """The device round trip of a client write, then its queueing in the journal, in the Property's write order."""
+        async with self._point_locks.setdefault(key, asyncio.Lock()):
+            # announced if it changes what the Property showed before the write (the device may echo it first)
+            changed = self._changes_state(*key, typed)
+            await writer.write(*key, typed)
+            async with self._lock(key[0]):
+                return self._queue_write(key, value_type, typed, origin, writer, changed=changed)
+
+    def _queue_write(
+        self,
+        key: tuple[str, str],
+        value_type: Any,
+        typed: Any,
+        origin: str,
+        writer: DeviceWriter | None,
+        *,
+        changed: bool,
+    ) -> tuple[asyncio.Future[None] | None, ValueChanged]:
+        """Queue a client write in the journal (the submodel's lock held); applied by a callback once durable.
+
+        Without a journal the change is applied at once (no future). ``changed``: the value differed
+        from what the Property showed before the device was written.
+        """
+        submodel_id, id_short_path = key
+        try:
+            current: model.SubmodelElement | None = self.element(submodel_id, id_short_path)
+        except NotFoundError:
+            current = None
+        if (
+            not isinstance(current, model.Property)
+            or current.value_type is not value_type
+            or self._writers.get(key) is not writer
+        ):
+            done = f"the device took {typed!r}, but " if writer is not None else ""
+            raise ConflictError(
+                f"{done}{id_short_path!r} in {submodel_id!r} was removed or changed by a model change meanwhile; "
+                "the write is not recorded"
+            )
+        # announced if it changes what the Property shows; always while an earlier write of it is still
+        # being journaled (a repeated event, never a lost one)
+        announced = self.outbox_encoder is not None and (
+            changed or self._unsettled_writes.get(key, 0) > 0 or self._changes_state(submodel_id, id_short_path, typed)
+        )
+        now = utc_now()
+        change = ValueChanged(submodel_id, id_short_path, typed, now, Quality.GOOD, QualityReason.NONE, now, origin)
+        if self.journal is None:
+            self.apply(change)
+            return None, change
+        encoder = self.outbox_encoder
+        event = encoder.value_event(change) if encoder is not None and announced else None
+        # queued in the journal in lock order; the lock is not held while the commit is awaited, so
+        # concurrent writes share one commit (group commit). Applied in queue order once durable.
+        journaled = asyncio.ensure_future(
+            self._outbox_journal.persist_values([change], outbox=[event])
+            if event is not None
+            else self.journal.persist_values([change])
+        )
+        journaling = self._journaling.setdefault(submodel_id, set())
+        sequence = self._write_sequence[key] = self._write_sequence.get(key, 0) + 1
+        self._unsettled_writes[key] = self._unsettled_writes.get(key, 0) + 1
+        journaling.add(journaled)
+
+        def settled(future: asyncio.Future[None]) -> None:
+            journaling.discard(future)
+            self._unsettled_writes[key] -= 1
+            if future.cancelled() or future.exception() is not None:
+                return
+            if sequence > self._applied_sequence.get(key, 0):
+                self._applied_sequence[key] = sequence
+                self.apply(change)
+
+        journaled.add_done_callback(settled)
+        return journaled, change
 
     # --- model changes (REST) ------------------------------------------------------------------
     #
