@@ -50,6 +50,7 @@ from aas_server.model.twins import build_environment, load_twins
 from aas_server.opcua.server import OpcUaProjection
 from aas_server.persistence.permissions import private_directory
 from aas_server.persistence.sqlite import SqliteAttachmentStore, SqlitePackageStore, SqliteRepository
+from aas_server.runtime.analytics import AlarmService, start_alarms
 from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.gateway import DeviceGateway
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
@@ -143,6 +144,8 @@ class Hub:
         self.simulator: BottlingLineSimulator | None = None
         self.rest_url: str | None = None
         self.rollups: RollupService | None = None
+        self.alarms: AlarmService | None = None
+        """Monitoring rules' alarms (``settings.analytics``); ``None`` without rules files."""
         self.history: HistoryService | None = None
         self.events: EventPublishing | None = None
         """MQTT change events (``settings.events``); ``None`` when they are off."""
@@ -195,6 +198,9 @@ class Hub:
         self.history = await start_history(self._stack, settings, self.store, self._is_recorded)
         # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
         self.rollups = await start_rollups(self._stack, settings, self.store)
+        # after values and roll-ups, before OPC UA and REST: they show the alarms, restored and evaluated
+        outbox = self.repository if self.events is not None else None
+        self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
 
         endpoints = dict(settings.device_endpoints)
         if settings.simulator.enabled:
@@ -414,6 +420,7 @@ class Hub:
             packages=SqlitePackageStore(self.repository),
             operations=self.operations,
             history=self.history.source if self.history is not None else None,
+            alarms=self.alarms,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
