@@ -332,6 +332,9 @@ class AnalyticsSettings(_Strict):
     """Seconds between clock ticks of time-based rules (delays, stuck, bad quality, shelving expiry)."""
     sqlite_path: Path | None = None
     """Alarm states kept across restarts; defaults to ``<data_dir>/alarms.sqlite``."""
+    alarm_submodels: bool = False
+    """Add an ``Alarms`` submodel to each shell with rules on its elements: a BasicEventElement per rule,
+    observing the rule's element, its ``messageTopic`` the alarm's MQTT topic."""
 
 
 class HubSettings(_Strict):

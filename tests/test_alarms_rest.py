@@ -342,3 +342,42 @@ async def test_alarm_actions_are_the_acknowledge_operation_on_the_rules_element(
     assert alarm_a.comment_user == "alice"
     assert alarm_a.shelving.value == "Unshelved"
     assert not alarm_b.acknowledged, "no refused request changed shell B's alarm"
+
+
+async def test_each_shell_with_rules_gets_an_alarms_submodel_of_basic_event_elements(tmp_path: Path) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(RULES), encoding="utf-8")
+    base = settings_for(tmp_path / "data")
+    settings = base.model_copy(
+        update={
+            "analytics": base.analytics.model_copy(update={"rules_files": [rules_file], "alarm_submodels": True}),
+        }
+    )
+    shell_id = "urn:aas-server:demo:aas:filler-temperature-sensor"
+    alarms_id = f"{shell_id}/alarms"
+    for _start in range(2):  # created at the first start, replaced (not added twice) at the next
+        async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+            assert hub.rest_url is not None
+            async with http.get(f"{hub.rest_url}/submodels/{b64(alarms_id)}") as response:
+                assert response.status == 200, await response.text()
+                submodel = await response.json()
+            async with http.get(f"{hub.rest_url}/shells/{b64(shell_id)}/submodel-refs") as response:
+                references = [ref["keys"][-1]["value"] for ref in (await response.json())["result"]]
+            async with http.get(
+                f"{hub.rest_url}/shells/{b64('urn:aas-server:demo:aas:capper')}/submodel-refs"
+            ) as response:
+                capper = [ref["keys"][-1]["value"] for ref in (await response.json())["result"]]
+        assert references.count(alarms_id) == 1
+        assert not [reference for reference in capper if reference.endswith("/alarms")], "no rules on the capper"
+        events = {element["idShort"]: element for element in submodel["submodelElements"]}
+        assert set(events) == {"filler_temperature", "filler_temperature_low"}
+        event = events["filler_temperature"]
+        assert event["modelType"] == "BasicEventElement"
+        assert event["observed"]["keys"] == [
+            {"type": "Submodel", "value": SENSOR},
+            {"type": "Property", "value": "Temperature"},
+        ]
+        assert event["direction"] == "output"
+        assert event["messageTopic"].endswith(
+            f"/submodels/{b64(SENSOR)}/submodelElements/Temperature/alarms/filler-temperature"
+        )

@@ -23,15 +23,22 @@ audit log, MQTT and the listeners in the order the engine made them. Problems of
 serving. When the alarm database cannot be written, the transition is logged as an error and still
 audited and announced (the state in memory is right; it is kept at the next transition that writes).
 
-Left out: the BasicEventElements of an "Alarms" submodel per twin (the alarm list is on REST, OPC UA
-and MQTT), rules files changed while running (read at start).
+With ``analytics.alarm_submodels`` each shell whose submodels hold watched elements gets an
+``Alarms`` submodel (id ``<shell id>/alarms``, created or replaced at start and referenced from the
+shell): one BasicEventElement per rule, ``observed`` the rule's element, direction output, state on,
+``messageTopic`` the alarm's MQTT topic (without the transition), description the rule's message.
+
+Left out: the alarm state inside the AAS model (the BasicEventElements describe the events; the
+current state is on REST ``/alarms``, OPC UA and MQTT), rules files changed while running (read at start).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -97,6 +104,79 @@ def load_rule_files(files: Sequence[Path], known: dict[ElementKey, ElementKind] 
     if problems:
         raise RulesError("\n".join(problems))
     return rules
+
+
+ALARMS_SEMANTIC_ID = "urn:aas-server:analytics:Alarms:1:0"
+"""The semanticId of the hub's Alarms submodels (there is no IDTA template for alarms)."""
+
+
+def alarm_topic(repository_id: str, rule: AnyRule) -> str:
+    """The MQTT topic prefix of one alarm's events (a transition kind follows it)."""
+    return (
+        f"sm-repository/{repository_id}/submodels/{encode_identifier(rule.element.submodel)}"
+        f"/submodelElements/{rule.element.path}/alarms/{rule.name}"
+    )
+
+
+def _id_short(name: str, taken: set[str]) -> str:
+    text = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not text[:1].isalpha():
+        text = "Alarm_" + text
+    candidate, number = text, 2
+    while candidate in taken:
+        candidate, number = f"{text}_{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def alarm_submodels(store: TwinStore, rules: Sequence[AnyRule], repository_id: str) -> list[tuple[str, model.Submodel]]:
+    """``(shell id, Alarms submodel)`` for each shell referencing a submodel that a rule watches."""
+    placed: list[tuple[str, model.Submodel]] = []
+    for shell in store.shells():
+        referenced = {reference.key[-1].value for reference in shell.submodel if reference.key}
+        watched = [rule for rule in rules if rule.element.submodel in referenced]
+        if not watched:
+            continue
+        taken: set[str] = set()
+        elements: list[model.SubmodelElement] = []
+        for rule in watched:
+            observed = model.ModelReference.from_referable(store.element(rule.element.submodel, rule.element.path))
+            elements.append(
+                model.BasicEventElement(
+                    _id_short(rule.name, taken),
+                    observed,
+                    model.Direction.OUTPUT,
+                    model.StateOfEvent.ON,
+                    message_topic=alarm_topic(repository_id, rule),
+                    description=model.MultiLanguageTextType({"en": rule.message[:1023]}),
+                    display_name=model.MultiLanguageNameType({"en": rule.name[:64]}),
+                )
+            )
+        submodel = model.Submodel(
+            f"{shell.id}/alarms",
+            id_short="Alarms",
+            semantic_id=model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, ALARMS_SEMANTIC_ID),)),
+            submodel_element=elements,
+        )
+        placed.append((shell.id, submodel))
+    return placed
+
+
+async def install_alarm_submodels(store: TwinStore, placed: Iterable[tuple[str, model.Submodel]]) -> None:
+    """Create (or replace) each Alarms submodel in ``store`` and refer to it from its shell."""
+    for shell_id, submodel in placed:
+        try:
+            store.submodel(submodel.id)
+        except NotFoundError:
+            await store.create(submodel)
+        else:
+            await store.replace(submodel)
+        shell = store.shell(shell_id)
+        if any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
+            continue
+        shell = copy.deepcopy(shell)
+        shell.submodel.add(model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel))
+        await store.replace(shell)
 
 
 def _state_text(alarm: Alarm) -> str:
@@ -332,10 +412,7 @@ class AlarmService:
 
     def _event(self, transition: AlarmTransition) -> OutboundEvent:
         rule = self._rules[transition.alarm]
-        topic = (
-            f"sm-repository/{self._repository_id}/submodels/{encode_identifier(rule.element.submodel)}"
-            f"/submodelElements/{rule.element.path}/alarms/{transition.alarm}/{transition.kind.value}"
-        )
+        topic = f"{alarm_topic(self._repository_id, rule)}/{transition.kind.value}"
         payload = transition.as_dict()
         payload["element"] = {"submodel": rule.element.submodel, "path": rule.element.path}
         payload["severity"] = rule.severity
@@ -358,6 +435,8 @@ async def start_alarms(
     if not files:
         return None
     rules = await asyncio.to_thread(load_rule_files, files, known_elements(store.submodels()))
+    if settings.analytics.alarm_submodels:
+        await install_alarm_submodels(store, alarm_submodels(store, rules, settings.events.repository_id))
     database = await stack.enter_async_context(AlarmDatabase(settings.alarms_path))
     service = AlarmService(
         store,
