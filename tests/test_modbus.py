@@ -26,7 +26,7 @@ from aas_server.mapping.schema import (
     Table,
     parse_mapping,
 )
-from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, ValueChanged
+from aas_server.model.events import ModbusWrite, Quality, QualityReason, RawSample, RawWrite, ValueChanged
 from tests.support import wait_until
 
 CONNECTOR_LOGGER = "aas_server.connectors.modbus"
@@ -435,7 +435,7 @@ def raw_connector(mapping: MappingFile) -> tuple[ModbusConnector, RawRecorder]:
     return ModbusConnector(device, mapping.modbus_points_of(device.name), recorder), recorder
 
 
-def raw_write(mapping: MappingFile, name: str, value: Any) -> RawWrite:
+def raw_write(mapping: MappingFile, name: str, value: Any) -> ModbusWrite:
     point = mapping.point(name)
     if isinstance(point, RegisterPoint) and point.data_type is not DataType.BOOL:
         return RawWrite("plc", name, encode_register_point(point, value))

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import time
+import typing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,11 +31,15 @@ from basyx.aas import model
 from basyx.aas.model import datatypes
 
 from aas_server.config import HistorySettings, HubSettings, OpcUaSettings, RestSettings, SecuritySettings
+from aas_server.connectors.modbus import ModbusConnector
+from aas_server.connectors.mqtt import MqttConnector
+from aas_server.connectors.opcua_client import OpcUaClientConnector
+from aas_server.connectors.sparkplug import SparkplugConnector
 from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.mapping import codecs
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import DataType, Table, parse_mapping
-from aas_server.model.events import Quality, QualityReason, RawSample
+from aas_server.model.events import ModbusWrite, Quality, QualityReason, RawSample, RawWrite, ValueWrite
 from aas_server.runtime.hub import Hub
 from aas_server.store.twin_store import ElementBinding, TwinStore
 from tests.support import eventually, wait_until
@@ -245,6 +250,16 @@ async def test_device_values_arrive_in_the_store_typed_as_their_properties(plant
 # --- the engine alone ------------------------------------------------------------------------------
 
 
+def _coil(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "device": "plc",
+        "table": "coil",
+        "address": 0,
+        "target": {"submodel": SUBMODEL, "path": name},
+    }
+
+
 def _engine(value_types: dict[str, Any] | None) -> MappingEngine:
     document = {
         "devices": [device("plc", 502)],
@@ -253,13 +268,7 @@ def _engine(value_types: dict[str, Any] | None) -> MappingEngine:
             register_point("Level", "plc", 1, "float32"),
             register_point("Small", "plc", 3, "uint16"),
             register_point("Scaled", "plc", 4, "int16", scale=0.5),
-            {
-                "name": "Pump",
-                "device": "plc",
-                "table": "coil",
-                "address": 0,
-                "target": {"submodel": SUBMODEL, "path": "Pump"},
-            },
+            _coil("Pump"),
         ],
     }
     return MappingEngine(parse_mapping(document, "typed.yaml"), value_types)
@@ -360,3 +369,38 @@ async def test_writes_of_one_property_are_carried_to_the_device_one_at_a_time_in
     state = store.state(SUBMODEL, "Setpoint")
     assert state is not None
     assert (type(state.value), state.value) == (datatypes.Int, 22)
+
+
+# --- RawWrite per protocol -------------------------------------------------------------------------
+
+
+def test_each_connector_takes_the_raw_write_of_its_protocol_and_the_engine_gives_it() -> None:
+    declared = {
+        connector.__name__: typing.get_type_hints(connector.write)["raw"]
+        for connector in (ModbusConnector, OpcUaClientConnector, MqttConnector, SparkplugConnector)
+    }
+    assert declared == {
+        "ModbusConnector": ModbusWrite,
+        "OpcUaClientConnector": ValueWrite,
+        "MqttConnector": ValueWrite,
+        "SparkplugConnector": ValueWrite,
+    }
+    document = {
+        "devices": [device("plc", 502), {"name": "broker", "protocol": "mqtt", "host": "127.0.0.1"}],
+        "points": [
+            register_point("Setpoint", "plc", 0, "int16", scale=0.1, access="read-write"),
+            {**_coil("Pump"), "access": "read-write"},
+            {
+                "name": "Valve",
+                "device": "broker",
+                "topic": "line/valve",
+                "write_topic": "line/valve/set",
+                "access": "read-write",
+                "target": {"submodel": SUBMODEL, "path": "Valve"},
+            },
+        ],
+    }
+    engine = MappingEngine(parse_mapping(document, "writes.yaml"))
+    assert engine.to_raw("Setpoint", -1.5) == RawWrite("plc", "Setpoint", (0xFFF1,))  # -15 tenths as int16 words
+    assert engine.to_raw("Pump", True) == RawWrite("plc", "Pump", (True,))
+    assert engine.to_raw("Valve", 42) == RawWrite("broker", "Valve", 42)

@@ -72,7 +72,7 @@ from aas_server.lifecycle import Service
 from aas_server.mapping.codecs import register_bit_masks, with_register_bit
 from aas_server.mapping.planner import ReadRequest, plan_reads
 from aas_server.mapping.schema import BitPoint, ModbusTcpDevice, RegisterPoint, Table
-from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
+from aas_server.model.events import ModbusRaw, Quality, QualityReason, RawSample, RawWrite, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -549,7 +549,7 @@ class ModbusConnector(Service):
 
     # --- writing -------------------------------------------------------------------------------
 
-    async def write(self, raw: RawWrite) -> None:
+    async def write(self, raw: RawWrite[ModbusRaw]) -> None:
         """Write a point's raw value; returns once the device acknowledged it.
 
         Raises ``DeviceTimeoutError`` when the device does not answer in time, ``DeviceError`` when

@@ -58,7 +58,7 @@ from aas_server.errors import (
 )
 from aas_server.mapping.json_paths import compile_json_path
 from aas_server.mapping.schema import MqttDevice, MqttPoint, TimestampFormat
-from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
+from aas_server.model.events import ProtocolValue, Quality, QualityReason, RawSample, RawWrite, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class MqttConnector(BrokerConnector[MqttDevice, MqttPoint]):
 
     # --- writing ----------------------------------------------------------------------------------
 
-    async def write(self, raw: RawWrite) -> None:
+    async def write(self, raw: RawWrite[ProtocolValue]) -> None:
         """Publish ``{"value": raw.raw}`` to the point's ``write_topic``; returns once the broker acknowledged it.
 
         Raises ``NotFoundError`` for an unknown point, ``NotWritableError`` for a read-only one,

@@ -104,7 +104,7 @@ from aas_server.mapping.schema import (
     OpcUaSecurityPolicy,
     OpcUaVariablePoint,
 )
-from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
+from aas_server.model.events import ProtocolValue, Quality, QualityReason, RawSample, RawWrite, utc_now
 from aas_server.opcua_common.certificates import application_uris, encoding_of, ensure_self_signed, load_certificate
 from aas_server.opcua_common.status import quality_of_status, status_name
 from aas_server.opcua_common.variants import INTEGER_RANGES
@@ -1021,7 +1021,7 @@ class OpcUaClientConnector(Service):
         except (OSError, ua.UaError) as error:
             raise DeviceError(f"{what} failed: {self._describe_failure(error)}", device=self.device.name) from None
 
-    async def write(self, raw: RawWrite) -> None:
+    async def write(self, raw: RawWrite[ProtocolValue]) -> None:
         """Write a variable point's value (in the device's unit) to its Value attribute; returns once accepted.
 
         The value is typed as the variable's DataType. Raises ``NotFoundError`` for an unknown

@@ -67,7 +67,7 @@ from aas_server.connectors.base import ConnectorContext, SampleSink
 from aas_server.connectors.broker import BrokerConnector
 from aas_server.errors import DeviceError, NotFoundError, NotWritableError, TypeMismatchError
 from aas_server.mapping.protocols.sparkplug import SparkplugDevice, SparkplugPoint
-from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
+from aas_server.model.events import ProtocolValue, Quality, QualityReason, RawSample, RawWrite, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -572,7 +572,7 @@ class SparkplugConnector(BrokerConnector[SparkplugDevice, SparkplugPoint]):
 
     # --- writing -------------------------------------------------------------------------------------
 
-    async def write(self, raw: RawWrite) -> None:
+    async def write(self, raw: RawWrite[ProtocolValue]) -> None:
         """Send ``raw.raw`` to the point's metric as NCMD or DCMD; returns once paho has sent it.
 
         Raises ``NotFoundError`` for an unknown point, ``NotWritableError`` for a read-only one,

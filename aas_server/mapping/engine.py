@@ -230,12 +230,13 @@ class MappingEngine:
         assert change is not None
         return change
 
-    def to_raw(self, point_name: str, value: Any) -> RawWrite:
+    def to_raw(self, point_name: str, value: Any) -> RawWrite[Any]:
         """The inverse of ``on_sample``: what to write to the device so that it reads ``value``.
 
-        Modbus register points give register words, coils and register bits ``(bool,)``; OPC UA
-        variables and MQTT points the value in the device's unit (an ``int`` stays an ``int`` when
-        no scale, offset or unit conversion applies; otherwise a ``float``). Raises
+        Modbus register points give register words, coils and register bits ``(bool,)`` (a
+        ``ModbusWrite``); OPC UA variables, MQTT and Sparkplug B points a ``ValueWrite`` of the value in
+        the device's unit (an ``int`` stays an ``int`` when no scale, offset or unit conversion applies;
+        otherwise a ``float``). Raises
         ``NotWritableError`` for a read-only point or an OPC UA method, and ``TypeMismatchError``
         when ``value`` has the wrong type, is outside the limits or the data type's range, or is
         finer than its resolution.

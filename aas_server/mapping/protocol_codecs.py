@@ -23,6 +23,7 @@ from aas_server.errors import TypeMismatchError
 from aas_server.mapping import codecs, normalize
 from aas_server.mapping.normalize import Chain
 from aas_server.mapping.schema import PROTOCOLS, AnyPoint, BitPoint, DataType, Order, RegisterPoint
+from aas_server.model.events import ModbusRaw, ProtocolValue
 
 Decoder = Callable[[Any], Any]
 """A point's raw value to the number or text the normalisation chain takes; ``CodecError`` if it cannot."""
@@ -108,8 +109,9 @@ class PointCodec(Protocol):
         """The read path's decoder of ``point``, built once."""
         ...
 
-    def to_raw(self, point: Any, chain: Chain, value: Any) -> Any:
-        """What to write so that the device reads ``value`` (an element value); ``TypeMismatchError`` if none."""
+    def to_raw(self, point: Any, chain: Chain, value: Any) -> ModbusRaw | ProtocolValue:
+        """What to write so that the device reads ``value`` (an element value), of the type the protocol's
+        ``RawWrite`` carries (``ModbusRaw`` or ``ProtocolValue``); ``TypeMismatchError`` if none."""
         ...
 
 
@@ -119,7 +121,7 @@ class ModbusCodec:
     def decoder(self, point: RegisterPoint | BitPoint, chain: Chain) -> Decoder:
         return _register_decoder(point) if isinstance(point, RegisterPoint) else _decode_bit
 
-    def to_raw(self, point: RegisterPoint | BitPoint, chain: Chain, value: Any) -> Any:
+    def to_raw(self, point: RegisterPoint | BitPoint, chain: Chain, value: Any) -> ModbusRaw:
         if isinstance(point, BitPoint) or point.data_type is DataType.BOOL:
             if not isinstance(value, bool):
                 kind = point.table.value if isinstance(point, BitPoint) else "register bit"
@@ -142,11 +144,11 @@ class ValueCodec:
     def decoder(self, point: AnyPoint, chain: Chain) -> Decoder:
         return _protocol_value_decoder(chain)
 
-    def to_raw(self, point: AnyPoint, chain: Chain, value: Any) -> Any:
-        value = normalize.to_device(chain, value)
-        if value is None:
+    def to_raw(self, point: AnyPoint, chain: Chain, value: Any) -> ProtocolValue:
+        raw: ProtocolValue | None = normalize.to_device(chain, value)
+        if raw is None:
             raise TypeMismatchError(f"point {point.name!r} needs a value, got None")
-        return value
+        return raw
 
 
 CODECS: dict[str, PointCodec] = {"modbus": ModbusCodec(), "value": ValueCodec()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 
 def utc_now() -> datetime:
@@ -60,17 +60,33 @@ class RawSample:
     reason: QualityReason = QualityReason.NONE
 
 
-@dataclass(frozen=True, slots=True)
-class RawWrite:
-    """What a connector must write to a device for one point (the inverse of a ``RawSample``).
+RawT = TypeVar("RawT", covariant=True)
+"""What a protocol writes to a device point: ``ModbusRaw`` or ``ProtocolValue``."""
 
-    Modbus: register words for a register point, ``(bool,)`` for a coil or a register bit (written
-    with a mask write); OPC UA and MQTT: the value in the device's unit and type.
+ModbusRaw = tuple[int, ...] | tuple[bool]
+"""A Modbus write: the register words of a register point, or ``(bool,)`` for a coil or a register bit."""
+
+ProtocolValue = int | float | bool | str | datetime | list[Any]
+"""A typed protocol value in the device's unit (OPC UA variables, MQTT and Sparkplug B metrics)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawWrite(Generic[RawT]):
+    """What a connector must write to a device for one point (the inverse of a ``RawSample``), typed per protocol.
+
+    ``RawWrite[ModbusRaw]`` (``ModbusWrite``): register words for a register point, ``(bool,)`` for a
+    coil or a register bit (written with a mask write); ``RawWrite[ProtocolValue]`` (``ValueWrite``,
+    OPC UA, MQTT, Sparkplug B): the value in the device's unit and type. Each point kind's codec in
+    the protocol registry (``mapping.protocol_codecs``) says which.
     """
 
     source: str
     point: str
-    raw: Any
+    raw: RawT
+
+
+ModbusWrite = RawWrite[ModbusRaw]
+ValueWrite = RawWrite[ProtocolValue]
 
 
 @dataclass(slots=True)
