@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ from aas_server.api.app import create_app
 from aas_server.api.auth import access_middleware
 from aas_server.config import ApiKeySettings, EventSettings, HubSettings
 from aas_server.mapping.schema import Table
-from aas_server.model.events import ValueChanged, utc_now
+from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.persistence.alarms import AlarmDatabase
 from aas_server.runtime.analytics import AlarmService
 from aas_server.runtime.hub import Hub
 from aas_server.security.access import AccessControl
+from aas_server.security.audit import AuditLog
 from tests.mqtt_broker import MosquittoBroker
 from tests.support import ROOT, eventually, wait_until
 from tests.test_access import (
@@ -381,3 +383,46 @@ async def test_each_shell_with_rules_gets_an_alarms_submodel_of_basic_event_elem
         assert event["messageTopic"].endswith(
             f"/submodels/{b64(SENSOR)}/submodelElements/Temperature/alarms/filler-temperature"
         )
+
+
+async def test_at_start_good_values_are_evaluated_but_a_restored_uncertain_value_fires_no_quality_rule(
+    tmp_path: Path,
+) -> None:
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "name": "a-not-good",
+                    "kind": "bad_quality",
+                    "element": {"submodel": SM_A, "path": "Temperature"},
+                    "duration": 60,
+                    "include_uncertain": True,
+                    "severity": 300,
+                    "message": "no good value for {duration} s",
+                },
+                {
+                    "name": "b-high",
+                    "kind": "limits",
+                    "element": {"submodel": SM_B, "path": "Temperature"},
+                    "hi": 50.0,
+                    "severity": 300,
+                    "message": "high: {value}",
+                },
+            ]
+        }
+    ).rules
+    store = build_store()
+    an_hour_ago = utc_now() - timedelta(hours=1)
+    # as the hub restores a device value: uncertain (last usable) with the source time it had
+    store.apply(ValueChanged(SM_A, "Temperature", 20.0, an_hour_ago, Quality.UNCERTAIN, QualityReason.LAST_USABLE))
+    # a value written by a client before the restart: good
+    store.apply(ValueChanged(SM_B, "Temperature", 80.0, an_hour_ago))
+    audit = AuditLog(None)
+    async with (
+        AlarmDatabase(tmp_path / "alarms.sqlite") as database,
+        AlarmService(store, rules, database, audit, tick=60.0) as service,
+    ):
+        alarms_now = {alarm.name: alarm for alarm in service.alarms()}
+        assert alarms_now["b-high"].active, "a good value is evaluated at start, before any new change"
+        assert list(service.engine.tick(utc_now())) == []
+        assert not alarms_now["a-not-good"].active, "an hour-old restored value is not an hour without a good one"

@@ -63,7 +63,7 @@ from aas_server.analytics.source import AlarmListener
 from aas_server.config import HubSettings
 from aas_server.errors import NotFoundError, PersistenceError
 from aas_server.model import paths
-from aas_server.model.events import ValueChanged, utc_now
+from aas_server.model.events import Quality, ValueChanged, utc_now
 from aas_server.model.values import property_value_type
 from aas_server.persistence.alarms import AlarmDatabase
 from aas_server.security.audit import AuditLog, AuditRecord
@@ -299,12 +299,9 @@ class AlarmService:
                     _LOG.info("kept alarm states without a rule any more: %s", ", ".join(dropped))
         self._subscription = self.store.bus.subscribe("alarms", maxsize=100_000)
         async with self._lock:
-            transitions: list[AlarmTransition] = []
-            for key, element_input in self._inputs.items():
-                state = self.store.state(*key)
-                if state is not None:
-                    transitions.extend(element_input(state.value, state.source_time, state.quality))
-            await self._commit(transitions)
+            # good values only: a device value restored from the database is uncertain until the device
+            # answers, and its old source time would make stuck and bad-quality rules fire at once
+            await self._commit(self._feed_current(only_good=True))
         self._tasks = [
             asyncio.create_task(self._follow(self._subscription), name="alarms"),
             asyncio.create_task(self._clock(), name="alarm clock"),
@@ -331,8 +328,22 @@ class AlarmService:
     ) -> None:
         await self.stop()
 
+    def _feed_current(self, *, only_good: bool) -> list[AlarmTransition]:
+        """Give the engine each watched element's current value, source time and quality."""
+        transitions: list[AlarmTransition] = []
+        for key, element_input in self._inputs.items():
+            state = self.store.state(*key)
+            if state is None or (only_good and state.quality is not Quality.GOOD):
+                continue
+            try:
+                transitions.extend(element_input(state.value, state.source_time, state.quality))
+            except Exception:
+                _LOG.exception("alarm rules on %s %s failed", *key)
+        return transitions
+
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
         inputs = self._inputs
+        dropped = subscription.dropped
         while True:
             events = [await subscription.get()]
             events.extend(subscription.get_nowait_all())
@@ -348,6 +359,11 @@ class AlarmService:
                         transitions.extend(element_input(event.value, event.source_time, event.quality))
                     except Exception:
                         _LOG.exception("alarm rules on %s %s failed", event.submodel_id, event.id_short_path)
+                if subscription.dropped != dropped:
+                    # the oldest changes were lost while the service fell behind (the bus keeps the newest):
+                    # the store's current values stand in for the elements whose changes were all lost
+                    dropped = subscription.dropped
+                    transitions.extend(self._feed_current(only_good=False))
                 await self._commit(transitions)
 
     async def _clock(self) -> None:
