@@ -2,13 +2,14 @@
 
 Setup (all on loopback, one process): a pymodbus device server with 100 holding registers, a
 mapping of 100 uint16 points (scale 0.1) polled every 100 ms into one submodel of 100 xs:double
-Properties, the hub (store, SQLite, REST, OPC UA with Basic256Sha256 SignAndEncrypt), and an
-asyncua client subscribed to all 100 variables (publishing interval 10 ms).
+Properties (and one more that no device writes, for the baseline), the hub (store, SQLite, REST, OPC UA
+with Basic256Sha256 SignAndEncrypt, the client's user allowed to read by an access rule), and an
+asyncua client subscribed to all the variables (publishing interval 10 ms).
 
 Each round changes one register and waits for the notification of exactly that value. The
 figures are printed with the poll period, and compared against two baselines measured in the
-same run: the hub's internal floor (a value applied straight to the store → notification, no
-Modbus) and the expectation of polling alone (a change lands uniformly within a poll period, so
+same run: the hub's internal floor (a new value applied straight to the store at a random moment →
+notification, no Modbus) and the expectation of polling alone (a change lands uniformly within a poll period, so
 p50 ≈ period/2 and p99 ≈ 0.99·period).
 
     .venv/bin/python benchmarks/latency.py [--rounds 300] [--period 0.1]
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import SecretStr
 
-from aas_server.config import HubSettings, OpcUaSettings, RestSettings, Role, UserSettings
+from aas_server.config import (
+    AccessOperation,
+    AccessRule,
+    HubSettings,
+    OpcUaSettings,
+    RestSettings,
+    Role,
+    SecuritySettings,
+    UserSettings,
+)
 from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.mapping.schema import Table
 from aas_server.model.events import ValueChanged, utc_now
@@ -47,6 +58,7 @@ from aas_server.opcua.node_ids import node_id_for
 from aas_server.runtime.hub import Hub
 
 POINTS = 100
+FLOOR = "Floor"
 SUBMODEL_ID = "urn:aas-server:benchmark:sm:latency"
 CLIENT_URI = "urn:aas-server:benchmark:client"
 
@@ -55,7 +67,10 @@ def write_model(folder: Path) -> Path:
     submodel = model.Submodel(
         SUBMODEL_ID,
         id_short="Latency",
-        submodel_element=[model.Property(f"P{index:03d}", float, 0.0) for index in range(POINTS)],
+        submodel_element=[
+            *(model.Property(f"P{index:03d}", float, 0.0) for index in range(POINTS)),
+            model.Property(FLOOR, float, 0.0),  # not mapped: the baseline's values go straight to the store
+        ],
     )
     path = folder / "model.json"
     with path.open("w", encoding="utf-8") as file:
@@ -133,6 +148,10 @@ async def measure(rounds: int, period: float, publishing_interval: float = 10.0)
                     users=[UserSettings(name="bench", password=SecretStr("bench"), role=Role.READ_ONLY)],
                     trust_all_client_certificates=True,  # benchmark only: its client certificate is made per run
                 ),
+                # The client reads and monitors under the access rules, as a deployed read-only user would.
+                security=SecuritySettings(
+                    rules=[AccessRule(roles=[Role.READ_ONLY.value], operations=[AccessOperation.READ])]
+                ),
                 log_level="WARNING",
             )
             certificate, key = client_certificate(folder)
@@ -150,42 +169,40 @@ async def measure(rounds: int, period: float, publishing_interval: float = 10.0)
                     handler = Notifications()
                     subscription = await client.create_subscription(publishing_interval, handler)
                     nodes = [
-                        client.get_node(
-                            ua.NodeId(ua.String(node_id_for(SUBMODEL_ID, f"P{i:03d}")), ua.Int16(namespace))
-                        )
-                        for i in range(POINTS)
+                        client.get_node(ua.NodeId(ua.String(node_id_for(SUBMODEL_ID, path)), ua.Int16(namespace)))
+                        for path in [*(f"P{i:03d}" for i in range(POINTS)), FLOOR]
                     ]
                     await subscription.subscribe_data_change(nodes, sampling_interval=ua.Double(0))
                     random_source = random.Random(7)
 
-                    async def one(index: int, raw: int, change: Any) -> float:
-                        node_id = node_id_for(SUBMODEL_ID, f"P{index:03d}")
-                        arrived = handler.expect(node_id, raw / 10)
+                    async def one(path: str, value: float, change: Callable[[], None]) -> float:
+                        arrived = handler.expect(node_id_for(SUBMODEL_ID, path), value)
                         started = time.perf_counter()
-                        change(index, raw)
+                        change()
                         return (await asyncio.wait_for(arrived, 5.0)) - started
 
-                    def via_device(index: int, raw: int) -> None:
-                        device.set_registers(Table.HOLDING_REGISTER, index, [raw])
+                    def via_device(index: int, raw: int) -> Callable[[], None]:
+                        return lambda: device.set_registers(Table.HOLDING_REGISTER, index, [raw])
 
-                    def via_store(index: int, raw: int) -> None:
-                        now = utc_now()
-                        hub.store.apply(ValueChanged(SUBMODEL_ID, f"P{index:03d}", raw / 10, now, server_time=now))
+                    def via_store(value: float) -> Callable[[], None]:
+                        def apply() -> None:
+                            now = utc_now()
+                            hub.store.apply(ValueChanged(SUBMODEL_ID, FLOOR, value, now, server_time=now))
+
+                        return apply
 
                     full: list[float] = []
                     for number in range(rounds):
-                        index = number % POINTS
-                        full.append(await one(index, 1000 + number, via_device))
+                        index, raw = number % POINTS, 1000 + number
+                        full.append(await one(f"P{index:03d}", raw / 10, via_device(index, raw)))
                         await asyncio.sleep(random_source.uniform(0, period))  # decorrelate from the poll phase
-                    # Baseline: the same notification path without the device and the poller.
-                    device_values = {i: device.get_registers(Table.HOLDING_REGISTER, i, 1)[0] for i in range(POINTS)}
+                    # Baseline: the same notification path without the device and the poller, on a Property
+                    # no device writes, with a new value at a random moment after the last one like above.
                     floor: list[float] = []
                     for number in range(min(rounds, 200)):
-                        index = number % POINTS
-                        # Keep the device's value so the next poll does not count as a change mid-measurement.
-                        raw = device_values[index]
-                        hub.store.apply(ValueChanged(SUBMODEL_ID, f"P{index:03d}", -1.0, utc_now()))
-                        floor.append(await one(index, raw, via_store))
+                        value = 1.5 + number
+                        floor.append(await one(FLOOR, value, via_store(value)))
+                        await asyncio.sleep(random_source.uniform(0, period))
                     await subscription.delete()
         finally:
             await device.stop()

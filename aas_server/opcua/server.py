@@ -40,6 +40,7 @@ from aas_server.opcua.history import ProjectionHistory
 from aas_server.opcua.methods import OperationCallRuleset
 from aas_server.opcua.nodeset import import_type_model
 from aas_server.opcua.processor import HubServer
+from aas_server.opcua.publishing import use_prompt_publishing
 from aas_server.opcua.security import (
     ClientCertificateTrust,
     HubUserManager,
@@ -163,6 +164,7 @@ class OpcUaProjection:
                 user_manager=HubUserManager(settings, trust),
                 plaintext_passwords=SecurityPolicyName.NONE in settings.security_policies,
             )
+            use_prompt_publishing(server.iserver)
             server.set_server_name(settings.server_name)
             server.product_uri = PRODUCT_URI
             server.manufacturer_name = "aas-server"
