@@ -335,6 +335,28 @@ async def test_alarm_actions_are_the_acknowledge_operation_on_the_rules_element(
                 response = await client.post(a_url, json=body, headers=PRINCIPALS["operator"]())
                 assert response.status == 200, (action, await response.text())
                 assert (await response.json())["transition"]["user"] == "alice"
+
+            # paging: one alarm a page, the cursor leads to the next
+            first = await (await client.get(f"{API}/alarms?limit=1", headers=PRINCIPALS["viewer"]())).json()
+            cursor = first["paging_metadata"]["cursor"]
+            second = await (
+                await client.get(f"{API}/alarms?limit=1&cursor={cursor}", headers=PRINCIPALS["viewer"]())
+            ).json()
+            assert [first["result"][0]["id"], second["result"][0]["id"]] == ["a-cold", "b-cold"]
+            assert second["paging_metadata"] == {}
+
+            # a timed shelving: bad durations are refused with the field; a good one ends by the clock
+            shelve = f"{API}/alarms/a-cold/shelve"
+            for duration in (-1, 0, "soon", True, 10**9):
+                response = await client.post(shelve, json={"duration": duration}, headers=PRINCIPALS["operator"]())
+                assert response.status == 400, duration
+                assert (await response.json())["messages"][0]["text"].startswith("duration:")
+            response = await client.post(shelve, json={"duration": 0.2}, headers=PRINCIPALS["operator"]())
+            assert response.status == 200, await response.text()
+            assert (await response.json())["alarm"]["shelving"] == "TimedShelved"
+            await wait_until(
+                lambda: service.engine.alarms["a-cold"].shelving.value == "Unshelved", within=5.0, what="expiry"
+            )
     await control.aclose()
     alarm_a = {alarm.name: alarm for alarm in service.alarms()}["a-cold"]
     alarm_b = {alarm.name: alarm for alarm in service.alarms()}["b-cold"]
@@ -426,3 +448,18 @@ async def test_at_start_good_values_are_evaluated_but_a_restored_uncertain_value
         assert alarms_now["b-high"].active, "a good value is evaluated at start, before any new change"
         assert list(service.engine.tick(utc_now())) == []
         assert not alarms_now["a-not-good"].active, "an hour-old restored value is not an hour without a good one"
+
+
+def test_schema_rules_prints_the_json_schema_of_rules_files() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aas_server", "schema", "rules"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    schema = orjson.loads(result.stdout)
+    assert schema["title"] == "AAS server monitoring rules file"
+    kinds = {
+        definition["properties"]["kind"]["const"]
+        for definition in schema["$defs"].values()
+        if "kind" in definition.get("properties", {})
+    }
+    assert kinds == {"limits", "rate", "stuck", "bad_quality", "state", "deviation"}
