@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aas_server"
 
 LAYERS = {
     "model": 0, "config": 0, "errors": 0, "lifecycle": 0,
-    "store": 1, "mapping": 1, "semantics": 1, "security": 1, "exchange": 1, "analytics": 1,
+    "store": 1, "mapping": 1, "semantics": 1, "security": 1, "exchange": 1, "analytics": 1, "simulation": 1,
     "api": 2, "opcua": 2, "connectors": 2, "persistence": 2, "devices": 2, "events": 2, "opcua_common": 2,
     "cli": 3, "runtime": 3, "__main__": 3, "__init__": 0,
 }  # fmt: skip
@@ -234,3 +234,15 @@ def test_connectors_are_southbound_only() -> None:
     for path in sorted((PACKAGE / "connectors").glob("*.py")):
         for name in _imports(path.read_text(encoding="utf-8"), str(path)):
             assert not name.startswith(northbound_or_serving), f"{path.name} imports {name}"
+
+
+def test_simulation_cannot_reach_a_device_or_a_live_value() -> None:
+    """``simulation/`` (issue 14) imports no connector, device, OPC UA, REST or runtime code: a run is a sandbox."""
+    forbidden = {"connectors", "devices", "opcua", "opcua_common", "api", "runtime", "events", "persistence"}
+    modules = sorted((PACKAGE / "simulation").rglob("*.py"))
+    assert modules
+    for path in modules:
+        relative = path.relative_to(PACKAGE).as_posix()
+        for name in _imports(path.read_text(encoding="utf-8"), relative):
+            parts = name.split(".")
+            assert not (parts[0] == "aas_server" and len(parts) > 1 and parts[1] in forbidden), f"{relative}: {name}"
