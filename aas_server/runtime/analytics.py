@@ -422,8 +422,7 @@ class AlarmService:
             operation=transition.kind.value,
             target=f"submodel {rule.element.submodel!r} element {rule.element.path!r}",
             status=_state_text(alarm),
-            reason=reason,
-            time=transition.time,
+            reason=f"{reason} (at {transition.time.isoformat()})",
         )
 
     def _event(self, transition: AlarmTransition) -> OutboundEvent:
