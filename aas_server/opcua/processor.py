@@ -51,6 +51,7 @@ bypass the filter), QueryFirst/QueryNext (unsupported by asyncua).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import socket
@@ -224,6 +225,10 @@ class SubscriptionOwners:
         return self._owners.get(subscription_id) == _identity(user)
 
 
+CALLING_SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("opcua_calling_session", default=None)
+"""The session whose Call request is being answered, for method callbacks that act for its user (alarms)."""
+
+
 def _denied() -> ua.StatusCode:
     return status(StatusCodes.BadUserAccessDenied)
 
@@ -291,6 +296,7 @@ class HubProcessor(UaProcessor):
                 self._check_monitored_item_count(body)
             if typeid == _CALL:
                 self._check_method_subscriptions(body)
+                CALLING_SESSION.set(self.session)
             if typeid == _PUBLISH:
                 body = self._own_acknowledgements(body)
             if typeid == _TRANSFER_SUBSCRIPTIONS:

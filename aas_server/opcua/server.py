@@ -6,6 +6,7 @@ and kept current by :mod:`aas_server.opcua.address_space`), starts the server wi
 (:mod:`aas_server.opcua.security`) and the store sync (:mod:`aas_server.opcua.sync`), which follows
 value and model changes live; client writes go through the store (:mod:`aas_server.opcua.writes`).
 With a ``history``, HistoryRead of recorded Properties reads it (:mod:`aas_server.opcua.history`).
+With ``alarms``, the hub's alarms are OPC UA conditions with events and methods (:mod:`aas_server.opcua.alarms`).
 Leaving it stops everything. See ``docs/opcua.md``.
 
 Every request passes :class:`~aas_server.opcua.processor.HubProcessor`: a secure channel matching no
@@ -33,9 +34,11 @@ from typing import Self
 
 from asyncua import ua
 
+from aas_server.analytics.source import AlarmSource
 from aas_server.config import OpcUaSettings, SecurityPolicyName
 from aas_server.opcua.access import SessionAccess
 from aas_server.opcua.address_space import ProjectedAddressSpace
+from aas_server.opcua.alarms import AlarmConditions
 from aas_server.opcua.history import ProjectionHistory
 from aas_server.opcua.methods import OperationCallRuleset
 from aas_server.opcua.nodeset import import_type_model
@@ -80,8 +83,11 @@ class OpcUaProjection:
         operations: OperationRegistry | None = None,
         history: HistorySource | None = None,
         access: AccessControl | None = None,
+        alarms: AlarmSource | None = None,
     ) -> None:
         self._store = store
+        self._alarms = alarms
+        self._alarm_conditions: AlarmConditions | None = None
         self._access = access
         self._operations = operations
         self._history = history
@@ -222,6 +228,10 @@ class OpcUaProjection:
             self._endpoint_url = url
             break
         assert self._address_space is not None
+        if self._alarms is not None:
+            assert self._server is not None
+            self._alarm_conditions = AlarmConditions(self._server, self._alarms, self.namespace_index)
+            await self._alarm_conditions.start()
         apply_model_change: ModelChangeHandler = self._address_space.apply
         resynchronize: Resynchronizer = self._address_space.resynchronize
         if self._projection_history is not None:
@@ -253,6 +263,9 @@ class OpcUaProjection:
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
+        if self._alarm_conditions is not None:
+            await self._alarm_conditions.stop()
+            self._alarm_conditions = None
         if self._server is not None:
             await _stop_clock(self._server)
             await self._server.stop()

@@ -215,6 +215,7 @@ class Hub:
                     operations=self.operations,
                     history=self.history.source if self.history is not None else None,
                     access=self.access,
+                    alarms=self.alarms,
                 )
             )
         if settings.rest.enabled:

@@ -1,0 +1,354 @@
+"""The hub's alarms as OPC UA Alarms & Conditions, seen by an asyncua client.
+
+A real OPC UA projection with the real alarm service (monitoring engine, alarm database, audit log):
+a client subscribed to events of the ``Server`` object sees a limit alarm become active (High) and
+inactive, acknowledges it with the event's ``EventId`` and a comment, and sees ``AckedState`` true;
+ConditionRefresh replays the retained conditions; a read-only user is refused with
+``BadUserAccessDenied`` (and audited), an unknown ``EventId`` with ``BadEventIdUnknown``, a second
+acknowledgement with ``BadConditionBranchAlreadyAcked``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.events import get_filter_from_event_type
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+from basyx.aas import model
+from pydantic import SecretStr
+
+from aas_server.analytics.rules import parse_rules
+from aas_server.config import HubSettings, OpcUaSettings, Role, UserSettings
+from aas_server.model.events import ValueChanged, utc_now
+from aas_server.opcua import OpcUaProjection
+from aas_server.opcua.alarms import condition_node_id
+from aas_server.opcua.node_ids import node_id_for
+from aas_server.persistence.alarms import AlarmDatabase
+from aas_server.runtime.analytics import AlarmService
+from aas_server.security.access import AccessControl
+from aas_server.store.twin_store import ElementBinding, TwinStore
+from tests.node_opcua import NodeOpcua
+from tests.support import CLIENT_URI, ClientCertificate, trust_client_certificate, wait_until
+
+SUBMODEL = "urn:test:sm:filler:operational"
+OPERATOR = UserSettings(name="olga", password=SecretStr("operator-secret"), role=Role.OPERATOR)
+VIEWER = UserSettings(name="rita", password=SecretStr("viewer-secret"), role=Role.READ_ONLY)
+RULES = {
+    "rules": [
+        {
+            "name": "filler-pressure",
+            "kind": "limits",
+            "element": {"submodel": SUBMODEL, "path": "Pressure"},
+            "severity": 700,
+            "message": "pressure {level}: {value:.1f} bar (limit {limit})",
+            "hi": 6.5,
+            "hihi": 8.0,
+            "deadband": 0.2,
+        },
+        {
+            "name": "filler-jam",
+            "kind": "state",
+            "element": {"submodel": SUBMODEL, "path": "Jammed"},
+            "severity": 500,
+            "message": "filler jammed",
+        },
+    ]
+}
+EXTRA_FIELDS = (["LimitState", "CurrentState"], ["LimitState", "CurrentState", "Id"], ["ConditionName"])
+
+
+def _store() -> TwinStore:
+    store = TwinStore()
+    submodel = model.Submodel(
+        SUBMODEL,
+        id_short="OperationalData",
+        submodel_element=[model.Property("Pressure", float, 5.0), model.Property("Jammed", bool, False)],
+    )
+    store.add_all([submodel])
+    for path in ("Pressure", "Jammed"):
+        store.bind(SUBMODEL, path, ElementBinding("device:plc", writable=False))
+    return store
+
+
+def _settings(data_dir: Path) -> HubSettings:
+    return HubSettings.model_validate(
+        {
+            "data_dir": str(data_dir),
+            "security": {
+                "rules": [
+                    {"roles": ["read-only", "operator"], "operations": ["read"]},
+                    {"roles": ["operator"], "operations": ["acknowledge"]},
+                ]
+            },
+        }
+    )
+
+
+class _Events:
+    """Event notifications of one subscription, awaited by condition."""
+
+    def __init__(self) -> None:
+        self.received: list[Any] = []
+        self._changed = asyncio.Condition()
+
+    def event_notification(self, event: Any) -> None:
+        self.received.append(event)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, check: Any, within: float = 10.0) -> Any:
+        """The first event received (from now on, or already) for which ``check(event)`` holds."""
+
+        def found() -> Any:
+            return next((event for event in self.received if check(event)), None)
+
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: found() is not None)
+        return found()
+
+
+def _field(event: Any, name: str) -> Any:
+    return getattr(event, name, None)
+
+
+@asynccontextmanager
+async def _session(url: str, certificate: ClientCertificate, user: UserSettings) -> AsyncIterator[Client]:
+    client = Client(url, timeout=5)
+    client.application_uri = CLIENT_URI
+    await client.set_security(
+        SecurityPolicyBasic256Sha256,
+        str(certificate.certificate),
+        str(certificate.private_key),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+    client.set_user(user.name)
+    client.set_password(user.password.get_secret_value())
+    async with client:
+        yield client
+
+
+async def _subscribe(client: Client) -> tuple[Any, _Events]:
+    events = _Events()
+    subscription = await client.create_subscription(20, events)
+    event_filter = await get_filter_from_event_type(
+        [client.get_node(ObjectIds.AlarmConditionType), client.get_node(ObjectIds.ExclusiveLimitAlarmType)]
+    )
+    for path in EXTRA_FIELDS:
+        event_filter.SelectClauses.append(
+            ua.SimpleAttributeOperand(
+                TypeDefinitionId=ua.NodeId(cast(Any, ObjectIds.BaseEventType)),
+                BrowsePath=[ua.QualifiedName(name, 0) for name in path],
+                AttributeId=ua.AttributeIds.Value,
+            )
+        )
+    await subscription.subscribe_alarms_and_conditions(client.nodes.server, evfilter=event_filter)
+    return subscription, events
+
+
+async def _call(client: Client, condition: ua.NodeId, method: int, *arguments: ua.Variant) -> ua.CallMethodResult:
+    request = ua.CallMethodRequest(
+        ObjectId=condition, MethodId=ua.NodeId(cast(Any, method)), InputArguments=list(arguments)
+    )
+    (result,) = await client.uaclient.call([request])
+    return result
+
+
+def _acknowledge(event_id: bytes, comment: str) -> tuple[ua.Variant, ua.Variant]:
+    return ua.Variant(event_id, ua.VariantType.ByteString), ua.Variant(ua.LocalizedText(comment, "en"))
+
+
+def _pressure(store: TwinStore, value: float) -> None:
+    store.apply(ValueChanged(SUBMODEL, "Pressure", value, utc_now(), origin="device:plc"))
+
+
+@asynccontextmanager
+async def _alarm_hub(
+    data_dir: Path, certificate: ClientCertificate
+) -> AsyncIterator[tuple[TwinStore, AlarmService, OpcUaProjection]]:
+    """The OPC UA projection of a store with the real alarm service on the rules above."""
+    settings = _settings(data_dir)
+    trust_client_certificate(data_dir, certificate)
+    control = AccessControl.from_settings(settings, {})
+    store = _store()
+    rules = parse_rules(RULES, "rules.yaml").rules
+    async with AsyncExitStack() as stack:
+        database = await stack.enter_async_context(AlarmDatabase(data_dir / "alarms.sqlite"))
+        service = await stack.enter_async_context(AlarmService(store, rules, database, control.audit, tick=0.05))
+        projection = await stack.enter_async_context(
+            OpcUaProjection(
+                store, OpcUaSettings(port=0, users=[OPERATOR, VIEWER]), data_dir, access=control, alarms=service
+            )
+        )
+        yield store, service, projection
+
+
+async def test_a_limit_alarm_comes_is_acknowledged_and_goes_over_opc_ua(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    async with _alarm_hub(data_dir, opcua_client_certificate) as (store, service, projection):
+        namespace = projection.namespace_index
+        condition = ua.NodeId(
+            cast(Any, condition_node_id(SUBMODEL, "Pressure", "filler-pressure")), cast(Any, namespace)
+        )
+        element = ua.NodeId(cast(Any, node_id_for(SUBMODEL, "Pressure")), cast(Any, namespace))
+        url = projection.endpoint_url
+
+        async with _session(url, opcua_client_certificate, OPERATOR) as client:
+            # The condition is a node: an ExclusiveLimitAlarmType with the standard Acknowledge method.
+            node = client.get_node(condition)
+            assert (await node.read_type_definition()) == ua.NodeId(cast(Any, ObjectIds.ExclusiveLimitAlarmType))
+            method_names = {(await child.read_browse_name()).Name for child in await node.get_methods()}
+            assert {"Acknowledge", "AddComment"} <= method_names
+            conditions = await client.get_node(element).get_referenced_nodes(
+                ua.NodeId(cast(Any, ObjectIds.HasCondition))
+            )
+            assert [found.nodeid for found in conditions] == [condition]
+
+            _, events = await _subscribe(client)
+            _pressure(store, 7.0)
+            active = await events.wait_for(
+                lambda event: _field(event, "ConditionName") == "filler-pressure" and _field(event, "ActiveState/Id")
+            )
+            assert active.NodeId == condition
+            assert active.SourceNode == element
+            assert active.SourceName == "Pressure"
+            assert active.Severity == 700
+            assert active.Retain is True
+            assert _field(active, "AckedState/Id") is False
+            assert _field(active, "EnabledState/Id") is True
+            assert _field(active, "LimitState/CurrentState").Text == "High"
+            assert _field(active, "LimitState/CurrentState/Id") == ua.NodeId(
+                cast(Any, ObjectIds.ExclusiveLimitStateMachineType_High)
+            )
+            assert active.Message.Text == "pressure High: 7.0 bar (limit 6.5)"
+            assert active.EventType == ua.NodeId(cast(Any, ObjectIds.ExclusiveLimitAlarmType))
+
+            # A read-only user may see the alarm but not acknowledge it; the refusal is audited.
+            async with _session(url, opcua_client_certificate, VIEWER) as viewer:
+                refused = await _call(
+                    viewer,
+                    condition,
+                    ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                    *_acknowledge(active.EventId, "not mine"),
+                )
+                assert refused.StatusCode.value == StatusCodes.BadUserAccessDenied
+            assert not service.engine.alarm("filler-pressure").acknowledged
+
+            unknown = await _call(
+                client,
+                condition,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                *_acknowledge(b"no such event", "x"),
+            )
+            assert unknown.StatusCode.value == StatusCodes.BadEventIdUnknown
+
+            acknowledged = await _call(
+                client,
+                condition,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                *_acknowledge(active.EventId, "valve checked"),
+            )
+            assert acknowledged.StatusCode.is_good()
+            acked = await events.wait_for(lambda event: _field(event, "AckedState/Id") is True)
+            assert acked.Comment.Text == "valve checked"
+            assert acked.ClientUserId == "olga"
+            assert _field(acked, "ActiveState/Id") is True
+            assert acked.EventId != active.EventId
+            assert service.engine.alarm("filler-pressure").comment == "valve checked"
+
+            again = await _call(
+                client,
+                condition,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                *_acknowledge(acked.EventId, "twice"),
+            )
+            assert again.StatusCode.value == StatusCodes.BadConditionBranchAlreadyAcked
+
+            # ConditionRefresh replays the retained condition (active) between RefreshStart and RefreshEnd.
+            subscription, refreshed = await _subscribe(client)
+            refresh = await _call(
+                client,
+                ua.NodeId(cast(Any, ObjectIds.ConditionType)),
+                ObjectIds.ConditionType_ConditionRefresh,
+                ua.Variant(subscription.subscription_id, ua.VariantType.UInt32),
+            )
+            assert refresh.StatusCode.is_good()
+            end = ua.NodeId(cast(Any, ObjectIds.RefreshEndEventType))
+            await refreshed.wait_for(lambda event: event.EventType == end)
+            types = [event.EventType for event in refreshed.received]
+            start = ua.NodeId(cast(Any, ObjectIds.RefreshStartEventType))
+            replayed = refreshed.received[types.index(start) + 1 : types.index(end)]
+            assert [event.ConditionName for event in replayed] == ["filler-pressure"]
+            assert replayed[0].EventId == acked.EventId
+            assert _field(replayed[0], "AckedState/Id") is True
+
+            # The value returns below hi - deadband: the alarm is inactive and no longer retained.
+            _pressure(store, 6.0)
+            cleared = await events.wait_for(
+                lambda event: (
+                    _field(event, "ConditionName") == "filler-pressure" and _field(event, "ActiveState/Id") is False
+                )
+            )
+            assert cleared.Retain is False
+            assert _field(cleared, "LimitState/CurrentState").Text is None
+
+    audit = [json.loads(line) for line in (data_dir / "audit.log").read_text(encoding="utf-8").splitlines()]
+    calls = [(r["principal"], r["operation"], r["status"]) for r in audit if r.get("method") == "OPCUA-CALL"]
+    assert ("rita", "acknowledge", "BadUserAccessDenied") in calls
+    assert ("olga", "acknowledge", "Good") in calls
+
+
+async def test_node_opcua_sees_a_limit_alarm_come_acknowledges_it_and_sees_it_go(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate, node_opcua: NodeOpcua
+) -> None:
+    data_dir = tmp_path / "data"
+    async with _alarm_hub(data_dir, opcua_client_certificate) as (store, service, projection):
+        plan = {
+            "endpoint": projection.endpoint_url,
+            "securityPolicy": "Basic256Sha256",
+            "securityMode": "SignAndEncrypt",
+            "applicationUri": CLIENT_URI,
+            "certificateFile": str(opcua_client_certificate.certificate),
+            "privateKeyFile": str(opcua_client_certificate.private_key),
+            "pkiDir": str(tmp_path / "pki"),
+            "user": {"name": OPERATOR.name, "password": OPERATOR.password.get_secret_value()},
+            "condition": "filler-pressure",
+            "comment": "seen from node-opcua",
+            "timeoutMs": 20000,
+        }
+        async with node_opcua.start("alarms", plan) as script:
+            await script.wait_for("subscribed")
+            _pressure(store, 8.5)
+            acknowledged = await script.wait_for("acknowledged")
+            assert acknowledged["status"] == "Good", acknowledged
+            await wait_until(lambda: service.engine.alarm("filler-pressure").acknowledged, within=10, what="acked")
+            _pressure(store, 5.0)
+            outcome = await script.result()
+    assert outcome["error"] is None, outcome
+    events = outcome["events"]
+    condition = f"ns={projection.namespace_index};s={condition_node_id(SUBMODEL, 'Pressure', 'filler-pressure')}"
+    first = events[0]
+    assert (first["active"], first["acknowledged"], first["limitState"]) == (True, False, "HighHigh")
+    assert first["conditionId"] == condition
+    assert first["sourceName"] == "Pressure"
+    assert first["severity"] == 700
+    acked = next(event for event in events if event["acknowledged"])
+    assert acked["comment"] == "seen from node-opcua"
+    assert acked["active"] is True
+    last = events[-1]
+    assert (last["active"], last["acknowledged"], last["retain"]) == (False, True, False)
+    alarm = service.engine.alarm("filler-pressure")
+    assert (alarm.active, alarm.acknowledged, alarm.comment) == (False, True, "seen from node-opcua")
