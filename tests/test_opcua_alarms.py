@@ -17,6 +17,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
+import yaml
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.events import get_filter_from_event_type
@@ -28,16 +30,20 @@ from pydantic import SecretStr
 
 from aas_server.analytics.rules import parse_rules
 from aas_server.config import HubSettings, OpcUaSettings, Role, UserSettings
+from aas_server.mapping.schema import Table
 from aas_server.model.events import ValueChanged, utc_now
 from aas_server.opcua import OpcUaProjection
 from aas_server.opcua.alarms import condition_node_id
 from aas_server.opcua.node_ids import node_id_for
 from aas_server.persistence.alarms import AlarmDatabase
 from aas_server.runtime.analytics import AlarmService
+from aas_server.runtime.hub import Hub
 from aas_server.security.access import AccessControl
 from aas_server.store.twin_store import ElementBinding, TwinStore
 from tests.node_opcua import NodeOpcua
 from tests.support import CLIENT_URI, ClientCertificate, trust_client_certificate, wait_until
+from tests.test_end_to_end import SENSOR as DEMO_SENSOR
+from tests.test_end_to_end import opcua_session, settings_for
 
 SUBMODEL = "urn:test:sm:filler:operational"
 OPERATOR = UserSettings(name="olga", password=SecretStr("operator-secret"), role=Role.OPERATOR)
@@ -276,6 +282,29 @@ async def test_a_limit_alarm_comes_is_acknowledged_and_goes_over_opc_ua(
                 *_acknowledge(acked.EventId, "twice"),
             )
             assert again.StatusCode.value == StatusCodes.BadConditionBranchAlreadyAcked
+            not_confirmable = await _call(
+                client, condition, ObjectIds.AcknowledgeableConditionType_Confirm, *_acknowledge(acked.EventId, "ok")
+            )
+            assert not_confirmable.StatusCode.value == StatusCodes.BadMethodInvalid  # the rule has no confirmation
+            missing = await _call(client, condition, ObjectIds.AcknowledgeableConditionType_Acknowledge)
+            assert missing.StatusCode.value == StatusCodes.BadArgumentsMissing
+            wrong_type = await _call(
+                client,
+                condition,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                ua.Variant("not bytes"),
+                ua.Variant(ua.LocalizedText("x", "en")),
+            )
+            assert wrong_type.StatusCode.value == StatusCodes.BadInvalidArgument
+            assert wrong_type.InputArgumentResults[0].value == StatusCodes.BadTypeMismatch
+            commented = await _call(
+                client, condition, ObjectIds.ConditionType_AddComment, *_acknowledge(acked.EventId, "pump swapped")
+            )
+            assert commented.StatusCode.is_good()
+            acked = await events.wait_for(
+                lambda event: _field(event, "Comment") is not None and event.Comment.Text == "pump swapped"
+            )
+            assert _field(acked, "AckedState/Id") is True
 
             # ConditionRefresh replays the retained condition (active) between RefreshStart and RefreshEnd.
             subscription, refreshed = await _subscribe(client)
@@ -352,3 +381,60 @@ async def test_node_opcua_sees_a_limit_alarm_come_acknowledges_it_and_sees_it_go
     assert (last["active"], last["acknowledged"], last["retain"]) == (False, True, False)
     alarm = service.engine.alarm("filler-pressure")
     assert (alarm.active, alarm.acknowledged, alarm.comment) == (False, True, "seen from node-opcua")
+
+
+HUB_RULES = {
+    "rules": [
+        {
+            "name": "filler-temperature",
+            "kind": "limits",
+            "element": {"submodel": DEMO_SENSOR, "path": "Temperature"},
+            "hi": 30.0,
+            "deadband": 0.5,
+            "severity": 500,
+            "message": "Filler temperature {value} is {level} (limit {limit})",
+        }
+    ]
+}
+
+
+async def test_the_hub_shows_its_alarms_on_opc_ua_and_an_opc_ua_acknowledgement_on_rest(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(HUB_RULES), encoding="utf-8")
+    base = settings_for(data_dir)
+    settings = base.model_copy(update={"analytics": base.analytics.model_copy(update={"rules_files": [rules_file]})})
+    trust_client_certificate(data_dir, opcua_client_certificate)
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        assert hub.simulator is not None
+        assert hub.opcua is not None
+        hub.simulator.pause()
+        hub.simulator.server.set_registers(Table.HOLDING_REGISTER, 20, [250])  # int16, 0.1 °C: 25.0
+        async with opcua_session(
+            hub.opcua.endpoint_url, opcua_client_certificate, "operator", "demo-operator"
+        ) as client:
+            _, events = await _subscribe(client)
+            hub.simulator.server.set_registers(Table.HOLDING_REGISTER, 20, [321])
+            active = await events.wait_for(
+                lambda event: _field(event, "ConditionName") == "filler-temperature" and _field(event, "ActiveState/Id")
+            )
+            assert _field(active, "LimitState/CurrentState").Text == "High"
+            assert active.SourceNode == ua.NodeId(
+                cast(Any, node_id_for(DEMO_SENSOR, "Temperature")), cast(Any, hub.opcua.namespace_index)
+            )
+            result = await _call(
+                client,
+                active.NodeId,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                *_acknowledge(active.EventId, "fan restarted"),
+            )
+            assert result.StatusCode.is_good()
+            await events.wait_for(lambda event: _field(event, "AckedState/Id") is True)
+        async with http.get(f"{hub.rest_url}/alarms") as response:
+            assert response.status == 200, await response.text()
+            listed = {alarm["id"]: alarm for alarm in (await response.json())["result"]}
+        alarm = listed["filler-temperature"]
+        assert (alarm["active"], alarm["acknowledged"]) == (True, True)
+        assert alarm["comment"] == "fan restarted"
