@@ -48,6 +48,8 @@ from tests.test_end_to_end import opcua_session, settings_for
 SUBMODEL = "urn:test:sm:filler:operational"
 OPERATOR = UserSettings(name="olga", password=SecretStr("operator-secret"), role=Role.OPERATOR)
 VIEWER = UserSettings(name="rita", password=SecretStr("viewer-secret"), role=Role.READ_ONLY)
+OUTSIDER = UserSettings(name="otto", password=SecretStr("outsider-secret"), role=Role.ADMIN)
+"""An admin by role whom the access rules give nothing on the submodel."""
 RULES = {
     "rules": [
         {
@@ -194,7 +196,11 @@ async def _alarm_hub(
         service = await stack.enter_async_context(AlarmService(store, rules, database, control.audit, tick=0.05))
         projection = await stack.enter_async_context(
             OpcUaProjection(
-                store, OpcUaSettings(port=0, users=[OPERATOR, VIEWER]), data_dir, access=control, alarms=service
+                store,
+                OpcUaSettings(port=0, users=[OPERATOR, VIEWER, OUTSIDER]),
+                data_dir,
+                access=control,
+                alarms=service,
             )
         )
         yield store, service, projection
@@ -438,3 +444,36 @@ async def test_the_hub_shows_its_alarms_on_opc_ua_and_an_opc_ua_acknowledgement_
         alarm = listed["filler-temperature"]
         assert (alarm["active"], alarm["acknowledged"]) == (True, True)
         assert alarm["comment"] == "fan restarted"
+
+
+async def test_a_session_that_may_not_read_the_element_gets_no_alarm_events_nor_refreshed_conditions(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    async with _alarm_hub(data_dir, opcua_client_certificate) as (store, _, projection):
+        url = projection.endpoint_url
+        async with (
+            _session(url, opcua_client_certificate, OPERATOR) as operator,
+            _session(url, opcua_client_certificate, OUTSIDER) as outsider,
+        ):
+            _, seen = await _subscribe(operator)
+            subscription, hidden = await _subscribe(outsider)
+            _pressure(store, 9.0)
+            active = await seen.wait_for(lambda event: _field(event, "ConditionName") == "filler-pressure")
+            refused = await _call(
+                outsider,
+                active.NodeId,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+                *_acknowledge(active.EventId, "not allowed"),
+            )
+            assert refused.StatusCode.value == StatusCodes.BadUserAccessDenied
+            refresh = await _call(
+                outsider,
+                ua.NodeId(cast(Any, ObjectIds.ConditionType)),
+                ObjectIds.ConditionType_ConditionRefresh,
+                ua.Variant(subscription.subscription_id, ua.VariantType.UInt32),
+            )
+            assert refresh.StatusCode.is_good()
+            end = ua.NodeId(cast(Any, ObjectIds.RefreshEndEventType))
+            await hidden.wait_for(lambda event: event.EventType == end)
+            assert [_field(event, "ConditionName") for event in hidden.received if _field(event, "ConditionName")] == []
