@@ -3,7 +3,8 @@
 Each replication is one independent observation of every figure; the interval of a mean over n
 replications is ``mean ± t(1-α/2, n-1) · s/√n``. Two scenarios are compared with Welch's t interval
 for the difference of means (unequal variances, Welch–Satterthwaite degrees of freedom); the
-difference is significant when its interval excludes 0.
+difference is significant when its interval excludes 0. ``scipy.stats`` (for the t quantiles) is
+imported when first needed, so that a worker process that only runs replications does not load it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from scipy import stats
 
 from aas_server.simulation.model import ReplicationResult
 
@@ -40,6 +39,12 @@ class Estimate:
         return self.low <= value <= self.high
 
 
+def _t_quantile(probability: float, freedom: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(probability, freedom))
+
+
 def estimate(values: Sequence[float], confidence: float = 0.95) -> Estimate:
     """The mean of ``values`` with its Student-t confidence interval."""
     count = len(values)
@@ -47,7 +52,7 @@ def estimate(values: Sequence[float], confidence: float = 0.95) -> Estimate:
     if count < 2:
         return Estimate(mean, math.inf, math.nan, count)
     std = statistics.stdev(values)
-    quantile = float(stats.t.ppf((1 + confidence) / 2, count - 1))
+    quantile = _t_quantile((1 + confidence) / 2, count - 1)
     return Estimate(mean, quantile * std / math.sqrt(count), std, count)
 
 
@@ -120,7 +125,7 @@ def welch(baseline: Sequence[float], candidate: Sequence[float], confidence: flo
     if standard_error == 0:
         return Difference(mean_a, mean_b, difference, 0.0, math.inf, difference != 0)
     freedom = (term_a + term_b) ** 2 / (term_a**2 / (len(baseline) - 1) + term_b**2 / (len(candidate) - 1))
-    half_width = float(stats.t.ppf((1 + confidence) / 2, freedom)) * standard_error
+    half_width = _t_quantile((1 + confidence) / 2, freedom) * standard_error
     return Difference(mean_a, mean_b, difference, half_width, freedom, abs(difference) > half_width)
 
 
