@@ -39,7 +39,7 @@ from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.mapping import codecs
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import DataType, Table, parse_mapping
-from aas_server.model.events import ModbusWrite, Quality, QualityReason, RawSample, RawWrite, ValueWrite
+from aas_server.model.events import ModbusWrite, Quality, QualityReason, RawSample, RawWrite, ValueChanged, ValueWrite
 from aas_server.runtime.hub import Hub
 from aas_server.store.twin_store import ElementBinding, TwinStore
 from tests.support import eventually, wait_until
@@ -404,3 +404,25 @@ def test_each_connector_takes_the_raw_write_of_its_protocol_and_the_engine_gives
     assert engine.to_raw("Setpoint", -1.5) == RawWrite("plc", "Setpoint", (0xFFF1,))  # -15 tenths as int16 words
     assert engine.to_raw("Pump", True) == RawWrite("plc", "Pump", (True,))
     assert engine.to_raw("Valve", 42) == RawWrite("broker", "Valve", 42)
+
+
+# --- one copy of each value ------------------------------------------------------------------------
+
+
+def test_the_store_keeps_one_copy_of_a_value_the_property_s_own() -> None:
+    store = TwinStore()
+    submodel = model.Submodel(SUBMODEL, id_short="Line")
+    submodel.submodel_element.add(model.Property("Count", model.datatypes.Int, 0))
+    store.add(submodel)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    # a plain int (as a roll-up or a restore may give it): the Property casts it to xs:int
+    assert store.apply(ValueChanged(SUBMODEL, "Count", 5, now, server_time=now, origin="rollup"))
+    element = store.element(SUBMODEL, "Count")
+    assert isinstance(element, model.Property)
+    state = store.state(SUBMODEL, "Count")
+    assert state is not None
+    assert state.value is element.value
+    assert (type(state.value), state.value) == (datatypes.Int, 5)
+    # a bad change keeps the last value, in the Property and so in the state
+    assert store.apply(ValueChanged(SUBMODEL, "Count", None, now, Quality.BAD, QualityReason.NO_COMMUNICATION))
+    assert (element.value, state.value, state.quality) == (5, 5, Quality.BAD)

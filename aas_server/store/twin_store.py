@@ -127,17 +127,43 @@ class ModelChanged:
 StoreEvent = ValueChanged | ModelChanged
 
 
-@dataclass(slots=True)
 class ValueState:
-    """The current value of a Property with its source time, server time and quality."""
+    """The current value of a Property with its source time, server time and quality.
 
-    value: Any
-    source_time: datetime
-    server_time: datetime
-    quality: Quality
-    reason: QualityReason = QualityReason.NONE
-    element: model.Property | None = field(default=None, compare=False, repr=False)
-    """The Property itself, so that applying a value needs no path resolution."""
+    The value is the Property's own (``element.value``): the store keeps no second copy of it. A
+    state without its ``element`` (a projection's stand-in for an element the store has no state for)
+    holds the value it was made with.
+    """
+
+    __slots__ = ("_value", "element", "quality", "reason", "server_time", "source_time")
+
+    def __init__(
+        self,
+        value: Any,
+        source_time: datetime,
+        server_time: datetime,
+        quality: Quality,
+        reason: QualityReason = QualityReason.NONE,
+        element: model.Property | None = None,
+    ) -> None:
+        self._value = value
+        self.source_time = source_time
+        self.server_time = server_time
+        self.quality = quality
+        self.reason = reason
+        self.element = element
+        """The Property itself, whose value this is, so that applying a value needs no path resolution."""
+
+    @property
+    def value(self) -> Any:
+        element = self.element
+        return self._value if element is None else element.value
+
+    def __repr__(self) -> str:
+        return (
+            f"ValueState(value={self.value!r}, source_time={self.source_time!r}, server_time={self.server_time!r}, "
+            f"quality={self.quality}, reason={self.reason})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +349,7 @@ class TwinStore:
         for path, element in properties:
             state = old.get(path)
             if state is None or state.value != element.value:
-                state = ValueState(element.value, now, now, Quality.GOOD)
+                state = ValueState(None, now, now, Quality.GOOD)
             state.element = element
             new[path] = state
         self._states[submodel_id] = new
@@ -456,7 +482,6 @@ class TwinStore:
                 assert isinstance(found, model.Property)
                 element = state.element = found
             element.value = change.value
-            state.value = change.value
             versions = self._content_versions
             versions[submodel_id] = versions.get(submodel_id, 0) + 1
             changed = True
