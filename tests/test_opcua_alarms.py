@@ -34,14 +34,14 @@ from aas_server.mapping.schema import Table
 from aas_server.model.events import ValueChanged, utc_now
 from aas_server.opcua import OpcUaProjection
 from aas_server.opcua.alarms import condition_node_id
-from aas_server.opcua.node_ids import node_id_for
+from aas_server.opcua.node_ids import node_id_for, submodel_node_id
 from aas_server.persistence.alarms import AlarmDatabase
 from aas_server.runtime.analytics import AlarmService
 from aas_server.runtime.hub import Hub
 from aas_server.security.access import AccessControl
 from aas_server.store.twin_store import ElementBinding, TwinStore
 from tests.node_opcua import NodeOpcua
-from tests.support import CLIENT_URI, ClientCertificate, trust_client_certificate, wait_until
+from tests.support import CLIENT_URI, ClientCertificate, eventually, trust_client_certificate, wait_until
 from tests.test_end_to_end import SENSOR as DEMO_SENSOR
 from tests.test_end_to_end import opcua_session, settings_for
 
@@ -63,6 +63,14 @@ RULES = {
             "deadband": 0.2,
         },
         {
+            "name": "tank-level",
+            "kind": "limits",
+            "element": {"submodel": SUBMODEL, "path": "Level"},
+            "severity": 300,
+            "message": "tank level {level}",
+            "hi": 90.0,
+        },
+        {
             "name": "filler-jam",
             "kind": "state",
             "element": {"submodel": SUBMODEL, "path": "Jammed"},
@@ -79,7 +87,11 @@ def _store() -> TwinStore:
     submodel = model.Submodel(
         SUBMODEL,
         id_short="OperationalData",
-        submodel_element=[model.Property("Pressure", float, 5.0), model.Property("Jammed", bool, False)],
+        submodel_element=[
+            model.Property("Pressure", float, 5.0),
+            model.Property("Jammed", bool, False),
+            model.Property("Level", float, 10.0),
+        ],
     )
     store.add_all([submodel])
     for path in ("Pressure", "Jammed"):
@@ -477,3 +489,27 @@ async def test_a_session_that_may_not_read_the_element_gets_no_alarm_events_nor_
             end = ua.NodeId(cast(Any, ObjectIds.RefreshEndEventType))
             await hidden.wait_for(lambda event: event.EventType == end)
             assert [_field(event, "ConditionName") for event in hidden.received if _field(event, "ConditionName")] == []
+
+
+async def test_a_condition_is_linked_again_to_its_element_after_a_model_change_recreates_the_node(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    async with _alarm_hub(data_dir, opcua_client_certificate) as (store, _, projection):
+        namespace = cast(Any, projection.namespace_index)
+        condition = ua.NodeId(cast(Any, condition_node_id(SUBMODEL, "Level", "tank-level")), namespace)
+        element = ua.NodeId(cast(Any, node_id_for(SUBMODEL, "Level")), namespace)
+        submodel = ua.NodeId(cast(Any, submodel_node_id(SUBMODEL)), namespace)
+        has_condition = ua.NodeId(cast(Any, ObjectIds.HasCondition))
+        async with _session(projection.endpoint_url, opcua_client_certificate, OPERATOR) as client:
+            before = await client.get_node(element).read_data_type()
+            # another valueType: the element's variable is deleted and added again (another DataType)
+            await store.replace_element(SUBMODEL, "Level", model.Property("Level", int, 10))
+
+            async def linked() -> list[ua.NodeId]:
+                return [node.nodeid for node in await client.get_node(element).get_referenced_nodes(has_condition)]
+
+            assert await eventually(linked, lambda found: found == [condition], within=5.0) == [condition]
+            assert await client.get_node(element).read_data_type() != before
+            children = [child.nodeid for child in await client.get_node(submodel).get_children()]
+            assert condition in children

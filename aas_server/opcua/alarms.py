@@ -31,8 +31,9 @@ running projection:
 
 Left out: condition state variables on the condition node (a Read of ``ActiveState`` there gives
 nothing: the state is in the events, and on REST), branches, Enable/Disable and the shelving
-methods over OPC UA (REST and the source have them), ``NonExclusiveLimitAlarmType``; a model change
-that re-creates an element's node drops its ``HasCondition`` reference (the events still name it).
+methods over OPC UA (REST and the source have them), ``NonExclusiveLimitAlarmType``. A model change
+that re-creates an element's node is followed by :meth:`AlarmConditions.relink` (the condition node
+itself stays); a condition whose element is deleted stays, with its events naming the gone node.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ from aas_server.opcua import node_ids
 from aas_server.opcua.processor import CALLING_SESSION, HubServer
 from aas_server.opcua.projection import DISPLAY_LOCALE, element_parent_node_id
 from aas_server.opcua.status import status
+from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
+from aas_server.store.twin_store import ModelChanged
 
 _LOG = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class _Condition:
     source_name: str
     limit_alarm: bool
     rule: AnyRule
+    parent: ua.NodeId = field(default_factory=ua.NodeId)
     event_ids: deque[bytes] = field(default_factory=lambda: deque(maxlen=KEPT_EVENT_IDS))
     last_event: Any = None
 
@@ -217,6 +221,7 @@ class AlarmConditions:
                 path,
                 limit_alarm,
                 rule,
+                parent,
             )
             self._conditions[alarm.name] = condition
             self._by_node[condition.node_id] = condition
@@ -256,6 +261,47 @@ class AlarmConditions:
             result.StatusCode.check()
         for code in await session.add_references(references):
             code.check()
+
+    def following(
+        self, apply_model_change: ModelChangeHandler, resynchronize: Resynchronizer
+    ) -> tuple[ModelChangeHandler, Resynchronizer]:
+        """The store sync's handlers, each linking the conditions again to element nodes it re-created."""
+
+        async def apply(change: ModelChanged) -> None:
+            await apply_model_change(change)
+            await self.relink()
+
+        async def resynchronize_all() -> None:
+            await resynchronize()
+            await self.relink()
+
+        return apply, resynchronize_all
+
+    async def relink(self) -> None:
+        """Add the references of conditions whose element or parent node was deleted and added again."""
+        address_space = self._server.iserver.aspace
+        missing: list[ua.AddReferencesItem] = []
+        server = _node(ObjectIds.Server)
+        for condition in self._conditions.values():
+            for origin, reference_type, target in (
+                (condition.parent, ObjectIds.HasComponent, condition.node_id),
+                (condition.source, ObjectIds.HasCondition, condition.node_id),
+                (server, ObjectIds.HasEventSource, condition.source),
+            ):
+                if origin not in address_space or target not in address_space:
+                    continue
+                known = address_space[origin].references
+                if any(ref.NodeId == target and ref.IsForward for ref in known):
+                    continue
+                missing.append(
+                    ua.AddReferencesItem(
+                        SourceNodeId=origin, ReferenceTypeId=_node(reference_type), IsForward=True, TargetNodeId=target
+                    )
+                )
+        if missing:
+            for code in await self._server.iserver.isession.add_references(missing):
+                if not code.is_good():
+                    _LOG.debug("OPC UA alarm condition reference not added again: %s", code.name)
 
     # -- events -----------------------------------------------------------------------------------
 

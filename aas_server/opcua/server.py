@@ -236,6 +236,8 @@ class OpcUaProjection:
         resynchronize: Resynchronizer = self._address_space.resynchronize
         if self._projection_history is not None:
             apply_model_change, resynchronize = self._projection_history.following(apply_model_change, resynchronize)
+        if self._alarm_conditions is not None:
+            apply_model_change, resynchronize = self._alarm_conditions.following(apply_model_change, resynchronize)
         sync = StoreSync(
             self._subscription,
             self._address_space.value_nodes,
