@@ -426,3 +426,35 @@ def test_the_store_keeps_one_copy_of_a_value_the_property_s_own() -> None:
     # a bad change keeps the last value, in the Property and so in the state
     assert store.apply(ValueChanged(SUBMODEL, "Count", None, now, Quality.BAD, QualityReason.NO_COMMUNICATION))
     assert (element.value, state.value, state.quality) == (5, 5, Quality.BAD)
+
+
+async def test_a_submodel_replaced_during_a_device_write_takes_the_acknowledged_value() -> None:
+    store = TwinStore()
+
+    def line(setpoint: int) -> model.Submodel:
+        submodel = model.Submodel(SUBMODEL, id_short="Line")
+        submodel.submodel_element.add(model.Property("Setpoint", model.datatypes.Int, setpoint))
+        submodel.submodel_element.add(model.Property("Note", model.datatypes.String, "old"))
+        return submodel
+
+    store.add(line(0))
+    device = PipelinedDevice()
+    store.bind(SUBMODEL, "Setpoint", ElementBinding("device:plc", writable=True), device)
+    write = asyncio.ensure_future(store.write_value(SUBMODEL, "Setpoint", 11, "rest"))
+    await wait_until(lambda: device.arrived == [11], what="the write at the device")
+
+    replacement = line(0)
+    replacement.get_referable("Note").value = "new"  # type: ignore[attr-defined]
+    # the device has not answered; the model change does not wait for it
+    await asyncio.wait_for(store.replace(replacement), timeout=QUICK)
+    assert not write.done()
+    device.answer_first.set()
+    assert (await write).value == 11
+
+    element = store.element(SUBMODEL, "Setpoint")
+    assert element is replacement.get_referable("Setpoint")
+    assert isinstance(element, model.Property)
+    assert element.value == 11
+    note = store.element(SUBMODEL, "Note")
+    assert isinstance(note, model.Property)
+    assert note.value == "new"
