@@ -52,6 +52,7 @@ def _line(**changes: Any) -> dict[str, Any]:
         ({"horizon": 10**9}, "horizon: must be <= 2.592e+06 (the configured maximum)"),
         ({"warmup": 3600}, "warmup: must be < horizon"),
         ({"replications": 0}, "replications: must be >= 1"),
+        ({"series_interval": 0.01}, "series_interval: must be >= 0.36 (at most 10000 intervals)"),
         ({"speed": 2}, "speed: is not a parameter"),
         (
             {

@@ -24,6 +24,8 @@ from aas_server.errors import InvalidRequestError
 DEFAULT_MAX_HORIZON = 30 * 24 * 3600.0
 """Seconds: the longest horizon accepted when the caller configures none (30 days)."""
 DEFAULT_MAX_REPLICATIONS = 1000
+MAX_SERIES_POINTS = 10_000
+"""The most time-series intervals a replication records (a bound on its memory)."""
 
 
 class SimulationError(InvalidRequestError):
@@ -162,6 +164,9 @@ class LineDescription(_Strict):
             raise ValueError("stations: station names must be unique")
         if self.warmup >= self.horizon:
             raise ValueError(f"warmup: must be < horizon ({self.horizon:g})")
+        shortest = (self.horizon - self.warmup) / MAX_SERIES_POINTS
+        if self.series_interval is not None and self.series_interval < shortest:
+            raise ValueError(f"series_interval: must be >= {shortest:g} (at most {MAX_SERIES_POINTS} intervals)")
         context = info.context if isinstance(info.context, Mapping) else {}
         max_horizon = float(context.get("max_horizon", DEFAULT_MAX_HORIZON))
         if self.horizon > max_horizon:
