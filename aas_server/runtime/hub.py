@@ -58,6 +58,7 @@ from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
+from aas_server.store.files import claim_unowned_files
 from aas_server.store.operations import OperationHandler, OperationRegistry
 from aas_server.store.twin_store import TwinStore
 
@@ -414,10 +415,14 @@ class Hub:
             if rest.tls is not None
             else None
         )
+        attachments = SqliteAttachmentStore(self.repository)
+        claimed = await claim_unowned_files(attachments, list(self.store.identifiables()))
+        if claimed:
+            _LOG.info("%d stored files kept under a bare package path now belong to the elements naming them", claimed)
         app = create_app(
             self.store,
             middlewares=[access_middleware(self.access)],
-            attachments=SqliteAttachmentStore(self.repository),
+            attachments=attachments,
             packages=SqlitePackageStore(self.repository),
             operations=self.operations,
             history=self.history.source if self.history is not None else None,
