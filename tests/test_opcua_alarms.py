@@ -33,7 +33,7 @@ from aas_server.config import HubSettings, OpcUaSettings, Role, UserSettings
 from aas_server.mapping.schema import Table
 from aas_server.model.events import ValueChanged, utc_now
 from aas_server.opcua import OpcUaProjection
-from aas_server.opcua.alarms import condition_node_id
+from aas_server.opcua.alarms import condition_node_id, shelving_node_id
 from aas_server.opcua.node_ids import node_id_for, submodel_node_id
 from aas_server.persistence.alarms import AlarmDatabase
 from aas_server.runtime.analytics import AlarmService
@@ -79,7 +79,12 @@ RULES = {
         },
     ]
 }
-EXTRA_FIELDS = (["LimitState", "CurrentState"], ["LimitState", "CurrentState", "Id"], ["ConditionName"])
+EXTRA_FIELDS = (
+    ["LimitState", "CurrentState"],
+    ["LimitState", "CurrentState", "Id"],
+    ["ConditionName"],
+    ["ShelvingState", "CurrentState"],
+)
 
 
 def _store() -> TwinStore:
@@ -128,11 +133,11 @@ class _Events:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for(self, check: Any, within: float = 10.0) -> Any:
-        """The first event received (from now on, or already) for which ``check(event)`` holds."""
+    async def wait_for(self, check: Any, within: float = 10.0, since: int = 0) -> Any:
+        """The first event received from the ``since``-th on (already, or from now on) for which ``check`` holds."""
 
         def found() -> Any:
-            return next((event for event in self.received if check(event)), None)
+            return next((event for event in self.received[since:] if check(event)), None)
 
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: found() is not None)
@@ -323,6 +328,26 @@ async def test_a_limit_alarm_comes_is_acknowledged_and_goes_over_opc_ua(
                 lambda event: _field(event, "Comment") is not None and event.Comment.Text == "pump swapped"
             )
             assert _field(acked, "AckedState/Id") is True
+
+            # Shelving on the condition's ShelvingState object.
+            shelving = ua.NodeId(
+                cast(Any, shelving_node_id(SUBMODEL, "Pressure", "filler-pressure")), cast(Any, namespace)
+            )
+            shelved = await _call(client, shelving, ObjectIds.ShelvedStateMachineType_OneShotShelve)
+            assert shelved.StatusCode.is_good()
+            event = await events.wait_for(lambda event: _field(event, "SuppressedOrShelved") is True)
+            assert _field(event, "ShelvingState/CurrentState").Text == "OneShotShelved"
+            too_short = await _call(
+                client, shelving, ObjectIds.ShelvedStateMachineType_TimedShelve, ua.Variant(0.0, ua.VariantType.Double)
+            )
+            assert too_short.StatusCode.value == StatusCodes.BadShelvingTimeOutOfRange
+            count = len(events.received)
+            unshelved = await _call(client, shelving, ObjectIds.ShelvedStateMachineType_Unshelve)
+            assert unshelved.StatusCode.is_good()
+            acked = await events.wait_for(lambda event: _field(event, "SuppressedOrShelved") is False, since=count)
+            assert _field(acked, "ShelvingState/CurrentState").Text == "Unshelved"
+            assert _field(acked, "AckedState/Id") is True
+            assert service.engine.alarm("filler-pressure").shelving.value == "Unshelved"
 
             # ConditionRefresh replays the retained condition (active) between RefreshStart and RefreshEnd.
             subscription, refreshed = await _subscribe(client)

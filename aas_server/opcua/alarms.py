@@ -28,12 +28,15 @@ running projection:
   (:data:`STATUS_OF_REASON`). ``ConditionRefresh(SubscriptionId)`` and
   ``ConditionRefresh2(SubscriptionId, MonitoredItemId)`` send ``RefreshStartEvent``, the last event
   of every retained condition the session may read, and ``RefreshEndEvent`` (OPC 10000-9 §5.5.7).
+  Each condition has a ``ShelvingState`` object (``ShelvedStateMachineType``, node id
+  ``...$alarm:<name>$ShelvingState``) with ``Unshelve()``, ``OneShotShelve()`` and
+  ``TimedShelve(ShelvingTime)`` (milliseconds), under the same rights as Acknowledge.
 
 Left out: condition state variables on the condition node (a Read of ``ActiveState`` there gives
-nothing: the state is in the events, and on REST), branches, Enable/Disable and the shelving
-methods over OPC UA (REST and the source have them), ``NonExclusiveLimitAlarmType``. A model change
-that re-creates an element's node is followed by :meth:`AlarmConditions.relink` (the condition node
-itself stays); a condition whose element is deleted stays, with its events naming the gone node.
+nothing: the state is in the events, and on REST), branches, Enable/Disable (the alarm source has no
+such action), ``NonExclusiveLimitAlarmType``. A model change that re-creates an element's node is
+followed by :meth:`AlarmConditions.relink` (the condition node itself stays); a condition whose
+element is deleted stays, with its events naming the gone node.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ _LIMIT_STATE_IDS = {
 _ACKNOWLEDGE = ObjectIds.AcknowledgeableConditionType_Acknowledge
 _CONFIRM = ObjectIds.AcknowledgeableConditionType_Confirm
 _ADD_COMMENT = ObjectIds.ConditionType_AddComment
+_UNSHELVE = ObjectIds.ShelvedStateMachineType_Unshelve
+_ONE_SHOT_SHELVE = ObjectIds.ShelvedStateMachineType_OneShotShelve
+_TIMED_SHELVE = ObjectIds.ShelvedStateMachineType_TimedShelve
 _ALARM_MARK = "$alarm:"
 
 
@@ -104,6 +110,11 @@ def _node(identifier: int | str, namespace_index: int = 0) -> ua.NodeId:
 def condition_node_id(submodel_id: str, id_short_path: str, name: str) -> str:
     """The string node id of the condition of rule ``name`` on an element."""
     return f"{node_ids.node_id_for(submodel_id, id_short_path)}{_ALARM_MARK}{name}"
+
+
+def shelving_node_id(submodel_id: str, id_short_path: str, name: str) -> str:
+    """The string node id of the ``ShelvingState`` object of a condition."""
+    return f"{condition_node_id(submodel_id, id_short_path, name)}$ShelvingState"
 
 
 def _text(text: str | None) -> ua.LocalizedText:
@@ -123,6 +134,7 @@ class _Condition:
     limit_alarm: bool
     rule: AnyRule
     parent: ua.NodeId = field(default_factory=ua.NodeId)
+    shelving: ua.NodeId = field(default_factory=ua.NodeId)
     event_ids: deque[bytes] = field(default_factory=lambda: deque(maxlen=KEPT_EVENT_IDS))
     last_event: Any = None
 
@@ -140,6 +152,7 @@ class AlarmConditions:
         self._namespace_index = namespace_index
         self._conditions: dict[str, _Condition] = {}
         self._by_node: dict[ua.NodeId, _Condition] = {}
+        self._by_shelving_node: dict[ua.NodeId, _Condition] = {}
         self._templates: dict[bool, Any] = {}
         self._refresh: dict[int, EventGenerator] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -170,6 +183,9 @@ class AlarmConditions:
             (_ACKNOWLEDGE, self._acknowledge),
             (_CONFIRM, self._confirm),
             (_ADD_COMMENT, self._add_comment),
+            (_UNSHELVE, self._unshelve),
+            (_ONE_SHOT_SHELVE, self._one_shot_shelve),
+            (_TIMED_SHELVE, self._timed_shelve),
             (ObjectIds.ConditionType_ConditionRefresh, self._condition_refresh),
             (ObjectIds.ConditionType_ConditionRefresh2, self._condition_refresh),
         ):
@@ -222,9 +238,11 @@ class AlarmConditions:
                 limit_alarm,
                 rule,
                 parent,
+                _node(shelving_node_id(submodel_id, path, alarm.name), self._namespace_index),
             )
             self._conditions[alarm.name] = condition
             self._by_node[condition.node_id] = condition
+            self._by_shelving_node[condition.shelving] = condition
             attributes = ua.ObjectAttributes()
             attributes.DisplayName = _text(alarm.name)
             attributes.Description = _text(rule.message)
@@ -242,8 +260,25 @@ class AlarmConditions:
                     ),
                 )
             )
+            shelving_attributes = ua.ObjectAttributes()
+            shelving_attributes.DisplayName = _text("ShelvingState")
+            items.append(
+                ua.AddNodesItem(
+                    ParentNodeId=condition.node_id,
+                    ReferenceTypeId=_node(ObjectIds.HasComponent),
+                    RequestedNewNodeId=condition.shelving,
+                    BrowseName=ua.QualifiedName("ShelvingState", 0),
+                    NodeClass=ua.NodeClass.Object,
+                    NodeAttributes=shelving_attributes,
+                    TypeDefinition=_node(ObjectIds.ShelvedStateMachineType),
+                )
+            )
             methods = [_ACKNOWLEDGE, _ADD_COMMENT] + ([_CONFIRM] if rule.confirm else [])
             links = [(condition.node_id, ObjectIds.HasComponent, _node(method)) for method in methods]
+            links.extend(
+                (condition.shelving, ObjectIds.HasComponent, _node(method))
+                for method in (_UNSHELVE, _ONE_SHOT_SHELVE, _TIMED_SHELVE)
+            )
             links.append((source, ObjectIds.HasCondition, condition.node_id))
             if source not in sources:
                 sources.add(source)
@@ -406,6 +441,56 @@ class AlarmConditions:
 
     async def _add_comment(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
         return await self._operator_action(object_id, arguments, "add_comment")
+
+    async def _unshelve(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
+        return await self._shelving_action(object_id, arguments, Shelving.UNSHELVED)
+
+    async def _one_shot_shelve(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
+        return await self._shelving_action(object_id, arguments, Shelving.ONE_SHOT)
+
+    async def _timed_shelve(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
+        return await self._shelving_action(object_id, arguments, Shelving.TIMED)
+
+    async def _shelving_action(
+        self, object_id: ua.NodeId, arguments: Sequence[ua.Variant], kind: Shelving
+    ) -> ua.CallMethodResult:
+        """Unshelve(), OneShotShelve(), TimedShelve(ShelvingTime in ms) on a condition's ``ShelvingState``."""
+        wanted = 1 if kind is Shelving.TIMED else 0
+        if len(arguments) < wanted:
+            return _result(StatusCodes.BadArgumentsMissing)
+        if len(arguments) > wanted:
+            return _result(StatusCodes.BadTooManyArguments)
+        duration: float | None = None
+        codes: list[int] = []
+        if kind is Shelving.TIMED:
+            value = arguments[0].Value
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return _result(StatusCodes.BadInvalidArgument, [StatusCodes.BadTypeMismatch])
+            duration = float(value) / 1000.0
+            codes = [StatusCodes.Good]
+        condition = self._by_shelving_node.get(object_id)
+        if condition is None:
+            return _result(StatusCodes.BadNodeIdInvalid, codes)
+        session = CALLING_SESSION.get()
+        user = session.user if session is not None else None
+        if not self._may_act(user, condition):
+            return _result(StatusCodes.BadUserAccessDenied, codes)
+        name = self._user_name(user)
+        try:
+            if kind is Shelving.UNSHELVED:
+                await self._source.unshelve(condition.name, name, None)
+            else:
+                await self._source.shelve(condition.name, name, kind, duration, None)
+        except AlarmStateError as error:
+            return _result(STATUS_OF_REASON.get(error.reason, StatusCodes.BadInvalidState), codes)
+        except NotFoundError:
+            return _result(StatusCodes.BadNodeIdInvalid, codes)
+        except ValueError:
+            return _result(StatusCodes.BadShelvingTimeOutOfRange, codes)
+        except Exception:
+            _LOG.exception("OPC UA shelving of alarm %s failed", condition.name)
+            return _result(StatusCodes.BadInternalError, codes)
+        return _result(StatusCodes.Good, codes)
 
     async def _operator_action(
         self, object_id: ua.NodeId, arguments: Sequence[ua.Variant], action: str
