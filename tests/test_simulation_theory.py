@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from aas_server.simulation.description import LineDescription, Scenario, parse_line
-from aas_server.simulation.runner import run_replications, run_scenario
+from aas_server.simulation.runner import run_replications, run_scenario, worker_pool
 from aas_server.simulation.statistics import compare, welch
 
 
@@ -187,6 +187,9 @@ def test_results_do_not_depend_on_the_number_of_worker_processes() -> None:
     parallel = run_scenario(line, workers=2)
     assert [result.metrics for result in parallel.replications] == [result.metrics for result in inline.replications]
     assert parallel.estimates == inline.estimates
+    with worker_pool(2) as pool:
+        pooled = [run_scenario(line, executor=pool) for _ in range(2)]
+    assert all(result.estimates == inline.estimates for result in pooled)
 
 
 def test_time_series_add_up_to_the_throughput() -> None:
