@@ -76,6 +76,7 @@ RULES = {
             "element": {"submodel": SUBMODEL, "path": "Jammed"},
             "severity": 500,
             "message": "filler jammed",
+            "confirm": True,
         },
     ]
 }
@@ -538,3 +539,43 @@ async def test_a_condition_is_linked_again_to_its_element_after_a_model_change_r
             assert await client.get_node(element).read_data_type() != before
             children = [child.nodeid for child in await client.get_node(submodel).get_children()]
             assert condition in children
+
+
+async def test_a_state_alarm_with_confirmation_is_acknowledged_then_confirmed_over_opc_ua(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    data_dir = tmp_path / "data"
+    async with _alarm_hub(data_dir, opcua_client_certificate) as (store, service, projection):
+        condition = ua.NodeId(
+            cast(Any, condition_node_id(SUBMODEL, "Jammed", "filler-jam")), cast(Any, projection.namespace_index)
+        )
+        async with _session(projection.endpoint_url, opcua_client_certificate, OPERATOR) as client:
+            node = client.get_node(condition)
+            assert (await node.read_type_definition()) == ua.NodeId(cast(Any, ObjectIds.AlarmConditionType))
+            assert "Confirm" in {(await child.read_browse_name()).Name for child in await node.get_methods()}
+            _, events = await _subscribe(client)
+            store.apply(ValueChanged(SUBMODEL, "Jammed", True, utc_now(), origin="device:plc"))
+            active = await events.wait_for(
+                lambda event: _field(event, "ConditionName") == "filler-jam" and _field(event, "ActiveState/Id")
+            )
+            assert active.EventType == ua.NodeId(cast(Any, ObjectIds.AlarmConditionType))
+            assert (_field(active, "AckedState/Id"), _field(active, "ConfirmedState/Id")) == (False, False)
+            confirm, acknowledge = (
+                ObjectIds.AcknowledgeableConditionType_Confirm,
+                ObjectIds.AcknowledgeableConditionType_Acknowledge,
+            )
+            early = await _call(client, condition, confirm, *_acknowledge(active.EventId, "too early"))
+            assert early.StatusCode.value == StatusCodes.BadInvalidState
+            assert (
+                await _call(client, condition, acknowledge, *_acknowledge(active.EventId, "seen"))
+            ).StatusCode.is_good()
+            acked = await events.wait_for(lambda event: _field(event, "AckedState/Id") is True)
+            assert (
+                await _call(client, condition, confirm, *_acknowledge(acked.EventId, "cleared"))
+            ).StatusCode.is_good()
+            confirmed = await events.wait_for(lambda event: _field(event, "ConfirmedState/Id") is True)
+            assert confirmed.Comment.Text == "cleared"
+            twice = await _call(client, condition, confirm, *_acknowledge(confirmed.EventId, "again"))
+            assert twice.StatusCode.value == StatusCodes.BadConditionBranchAlreadyConfirmed
+        alarm = service.engine.alarm("filler-jam")
+        assert (alarm.active, alarm.acknowledged, alarm.confirmed) == (True, True, True)
