@@ -124,6 +124,8 @@ class _Events:
 
     def __init__(self) -> None:
         self.received: list[Any] = []
+        self.monitored_item: Any = None
+        """The server's id of the event item."""
         self._changed = asyncio.Condition()
 
     def event_notification(self, event: Any) -> None:
@@ -179,7 +181,9 @@ async def _subscribe(client: Client) -> tuple[Any, _Events]:
                 AttributeId=ua.AttributeIds.Value,
             )
         )
-    await subscription.subscribe_alarms_and_conditions(client.nodes.server, evfilter=event_filter)
+    events.monitored_item = await subscription.subscribe_alarms_and_conditions(
+        client.nodes.server, evfilter=event_filter
+    )
     return subscription, events
 
 
@@ -577,5 +581,30 @@ async def test_a_state_alarm_with_confirmation_is_acknowledged_then_confirmed_ov
             assert confirmed.Comment.Text == "cleared"
             twice = await _call(client, condition, confirm, *_acknowledge(confirmed.EventId, "again"))
             assert twice.StatusCode.value == StatusCodes.BadConditionBranchAlreadyConfirmed
+
+            # ConditionRefresh2 replays to one monitored item; an unknown item is refused.
+            subscription, refreshed = await _subscribe(client)
+            refresh2 = ObjectIds.ConditionType_ConditionRefresh2
+            condition_type = ua.NodeId(cast(Any, ObjectIds.ConditionType))
+            unknown_item = await _call(
+                client,
+                condition_type,
+                refresh2,
+                ua.Variant(subscription.subscription_id, ua.VariantType.UInt32),
+                ua.Variant(999_999, ua.VariantType.UInt32),
+            )
+            assert unknown_item.StatusCode.value == StatusCodes.BadMonitoredItemIdInvalid
+            result = await _call(
+                client,
+                condition_type,
+                refresh2,
+                ua.Variant(subscription.subscription_id, ua.VariantType.UInt32),
+                ua.Variant(refreshed.monitored_item, ua.VariantType.UInt32),
+            )
+            assert result.StatusCode.is_good()
+            end = ua.NodeId(cast(Any, ObjectIds.RefreshEndEventType))
+            await refreshed.wait_for(lambda event: event.EventType == end)
+            replayed = [event for event in refreshed.received if _field(event, "ConditionName") == "filler-jam"]
+            assert [event.EventId for event in replayed] == [confirmed.EventId]
         alarm = service.engine.alarm("filler-jam")
         assert (alarm.active, alarm.acknowledged, alarm.confirmed) == (True, True, True)
