@@ -332,6 +332,11 @@ class AnalyticsSettings(_Strict):
     """Seconds between clock ticks of time-based rules (delays, stuck, bad quality, shelving expiry)."""
     sqlite_path: Path | None = None
     """Alarm states kept across restarts; defaults to ``<data_dir>/alarms.sqlite``."""
+    kpi_files: list[Path] = Field(default_factory=list)
+    """Machine-state model files (``assets``: signals, shift calendar, counters) whose ISO 22400-2 KPIs
+    are written into a ``KPIs`` submodel of each asset's shell (``docs/analytics.md``)."""
+    kpi_interval: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 5.0
+    """Seconds between KPI computations."""
     alarm_submodels: bool = False
     """Add an ``Alarms`` submodel to each shell with rules on its elements: a BasicEventElement per rule,
     observing the rule's element, its ``messageTopic`` the alarm's MQTT topic."""
@@ -393,6 +398,7 @@ class HubSettings(_Strict):
                 "analytics": self.analytics.model_copy(
                     update={
                         "rules_files": [fix(path) for path in self.analytics.rules_files],
+                        "kpi_files": [fix(path) for path in self.analytics.kpi_files],
                         "sqlite_path": fix(self.analytics.sqlite_path) if self.analytics.sqlite_path else None,
                     }
                 ),

@@ -54,6 +54,7 @@ from aas_server.runtime.analytics import AlarmService, start_alarms
 from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.gateway import DeviceGateway
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
+from aas_server.runtime.kpi import KpiService, start_kpis
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
@@ -145,6 +146,8 @@ class Hub:
         self.simulator: BottlingLineSimulator | None = None
         self.rest_url: str | None = None
         self.rollups: RollupService | None = None
+        self.kpis: KpiService | None = None
+        """ISO 22400-2 KPIs in the twin (``settings.analytics.kpi_files``); ``None`` without KPI files."""
         self.alarms: AlarmService | None = None
         """Monitoring rules' alarms (``settings.analytics``); ``None`` without rules files."""
         self.history: HistoryService | None = None
@@ -202,6 +205,7 @@ class Hub:
         # after values and roll-ups, before OPC UA and REST: they show the alarms, restored and evaluated
         outbox = self.repository if self.events is not None else None
         self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
+        self.kpis = await start_kpis(self._stack, settings, self.store)
 
         endpoints = dict(settings.device_endpoints)
         if settings.simulator.enabled:

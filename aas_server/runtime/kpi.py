@@ -1,0 +1,302 @@
+"""OEE and ISO 22400-2 KPIs in the twin: the machine-state models of ``analytics.kpi_files``, fed from the change bus.
+
+``start_kpis`` reads the KPI files (YAML or JSON: ``assets``, a list of
+``aas_server.analytics.states.MachineStateModel``), checks every signal against the store's model (a
+missing one stops the start with its place), and gives each asset's shell a ``KPIs`` submodel (id
+``<shell id>/kpi``, created or replaced at start and referenced from the shell). The submodel has
+one collection per window (``CurrentShift``, ``LastHour``, ``Last24Hours``) of read-only Properties
+(source ``kpi:iso22400``) with ISO 22400-2 semanticIds (``KPI_SEMANTIC_IDS``).
+
+The service follows the change bus: each ``ValueChanged`` of a declared signal goes to the asset's
+``StateRecorder`` with its source time and quality. Every ``analytics.kpi_interval`` seconds the KPIs
+of each window are computed (``aas_server.analytics.kpi.compute``) and written through
+``TwinStore.apply`` with origin ``kpi``, so they reach REST, OPC UA, MQTT events and history like any
+value. A KPI that has no value (its denominator is 0, or no shift is running) is written with bad
+quality (``not_yet_read``), keeping its last value, as a device value that is not known.
+
+Left out: roll-up to process and plant (``analytics.kpi.roll_up`` exists; not wired), state kept
+across restarts (the windows start empty at each start), KPI files changed while running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import yaml
+from basyx.aas import model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aas_server.analytics.kpi import Kpis, WindowKind, compute, window
+from aas_server.analytics.states import MachineStateModel, Sample, SignalRef, StateRecorder
+from aas_server.config import HubSettings
+from aas_server.errors import ConfigurationError, NotFoundError
+from aas_server.lifecycle import Service, cancel_and_wait
+from aas_server.model import paths
+from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
+from aas_server.runtime.analytics import install_alarm_submodels
+from aas_server.store.bus import Subscription
+from aas_server.store.twin_store import ElementBinding, StoreEvent, TwinStore
+
+_LOG = logging.getLogger(__name__)
+
+ORIGIN = "kpi"
+"""The ``origin`` of the ``ValueChanged`` events the service applies."""
+SOURCE = "kpi:iso22400"
+KPI_SUBMODEL_SEMANTIC_ID = "urn:aas-server:analytics:KPIs:1:0"
+
+_ISO = "urn:iso:std:iso:22400:-2:ed-1:kpi:"
+KPI_SEMANTIC_IDS: dict[str, str] = {
+    "Availability": _ISO + "availability",
+    "Performance": _ISO + "effectiveness",
+    "QualityRatio": _ISO + "quality-ratio",
+    "OEE": _ISO + "oee-index",
+    "MTBF": _ISO + "mean-operating-time-between-failures",
+    "MTTR": _ISO + "mean-time-to-repair",
+    "ActualProductionTime": _ISO + "actual-production-time",
+    "ActualDowntime": _ISO + "actual-unit-down-time",
+    "ProducedQuantity": _ISO + "produced-quantity",
+    "GoodQuantity": _ISO + "good-quantity",
+    "FailureEvents": _ISO + "failure-events",
+    "Coverage": "urn:aas-server:analytics:kpi:coverage",
+    "DowntimeByReason": "urn:aas-server:analytics:kpi:downtime-by-reason",
+}
+"""idShort of each KPI Property -> its semanticId (ISO 22400-2 names; times in seconds)."""
+
+WINDOWS: dict[WindowKind, str] = {
+    WindowKind.CURRENT_SHIFT: "CurrentShift",
+    WindowKind.LAST_HOUR: "LastHour",
+    WindowKind.LAST_24_HOURS: "Last24Hours",
+}
+
+_TYPES: dict[str, Any] = {
+    "ProducedQuantity": model.datatypes.Long,
+    "GoodQuantity": model.datatypes.Long,
+    "FailureEvents": model.datatypes.Long,
+    "DowntimeByReason": model.datatypes.String,
+}
+
+
+class KpiFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assets: Annotated[list[MachineStateModel], Field(min_length=1)]
+
+
+def load_kpi_file(path: Path) -> list[MachineStateModel]:
+    """The machine-state models of one KPI file; ``ConfigurationError`` names the file and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return KpiFile.model_validate(data).assets
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the KPI file: {error}", str(path)) from error
+    except (yaml.YAMLError, orjson.JSONDecodeError) as error:
+        raise ConfigurationError(f"not valid YAML/JSON: {error}", str(path)) from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigurationError(first["msg"], f"{path}: {where}") from error
+
+
+def kpi_values(kpis: Kpis) -> dict[str, Any]:
+    """The Property values of one window (None: no value)."""
+
+    def seconds(value: timedelta | None) -> float | None:
+        return None if value is None else value.total_seconds()
+
+    reasons = {reason: length.total_seconds() for reason, length in sorted(kpis.downtime_by_reason.items())}
+    return {
+        "Availability": kpis.availability,
+        "Performance": kpis.effectiveness,
+        "QualityRatio": kpis.quality_ratio,
+        "OEE": kpis.oee,
+        "MTBF": seconds(kpis.mtbf),
+        "MTTR": seconds(kpis.mttr),
+        "ActualProductionTime": kpis.actual_production_time.total_seconds(),
+        "ActualDowntime": kpis.actual_downtime.total_seconds(),
+        "ProducedQuantity": kpis.produced_quantity,
+        "GoodQuantity": kpis.good_quantity,
+        "FailureEvents": kpis.failure_events,
+        "Coverage": kpis.coverage,
+        "DowntimeByReason": orjson.dumps(reasons).decode(),
+    }
+
+
+def kpi_submodel(shell_id: str) -> model.Submodel:
+    """The empty KPI submodel of one shell: a collection of KPI Properties per window."""
+    collections = []
+    for name in WINDOWS.values():
+        properties = [
+            model.Property(
+                id_short,
+                _TYPES.get(id_short, model.datatypes.Double),
+                semantic_id=model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, semantic),)),
+            )
+            for id_short, semantic in KPI_SEMANTIC_IDS.items()
+        ]
+        collections.append(model.SubmodelElementCollection(name, properties))
+    return model.Submodel(
+        f"{shell_id}/kpi",
+        id_short="KPIs",
+        semantic_id=model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, KPI_SUBMODEL_SEMANTIC_ID),)),
+        submodel_element=collections,
+    )
+
+
+def check_models(store: TwinStore, models: Sequence[MachineStateModel], where: str) -> dict[tuple[str, str], int]:
+    """(submodel id, canonical path) of each signal -> index of its model; ``ConfigurationError`` with the place."""
+    signals: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(models):
+        try:
+            store.shell(item.asset)
+        except NotFoundError as error:
+            raise ConfigurationError(f"no shell {item.asset!r}: {error}", f"{where}: assets[{index}].asset") from error
+        refs: list[tuple[str, SignalRef]] = [(name, spec.signal) for name, spec in item.counters().items()]
+        refs += [("state signal", ref) for ref in item.state_signals()]
+        for name, ref in refs:
+            try:
+                element = store.element(ref.submodel_id, ref.id_short_path)
+            except NotFoundError as error:
+                raise ConfigurationError(
+                    f"{name} {ref.id_short_path!r} in submodel {ref.submodel_id!r}: {error}",
+                    f"{where}: assets[{index}]",
+                ) from error
+            if not isinstance(element, model.Property):
+                raise ConfigurationError(
+                    f"{name} {ref.id_short_path!r} is a {type(element).__name__}, not a Property",
+                    f"{where}: assets[{index}]",
+                )
+            signals[(ref.submodel_id, paths.path_of(element))] = index
+    return signals
+
+
+class KpiService(Service):
+    """Keeps the KPI submodels of one store up to date. ``async with`` starts and stops it.
+
+    ``clock`` gives the current time (UTC); the windows end at it.
+    """
+
+    def __init__(
+        self,
+        store: TwinStore,
+        models: Sequence[MachineStateModel],
+        interval: float = 5.0,
+        where: str = "analytics.kpi_files",
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.models = list(models)
+        self.interval = interval
+        self.clock = clock
+        self._signals = check_models(store, self.models, where)
+        self._refs: dict[tuple[str, str], dict[int, SignalRef]] = {}
+        for index, item in enumerate(self.models):
+            refs = [spec.signal for spec in item.counters().values()] + item.state_signals()
+            for ref in refs:
+                element = store.element(ref.submodel_id, ref.id_short_path)
+                assert isinstance(element, model.SubmodelElement)
+                self._refs.setdefault((ref.submodel_id, paths.path_of(element)), {})[index] = ref
+        self.recorders: list[StateRecorder] = []
+        self._subscription: Subscription[StoreEvent] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Create the KPI submodels, bind them read-only, take the signals' current values, follow the bus."""
+        placed = [(item.asset, kpi_submodel(item.asset)) for item in self.models]
+        await install_alarm_submodels(self.store, placed)
+        for _, submodel in placed:
+            for path, element in paths.walk(submodel):
+                if isinstance(element, model.Property) and self.store.binding(submodel.id, path) is None:
+                    self.store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False))
+        now = self.clock()
+        self.recorders = [StateRecorder(item, now) for item in self.models]
+        self._subscription = self.store.bus.subscribe("kpi")
+        for key, refs in self._refs.items():
+            state = self.store.state(*key)
+            if state is not None and state.quality is not Quality.BAD and state.value is not None:
+                for index, ref in refs.items():
+                    self.recorders[index].add(Sample(ref, state.value, now, True))
+        self.update()
+        self._tasks = [
+            asyncio.create_task(self._follow(self._subscription), name="kpi-follow"),
+            asyncio.create_task(self._tick(), name="kpi-tick"),
+        ]
+        _LOG.info("KPIs of %d assets computed", len(self.models))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await cancel_and_wait(task)
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+
+    async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
+        while True:
+            event = await subscription.get()
+            if not isinstance(event, ValueChanged) or event.origin == ORIGIN:
+                continue
+            refs = self._refs.get((event.submodel_id, event.id_short_path))
+            if not refs:
+                continue
+            for index, ref in refs.items():
+                sample = Sample(ref, event.value, event.source_time, event.quality is not Quality.BAD)
+                try:
+                    self.recorders[index].add(sample)
+                except ValueError as error:
+                    _LOG.warning("KPI signal %s of %s: %s", ref.id_short_path, self.models[index].asset, error)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)  # the computation period, not a synchronisation
+            try:
+                self.update()
+            except Exception:
+                _LOG.exception("KPI computation failed")
+
+    def update(self) -> None:
+        """Compute every window of every asset at ``clock()`` and write the KPIs into the twin."""
+        now = self.clock()
+        for item, recorder in zip(self.models, self.recorders, strict=True):
+            timeline = recorder.timeline(now)
+            submodel_id = f"{item.asset}/kpi"
+            for kind, name in WINDOWS.items():
+                span = window(kind, item.calendar, now)
+                values = (
+                    kpi_values(compute(item, timeline, recorder.increments, span))
+                    if span is not None
+                    else dict.fromkeys(KPI_SEMANTIC_IDS)
+                )
+                for id_short, value in values.items():
+                    self._write(submodel_id, f"{name}.{id_short}", value, now)
+            longest_shift = max(shift.length() for shift in item.calendar.shifts)
+            recorder.prune(now - timedelta(hours=24) - longest_shift)
+
+    def _write(self, submodel_id: str, path: str, value: Any, now: datetime) -> None:
+        if value is None:
+            change = ValueChanged(submodel_id, path, None, now, Quality.BAD, QualityReason.NOT_YET_READ, now, ORIGIN)
+        else:
+            change = ValueChanged(submodel_id, path, value, now, Quality.GOOD, QualityReason.NONE, now, ORIGIN)
+        try:
+            self.store.apply(change)
+        except NotFoundError as error:
+            _LOG.warning("KPI %s %s is gone: %s", submodel_id, path, error)
+
+
+async def start_kpis(stack: AsyncExitStack, settings: HubSettings, store: TwinStore) -> KpiService | None:
+    """Start the KPIs of ``settings.analytics.kpi_files`` on ``store``; ``None`` without KPI files."""
+    files = settings.analytics.kpi_files
+    if not files:
+        return None
+    models: list[MachineStateModel] = []
+    for path in files:
+        models.extend(await asyncio.to_thread(load_kpi_file, path))
+    service = KpiService(store, models, settings.analytics.kpi_interval)
+    return await stack.enter_async_context(service)
