@@ -394,6 +394,7 @@ class HubSettings(_Strict):
         )
         sqlite = self.persistence.sqlite_path
         history = self.history.sqlite_path
+        predictive_db = self.analytics.predictive.sqlite_path
         return self.model_copy(
             update={
                 "data_dir": fix(self.data_dir),
@@ -411,6 +412,9 @@ class HubSettings(_Strict):
                         "rules_files": [fix(path) for path in self.analytics.rules_files],
                         "kpi_files": [fix(path) for path in self.analytics.kpi_files],
                         "sqlite_path": fix(self.analytics.sqlite_path) if self.analytics.sqlite_path else None,
+                        "predictive": self.analytics.predictive.model_copy(
+                            update={"sqlite_path": fix(predictive_db) if predictive_db else None}
+                        ),
                     }
                 ),
                 "rest": self.rest.model_copy(update={"tls": self.rest.tls.resolved(fix) if self.rest.tls else None}),

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import yaml
 
-from aas_server.config import HubSettings, PredictiveSettings
+from aas_server.config import HubSettings, PredictiveSettings, load_settings
 from aas_server.errors import ConfigurationError
 from aas_server.mapping.schema import Table
 from aas_server.runtime.hub import Hub
@@ -177,3 +177,13 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_a_relative_predictive_database_path_is_relative_to_the_settings_file(tmp_path: Path) -> None:
+    settings_file = tmp_path / "site" / "hub.yaml"
+    settings_file.parent.mkdir()
+    settings_file.write_text(
+        yaml.safe_dump({"analytics": {"predictive": {"sqlite_path": "state/predictive.sqlite"}}}), encoding="utf-8"
+    )
+    settings = load_settings(settings_file)
+    assert settings.predictive_path == (tmp_path / "site" / "state" / "predictive.sqlite").resolve()
