@@ -33,7 +33,7 @@ from aas_server.errors import ConfigurationError
 from aas_server.model.events import Quality, ValueChanged
 from aas_server.model.twins import build_environment, load_twins
 from aas_server.runtime.hub import Hub
-from aas_server.runtime.kpi import KPI_SEMANTIC_IDS, KpiService, load_kpi_file, start_kpis
+from aas_server.runtime.kpi import KPI_SEMANTIC_IDS, KpiRollup, KpiService, load_kpi_file, start_kpis
 from aas_server.store.twin_store import TwinStore
 from tests.support import ROOT, eventually, wait_until
 from tests.test_end_to_end import element_url, settings_for
@@ -62,8 +62,16 @@ def machine_store() -> TwinStore:
         id_short="Filler",
         submodel={model.ModelReference.from_referable(data)},
     )
+    others = [
+        model.AssetAdministrationShell(
+            model.AssetInformation(model.AssetKind.INSTANCE, global_asset_id=f"urn:test:asset:{key}"),
+            f"urn:test:aas:{key}",
+            id_short=key.capitalize(),
+        )
+        for key in ("twin", "line")
+    ]
     store = TwinStore()
-    store.add_all([shell, data])
+    store.add_all([shell, data, *others])
     return store
 
 
@@ -80,6 +88,12 @@ MODEL = MachineStateModel(
     produced=CounterSpec(signal=signal("Produced")),
     scrap=CounterSpec(signal=signal("Scrap")),
 )
+
+
+TWIN = "urn:test:aas:twin"
+"""A second machine read from the same signals: the line's roll-up sums two equal machines."""
+LINE = "urn:test:aas:line"
+ROLLUP = KpiRollup(shell=LINE, parts=[SHELL, TWIN])
 
 
 class Clock:
@@ -104,7 +118,10 @@ async def test_the_kpis_of_a_running_jammed_and_idle_machine_are_read_over_rest(
         return f"/api/v3.0/submodels/{encode_identifier(KPI)}/submodel-elements/{path}/$value"
 
     async with AsyncExitStack() as stack:
-        service = await stack.enter_async_context(KpiService(store, [MODEL], interval=0.05, clock=clock))
+        models = [MODEL, MODEL.model_copy(update={"asset": TWIN})]
+        service = await stack.enter_async_context(
+            KpiService(store, models, interval=0.05, clock=clock, rollups=[ROLLUP])
+        )
         client: Client = await stack.enter_async_context(TestClient(TestServer(create_app(store))))
         # the counters' values at start (100 bottles, 1 scrapped) count as their first values, not as parts
         feed(0, Speed=1450.0)
@@ -123,7 +140,15 @@ async def test_the_kpis_of_a_running_jammed_and_idle_machine_are_read_over_rest(
 
         # the window [now - 1 h, now): 600 s before the service started (unknown), 2100 s running,
         # 300 s down (jam), 600 s idle
-        values = await eventually(last_hour, lambda found: found["ProducedQuantity"] == 3400, within=5.0)
+        # the bus keeps the order: once the stop after the last parts is taken, every sample is
+        recorder = service.recorders[1]
+        await wait_until(
+            lambda: len(recorder.increments) == 3 and recorder.state[0] is MachineState.IDLE,
+            what="the last sample taken",
+        )
+        service.update()  # every later computation gives the same values: the clock stands still
+        values = await last_hour()
+        assert values["ProducedQuantity"] == 3400
         assert values["Availability"] == pytest.approx(2100 / 3000)
         assert values["Performance"] == pytest.approx(0.5 * 3400 / 2100)
         assert values["QualityRatio"] == pytest.approx(3332 / 3400)
@@ -156,6 +181,22 @@ async def test_the_kpis_of_a_running_jammed_and_idle_machine_are_read_over_rest(
         assert element.semantic_id.key[0].value == KPI_SEMANTIC_IDS["OEE"]
         assert service.recorders[0].late_samples == 0
 
+        # the line: times and quantities of both machines summed, the ratios recomputed from the sums
+        async def line(id_short: str) -> Any:
+            path = (
+                f"/api/v3.0/submodels/{encode_identifier(LINE + '/kpi')}/submodel-elements/LastHour.{id_short}/$value"
+            )
+            response = await client.get(path)
+            assert response.status == 200, await response.text()
+            return (await response.json())[id_short]
+
+        assert await line("ProducedQuantity") == 6800
+        assert await line("FailureEvents") == 2
+        assert await line("Availability") == pytest.approx(2100 / 3000)
+        assert await line("OEE") == pytest.approx(values["OEE"])
+        assert await line("MTBF") == pytest.approx(2100.0)
+        assert orjson.loads(await line("DowntimeByReason")) == {"jam": 600.0}
+
 
 async def test_a_window_without_a_denominator_is_bad_quality_not_a_fake_zero() -> None:
     store = machine_store()
@@ -172,6 +213,8 @@ async def test_a_kpi_file_naming_a_missing_signal_or_shell_is_refused_with_its_p
     broken = MODEL.model_copy(update={"produced": CounterSpec(signal=signal("Bottles"))})
     with pytest.raises(ConfigurationError, match=r"kpi\.yaml: assets\[0\]: produced 'Bottles'"):
         KpiService(store, [broken], where=str(tmp_path / "kpi.yaml"))
+    with pytest.raises(ConfigurationError, match=r"rollups\[0\]\.parts\[1\]: 'urn:test:aas:twin' is no asset"):
+        KpiService(store, [MODEL], rollups=[ROLLUP])
     path = tmp_path / "kpi.yaml"
     path.write_text(yaml.safe_dump({"assets": [{"asset": SHELL, "ideal_cycle_time": -1}]}), encoding="utf-8")
     with pytest.raises(ConfigurationError, match=r"kpi\.yaml: assets\.0\.calendar"):
@@ -192,7 +235,12 @@ async def test_the_demo_kpi_file_fits_the_demo_plant() -> None:
             "urn:aas-server:demo:aas:filler",
             "urn:aas-server:demo:aas:capper",
         }
-        assert store.state("urn:aas-server:demo:aas:filler/kpi", "CurrentShift.OEE") is not None
+        assert [rollup.shell for rollup in service.rollups] == [
+            "urn:aas-server:demo:aas:bottling-process",
+            "urn:aas-server:demo:aas:plant",
+        ]
+        for shell in ("filler", "capper", "bottling-process", "plant"):
+            assert store.state(f"urn:aas-server:demo:aas:{shell}/kpi", "CurrentShift.OEE") is not None
 
 
 # --- the hub: the demo plant's Modbus device drives the filler's KPIs ------------------------------

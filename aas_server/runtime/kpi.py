@@ -14,8 +14,12 @@ of each window are computed (``aas_server.analytics.kpi.compute``) and written t
 value. A KPI that has no value (its denominator is 0, or no shift is running) is written with bad
 quality (``not_yet_read``), keeping its last value, as a device value that is not known.
 
-Left out: roll-up to process and plant (``analytics.kpi.roll_up`` exists; not wired), state kept
-across restarts (the windows start empty at each start), KPI files changed while running.
+A KPI file's ``rollups`` (``shell``: a process or plant shell, ``parts``: asset or roll-up shells
+listed before it) give those shells a KPIs submodel too, from ``analytics.kpi.roll_up``: times and
+quantities summed, ratios recomputed. A window whose parts differ (current shifts of other
+calendars) is written with bad quality.
+
+Left out: state kept across restarts (the windows start empty at each start), KPI files changed while running.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ import yaml
 from basyx.aas import model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aas_server.analytics.kpi import Kpis, WindowKind, compute, window
+from aas_server.analytics.kpi import Kpis, WindowKind, compute, roll_up, window
 from aas_server.analytics.states import MachineStateModel, Sample, SignalRef, StateRecorder
 from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError, NotFoundError
 from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
+from aas_server.model.units import UNITS_BY_CODE
 from aas_server.runtime.analytics import install_alarm_submodels
 from aas_server.store.bus import Subscription
 from aas_server.store.twin_store import ElementBinding, StoreEvent, TwinStore
@@ -83,18 +88,31 @@ _TYPES: dict[str, Any] = {
 }
 
 
+_SECONDS = {"MTBF", "MTTR", "ActualProductionTime", "ActualDowntime"}
+
+
+class KpiRollup(BaseModel):
+    """The KPIs of a process or plant shell, rolled up from its parts' (ISO 22400-2 work centre)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shell: Annotated[str, Field(min_length=1)]
+    parts: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
 class KpiFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     assets: Annotated[list[MachineStateModel], Field(min_length=1)]
+    rollups: list[KpiRollup] = Field(default_factory=list)
 
 
-def load_kpi_file(path: Path) -> list[MachineStateModel]:
-    """The machine-state models of one KPI file; ``ConfigurationError`` names the file and field."""
+def load_kpi_file(path: Path) -> KpiFile:
+    """The machine-state models and roll-ups of one KPI file; ``ConfigurationError`` names the file and field."""
     try:
         text = path.read_text(encoding="utf-8")
         data = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return KpiFile.model_validate(data).assets
+        return KpiFile.model_validate(data)
     except OSError as error:
         raise ConfigurationError(f"cannot read the KPI file: {error}", str(path)) from error
     except (yaml.YAMLError, orjson.JSONDecodeError) as error:
@@ -150,6 +168,30 @@ def kpi_submodel(shell_id: str) -> model.Submodel:
     )
 
 
+def check_rollups(
+    store: TwinStore, models: Sequence[MachineStateModel], rollups: Sequence[KpiRollup], where: str
+) -> None:
+    """Each roll-up's shell exists and has no KPIs yet, and its parts come before it."""
+    known = {item.asset for item in models}
+    for index, rollup in enumerate(rollups):
+        try:
+            store.shell(rollup.shell)
+        except NotFoundError as error:
+            raise ConfigurationError(
+                f"no shell {rollup.shell!r}: {error}", f"{where}: rollups[{index}].shell"
+            ) from error
+        if rollup.shell in known:
+            raise ConfigurationError(
+                f"{rollup.shell!r} has its KPIs from an asset or roll-up already", f"{where}: rollups[{index}].shell"
+            )
+        for position, part in enumerate(rollup.parts):
+            if part not in known:
+                raise ConfigurationError(
+                    f"{part!r} is no asset nor a roll-up listed before", f"{where}: rollups[{index}].parts[{position}]"
+                )
+        known.add(rollup.shell)
+
+
 def check_models(store: TwinStore, models: Sequence[MachineStateModel], where: str) -> dict[tuple[str, str], int]:
     """(submodel id, canonical path) of each signal -> index of its model; ``ConfigurationError`` with the place."""
     signals: dict[tuple[str, str], int] = {}
@@ -190,12 +232,15 @@ class KpiService(Service):
         interval: float = 5.0,
         where: str = "analytics.kpi_files",
         clock: Callable[[], datetime] = utc_now,
+        rollups: Sequence[KpiRollup] = (),
     ) -> None:
         self.store = store
         self.models = list(models)
+        self.rollups = list(rollups)
         self.interval = interval
         self.clock = clock
         self._signals = check_models(store, self.models, where)
+        check_rollups(store, self.models, self.rollups, where)
         self._refs: dict[tuple[str, str], dict[int, SignalRef]] = {}
         for index, item in enumerate(self.models):
             refs = [spec.signal for spec in item.counters().values()] + item.state_signals()
@@ -209,12 +254,14 @@ class KpiService(Service):
 
     async def start(self) -> None:
         """Create the KPI submodels, bind them read-only, take the signals' current values, follow the bus."""
-        placed = [(item.asset, kpi_submodel(item.asset)) for item in self.models]
+        shells = [item.asset for item in self.models] + [rollup.shell for rollup in self.rollups]
+        placed = [(shell, kpi_submodel(shell)) for shell in shells]
         await install_alarm_submodels(self.store, placed)
         for _, submodel in placed:
             for path, element in paths.walk(submodel):
                 if isinstance(element, model.Property) and self.store.binding(submodel.id, path) is None:
-                    self.store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False))
+                    unit = UNITS_BY_CODE["SEC"] if element.id_short in _SECONDS else None
+                    self.store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False, unit=unit))
         now = self.clock()
         self.recorders = [StateRecorder(item, now) for item in self.models]
         self._subscription = self.store.bus.subscribe("kpi")
@@ -264,20 +311,29 @@ class KpiService(Service):
     def update(self) -> None:
         """Compute every window of every asset at ``clock()`` and write the KPIs into the twin."""
         now = self.clock()
+        computed: dict[tuple[str, WindowKind], Kpis | None] = {}
         for item, recorder in zip(self.models, self.recorders, strict=True):
             timeline = recorder.timeline(now)
-            submodel_id = f"{item.asset}/kpi"
-            for kind, name in WINDOWS.items():
+            for kind in WINDOWS:
                 span = window(kind, item.calendar, now)
-                values = (
-                    kpi_values(compute(item, timeline, recorder.increments, span))
-                    if span is not None
-                    else dict.fromkeys(KPI_SEMANTIC_IDS)
-                )
-                for id_short, value in values.items():
-                    self._write(submodel_id, f"{name}.{id_short}", value, now)
+                found = None if span is None else compute(item, timeline, recorder.increments, span)
+                computed[(item.asset, kind)] = found
             longest_shift = max(shift.length() for shift in item.calendar.shifts)
             recorder.prune(now - timedelta(hours=24) - longest_shift)
+        for rollup in self.rollups:
+            for kind in WINDOWS:
+                parts = [computed[(part, kind)] for part in rollup.parts]
+                found = None
+                if all(part is not None for part in parts):
+                    try:
+                        found = roll_up(rollup.shell, [part for part in parts if part is not None])
+                    except ValueError:
+                        found = None  # the parts' windows differ: no common current shift
+                computed[(rollup.shell, kind)] = found
+        for (shell, kind), kpis in computed.items():
+            values = kpi_values(kpis) if kpis is not None else dict.fromkeys(KPI_SEMANTIC_IDS)
+            for id_short, value in values.items():
+                self._write(f"{shell}/kpi", f"{WINDOWS[kind]}.{id_short}", value, now)
 
     def _write(self, submodel_id: str, path: str, value: Any, now: datetime) -> None:
         if value is None:
@@ -296,7 +352,10 @@ async def start_kpis(stack: AsyncExitStack, settings: HubSettings, store: TwinSt
     if not files:
         return None
     models: list[MachineStateModel] = []
+    rollups: list[KpiRollup] = []
     for path in files:
-        models.extend(await asyncio.to_thread(load_kpi_file, path))
-    service = KpiService(store, models, settings.analytics.kpi_interval)
+        loaded = await asyncio.to_thread(load_kpi_file, path)
+        models.extend(loaded.assets)
+        rollups.extend(loaded.rollups)
+    service = KpiService(store, models, settings.analytics.kpi_interval, rollups=rollups)
     return await stack.enter_async_context(service)
