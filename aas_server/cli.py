@@ -125,6 +125,12 @@ def check_file(path: Path) -> str:
 
         rules = load_rule_files([path], None)
         return f"{path}: monitoring rules ok ({len(rules)} rules; elements checked with the settings file)"
+    if isinstance(data, dict) and "assets" in data and not {"rest", "opcua", "mappings", "twins"} & data.keys():
+        from aas_server.runtime.kpi import load_kpi_file
+
+        kpis = load_kpi_file(path)
+        counts = f"{len(kpis.assets)} assets, {len(kpis.rollups)} roll-ups"
+        return f"{path}: KPI file ok ({counts}; signals checked with the settings file)"
     if isinstance(data, dict) and ("points" in data or "devices" in data):
         mapping = load_mapping(path)
         return f"{path}: mapping ok ({len(mapping.devices)} devices, {len(mapping.points)} points)"
@@ -144,6 +150,10 @@ def check_file(path: Path) -> str:
         from aas_server.runtime.analytics import known_elements, load_rule_files
 
         load_rule_files(settings.analytics.rules_files, known_elements(_model_from_settings(settings)))
+    if settings.analytics.kpi_files:
+        from aas_server.runtime.kpi import check_kpi_files
+
+        check_kpi_files(settings.analytics.kpi_files, _model_from_settings(settings))
     security = settings.security
     access = (
         f"access control on: {len(security.api_keys)} API keys, tokens {'on' if security.tokens else 'off'}, "

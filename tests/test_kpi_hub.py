@@ -3,6 +3,8 @@ its KPI submodel read over REST and checked against the hand computation; KPI fi
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -302,3 +304,34 @@ async def test_the_hub_writes_the_filler_kpis_from_its_modbus_device_into_its_sh
         availability = await eventually(lambda: kpi("LastHour.Availability"), lambda found: 0 < found < 1)
         assert await kpi("CurrentShift.ProducedQuantity") == before + 120
         assert availability == pytest.approx(await kpi("Last24Hours.Availability"), abs=0.05)
+
+
+# --- aas-server check ------------------------------------------------------------------------------
+
+
+def _check(*files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aas_server", "check", *map(str, files)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_check_takes_the_demo_kpi_file_and_refuses_settings_whose_kpis_read_a_missing_signal(tmp_path: Path) -> None:
+    demo_kpi = ROOT / "examples" / "bottling-line" / "kpi.yaml"
+    accepted = _check(demo_kpi)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "KPI file ok (2 assets, 2 roll-ups" in accepted.stdout
+
+    kpi = yaml.safe_load(demo_kpi.read_text(encoding="utf-8"))
+    kpi["assets"][1]["produced"]["signal"]["id_short_path"] = "BottlesCaped"
+    kpi_file = tmp_path / "kpi.yaml"
+    kpi_file.write_text(yaml.safe_dump(kpi), encoding="utf-8")
+    demo = yaml.safe_load((ROOT / "examples" / "bottling-line" / "hub.yaml").read_text(encoding="utf-8"))
+    demo["twins"] = [str(ROOT / "examples" / "bottling-line" / "plant.yaml")]
+    demo["mappings"] = [str(ROOT / "mappings" / "bottling-line.yaml")]
+    demo["data_dir"] = str(tmp_path / "data")
+    demo["analytics"] = {"kpi_files": [str(kpi_file)]}
+    settings_file = tmp_path / "hub.yaml"
+    settings_file.write_text(yaml.safe_dump(demo), encoding="utf-8")
+    refused = _check(settings_file)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"{kpi_file}: assets[1]: produced 'BottlesCaped'" in refused.stderr

@@ -359,3 +359,13 @@ async def start_kpis(stack: AsyncExitStack, settings: HubSettings, store: TwinSt
         rollups.extend(loaded.rollups)
     service = KpiService(store, models, settings.analytics.kpi_interval, rollups=rollups)
     return await stack.enter_async_context(service)
+
+
+def check_kpi_files(files: Sequence[Path], identifiables: Sequence[model.Identifiable]) -> None:
+    """Check KPI files against a model (``aas-server check``): ``ConfigurationError`` with the place."""
+    store = TwinStore()
+    store.add_all(list(identifiables))
+    for path in files:
+        loaded = load_kpi_file(path)
+        check_models(store, loaded.assets, str(path))
+        check_rollups(store, loaded.assets, loaded.rollups, str(path))
