@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rest-port", type=int, help="REST port (default 8081)")
     demo.add_argument("--opcua-port", type=int, help="OPC UA port (default 4840)")
     demo.add_argument("--modbus-port", type=int, help="simulated device's Modbus TCP port (default 5020)")
+    demo.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=["bearing-wear", "jam", "temperature-excursion", "sensor-stuck"],
+        help="play this fault on the simulated line from the start (repeatable)",
+    )
 
     check = commands.add_parser("check", help="validate settings, twin definition or mapping files")
     check.add_argument("files", type=Path, nargs="+")
@@ -349,8 +356,13 @@ def _demo_settings(arguments: argparse.Namespace) -> HubSettings:
         update["rest"] = settings.rest.model_copy(update={"port": arguments.rest_port})
     if arguments.opcua_port is not None:
         update["opcua"] = settings.opcua.model_copy(update={"port": arguments.opcua_port})
+    simulator: dict[str, object] = {}
     if arguments.modbus_port is not None:
-        update["simulator"] = settings.simulator.model_copy(update={"port": arguments.modbus_port})
+        simulator["port"] = arguments.modbus_port
+    if arguments.fault:
+        simulator["faults"] = list(dict.fromkeys(arguments.fault))
+    if simulator:
+        update["simulator"] = settings.simulator.model_copy(update=simulator)
     return settings.model_copy(update=update)
 
 

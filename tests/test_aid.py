@@ -258,7 +258,7 @@ def test_bottling_line_survives_aid_and_aimc_unchanged() -> None:
     mapping = load_mapping(BOTTLING_LINE)
     aid, aimc = mapping_to_aid(mapping, "bottling-plc")
     assert (aid.id, aimc.id) == ("urn:aas-server:aid:bottling-plc", "urn:aas-server:aimc:bottling-plc")
-    assert len(mapping.points) == 20
+    assert len(mapping.points) == 21
     assert mapping_from_aid(aid, aimc) == mapping
 
 

@@ -258,7 +258,7 @@ def test_the_demo_rules_are_valid_against_the_demo_plant() -> None:
         ROOT / "examples" / "bottling-line" / "hub.yaml", ROOT / "examples" / "bottling-line" / "rules.yaml"
     )
     assert result.returncode == 0, result.stderr
-    assert "monitoring rules ok (6 rules" in result.stdout
+    assert "monitoring rules ok (7 rules" in result.stdout
 
 
 # --- access: every alarm route under the rules of tests/test_access.py -----------------------------

@@ -236,7 +236,7 @@ def test_check_rejects_a_broken_mapping_with_file_item_field_and_exit_2(tmp_path
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
-    assert "20 points" in ok.stdout
+    assert "21 points" in ok.stdout
 
 
 async def test_model_changes_attachments_and_packages_survive_a_restart(tmp_path: Path) -> None:

@@ -346,6 +346,7 @@ def test_the_demo_mapping_maps_every_operational_data_property() -> None:
         ("filler-temperature-sensor", "Temperature"),
         ("filler", "BottlesFilled"),
         ("filler", "FillVolumeSetpoint"),
+        ("filler", "FaultCode"),
         ("capper", "BottlesCapped"),
         ("capper", "CapTorqueSetpoint"),
         ("bottling-process", "Throughput"),

@@ -465,7 +465,7 @@ async def test_cli_exports_the_model_with_its_last_values_as_turtle_and_json_ld(
     )
     for result in results:
         assert result.returncode == 0, result.stderr
-        assert "59 identifiables with their last values" in result.stdout
+        assert "60 identifiables with their last values" in result.stdout
     turtle = Graph().parse(turtle_file, format="turtle")
     assert_isomorphic(Graph().parse(json_ld_file, format="json-ld"), turtle)
     temperature = element_iri(SENSOR, "Temperature")

@@ -49,7 +49,11 @@ OPERATIONAL: dict[str, list[tuple[str, str, str | None]]] = {
     "filler-motor": MOTOR,
     "capper-motor": MOTOR,
     "filler-temperature-sensor": [("Temperature", "xs:double", "°C")],
-    "filler": [("BottlesFilled", "xs:unsignedInt", "piece"), ("FillVolumeSetpoint", "xs:double", "ml")],
+    "filler": [
+        ("BottlesFilled", "xs:unsignedInt", "piece"),
+        ("FillVolumeSetpoint", "xs:double", "ml"),
+        ("FaultCode", "xs:int", None),
+    ],
     "capper": [("BottlesCapped", "xs:unsignedInt", "piece"), ("CapTorqueSetpoint", "xs:double", "N·m")],
     "bottling-process": [
         ("Throughput", "xs:double", "1/h"),
@@ -290,7 +294,7 @@ def test_json_round_trip_keeps_every_object(store: Store) -> None:
     aas_json.write_aas_json_file(buffer, store)
     buffer.seek(0)
     read_back = aas_json.read_aas_json_file(buffer, failsafe=False)
-    assert len(read_back) == len(store) == 59
+    assert len(read_back) == len(store) == 60
     assert identifiable_ids(read_back) == identifiable_ids(store)
     assert walk_composition("plant", read_back)["Filler"] == ["FillerMotor", "FillerTemperatureSensor"]
 

@@ -10,6 +10,12 @@ written by Modbus clients are read back every step and obeyed, never overwritten
 The simulator addresses points by name, ``<twin key>.<idShort>`` as in ``mappings/bottling-line.yaml``;
 points the mapping lacks are simply not simulated. A ``bool`` on a register bit is set in its
 register without touching the other bits.
+
+Faults (``inject_fault(kind)``, ``clear_faults()``) make the demo's rules raise alarms:
+``bearing-wear`` (the filler motor's vibration drifts up by ``BEARING_WEAR_RATE`` mm/s per second),
+``jam`` (the filler stops: speed 0, no bottles, ``filler.FaultCode`` = ``JAM_FAULT_CODE``),
+``temperature-excursion`` (the product temperature rises towards ``EXCURSION_TEMPERATURE``) and
+``sensor-stuck`` (the temperature register keeps the value it had when the fault began).
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ _MOTORS = ("filler-motor", "capper-motor")
 _NOMINAL_SPEED = 1450.0
 _MAXIMUM_SPEED = 3000.0
 _NOMINAL_BOTTLES_PER_HOUR = 12000.0
+
+FAULT_KINDS = ("bearing-wear", "jam", "temperature-excursion", "sensor-stuck")
+"""The faults the simulator can play, by the name ``aas-server demo --fault`` and InjectFault take."""
+JAM_FAULT_CODE = 17
+"""``filler.FaultCode`` while the filler is jammed (0: no fault)."""
+BEARING_WEAR_RATE = 0.02
+"""How fast (mm/s per second) a worn bearing's vibration rises: past the 4.5 mm/s limit in about 2 minutes."""
+EXCURSION_TEMPERATURE = 40.0
+"""Where the product temperature heads during an excursion (above the demo rules' 35 °C HighHigh)."""
 
 
 @dataclass(slots=True)
@@ -60,6 +75,11 @@ class PlantState:
     throughput: float = 0.0
     active_power: float = 0.0
     energy_consumed: float = 0.0
+    faults: set[str] = field(default_factory=set)
+    bearing_wear: float = 0.0
+    """Extra vibration (mm/s) of the filler motor's worn bearing."""
+    stuck_temperature: float | None = None
+    """What the temperature register shows while the sensor is stuck."""
 
 
 class BottlingLineSimulator(Service):
@@ -107,6 +127,29 @@ class BottlingLineSimulator(Service):
 
     def resume(self) -> None:
         self.running_physics = True
+
+    def inject_fault(self, kind: str) -> None:
+        """Start the fault ``kind`` (one of ``FAULT_KINDS``); a fault already active stays as it is."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        state = self.state
+        if kind == "sensor-stuck" and kind not in state.faults:
+            state.stuck_temperature = state.temperature
+        state.faults.add(kind)
+        logger.info("simulated fault %s injected", kind)
+
+    def clear_faults(self) -> None:
+        """End every fault: the plant recovers with its usual inertia."""
+        state = self.state
+        state.faults.clear()
+        state.bearing_wear = 0.0
+        state.stuck_temperature = None
+        logger.info("simulated faults cleared")
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """The active faults, in ``FAULT_KINDS`` order."""
+        return tuple(kind for kind in FAULT_KINDS if kind in self.state.faults)
 
     async def start(self) -> None:
         """Start the Modbus server and the physics."""
@@ -186,7 +229,9 @@ class BottlingLineSimulator(Service):
             self.write_point(f"{motor_name}.MotorCurrent", motor.current)
             self.write_point(f"{motor_name}.Vibration", motor.vibration)
             self.write_point(f"{motor_name}.OperatingHours", motor.operating_hours)
-        self.write_point("filler-temperature-sensor.Temperature", state.temperature)
+        shown = state.stuck_temperature if state.stuck_temperature is not None else state.temperature
+        self.write_point("filler-temperature-sensor.Temperature", shown)
+        self.write_point("filler.FaultCode", JAM_FAULT_CODE if "jam" in state.faults else 0)
         self.write_point("filler.BottlesFilled", math.floor(state.bottles_filled))
         self.write_point("capper.BottlesCapped", math.floor(state.bottles_capped))
         self.write_point("bottling-process.RejectedBottles", math.floor(state.rejected_bottles))
@@ -205,8 +250,14 @@ class BottlingLineSimulator(Service):
         noise = self._random.gauss
         follow = 1 - math.exp(-elapsed / 1.0)
         power = 1.2
-        for motor in state.motors.values():
-            target = motor.setpoint if state.line_running else 0.0
+        faults = state.faults
+        if "bearing-wear" in faults:
+            state.bearing_wear += BEARING_WEAR_RATE * elapsed
+        for motor_name, motor in state.motors.items():
+            jammed = motor_name == "filler-motor" and "jam" in faults
+            target = motor.setpoint if state.line_running and not jammed else 0.0
+            if jammed:
+                motor.speed = 0.0
             motor.speed += (target - motor.speed) * follow
             if motor.speed > 1.0:
                 motor.speed = max(0.0, motor.speed + noise(0.0, 1.5))
@@ -216,6 +267,8 @@ class BottlingLineSimulator(Service):
             load = motor.speed / _NOMINAL_SPEED
             motor.current = max(0.0, (0.9 + 6.2 * load + noise(0.0, 0.04)) if motor.speed > 0 else 0.0)
             motor.vibration = max(0.0, 0.4 + 1.8 * load + noise(0.0, 0.08)) if motor.speed > 0 else 0.05
+            if motor_name == "filler-motor":
+                motor.vibration += state.bearing_wear
             power += math.sqrt(3) * 400.0 * motor.current * 0.85 / 1000.0
         filler_speed = state.motors["filler-motor"].speed
         rate = _NOMINAL_BOTTLES_PER_HOUR * filler_speed / _NOMINAL_SPEED if state.line_running else 0.0
@@ -225,7 +278,10 @@ class BottlingLineSimulator(Service):
         state.bottles_capped = max(state.bottles_capped, state.bottles_filled - 3)
         state.rejected_bottles += filled * 0.0015
         ambient = 24.0 if state.line_running else 21.5
-        state.temperature += (ambient - state.temperature) * (1 - math.exp(-elapsed / 600)) + noise(0.0, 0.02)
+        settle = 600.0
+        if "temperature-excursion" in faults:
+            ambient, settle = EXCURSION_TEMPERATURE, 5.0
+        state.temperature += (ambient - state.temperature) * (1 - math.exp(-elapsed / settle)) + noise(0.0, 0.02)
         state.active_power = power + noise(0.0, 0.05)
         state.energy_consumed += state.active_power * elapsed / 3600
         self._publish()
