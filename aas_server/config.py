@@ -325,6 +325,16 @@ class SecuritySettings(_Strict):
         return self.model_copy(update={"tokens": tokens, "audit_log": fix(self.audit_log) if self.audit_log else None})
 
 
+class PredictiveSettings(_Strict):
+    """Predictive maintenance in the twin (``docs/analytics.md``): each item is checked at start by
+    ``analytics.predictive`` (``DetectorConfig`` of anomaly detectors, ``RulConfig`` of wear signals)."""
+
+    detectors: list[dict[str, object]] = Field(default_factory=list)
+    wear: list[dict[str, object]] = Field(default_factory=list)
+    sqlite_path: Path | None = None
+    """Detector and RUL states kept across restarts; defaults to ``<data_dir>/predictive.sqlite``."""
+
+
 class AnalyticsSettings(_Strict):
     """Condition monitoring: rules files (``docs/analytics.md``), evaluated on the change bus."""
 
@@ -342,6 +352,7 @@ class AnalyticsSettings(_Strict):
     alarm_submodels: bool = False
     """Add an ``Alarms`` submodel to each shell with rules on its elements: a BasicEventElement per rule,
     observing the rule's element, its ``messageTopic`` the alarm's MQTT topic."""
+    predictive: PredictiveSettings = PredictiveSettings()
 
 
 class HubSettings(_Strict):
@@ -385,6 +396,7 @@ class HubSettings(_Strict):
         )
         sqlite = self.persistence.sqlite_path
         history = self.history.sqlite_path
+        predictive_db = self.analytics.predictive.sqlite_path
         return self.model_copy(
             update={
                 "data_dir": fix(self.data_dir),
@@ -402,6 +414,9 @@ class HubSettings(_Strict):
                         "rules_files": [fix(path) for path in self.analytics.rules_files],
                         "kpi_files": [fix(path) for path in self.analytics.kpi_files],
                         "sqlite_path": fix(self.analytics.sqlite_path) if self.analytics.sqlite_path else None,
+                        "predictive": self.analytics.predictive.model_copy(
+                            update={"sqlite_path": fix(predictive_db) if predictive_db else None}
+                        ),
                     }
                 ),
                 "rest": self.rest.model_copy(update={"tls": self.rest.tls.resolved(fix) if self.rest.tls else None}),
@@ -419,6 +434,10 @@ class HubSettings(_Strict):
     @property
     def alarms_path(self) -> Path:
         return self.analytics.sqlite_path or self.data_dir / "alarms.sqlite"
+
+    @property
+    def predictive_path(self) -> Path:
+        return self.analytics.predictive.sqlite_path or self.data_dir / "predictive.sqlite"
 
     @property
     def audit_log_path(self) -> Path:

@@ -56,6 +56,7 @@ from aas_server.runtime.events import EventPublishing, start_event_publishing
 from aas_server.runtime.gateway import DeviceGateway
 from aas_server.runtime.history import HistoryService, install_time_series, start_history
 from aas_server.runtime.kpi import KpiService, start_kpis
+from aas_server.runtime.predictive import PredictiveService, start_predictive
 from aas_server.runtime.rollups import RollupService, start_rollups
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
@@ -151,6 +152,8 @@ class Hub:
         """ISO 22400-2 KPIs in the twin (``settings.analytics.kpi_files``); ``None`` without KPI files."""
         self.alarms: AlarmService | None = None
         """Monitoring rules' alarms (``settings.analytics``); ``None`` without rules files."""
+        self.predictive: PredictiveService | None = None
+        """Anomaly detectors and RUL estimates (``settings.analytics.predictive``); ``None`` without any."""
         self.history: HistoryService | None = None
         self.events: EventPublishing | None = None
         """MQTT change events (``settings.events``); ``None`` when they are off."""
@@ -203,6 +206,8 @@ class Hub:
         self.history = await start_history(self._stack, settings, self.store, self._is_recorded)
         # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
         self.rollups = await start_rollups(self._stack, settings, self.store)
+        # before the alarms: rules may watch its PredictiveMaintenance elements (RUL under a horizon)
+        self.predictive = await start_predictive(self._stack, settings, self.store)
         # after values and roll-ups, before OPC UA and REST: they show the alarms, restored and evaluated
         outbox = self.repository if self.events is not None else None
         self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
