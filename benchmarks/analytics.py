@@ -21,12 +21,32 @@ the life, against ``naive_rul`` (last value plus the line through the last two s
 absolute error in samples over the runs where the method gives an estimate, how many runs it gives
 one for, and how often the true RUL lies inside the estimate's 90 % interval.
 
-    .venv/bin/python benchmarks/analytics.py [--runs 20] [--seed 1]
+Part "cost" (``--parts cost``): ingest throughput of ``--signals`` (10,000) points at 1 Hz through the
+hub's sample path of ``benchmarks/ingest.py`` part 1 (its plant of float32, int16 and coil points:
+``MappingEngine`` sink, ``TwinStore.apply``, the change bus with one subscriber draining it as the
+OPC UA value sync does), ``--seconds`` simulated seconds a round, with analytics off, with the real
+``AlarmService`` (``runtime/analytics.py``: bus subscriber, engine, SQLite alarm database, audit
+log) on a limits rule per numeric point plus in turn a rate, stuck, bad-quality or deviation rule
+and a state rule on one coil in a hundred, and with that plus a standard-score
+``AnomalyDetector`` per float point as one more bus subscriber (detectors run where the wiring
+plan of ``docs/analytics.md`` puts them). The three modes are interleaved round by round, and a
+round ends when every subscriber has taken every change. Goal (issue 13): ratio >= 0.7.
+
+Part "latency" (``--parts latency``): a real hub (the model and OPC UA settings of
+``benchmarks/latency.py``, Basic256Sha256 SignAndEncrypt, a read-only user) with a limits rule on each
+of its 100 Properties; an asyncua client subscribed to the alarm events of the Server object. Each
+round writes a value through the store that crosses the limit (alternately up and down) and waits
+for the event of that alarm with that ActiveState: p50 and p99 of value change -> event, beside
+the value change -> data-change notification of the same hub (``Floor``) as the floor.
+
+    .venv/bin/python benchmarks/analytics.py [--runs 20] [--seed 1] [--parts quality,cost,latency]
+        [--signals 10000 --seconds 20 --rounds 3] [--latency-rounds 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import random
 import statistics
@@ -47,6 +67,9 @@ from aas_server.analytics.predictive import (
     naive_rul,
 )
 from aas_server.analytics.states import SignalRef
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from analytics_cost import cost_report, latency_report
 
 STEP = timedelta(minutes=1)
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -141,9 +164,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--parts", default="quality", help="comma-separated: quality, cost, latency")
+    parser.add_argument("--signals", type=int, default=10_000)
+    parser.add_argument("--seconds", type=int, default=20, help="simulated seconds of samples per cost round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-rounds", type=int, default=200)
     arguments = parser.parse_args()
     if arguments.runs < 20:
         parser.error("at least 20 runs")
+    parts = {part.strip() for part in arguments.parts.split(",") if part.strip()}
+    if not parts or parts - {"quality", "cost", "latency"}:
+        parser.error(f"--parts: unknown part in {arguments.parts!r}")
+    if "cost" in parts:
+        asyncio.run(cost_report(arguments.signals, arguments.seconds, arguments.rounds))
+    if "latency" in parts:
+        asyncio.run(latency_report(arguments.latency_rounds))
+    if "quality" not in parts:
+        return 0
     rng = random.Random(arguments.seed)
     runs = [simulate(rng) for _ in range(arguments.runs)]
     print(
