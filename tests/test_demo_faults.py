@@ -10,15 +10,28 @@ from typing import Any
 
 import aiohttp
 import pytest
+from asyncua import Client, Node
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from aas_server.cli import _demo_settings, _parser, demo_settings_path
 from aas_server.config import ApiKeySettings, HubSettings, load_settings
 from aas_server.devices.bottling_line import BEARING_WEAR_RATE, JAM_FAULT_CODE, BottlingLineSimulator
 from aas_server.mapping.schema import load_mapping
+from aas_server.opcua.node_ids import node_id_for
 from aas_server.runtime.demo_faults import fault_submodel_id
 from aas_server.runtime.hub import Hub
-from tests.support import ROOT, eventually, wait_until
-from tests.test_end_to_end import FILLER, FILLER_MOTOR, SENSOR, element_url, get_value, settings_for
+from tests.support import ROOT, ClientCertificate, eventually, wait_until
+from tests.test_end_to_end import (
+    FILLER,
+    FILLER_MOTOR,
+    SENSOR,
+    element_url,
+    get_value,
+    opcua_node,
+    opcua_session,
+    settings_for,
+)
 
 
 def with_faults(data_dir: Path, *faults: str) -> HubSettings:
@@ -168,3 +181,33 @@ async def test_faults_are_injected_and_cleared_by_operations_under_the_access_ru
         await eventually(lambda: get_value(http, fault_url), lambda answer: answer[0] == 0, within=10)
         speed_url = element_url(rest_url, FILLER_MOTOR, "RotationalSpeed")
         await eventually(lambda: get_value(http, speed_url), lambda answer: answer[0] > 100.0, within=20)
+
+
+async def test_opc_ua_operators_inject_and_clear_faults_and_viewers_may_not(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    async with Hub(settings_for(tmp_path)) as hub:
+        simulator, projection = hub.simulator, hub.opcua
+        assert simulator is not None
+        assert projection is not None
+        submodel_id = fault_submodel_id("bottling-plc")
+        invoke_name = f"{projection.types_namespace_index}:Invoke"
+
+        async def method(client: Client, operation: str) -> tuple[Node, Node]:
+            node = opcua_node(client, node_id_for(submodel_id, operation), projection.namespace_index)
+            return node, await node.get_child(invoke_name)
+
+        url = projection.endpoint_url
+        async with opcua_session(url, opcua_client_certificate, "viewer", "demo-viewer") as client:
+            node, invoke = await method(client, "InjectFault")
+            with pytest.raises(UaStatusCodeError) as raised:
+                await node.call_method(invoke.nodeid, "jam")
+            assert raised.value.code == StatusCodes.BadUserAccessDenied
+        assert "jam" not in simulator.faults, "a viewer's call changes nothing"
+        async with opcua_session(url, opcua_client_certificate, "operator", "demo-operator") as client:
+            node, invoke = await method(client, "InjectFault")
+            assert await node.call_method(invoke.nodeid, "sensor-stuck") == "sensor-stuck"
+            assert simulator.faults == ("sensor-stuck",)
+            node, invoke = await method(client, "ClearFaults")
+            assert await node.call_method(invoke.nodeid) == ""
+        assert list(simulator.faults) == []
