@@ -60,6 +60,7 @@ def _settings(tmp_path: Path, data_dir: Path) -> Path:
     settings["twins"] = [str(DEMO / "plant.yaml")]
     settings["mappings"] = [str(ROOT / "mappings" / "bottling-line.yaml")]
     settings["analytics"]["rules_files"] = [str(DEMO / "rules.yaml")]
+    settings["analytics"]["kpi_files"] = [str(DEMO / "kpi.yaml")]
     settings["simulator"]["port"] = 0
     settings["rest"] = {"host": "127.0.0.1", "port": 0, "tls": {"self_signed": True}}
     settings["opcua"]["port"] = 0
