@@ -335,3 +335,26 @@ def test_check_takes_the_demo_kpi_file_and_refuses_settings_whose_kpis_read_a_mi
     refused = _check(settings_file)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"{kpi_file}: assets[1]: produced 'BottlesCaped'" in refused.stderr
+
+
+async def test_a_counter_value_before_the_device_first_answered_is_no_baseline(tmp_path: Path) -> None:
+    """The twin file's 0 for BottlesFilled must not make the simulator's 1,250,000 count as production."""
+    async with Hub(demo_kpi_settings(tmp_path)) as hub, aiohttp.ClientSession() as http:
+        assert hub.simulator is not None
+        assert hub.kpis is not None
+        assert hub.rest_url is not None
+        store, kpis, rest_url = hub.store, hub.kpis, hub.rest_url
+        await wait_until(
+            lambda: (state := store.state(FILLER, "BottlesFilled")) is not None and state.quality is Quality.GOOD,
+            within=5.0,
+            what="the filler's bottle counter read from the device",
+        )
+        hub.simulator.pause()
+        first_reading = store.state(FILLER, "BottlesFilled")
+        assert first_reading is not None
+        assert first_reading.value >= 1_000_000
+        kpis.update()
+        async with http.get(f"{element_url(rest_url, FILLER_KPI, 'LastHour.ProducedQuantity')}/$value") as response:
+            assert response.status == 200, await response.text()
+            produced = (await response.json())["ProducedQuantity"]
+        assert produced is None or produced < 1_000, f"the device's whole counter counted as production: {produced}"

@@ -267,7 +267,9 @@ class KpiService(Service):
         self._subscription = self.store.bus.subscribe("kpi")
         for key, refs in self._refs.items():
             state = self.store.state(*key)
-            if state is not None and state.quality is not Quality.BAD and state.value is not None:
+            # Only a good value is a counter's baseline: a Property's value before its device first
+            # answered (uncertain, not yet read) would count the device's whole counter as production.
+            if state is not None and state.quality is Quality.GOOD and state.value is not None:
                 for index, ref in refs.items():
                     self.recorders[index].add(Sample(ref, state.value, now, True))
         self.update()
