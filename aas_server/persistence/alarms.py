@@ -11,20 +11,12 @@ Left out: history of transitions (the audit log keeps them) and PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any
 
 import orjson
 
-from aas_server.errors import PersistenceError
-from aas_server.persistence.permissions import private_database
-
-_T = TypeVar("_T")
+from aas_server.persistence.side_database import SideDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarms (
@@ -34,52 +26,11 @@ CREATE TABLE IF NOT EXISTS alarms (
 """
 
 
-class AlarmDatabase:
+class AlarmDatabase(SideDatabase):
     """The kept alarm states. ``async with AlarmDatabase(path)`` opens and closes it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-db")
-        self._connection: sqlite3.Connection | None = None
-
-    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        def call() -> _T:
-            connection = self._connection
-            if connection is None:
-                raise PersistenceError(f"alarm database {self.path} is closed")
-            try:
-                return work(connection)
-            except sqlite3.Error as error:
-                raise PersistenceError(f"alarm database {self.path}: {error}") from error
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    async def __aenter__(self) -> Self:
-        def open_database() -> sqlite3.Connection:
-            private_database(self.path)
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.executescript(_SCHEMA)
-            return connection
-
-        try:
-            self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, open_database)
-        except sqlite3.Error as error:
-            self._executor.shutdown(wait=False)
-            raise PersistenceError(f"cannot open the alarm database {self.path}: {error}") from error
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        def close(connection: sqlite3.Connection) -> None:
-            connection.close()
-
-        if self._connection is not None:
-            await self._run(close)
-            self._connection = None
-        self._executor.shutdown(wait=True)
+    schema = _SCHEMA
+    label = "alarm"
 
     async def load(self) -> list[dict[str, Any]]:
         """Every kept alarm state (``Alarm.to_dict()``), rows that are not JSON objects left out."""

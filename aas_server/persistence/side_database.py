@@ -1,0 +1,73 @@
+"""A small SQLite file of its own beside the model database, owned by one worker thread.
+
+The alarm and predictive-maintenance states each live in such a file (mode ``0600``, WAL,
+``synchronous=FULL``); every SQLite call runs on the one thread that owns the connection, never on
+the event loop, and SQLite errors become ``PersistenceError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self, TypeVar
+
+from aas_server.errors import PersistenceError
+from aas_server.persistence.permissions import private_database
+
+_T = TypeVar("_T")
+
+
+class SideDatabase:
+    """``async with`` opens the file (creating ``schema``) and closes it; ``_run`` calls work on its thread."""
+
+    schema: ClassVar[str]
+    label: ClassVar[str]
+    """What the file holds, for messages and the thread name: ``alarm``, ``predictive``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.label}-db")
+        self._connection: sqlite3.Connection | None = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        def call() -> _T:
+            connection = self._connection
+            if connection is None:
+                raise PersistenceError(f"{self.label} database {self.path} is closed")
+            try:
+                return work(connection)
+            except sqlite3.Error as error:
+                raise PersistenceError(f"{self.label} database {self.path}: {error}") from error
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def __aenter__(self) -> Self:
+        def open_database() -> sqlite3.Connection:
+            private_database(self.path)
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.executescript(self.schema)
+            return connection
+
+        try:
+            self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, open_database)
+        except sqlite3.Error as error:
+            self._executor.shutdown(wait=False)
+            raise PersistenceError(f"cannot open the {self.label} database {self.path}: {error}") from error
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        def close(connection: sqlite3.Connection) -> None:
+            connection.close()
+
+        if self._connection is not None:
+            await self._run(close)
+            self._connection = None
+        self._executor.shutdown(wait=True)
