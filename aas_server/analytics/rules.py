@@ -33,16 +33,23 @@ from __future__ import annotations
 import enum
 import itertools
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails
 
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError
-from aas_server.mapping.point_base import FIELD_ERROR, NAME_PATTERN, StrictModel, Target, field_error
+from aas_server.mapping.point_base import (
+    NAME_PATTERN,
+    StrictModel,
+    Target,
+    cross_reference_error,
+    field_error,
+    format_errors,
+)
 from aas_server.model.values import is_numeric
 
 _CROSS_REFERENCE_ERROR = "rules_cross_reference"
@@ -265,11 +272,7 @@ class RulesFile(StrictModel):
                 problems.append((f"{_item(index, rule)}.name", f"duplicate rule name, also rules[{seen[rule.name]}]"))
             seen.setdefault(rule.name, index)
         if problems:
-            raise PydanticCustomError(
-                _CROSS_REFERENCE_ERROR,
-                "{message}",
-                {"message": "; ".join(f"{where}: {what}" for where, what in problems), "problems": problems},
-            )
+            raise cross_reference_error(_CROSS_REFERENCE_ERROR, problems)
         return self
 
 
@@ -277,49 +280,21 @@ def _item(index: int, rule: AnyRule) -> str:
     return f"rules[{index}] ({rule.name})"
 
 
-def _describe_location(location: Sequence[int | str], data: object) -> str:
-    """``rules[2] (tank-high).hi``: the item's name added, the ``kind`` tag pydantic inserts left out."""
-    parts: list[str] = []
-    current: object = data
-    previous: int | str | None = None
-    for part in location:
-        if isinstance(part, str) and isinstance(previous, int) and part in RULE_KINDS and previous is not None:
-            previous = part
-            continue
-        if isinstance(part, int):
-            text = f"[{part}]"
-            if isinstance(current, list) and 0 <= part < len(current):
-                current = current[part]
-                name = current.get("name") if isinstance(current, dict) else None
-                if isinstance(name, str) and name:
-                    text += f" ({name})"
-            else:
-                current = None
-            parts.append(text)
-        else:
-            parts.append(f".{part}" if parts else part)
-            current = current.get(part) if isinstance(current, dict) else None
-        previous = part
-    return "".join(parts) or "(top level)"
+def _is_rule_kind_tag(part: str, previous: int | str | None) -> bool:
+    return isinstance(previous, int) and part in RULE_KINDS
+
+
+def _unknown_kind(item: ErrorDetails, location: str, message: str) -> tuple[str, str]:
+    if item["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+        return f"{location}.kind", f"unknown or missing rule kind; expected one of {', '.join(RULE_KINDS)}"
+    return location, message
 
 
 def format_rules_errors(error: ValidationError, source: str, data: object) -> str:
-    """One line per problem: ``source: rules[3] (tank-high).hi: message``."""
-    lines: list[str] = []
-    for item in error.errors():
-        if item["type"] == _CROSS_REFERENCE_ERROR:
-            for where, what in (item.get("ctx") or {}).get("problems", ()):
-                lines.append(f"{source}: {where}: {what}")
-            continue
-        location = _describe_location(item["loc"], data)
-        if item["type"] == FIELD_ERROR:
-            location += f".{(item.get('ctx') or {}).get('field', '')}"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-            location += ".kind"
-            message = f"unknown or missing rule kind; expected one of {', '.join(RULE_KINDS)}"
-        lines.append(f"{source}: {location}: {message}")
-    return "\n".join(lines)
+    """One line per problem: ``source: rules[3] (tank-high).hi: message`` (the ``kind`` tag left out)."""
+    return format_errors(
+        error, source, data, cross_reference=_CROSS_REFERENCE_ERROR, is_tag=_is_rule_kind_tag, adjust=_unknown_kind
+    )
 
 
 ElementKey = tuple[str, str]

@@ -9,10 +9,11 @@ others), and ``mapping.schema`` unions them through its protocol registry.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from aas_server.errors import InvalidRequestError
 from aas_server.mapping.units import check_conversion
@@ -29,6 +30,75 @@ FIELD_ERROR = "mapping_field"
 def field_error(field: str, message: str) -> NoReturn:
     """Raise a validation error of the model that names ``field`` in its location."""
     raise PydanticCustomError(FIELD_ERROR, "{message}", {"message": message, "field": field})
+
+
+def cross_reference_error(error_type: str, problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """A whole-file validation error listing ``(place, reason)`` problems, which ``format_errors`` expands."""
+    return PydanticCustomError(
+        error_type,
+        "{message}",
+        {"message": "; ".join(f"{where}: {what}" for where, what in problems), "problems": problems},
+    )
+
+
+TagTest = Callable[[str, int | str | None], bool]
+"""Whether a location part (given the part before it) is a discriminator tag pydantic inserted."""
+
+
+def describe_location(location: Sequence[int | str], data: object, is_tag: TagTest) -> str:
+    """``points[3] (filler-motor.speed).data_type``: each list item's ``name`` added, the tags left out."""
+    parts: list[str] = []
+    current: object = data
+    previous: int | str | None = None
+    for part in location:
+        if isinstance(part, str) and is_tag(part, previous):
+            previous = part
+            continue
+        if isinstance(part, int):
+            text = f"[{part}]"
+            if isinstance(current, list) and 0 <= part < len(current):
+                current = current[part]
+                name = current.get("name") if isinstance(current, dict) else None
+                if isinstance(name, str) and name:
+                    text += f" ({name})"
+            else:
+                current = None
+            parts.append(text)
+        else:
+            parts.append(f".{part}" if parts else part)
+            current = current.get(part) if isinstance(current, dict) else None
+        previous = part
+    return "".join(parts) or "(top level)"
+
+
+def format_errors(
+    error: ValidationError,
+    source: str,
+    data: object,
+    *,
+    cross_reference: str,
+    is_tag: TagTest,
+    adjust: Callable[[ErrorDetails, str, str], tuple[str, str]] | None = None,
+) -> str:
+    """One line per problem of a mapping-style file: ``source: points[3] (filler-motor.speed).data_type: message``.
+
+    Problems of the ``cross_reference`` error type are expanded to one line each; ``adjust`` may
+    rewrite an item's location and message.
+    """
+    lines: list[str] = []
+    for item in error.errors():
+        if item["type"] == cross_reference:
+            for where, what in (item.get("ctx") or {}).get("problems", ()):
+                lines.append(f"{source}: {where}: {what}")
+            continue
+        location = describe_location(item["loc"], data, is_tag)
+        if item["type"] == FIELD_ERROR:
+            location += f".{(item.get('ctx') or {}).get('field', '')}"
+        message = item["msg"].removeprefix("Value error, ")
+        if adjust is not None:
+            location, message = adjust(item, location, message)
+        lines.append(f"{source}: {location}: {message}")
+    return "\n".join(lines)
 
 
 class StrictModel(BaseModel):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
@@ -41,17 +40,17 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails
 
 from aas_server.config import load_yaml
 from aas_server.errors import ConfigurationError, MappingError
-from aas_server.mapping.point_base import FIELD_ERROR, PointBase, StrictModel
 from aas_server.mapping.point_base import Access as Access
 from aas_server.mapping.point_base import Deadband as Deadband
 from aas_server.mapping.point_base import FirstOrder as FirstOrder
 from aas_server.mapping.point_base import LimitAction as LimitAction
 from aas_server.mapping.point_base import Limits as Limits
 from aas_server.mapping.point_base import MovingAverage as MovingAverage
+from aas_server.mapping.point_base import PointBase, StrictModel, cross_reference_error, format_errors
 from aas_server.mapping.point_base import ReconnectBackoff as ReconnectBackoff
 from aas_server.mapping.point_base import Target as Target
 from aas_server.mapping.protocols.modbus import Addressing as Addressing
@@ -232,11 +231,7 @@ class MappingFile(StrictModel):
     def _cross_references(self) -> MappingFile:
         problems = _cross_reference_problems(self)
         if problems:
-            raise PydanticCustomError(
-                _CROSS_REFERENCE_ERROR,
-                "{message}",
-                {"message": "; ".join(f"{where}: {what}" for where, what in problems), "problems": problems},
-            )
+            raise cross_reference_error(_CROSS_REFERENCE_ERROR, problems)
         return self
 
     def device(self, name: str) -> AnyDevice:
@@ -346,29 +341,12 @@ def _cross_reference_problems(mapping: MappingFile) -> list[tuple[str, str]]:
     return problems
 
 
-def _describe_location(location: Sequence[int | str], data: object) -> str:
-    parts: list[str] = []
-    current: object = data
-    previous: int | str | None = None
-    for part in location:
-        if isinstance(part, str) and part in _TABLE_TAGS and (isinstance(previous, int) or previous in _TABLE_TAGS):
-            previous = part
-            continue
-        if isinstance(part, int):
-            text = f"[{part}]"
-            if isinstance(current, list) and 0 <= part < len(current):
-                current = current[part]
-                name = current.get("name") if isinstance(current, dict) else None
-                if isinstance(name, str) and name:
-                    text += f" ({name})"
-            else:
-                current = None
-            parts.append(text)
-        else:
-            parts.append(f".{part}" if parts else part)
-            current = current.get(part) if isinstance(current, dict) else None
-        previous = part
-    return "".join(parts) or "(top level)"
+def _is_point_tag(part: str, previous: int | str | None) -> bool:
+    return part in _TABLE_TAGS and (isinstance(previous, int) or previous in _TABLE_TAGS)
+
+
+def _enum_members_plain(item: ErrorDetails, location: str, message: str) -> tuple[str, str]:
+    return location, _ENUM_MEMBER.sub(r"'\1'", message)
 
 
 def format_mapping_errors(error: ValidationError, source: str, data: object) -> str:
@@ -377,19 +355,14 @@ def format_mapping_errors(error: ValidationError, source: str, data: object) -> 
     Like ``aas_server.config.format_validation_error``, plus the item's name, without the
     discriminator tag pydantic puts into the location, and with cross-reference problems expanded.
     """
-    lines: list[str] = []
-    for item in error.errors():
-        if item["type"] == _CROSS_REFERENCE_ERROR:
-            context = item.get("ctx") or {}
-            for where, what in context.get("problems", ()):
-                lines.append(f"{source}: {where}: {what}")
-            continue
-        location = _describe_location(item["loc"], data)
-        if item["type"] == FIELD_ERROR:
-            location += f".{(item.get('ctx') or {}).get('field', '')}"
-        message = _ENUM_MEMBER.sub(r"'\1'", item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{source}: {location}: {message}")
-    return "\n".join(lines)
+    return format_errors(
+        error,
+        source,
+        data,
+        cross_reference=_CROSS_REFERENCE_ERROR,
+        is_tag=_is_point_tag,
+        adjust=_enum_members_plain,
+    )
 
 
 def parse_mapping(data: object, source: str = "<mapping>") -> MappingFile:
