@@ -38,7 +38,7 @@ from basyx.aas import model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aas_server.analytics.kpi import Kpis, WindowKind, compute, roll_up, window
-from aas_server.analytics.states import MachineStateModel, Sample, SignalRef, StateRecorder
+from aas_server.analytics.states import MachineState, MachineStateModel, Sample, SignalRef, StateRecorder
 from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError, NotFoundError
 from aas_server.lifecycle import Service, cancel_and_wait
@@ -73,6 +73,13 @@ KPI_SEMANTIC_IDS: dict[str, str] = {
     "DowntimeByReason": "urn:aas-server:analytics:kpi:downtime-by-reason",
 }
 """idShort of each KPI Property -> its semanticId (ISO 22400-2 names; times in seconds)."""
+
+STATE_SEMANTIC_IDS: dict[str, str] = {
+    "MachineState": "urn:aas-server:analytics:kpi:machine-state",
+    "MachineStateReason": "urn:aas-server:analytics:kpi:machine-state-reason",
+}
+"""idShort -> semanticId of an asset's current state (running, idle, down, planned_stop, unknown) and
+its reason (the fault's reason text, the break's name, ``no data``), beside the windows."""
 
 WINDOWS: dict[WindowKind, str] = {
     WindowKind.CURRENT_SHIFT: "CurrentShift",
@@ -147,15 +154,35 @@ def kpi_values(kpis: Kpis) -> dict[str, Any]:
     }
 
 
-def kpi_submodel(shell_id: str) -> model.Submodel:
-    """The empty KPI submodel of one shell: a collection of KPI Properties per window."""
-    collections = []
+def current_state(item: MachineStateModel, recorder: StateRecorder, now: datetime) -> tuple[MachineState, str]:
+    """The asset's state at ``now``: a break or planned stop of its calendar wins over the device state."""
+    for period in item.calendar.periods(now, now + timedelta(microseconds=1)):
+        if period.state is MachineState.PLANNED_STOP:
+            return MachineState.PLANNED_STOP, period.reason
+    return recorder.state
+
+
+def _reference(semantic_id: str) -> model.ExternalReference:
+    return model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, semantic_id),))
+
+
+def kpi_submodel(shell_id: str, with_state: bool = False) -> model.Submodel:
+    """The empty KPI submodel of one shell: a collection of KPI Properties per window.
+
+    ``with_state`` (an asset, not a roll-up) adds its current ``MachineState`` and ``MachineStateReason``.
+    """
+    collections: list[model.SubmodelElement] = []
+    if with_state:
+        collections += [
+            model.Property(id_short, model.datatypes.String, semantic_id=_reference(semantic))
+            for id_short, semantic in STATE_SEMANTIC_IDS.items()
+        ]
     for name in WINDOWS.values():
         properties = [
             model.Property(
                 id_short,
                 _TYPES.get(id_short, model.datatypes.Double),
-                semantic_id=model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, semantic),)),
+                semantic_id=_reference(semantic),
             )
             for id_short, semantic in KPI_SEMANTIC_IDS.items()
         ]
@@ -163,7 +190,7 @@ def kpi_submodel(shell_id: str) -> model.Submodel:
     return model.Submodel(
         f"{shell_id}/kpi",
         id_short="KPIs",
-        semantic_id=model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, KPI_SUBMODEL_SEMANTIC_ID),)),
+        semantic_id=_reference(KPI_SUBMODEL_SEMANTIC_ID),
         submodel_element=collections,
     )
 
@@ -254,8 +281,8 @@ class KpiService(Service):
 
     async def start(self) -> None:
         """Create the KPI submodels, bind them read-only, take the signals' current values, follow the bus."""
-        shells = [item.asset for item in self.models] + [rollup.shell for rollup in self.rollups]
-        placed = [(shell, kpi_submodel(shell)) for shell in shells]
+        placed = [(item.asset, kpi_submodel(item.asset, with_state=True)) for item in self.models]
+        placed += [(rollup.shell, kpi_submodel(rollup.shell)) for rollup in self.rollups]
         await install_alarm_submodels(self.store, placed)
         for _, submodel in placed:
             for path, element in paths.walk(submodel):
@@ -320,6 +347,9 @@ class KpiService(Service):
                 span = window(kind, item.calendar, now)
                 found = None if span is None else compute(item, timeline, recorder.increments, span)
                 computed[(item.asset, kind)] = found
+            state, reason = current_state(item, recorder, now)
+            self._write(f"{item.asset}/kpi", "MachineState", state.value, now)
+            self._write(f"{item.asset}/kpi", "MachineStateReason", reason, now)
             longest_shift = max(shift.length() for shift in item.calendar.shifts)
             recorder.prune(now - timedelta(hours=24) - longest_shift)
         for rollup in self.rollups:
