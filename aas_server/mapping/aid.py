@@ -243,16 +243,26 @@ def _model_reference(
     return model.ModelReference(tuple(model.Key(key_type, value) for key_type, value in keys), kind)
 
 
-def _security_list(references: Sequence[model.ModelReference[Any]]) -> model.SubmodelElementList[Any]:
+def _list(
+    id_short: str, kind: type[model.SubmodelElement], items: Sequence[Any], semantic_id: str, item_semantic_id: str
+) -> model.SubmodelElementList[Any]:
     return model.SubmodelElementList(
+        id_short,
+        kind,
+        items,
+        semantic_id=global_reference(semantic_id),
+        semantic_id_list_element=global_reference(item_semantic_id),
+    )
+
+
+def _security_list(references: Sequence[model.ModelReference[Any]]) -> model.SubmodelElementList[Any]:
+    term = _TD + "hasSecurityConfiguration"
+    return _list(
         "security",
         model.ReferenceElement,
-        [
-            model.ReferenceElement(None, reference, semantic_id=global_reference(_TD + "hasSecurityConfiguration"))
-            for reference in references
-        ],
-        semantic_id=global_reference(_TD + "hasSecurityConfiguration"),
-        semantic_id_list_element=global_reference(_TD + "hasSecurityConfiguration"),
+        [model.ReferenceElement(None, reference, semantic_id=global_reference(term)) for reference in references],
+        term,
+        term,
     )
 
 
@@ -519,12 +529,12 @@ def mapping_to_aid(
         aimc_id,
         id_short="AssetInterfacesMappingConfiguration",
         submodel_element=[
-            model.SubmodelElementList(
+            _list(
                 "MappingConfigurations",
                 model.SubmodelElementCollection,
                 configurations,
-                semantic_id=global_reference(_AIMC + "MappingConfigurations"),
-                semantic_id_list_element=global_reference(_AIMC + "MappingConfiguration"),
+                _AIMC + "MappingConfigurations",
+                _AIMC + "MappingConfiguration",
             )
         ],
         semantic_id=global_reference(AIMC_SUBMODEL_SEMANTIC_ID),
@@ -619,12 +629,12 @@ def _describe_device(
                 _model_reference(place.keys(), model.SubmodelElementCollection),
                 semantic_id=global_reference(_AIMC + "InterfaceReference"),
             ),
-            model.SubmodelElementList(
+            _list(
                 "MappingSourceSinkRelations",
                 model.RelationshipElement,
                 relations,
-                semantic_id=global_reference(_AIMC + "MappingSourceSinkRelations"),
-                semantic_id_list_element=global_reference(_AIMC + "MappingSourceSinkRelation"),
+                _AIMC + "MappingSourceSinkRelations",
+                _AIMC + "MappingSourceSinkRelation",
             ),
         ],
         semantic_id=global_reference(_AIMC + "MappingConfiguration"),

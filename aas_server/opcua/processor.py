@@ -54,9 +54,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import operator
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from asyncua import ua
@@ -100,6 +102,42 @@ _HISTORY_READ = _request(ua.ObjectIds.HistoryReadRequest_Encoding_DefaultBinary)
 _CALL = _request(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 _CREATE_MONITORED_ITEMS = _request(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
 _GUARDED = frozenset({_READ, _BROWSE, _TRANSLATE, _HISTORY_READ, _CALL, _CREATE_MONITORED_ITEMS})
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeService:
+    """A service on the nodes its items name, each item filtered by the READ rule (Browse, HistoryRead...)."""
+
+    name: str
+    """``Browse``: ``ua.BrowseParameters`` in, ``ua.BrowseResponse`` out."""
+    field_name: str
+    method: str
+    """The session's method running the service on the allowed items."""
+    result: type
+    audit_name: str
+    node_of: Callable[[Any], ua.NodeId] = operator.attrgetter("NodeId")
+
+    @property
+    def parameters(self) -> type:
+        return cast(type, getattr(ua, f"{self.name}Parameters"))
+
+    @property
+    def response(self) -> type:
+        return cast(type, getattr(ua, f"{self.name}Response"))
+
+
+_NODE_SERVICES = {
+    _BROWSE: _NodeService("Browse", "NodesToBrowse", "browse", ua.BrowseResult, "BROWSE"),
+    _HISTORY_READ: _NodeService("HistoryRead", "NodesToRead", "history_read", ua.HistoryReadResult, "HISTORYREAD"),
+    _CREATE_MONITORED_ITEMS: _NodeService(
+        "CreateMonitoredItems",
+        "ItemsToCreate",
+        "create_monitored_items",
+        ua.MonitoredItemCreateResult,
+        "MONITOR",
+        operator.attrgetter("ItemToMonitor.NodeId"),
+    ),
+}
 _CREATE_SUBSCRIPTION = _request(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
 _PUBLISH = _request(ua.ObjectIds.PublishRequest_Encoding_DefaultBinary)
 _NO_SUBSCRIPTION = 0
@@ -116,34 +154,31 @@ _SUBSCRIPTION_METHODS = frozenset(
 )
 """Standard methods whose first input argument is a subscription id (OPC 10000-5 §9.1-9.3, OPC 10000-9 §5.5.7)."""
 _TRANSFER_SUBSCRIPTIONS = _request(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
-_SUBSCRIPTION_SCOPED: dict[ua.NodeId, tuple[type, str]] = {
-    _CREATE_MONITORED_ITEMS: (ua.CreateMonitoredItemsParameters, "SubscriptionId"),
-    _request(ua.ObjectIds.ModifyMonitoredItemsRequest_Encoding_DefaultBinary): (
-        ua.ModifyMonitoredItemsParameters,
-        "SubscriptionId",
-    ),
-    _request(ua.ObjectIds.DeleteMonitoredItemsRequest_Encoding_DefaultBinary): (
-        ua.DeleteMonitoredItemsParameters,
-        "SubscriptionId",
-    ),
-    _request(ua.ObjectIds.SetMonitoringModeRequest_Encoding_DefaultBinary): (
-        ua.SetMonitoringModeParameters,
-        "SubscriptionId",
-    ),
-    _request(ua.ObjectIds.ModifySubscriptionRequest_Encoding_DefaultBinary): (
-        ua.ModifySubscriptionParameters,
-        "SubscriptionId",
-    ),
-    _request(ua.ObjectIds.SetPublishingModeRequest_Encoding_DefaultBinary): (
-        ua.SetPublishingModeParameters,
-        "SubscriptionIds",
-    ),
-    _request(ua.ObjectIds.DeleteSubscriptionsRequest_Encoding_DefaultBinary): (
-        ua.DeleteSubscriptionsParameters,
-        "SubscriptionIds",
-    ),
-    _request(ua.ObjectIds.RepublishRequest_Encoding_DefaultBinary): (ua.RepublishParameters, "SubscriptionId"),
-}
+
+
+def _service_fields(fields: dict[str, str]) -> dict[ua.NodeId, tuple[type, str]]:
+    """``{"Read": "NodesToRead"}`` as ``{ReadRequest encoding id: (ReadParameters, "NodesToRead")}``."""
+    return {
+        _request(getattr(ua.ObjectIds, f"{service}Request_Encoding_DefaultBinary")): (
+            getattr(ua, f"{service}Parameters"),
+            field_name,
+        )
+        for service, field_name in fields.items()
+    }
+
+
+_SUBSCRIPTION_SCOPED = _service_fields(
+    {
+        "CreateMonitoredItems": "SubscriptionId",
+        "ModifyMonitoredItems": "SubscriptionId",
+        "DeleteMonitoredItems": "SubscriptionId",
+        "SetMonitoringMode": "SubscriptionId",
+        "ModifySubscription": "SubscriptionId",
+        "SetPublishingMode": "SubscriptionIds",
+        "DeleteSubscriptions": "SubscriptionIds",
+        "Republish": "SubscriptionId",
+    }
+)
 """Requests acting on subscriptions of the session, and the field naming them."""
 
 
@@ -162,43 +197,22 @@ MAX_CONNECTIONS_PER_ADDRESS = 64
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """The largest request accepted (asyncua's default is 100 MiB); told to clients in the Acknowledge message."""
 
-_COUNTED: dict[ua.NodeId, tuple[type, str]] = {
-    _request(request): (parameters, field_name)
-    for request, parameters, field_name in (
-        (ua.ObjectIds.ReadRequest_Encoding_DefaultBinary, ua.ReadParameters, "NodesToRead"),
-        (ua.ObjectIds.WriteRequest_Encoding_DefaultBinary, ua.WriteParameters, "NodesToWrite"),
-        (ua.ObjectIds.BrowseRequest_Encoding_DefaultBinary, ua.BrowseParameters, "NodesToBrowse"),
-        (
-            ua.ObjectIds.TranslateBrowsePathsToNodeIdsRequest_Encoding_DefaultBinary,
-            ua.TranslateBrowsePathsToNodeIdsParameters,
-            "BrowsePaths",
-        ),
-        (ua.ObjectIds.HistoryReadRequest_Encoding_DefaultBinary, ua.HistoryReadParameters, "NodesToRead"),
-        (ua.ObjectIds.CallRequest_Encoding_DefaultBinary, ua.CallParameters, "MethodsToCall"),
-        (
-            ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary,
-            ua.CreateMonitoredItemsParameters,
-            "ItemsToCreate",
-        ),
-        (
-            ua.ObjectIds.ModifyMonitoredItemsRequest_Encoding_DefaultBinary,
-            ua.ModifyMonitoredItemsParameters,
-            "ItemsToModify",
-        ),
-        (
-            ua.ObjectIds.DeleteMonitoredItemsRequest_Encoding_DefaultBinary,
-            ua.DeleteMonitoredItemsParameters,
-            "MonitoredItemIds",
-        ),
-        (
-            ua.ObjectIds.SetMonitoringModeRequest_Encoding_DefaultBinary,
-            ua.SetMonitoringModeParameters,
-            "MonitoredItemIds",
-        ),
-        (ua.ObjectIds.RegisterNodesRequest_Encoding_DefaultBinary, ua.RegisterNodesParameters, "NodesToRegister"),
-        (ua.ObjectIds.UnregisterNodesRequest_Encoding_DefaultBinary, ua.UnregisterNodesParameters, "NodesToUnregister"),
-    )
-}
+_COUNTED = _service_fields(
+    {
+        "Read": "NodesToRead",
+        "Write": "NodesToWrite",
+        "Browse": "NodesToBrowse",
+        "TranslateBrowsePathsToNodeIds": "BrowsePaths",
+        "HistoryRead": "NodesToRead",
+        "Call": "MethodsToCall",
+        "CreateMonitoredItems": "ItemsToCreate",
+        "ModifyMonitoredItems": "ItemsToModify",
+        "DeleteMonitoredItems": "MonitoredItemIds",
+        "SetMonitoringMode": "MonitoredItemIds",
+        "RegisterNodes": "NodesToRegister",
+        "UnregisterNodes": "NodesToUnregister",
+    }
+)
 """Requests naming a list of items, and the field holding it."""
 
 
@@ -506,18 +520,7 @@ class HubProcessor(UaProcessor):
             values = [
                 access.user_attribute(user, item, value) for item, value in zip(read.NodesToRead, values, strict=True)
             ]
-            response = ua.ReadResponse()
-            response.Results = _merge(allowed, values, lambda: ua.DataValue(StatusCode=_denied()))
-        elif typeid == _BROWSE:
-            browse = struct_from_binary(ua.BrowseParameters, body)
-            allowed = access.allowed(
-                user, AccessOperation.READ, [item.NodeId for item in browse.NodesToBrowse], "BROWSE"
-            )
-            results = await session.browse(_subset(browse, "NodesToBrowse", allowed)) if any(allowed) else []
-            for result in results:
-                result.References = access.visible_references(user, result.References)
-            response = ua.BrowseResponse()
-            response.Results = _merge(allowed, results, lambda: ua.BrowseResult(StatusCode=_denied()))
+            response = _answer(ua.ReadResponse, allowed, values, ua.DataValue)
         elif typeid == _TRANSLATE:
             translate = struct_from_binary(ua.TranslateBrowsePathsToNodeIdsParameters, body)
             paths = translate.BrowsePaths
@@ -526,16 +529,7 @@ class HubProcessor(UaProcessor):
             found = await session.translate_browsepaths_to_nodeids(kept) if kept else []
             for path_result in found:
                 access.filter_targets(user, path_result)
-            response = ua.TranslateBrowsePathsToNodeIdsResponse()
-            response.Results = _merge(allowed, found, lambda: ua.BrowsePathResult(StatusCode=_denied()))
-        elif typeid == _HISTORY_READ:
-            history = struct_from_binary(ua.HistoryReadParameters, body)
-            allowed = access.allowed(
-                user, AccessOperation.READ, [item.NodeId for item in history.NodesToRead], "HISTORYREAD"
-            )
-            histories = await session.history_read(_subset(history, "NodesToRead", allowed)) if any(allowed) else []
-            response = ua.HistoryReadResponse()
-            response.Results = _merge(allowed, histories, lambda: ua.HistoryReadResult(StatusCode=_denied()))
+            response = _answer(ua.TranslateBrowsePathsToNodeIdsResponse, allowed, found, ua.BrowsePathResult)
         elif typeid == _CALL:
             call = struct_from_binary(ua.CallParameters, body)
             methods = call.MethodsToCall
@@ -544,21 +538,19 @@ class HubProcessor(UaProcessor):
             )
             kept_methods = [method for method, permitted in zip(methods, allowed, strict=True) if permitted]
             called = await session.call(kept_methods) if kept_methods else []
-            response = ua.CallResponse()
-            response.Results = _merge(allowed, called, lambda: ua.CallMethodResult(StatusCode=_denied()))
+            response = _answer(ua.CallResponse, allowed, called, ua.CallMethodResult)
         else:
-            create = struct_from_binary(ua.CreateMonitoredItemsParameters, body)
-            allowed = access.allowed(
-                user,
-                AccessOperation.READ,
-                [item.ItemToMonitor.NodeId for item in create.ItemsToCreate],
-                "MONITOR",
-            )
-            created = (
-                await session.create_monitored_items(_subset(create, "ItemsToCreate", allowed)) if any(allowed) else []
-            )
-            response = ua.CreateMonitoredItemsResponse()
-            response.Results = _merge(allowed, created, lambda: ua.MonitoredItemCreateResult(StatusCode=_denied()))
+            service = _NODE_SERVICES[typeid]
+            parameters: Any = struct_from_binary(service.parameters, body)
+            items = getattr(parameters, service.field_name)
+            node_ids = [service.node_of(item) for item in items]
+            allowed = access.allowed(user, AccessOperation.READ, node_ids, service.audit_name)
+            call = getattr(session, service.method)
+            results = await call(_subset(parameters, service.field_name, allowed)) if any(allowed) else []
+            if typeid == _BROWSE:
+                for result in results:
+                    result.References = access.visible_references(user, result.References)
+            response = _answer(service.response, allowed, results, service.result)
         self.send_response(requesthdr.RequestHandle, seqhdr, response)  # type: ignore[no-untyped-call]
         return True
 
@@ -586,6 +578,13 @@ def _merge(allowed: Sequence[bool], results: Sequence[Any], denied: Any) -> list
     """The results of the allowed items, in request order, with ``denied()`` for the others."""
     answered = iter(results)
     return [next(answered) if permitted else denied() for permitted in allowed]
+
+
+def _answer(response_type: type, allowed: Sequence[bool], results: Sequence[Any], result_type: type) -> Any:
+    """A ``response_type`` with the results of the allowed items and ``BadUserAccessDenied`` ones for the others."""
+    response = response_type()
+    response.Results = _merge(allowed, results, lambda: result_type(StatusCode=_denied()))
+    return response
 
 
 def _address(peer_name: Any) -> Any:
