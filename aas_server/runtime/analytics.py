@@ -36,15 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import orjson
 from basyx.aas import model
@@ -66,6 +63,8 @@ from aas_server.model import paths
 from aas_server.model.events import Quality, ValueChanged, utc_now
 from aas_server.model.values import property_value_type
 from aas_server.persistence.alarms import AlarmDatabase
+from aas_server.runtime.bus_service import BusService
+from aas_server.runtime.submodels import install_submodel
 from aas_server.security.audit import AuditLog, AuditRecord
 from aas_server.store.bus import Subscription
 from aas_server.store.outbox import OutboundEvent, Outbox, encode_identifier
@@ -165,18 +164,7 @@ def alarm_submodels(store: TwinStore, rules: Sequence[AnyRule], repository_id: s
 async def install_alarm_submodels(store: TwinStore, placed: Iterable[tuple[str, model.Submodel]]) -> None:
     """Create (or replace) each Alarms submodel in ``store`` and refer to it from its shell."""
     for shell_id, submodel in placed:
-        try:
-            store.submodel(submodel.id)
-        except NotFoundError:
-            await store.create(submodel)
-        else:
-            await store.replace(submodel)
-        shell = store.shell(shell_id)
-        if any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
-            continue
-        shell = copy.deepcopy(shell)
-        shell.submodel.add(model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel))
-        await store.replace(shell)
+        await install_submodel(store, shell_id, submodel)
 
 
 def _state_text(alarm: Alarm) -> str:
@@ -191,7 +179,7 @@ def _state_text(alarm: Alarm) -> str:
     )
 
 
-class AlarmService:
+class AlarmService(BusService):
     """The hub's alarms (see the module docstring). ``async with`` starts and stops it."""
 
     def __init__(
@@ -220,8 +208,6 @@ class AlarmService:
                 self._inputs[key] = bound
         self._listeners: list[AlarmListener] = []
         self._lock = asyncio.Lock()
-        self._subscription: Subscription[StoreEvent] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     # -- AlarmSource ------------------------------------------------------------------------------
 
@@ -307,26 +293,6 @@ class AlarmService:
             asyncio.create_task(self._clock(), name="alarm clock"),
         ]
         _LOG.info("%d alarm rules watch %d elements", len(self._rules), len(self._inputs))
-
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _feed_current(self, *, only_good: bool) -> list[AlarmTransition]:
         """Give the engine each watched element's current value, source time and quality."""

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from types import TracebackType
-from typing import Self
 
 from basyx.aas import model
 
@@ -38,7 +35,8 @@ from aas_server.model import paths, values
 from aas_server.model.events import ValueChanged, utc_now
 from aas_server.model.timeseries import RecordedVariable, TimeSeriesPlacement, plan_time_series
 from aas_server.persistence.history import HistoryDatabase, SampleRecord
-from aas_server.store.bus import Subscription
+from aas_server.runtime.bus_service import BusService
+from aas_server.runtime.submodels import install_submodel
 from aas_server.store.history import (
     AggregatePage,
     AggregateQuery,
@@ -90,7 +88,7 @@ class RecordedHistory:
         return await database.read_aggregates(*series, start, end, query.interval, query.aggregates, limit=query.limit)
 
 
-class HistoryService:
+class HistoryService(BusService):
     """Records the mapped values of ``store`` into ``database``. Use as an async context manager."""
 
     def __init__(
@@ -115,8 +113,6 @@ class HistoryService:
         self._pending_since: float | None = None
         self._value_types: dict[tuple[str, str], str] = {}
         self._write_lock = asyncio.Lock()
-        self._subscription: Subscription[StoreEvent] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._failing = False
         self.source = RecordedHistory(self)
         """What REST (``create_app(history=...)``) and OPC UA (``OpcUaProjection(history=...)``) read."""
@@ -125,27 +121,18 @@ class HistoryService:
         self.lost = 0
         """Samples that could not be written (database errors, logged)."""
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         self._subscription = self._store.bus.subscribe("history", maxsize=SUBSCRIPTION_SIZE)
         self._tasks = [
             asyncio.create_task(self._record(), name="history-record"),
             asyncio.create_task(self._purge_periodically(), name="history-purge"),
         ]
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._subscription is not None:
-            self._drain()
-            self._subscription.close()
-            self._subscription = None
+    async def stop(self) -> None:
+        """Stop recording, then write what the subscription and the downsampler still hold."""
+        await self._end_tasks()
+        self._drain()
+        self._close_subscription()
         self._queue(self._downsampler.flush_all())
         await self._write()
 
@@ -293,22 +280,7 @@ class HistoryService:
 async def install_time_series(store: TwinStore, placements: Iterable[TimeSeriesPlacement]) -> None:
     """Create (or replace) each Time Series submodel in ``store`` and refer to it from its shell."""
     for placement in placements:
-        submodel = placement.submodel
-        try:
-            store.submodel(submodel.id)
-        except NotFoundError:
-            await store.create(submodel)
-        else:
-            await store.replace(submodel)
-        try:
-            shell = store.shell(placement.shell_id)
-        except NotFoundError:
-            continue
-        if any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
-            continue
-        shell = copy.deepcopy(shell)
-        shell.submodel.add(model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel))
-        await store.replace(shell)
+        await install_submodel(store, placement.shell_id, placement.submodel, missing_shell_ok=True)
 
 
 async def start_history(

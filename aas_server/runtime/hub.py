@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import socket
 from collections.abc import Mapping
@@ -58,6 +57,7 @@ from aas_server.runtime.history import HistoryService, install_time_series, star
 from aas_server.runtime.kpi import KpiService, start_kpis
 from aas_server.runtime.predictive import PredictiveService, start_predictive
 from aas_server.runtime.rollups import RollupService, start_rollups
+from aas_server.runtime.submodels import install_submodel, refers_to
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
 from aas_server.semantics.concepts import concept_descriptions_for, semantic_conflicts
@@ -298,9 +298,9 @@ class Hub:
         return engine
 
     def _is_recorded(self, submodel_id: str, id_short_path: str) -> bool:
-        """History records device-fed values and roll-ups (not plain model values)."""
+        """History records device-fed values, roll-ups, KPIs and predictive results (not plain model values)."""
         binding = self.store.binding(submodel_id, id_short_path)
-        return binding is not None and binding.source.startswith(("device:", "rollup:"))
+        return binding is not None and binding.source.startswith(("device:", "rollup:", "kpi:", "predictive"))
 
     def _element_or_none(self, submodel_id: str, id_short_path: str) -> model.SubmodelElement | None:
         try:
@@ -310,7 +310,7 @@ class Hub:
 
     def _shell_holding(self, submodel_id: str) -> str | None:
         for shell in self.store.shells():
-            if any(reference.key and reference.key[-1].value == submodel_id for reference in shell.submodel):
+            if refers_to(shell, submodel_id):
                 return shell.id
         return None
 
@@ -341,22 +341,7 @@ class Hub:
                     await self._put_description(submodel)
 
     async def _put_description(self, submodel: model.Submodel) -> None:
-        shell_id = submodel.id.rsplit("/", 1)[0]
-        try:
-            self.store.submodel(submodel.id)
-        except NotFoundError:
-            await self.store.create(submodel)
-        else:
-            await self.store.replace(submodel)
-        try:
-            shell = self.store.shell(shell_id)
-        except NotFoundError:
-            return
-        if any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
-            return
-        shell = copy.deepcopy(shell)
-        shell.submodel.add(model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel))
-        await self.store.replace(shell)
+        await install_submodel(self.store, submodel.id.rsplit("/", 1)[0], submodel, missing_shell_ok=True)
 
     def _method_handler(self, operation: model.Operation, point: OpcUaMethodPoint) -> OperationHandler:
         """An Operation carried out by an OPC UA method: inputs in declared order, outputs by declared idShort."""

@@ -41,11 +41,11 @@ from aas_server.analytics.kpi import Kpis, WindowKind, compute, roll_up, window
 from aas_server.analytics.states import MachineState, MachineStateModel, Sample, SignalRef, StateRecorder
 from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError, NotFoundError
-from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.model.units import UNITS_BY_CODE
 from aas_server.runtime.analytics import install_alarm_submodels
+from aas_server.runtime.bus_service import BusService
 from aas_server.store.bus import Subscription
 from aas_server.store.twin_store import ElementBinding, StoreEvent, TwinStore
 
@@ -246,7 +246,7 @@ def check_models(store: TwinStore, models: Sequence[MachineStateModel], where: s
     return signals
 
 
-class KpiService(Service):
+class KpiService(BusService):
     """Keeps the KPI submodels of one store up to date. ``async with`` starts and stops it.
 
     ``clock`` gives the current time (UTC); the windows end at it.
@@ -276,8 +276,6 @@ class KpiService(Service):
                 assert isinstance(element, model.SubmodelElement)
                 self._refs.setdefault((ref.submodel_id, paths.path_of(element)), {})[index] = ref
         self.recorders: list[StateRecorder] = []
-        self._subscription: Subscription[StoreEvent] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Create the KPI submodels, bind them read-only, take the signals' current values, follow the bus."""
@@ -305,14 +303,6 @@ class KpiService(Service):
             asyncio.create_task(self._tick(), name="kpi-tick"),
         ]
         _LOG.info("KPIs of %d assets computed", len(self.models))
-
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            await cancel_and_wait(task)
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
 
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
         while True:

@@ -29,15 +29,12 @@ while running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import logging
 import re
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from basyx.aas import model
@@ -59,6 +56,8 @@ from aas_server.errors import ConfigurationError, NotFoundError, PersistenceErro
 from aas_server.model import values as typed_values
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.persistence.predictive import PredictiveDatabase
+from aas_server.runtime.bus_service import BusService
+from aas_server.runtime.submodels import install_submodel
 from aas_server.store.bus import Subscription
 from aas_server.store.twin_store import ElementBinding, StoreEvent, TwinStore
 
@@ -185,22 +184,16 @@ def predictive_submodels(
 async def install_submodels(store: TwinStore, placed: Iterable[tuple[str, model.Submodel]]) -> None:
     """Create each submodel in ``store`` (kept when it already has the same elements) and refer to it from its shell."""
     for shell_id, submodel in placed:
-        try:
-            existing = store.submodel(submodel.id)
-        except NotFoundError:
-            await store.create(submodel)
-        else:
-            if {e.id_short for e in existing.submodel_element} != {e.id_short for e in submodel.submodel_element}:
-                await store.replace(submodel)
-        shell = store.shell(shell_id)
-        if any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
-            continue
-        shell = copy.deepcopy(shell)
-        shell.submodel.add(model.ModelReference((model.Key(model.KeyTypes.SUBMODEL, submodel.id),), model.Submodel))
-        await store.replace(shell)
+        await install_submodel(store, shell_id, submodel, replace_when=_other_elements)
 
 
-class PredictiveService:
+def _other_elements(existing: model.Submodel, new: model.Submodel) -> bool:
+    return {element.id_short for element in existing.submodel_element} != {
+        element.id_short for element in new.submodel_element
+    }
+
+
+class PredictiveService(BusService):
     """The hub's predictive maintenance (see the module docstring). ``async with`` starts and stops it."""
 
     def __init__(
@@ -223,8 +216,6 @@ class PredictiveService:
                 self._watch.setdefault((signal.submodel_id, signal.id_short_path), []).append(config.name)
         for rul in wear:
             self._watch.setdefault((rul.signal.submodel_id, rul.signal.id_short_path), []).append(rul.name)
-        self._subscription: Subscription[StoreEvent] | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         kept = await self._database.load()
@@ -251,28 +242,9 @@ class PredictiveService:
                 continue
             await self._publish(name, estimate)
         self._subscription = self.store.bus.subscribe("predictive", maxsize=100_000)
-        self._task = asyncio.create_task(self._follow(self._subscription), name="predictive")
+        self._tasks = [asyncio.create_task(self._follow(self._subscription), name="predictive")]
         _LOG.info("%d detectors and %d wear signals watch %d elements", len(self.detectors),
                   len(self.estimators), len(self._watch))  # fmt: skip
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
         while True:

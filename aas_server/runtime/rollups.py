@@ -27,10 +27,10 @@ from basyx.aas import model
 
 from aas_server.config import ElementAddress, HubSettings, RollupFunction, RollupSettings
 from aas_server.errors import ConfigurationError, NotFoundError, TypeMismatchError
-from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.model.units import UNITS_BY_CODE, UNITS_BY_SYMBOL, EngineeringUnit
+from aas_server.runtime.bus_service import BusService
 from aas_server.store.bus import Subscription
 from aas_server.store.rollups import PartValue, evaluation_order, fit_value, part_problem, roll_up, target_problem
 from aas_server.store.twin_store import ElementBinding, ModelChanged, StoreEvent, TwinStore
@@ -168,7 +168,7 @@ def plan_rollups(store: TwinStore, settings: Sequence[RollupSettings]) -> list[R
     return [rollups[index] for index in order]
 
 
-class RollupService(Service):
+class RollupService(BusService):
     """Keeps the roll-up targets of one store up to date. ``async with`` starts and stops it."""
 
     def __init__(self, store: TwinStore, settings: Sequence[RollupSettings]) -> None:
@@ -188,9 +188,7 @@ class RollupService(Service):
             for submodel_id, _ in (rollup.target, *rollup.parts):
                 self._submodels.setdefault(submodel_id, set()).add(position)
         self._failing: set[int] = set()
-        self._subscription: Subscription[StoreEvent] | None = None
         self._dropped = 0
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind the targets read-only, compute every roll-up, and follow the change bus."""
@@ -200,15 +198,8 @@ class RollupService(Service):
                 self.store.bind(*rollup.target, binding)
         self._subscription = self.store.bus.subscribe("rollups")
         self.recompute(range(len(self.rollups)))
-        self._task = asyncio.create_task(self._follow(self._subscription), name="rollups")
+        self._tasks = [asyncio.create_task(self._follow(self._subscription), name="rollups")]
         _LOG.info("%d roll-ups computed", len(self.rollups))
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
-        if self._subscription is not None:
-            self._subscription.close()
-            self._subscription = None
 
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
         while True:
