@@ -58,7 +58,7 @@ import logging
 import math
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -112,6 +112,7 @@ from aas_server.opcua_common.variants import INTEGER_RANGES
 logger = logging.getLogger(__name__)
 
 _Answer = TypeVar("_Answer")
+_Resolved = TypeVar("_Resolved")
 
 CLIENT_CERTIFICATE_FILE = "opcua_client_certificate.der"
 CLIENT_PRIVATE_KEY_FILE = "opcua_client_private_key.pem"
@@ -998,6 +999,17 @@ class OpcUaClientConnector(Service):
             raise DeviceError(f"not connected{reason}; {action} was not sent", device=self.device.name)
         return session
 
+    async def _resolved(
+        self, point_name: str, action: str, table: Callable[[_Session], Mapping[str, _Resolved]], kind: str
+    ) -> tuple[_Session, _Resolved]:
+        """The session and what ``point_name`` resolved to in its ``table``; ``DeviceError`` when there is none."""
+        session = await self._ready_session(f"the {action} of {point_name!r}")
+        resolved = table(session).get(point_name)
+        if resolved is None:
+            problem = session.unresolved.get(point_name, f"its {kind} is unknown")
+            raise DeviceError(f"point {point_name!r}: {problem}; the {action} was not sent", device=self.device.name)
+        return session, resolved
+
     def _refusal(self, code: int, what: str) -> HubError:
         name = status_name(code)
         specific = code & 0xFFFF0000
@@ -1037,11 +1049,7 @@ class OpcUaClientConnector(Service):
         if not point.writable:
             raise NotWritableError(f"point {point.name!r} is read-only (access: read)")
         what = f"the write of {point.name!r}"
-        session = await self._ready_session(what)
-        node_id = session.node_ids.get(point.name)
-        if node_id is None:
-            problem = session.unresolved.get(point.name, "its node is unknown")
-            raise DeviceError(f"point {point.name!r}: {problem}; the write was not sent", device=self.device.name)
+        session, node_id = await self._resolved(point.name, "write", lambda session: session.node_ids, "node")
         try:
             variant = to_variant(raw.raw, session.variant_types.get(point.name))
         except TypeMismatchError as error:
@@ -1070,11 +1078,7 @@ class OpcUaClientConnector(Service):
         if point is None:
             raise NotFoundError(f"device {self.device.name!r} has no method point {point_name!r}")
         what = f"the call of {point.name!r}"
-        session = await self._ready_session(what)
-        method = session.methods.get(point.name)
-        if method is None:
-            problem = session.unresolved.get(point.name, "its method is unknown")
-            raise DeviceError(f"point {point.name!r}: {problem}; the call was not sent", device=self.device.name)
+        session, method = await self._resolved(point.name, "call", lambda session: session.methods, "method")
         types: Sequence[ua.VariantType | None] = method.input_types or [None] * len(inputs)
         if method.input_types is not None and len(inputs) != len(method.input_types):
             raise TypeMismatchError(

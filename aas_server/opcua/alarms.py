@@ -47,7 +47,7 @@ import copy
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -468,29 +468,20 @@ class AlarmConditions:
                 return _result(StatusCodes.BadInvalidArgument, [StatusCodes.BadTypeMismatch])
             duration = float(value) / 1000.0
             codes = [StatusCodes.Good]
-        condition = self._by_shelving_node.get(object_id)
-        if condition is None:
-            return _result(StatusCodes.BadNodeIdInvalid, codes)
-        session = CALLING_SESSION.get()
-        user = session.user if session is not None else None
-        if not self._may_act(user, condition):
-            return _result(StatusCodes.BadUserAccessDenied, codes)
-        name = self._user_name(user)
-        try:
+
+        async def shelve(alarm: str, user: str) -> None:
             if kind is Shelving.UNSHELVED:
-                await self._source.unshelve(condition.name, name, None)
+                await self._source.unshelve(alarm, user, None)
             else:
-                await self._source.shelve(condition.name, name, kind, duration, None)
-        except AlarmStateError as error:
-            return _result(STATUS_OF_REASON.get(error.reason, StatusCodes.BadInvalidState), codes)
-        except NotFoundError:
-            return _result(StatusCodes.BadNodeIdInvalid, codes)
-        except ValueError:
-            return _result(StatusCodes.BadShelvingTimeOutOfRange, codes)
-        except Exception:
-            _LOG.exception("OPC UA shelving of alarm %s failed", condition.name)
-            return _result(StatusCodes.BadInternalError, codes)
-        return _result(StatusCodes.Good, codes)
+                await self._source.shelve(alarm, user, kind, duration, None)
+
+        return await self._run_action(
+            self._by_shelving_node.get(object_id),
+            codes,
+            "shelving",
+            shelve,
+            value_error=StatusCodes.BadShelvingTimeOutOfRange,
+        )
 
     async def _operator_action(
         self, object_id: ua.NodeId, arguments: Sequence[ua.Variant], action: str
@@ -508,30 +499,53 @@ class AlarmConditions:
         ]
         if any(code != StatusCodes.Good for code in codes):
             return _result(StatusCodes.BadInvalidArgument, codes)
-        condition = self._by_node.get(object_id)
+        text = comment.Value.Text if isinstance(comment.Value, ua.LocalizedText) else None
+
+        async def act(alarm: str, user: str) -> None:
+            if action == "acknowledge":
+                await self._source.acknowledge(alarm, user, text or None)
+            elif action == "confirm":
+                await self._source.confirm(alarm, user, text or None)
+            else:
+                await self._source.add_comment(alarm, user, text or "")
+
+        return await self._run_action(
+            self._by_node.get(object_id), codes, action, act, event_id=bytes(event_id.Value or b"")
+        )
+
+    async def _run_action(
+        self,
+        condition: _Condition | None,
+        codes: list[int],
+        what: str,
+        action: Callable[[str, str], Awaitable[None]],
+        *,
+        event_id: bytes | None = None,
+        value_error: int | None = None,
+    ) -> ua.CallMethodResult:
+        """Run an operator's ``action(alarm name, user name)`` on ``condition`` if the calling user may.
+
+        The outcome as a method result: refusals, unknown conditions or events and failures get their
+        status codes (``value_error`` for a ``ValueError``), ``codes`` are the input argument results.
+        """
         if condition is None:
             return _result(StatusCodes.BadNodeIdInvalid, codes)
         session = CALLING_SESSION.get()
         user = session.user if session is not None else None
         if not self._may_act(user, condition):
             return _result(StatusCodes.BadUserAccessDenied, codes)
-        if bytes(event_id.Value or b"") not in condition.event_ids:
+        if event_id is not None and event_id not in condition.event_ids:
             return _result(StatusCodes.BadEventIdUnknown, codes)
-        text = comment.Value.Text if isinstance(comment.Value, ua.LocalizedText) else None
-        name = self._user_name(user)
         try:
-            if action == "acknowledge":
-                await self._source.acknowledge(condition.name, name, text or None)
-            elif action == "confirm":
-                await self._source.confirm(condition.name, name, text or None)
-            else:
-                await self._source.add_comment(condition.name, name, text or "")
+            await action(condition.name, self._user_name(user))
         except AlarmStateError as error:
             return _result(STATUS_OF_REASON.get(error.reason, StatusCodes.BadInvalidState), codes)
         except NotFoundError:
             return _result(StatusCodes.BadNodeIdInvalid, codes)
-        except Exception:
-            _LOG.exception("OPC UA %s of alarm %s failed", action, condition.name)
+        except Exception as error:
+            if isinstance(error, ValueError) and value_error is not None:
+                return _result(value_error, codes)
+            _LOG.exception("OPC UA %s of alarm %s failed", what, condition.name)
             return _result(StatusCodes.BadInternalError, codes)
         return _result(StatusCodes.Good, codes)
 
