@@ -5,7 +5,8 @@ What becomes durable where (``docs/events.md``):
 - client writes (REST, OPC UA) and model changes: the store encodes their events and journals
   them in the change's own transaction (``TwinStore.outbox_encoder``), before the client gets
   its answer;
-- device values (origin ``device:<name>``) and roll-ups (origin ``rollup``): they are not
+- device values (origin ``device:<name>``), roll-ups, KPIs and predictive results (origins
+  ``rollup``, ``kpi``, ``predictive``): they are not
   journaled one by one, so ``DeviceEventCollector`` takes them from the change bus and appends
   them to the outbox as soon as they arrive (what arrives while an append runs goes in the
   next one, so batches grow with the rate); only then are they published;
@@ -39,7 +40,8 @@ _LOG = logging.getLogger(__name__)
 def is_collected(change: ValueChanged) -> bool:
     """Whether a value change reaches the outbox through the collector (not journaled by the store)."""
     origin = change.origin
-    return origin.startswith("device") or origin == "rollup"
+    # the hub's computed values (roll-ups, KPIs, predictive results) come from its own services
+    return origin.startswith("device") or origin in ("rollup", "kpi", "predictive")
 
 
 class DeviceEventCollector:
