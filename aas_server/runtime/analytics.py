@@ -40,7 +40,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -229,45 +229,34 @@ class AlarmService(BusService):
 
         return unsubscribe
 
-    async def acknowledge(self, alarm_id: str, user: str, comment: str | None) -> AlarmTransition:
+    async def _operate(self, operation: Callable[[datetime], AlarmTransition]) -> AlarmTransition:
+        """Carry out an operator's ``operation`` (given the time now) and commit its transition."""
         async with self._lock:
-            transition = self.engine.acknowledge(alarm_id, user, utc_now(), comment)
+            transition = operation(utc_now())
             await self._commit([transition])
         return transition
+
+    async def acknowledge(self, alarm_id: str, user: str, comment: str | None) -> AlarmTransition:
+        return await self._operate(lambda now: self.engine.acknowledge(alarm_id, user, now, comment))
 
     async def confirm(self, alarm_id: str, user: str, comment: str | None) -> AlarmTransition:
-        async with self._lock:
-            transition = self.engine.confirm(alarm_id, user, utc_now(), comment)
-            await self._commit([transition])
-        return transition
+        return await self._operate(lambda now: self.engine.confirm(alarm_id, user, now, comment))
 
     async def add_comment(self, alarm_id: str, user: str, comment: str) -> AlarmTransition:
-        async with self._lock:
-            transition = self.engine.add_comment(alarm_id, user, utc_now(), comment)
-            await self._commit([transition])
-        return transition
+        return await self._operate(lambda now: self.engine.add_comment(alarm_id, user, now, comment))
 
     async def shelve(
         self, alarm_id: str, user: str, kind: Shelving, duration: float | None, comment: str | None
     ) -> AlarmTransition:
         if kind is Shelving.UNSHELVED or (kind is Shelving.TIMED) != (duration is not None):
             raise ValueError(f"shelving {kind.value} with duration {duration!r} does not fit")
-        async with self._lock:
-            transition = self.engine.shelve(
-                alarm_id,
-                user,
-                utc_now(),
-                duration=timedelta(seconds=duration) if duration is not None else None,
-                comment=comment,
-            )
-            await self._commit([transition])
-        return transition
+        length = timedelta(seconds=duration) if duration is not None else None
+        return await self._operate(
+            lambda now: self.engine.shelve(alarm_id, user, now, duration=length, comment=comment)
+        )
 
     async def unshelve(self, alarm_id: str, user: str, comment: str | None) -> AlarmTransition:
-        async with self._lock:
-            transition = self.engine.unshelve(alarm_id, user, utc_now(), comment)
-            await self._commit([transition])
-        return transition
+        return await self._operate(lambda now: self.engine.unshelve(alarm_id, user, now, comment))
 
     # -- running ----------------------------------------------------------------------------------
 
