@@ -81,8 +81,35 @@ class Empirical(_Strict):
         return math.fsum(self.values) / len(self.values)
 
 
-Distribution = Annotated[Union[Constant, Exponential, Normal, Lognormal, Empirical], Field(discriminator="kind")]  # noqa: UP007
-DISTRIBUTION_KINDS = frozenset({"constant", "exponential", "normal", "lognormal", "empirical"})
+class Weibull(_Strict):
+    """Weibull with this ``shape`` (k) and ``scale`` (λ): the usual law of times to failure (k > 1: wear-out)."""
+
+    kind: Literal["weibull"] = "weibull"
+    shape: float = Field(gt=0)
+    scale: float = Field(gt=0)
+
+    @property
+    def mean(self) -> float:
+        return self.scale * math.gamma(1 + 1 / self.shape)
+
+
+class Gamma(_Strict):
+    """Gamma with this ``shape`` (k) and ``scale`` (θ); its mean is k·θ."""
+
+    kind: Literal["gamma"] = "gamma"
+    shape: float = Field(gt=0)
+    scale: float = Field(gt=0)
+
+    @property
+    def mean(self) -> float:
+        return self.shape * self.scale
+
+
+Distribution = Annotated[
+    Union[Constant, Exponential, Normal, Lognormal, Weibull, Gamma, Empirical],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+DISTRIBUTION_KINDS = frozenset({"constant", "exponential", "normal", "lognormal", "weibull", "gamma", "empirical"})
 
 
 class Station(_Strict):

@@ -27,10 +27,12 @@ from aas_server.simulation.description import (
     Constant,
     Empirical,
     Exponential,
+    Gamma,
     LineDescription,
     Lognormal,
     Normal,
     Station,
+    Weibull,
 )
 
 _BLOCK = 512
@@ -52,6 +54,10 @@ def _draw(distribution: Any, generator: np.random.Generator, count: int) -> np.n
         sigma_squared = math.log1p((distribution.std / distribution.mean) ** 2)
         mu = math.log(distribution.mean) - sigma_squared / 2
         return generator.lognormal(mu, math.sqrt(sigma_squared), count)
+    if isinstance(distribution, Weibull):
+        return distribution.scale * generator.weibull(distribution.shape, count)
+    if isinstance(distribution, Gamma):
+        return generator.gamma(distribution.shape, distribution.scale, count)
     if isinstance(distribution, Empirical):
         return generator.choice(np.asarray(distribution.values, dtype=float), count)
     raise TypeError(f"not a distribution: {distribution!r}")

@@ -16,7 +16,8 @@ process in flow order, the values of its Technical Data (IDTA 02003) and its fai
 given). ``MTBF`` is mean operating time between failures and ``MTTR`` mean repair time, in seconds,
 both taken as exponential (the maximum-entropy choice when only means are known); fitted
 distributions from calibration replace them. A station's ``cycle_time_distribution`` (a
-distribution in the form of ``description``) replaces the constant cycle time.
+distribution in the form of ``description``) replaces the constant cycle time, and its
+``mtbf_distribution`` and ``mttr_distribution`` (from ``calibration``) replace the exponential ones.
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def line_from_twin(process: Mapping[str, Any], **limits: Any) -> LineDescription
             entry["ideal_cycle_time"] = cycle_time
         mtbf = _number(station, "failure_statistics", "MTBF", path)
         mttr = _number(station, "failure_statistics", "MTTR", path)
-        if (mtbf is None) != (mttr is None):
-            raise SimulationError(f"{path}.failure_statistics: needs both MTBF and MTTR, or neither")
-        if mtbf is not None and mttr is not None:
+        if mtbf is not None:
             entry["mtbf"] = {"kind": "exponential", "mean": mtbf}
+        if mttr is not None:
             entry["mttr"] = {"kind": "exponential", "mean": mttr}
+        for key in ("mtbf", "mttr"):
+            if station.get(f"{key}_distribution") is not None:
+                entry[key] = station[f"{key}_distribution"]
+        if ("mtbf" in entry) != ("mttr" in entry):
+            raise SimulationError(f"{path}.failure_statistics: needs both MTBF and MTTR, or neither")
         scrap = _number(station, "failure_statistics", "ScrapRate", path)
         if scrap is not None:
             entry["scrap_rate"] = scrap
