@@ -103,6 +103,10 @@ class AlarmState:
         return self.enabled and (self.active or not self.acknowledged or not self.confirmed)
 
     def as_dict(self) -> dict[str, Any]:
+        return {**self.fields_dict(), "retain": self.retain}
+
+    def fields_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON data (``retain``, derived, left out)."""
         return {
             "enabled": self.enabled,
             "active": self.active,
@@ -112,7 +116,6 @@ class AlarmState:
             "shelvingExpires": _time_text(self.shelving_expires),
             "limitState": self.limit_state.value if self.limit_state else None,
             "severity": self.severity,
-            "retain": self.retain,
         }
 
 
@@ -411,14 +414,7 @@ class Alarm:
         """Plain JSON data for the database; ``from_dict`` restores it."""
         return {
             "name": self.name,
-            "enabled": self.enabled,
-            "active": self.active,
-            "acknowledged": self.acknowledged,
-            "confirmed": self.confirmed,
-            "shelving": self.shelving.value,
-            "shelvingExpires": _time_text(self.shelving_expires),
-            "limitState": self.limit_state.value if self.limit_state else None,
-            "severity": self.severity,
+            **self.state.fields_dict(),
             "message": self.message,
             "comment": self.comment,
             "commentUser": self.comment_user,
