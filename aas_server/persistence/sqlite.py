@@ -339,12 +339,19 @@ class SqliteRepository:
         extra: Callable[[sqlite3.Connection], None] | None = None,
     ) -> Settle:
         """Write identifiables (a unit of a transaction); return the accounting to do once committed."""
-        (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
+        position: int | None = None
         for identifier, kind, document in rows:
+            # an existing row (the usual case: a change) is updated in place; only a new one needs the next
+            # position, which is a scan of the table (there is no index on it)
+            if database.execute(
+                "UPDATE identifiables SET kind = ?, document = ? WHERE id = ?", (kind, document, identifier)
+            ).rowcount:
+                continue
+            if position is None:
+                (position,) = database.execute("SELECT COALESCE(MAX(position), 0) FROM identifiables").fetchone()
             position += 1
             database.execute(
-                "INSERT INTO identifiables (id, kind, position, document) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, document=excluded.document",
+                "INSERT INTO identifiables (id, kind, position, document) VALUES (?, ?, ?, ?)",
                 (identifier, kind, position, document),
             )
         for submodel_id, values in documented.items():
