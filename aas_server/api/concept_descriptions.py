@@ -19,7 +19,16 @@ from aas_server.api import auth
 from aas_server.api.context import catalog_of, store_of
 from aas_server.api.deserialization import decode_model
 from aas_server.api.paging import FilterKey, parse_page_request
-from aas_server.api.resources import cached_body, collection_location, created, no_content, note_change
+from aas_server.api.resources import (
+    cached_body,
+    check_body_id,
+    collection_location,
+    created,
+    delete_identifiable,
+    no_content,
+    note_change,
+    put_identifiable,
+)
 from aas_server.api.routing import RouteTable
 from aas_server.api.serialization import (
     accept_json,
@@ -29,7 +38,7 @@ from aas_server.api.serialization import (
     read_json_body,
     to_json_object,
 )
-from aas_server.errors import InvalidRequestError, NotFoundError
+from aas_server.errors import InvalidRequestError
 
 routes = RouteTable()
 
@@ -140,28 +149,17 @@ async def put_concept_description(request: web.Request) -> web.Response:
     concept_description = await asyncio.to_thread(
         decode_model, await read_json_body(request), model.ConceptDescription, "ConceptDescription"
     )
-    if concept_description.id != identifier:
-        raise InvalidRequestError(
-            f"the id in the body ({concept_description.id!r}) differs from the path's ({identifier!r})"
-        )
-    store = store_of(request)
-    try:
-        store.concept_description(identifier)
-    except NotFoundError:
-        await store.create(concept_description)
-        note_change(request, identifier, concept_description)
-        return created(request, concept_description_body(request, identifier), request.path)
-    await store.replace(concept_description)
-    note_change(request, identifier, concept_description)
-    return no_content()
+    check_body_id(concept_description, identifier)
+    return await put_identifiable(
+        request,
+        concept_description,
+        store_of(request).concept_description,
+        lambda: concept_description_body(request, identifier),
+    )
 
 
 @routes.delete("/concept-descriptions/{cdIdentifier}")
 async def delete_concept_description(request: web.Request) -> web.Response:
     """DeleteConceptDescriptionById."""
-    store = store_of(request)
-    identifier = _identifier(request)
-    store.concept_description(identifier)
-    await store.delete(identifier)
-    note_change(request, identifier, None)
+    await delete_identifiable(request, _identifier(request), store_of(request).concept_description)
     return no_content()

@@ -10,7 +10,7 @@ from basyx.aas import model
 
 from aas_server.api.context import cache_of, catalog_of, store_of
 from aas_server.api.serialization import bytes_response, decode_identifier, encode_identifier
-from aas_server.errors import NotFoundError
+from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths
 
 
@@ -71,3 +71,40 @@ def collection_location(request: web.Request, identifier: str) -> str:
 def note_change(request: web.Request, identifier: str, identifiable: model.Identifiable | None) -> None:
     """Tell the paging catalog about a create/replace (``identifiable``) or delete (``None``) just made."""
     catalog_of(request).changed(identifier, identifiable)
+
+
+def check_body_id(identifiable: model.Identifiable, path_id: str) -> None:
+    """A PUT's body must carry the identifier of its path (``400`` otherwise)."""
+    if identifiable.id != path_id:
+        raise InvalidRequestError(f"the id in the body ({identifiable.id!r}) differs from the path's ({path_id!r})")
+
+
+async def replace_identifiable(request: web.Request, identifiable: model.Identifiable) -> None:
+    """Replace the stored identifiable of ``identifiable.id`` and tell the paging catalog."""
+    await store_of(request).replace(identifiable)
+    note_change(request, identifiable.id, identifiable)
+
+
+async def put_identifiable(
+    request: web.Request,
+    identifiable: model.Identifiable,
+    find: Callable[[str], object],
+    created_body: Callable[[], bytes],
+) -> web.Response:
+    """Part 2 Put…ById: replace (``204``), or create (``201`` with ``created_body()``) where ``find`` of the id
+    raises ``NotFoundError``."""
+    try:
+        find(identifiable.id)
+    except NotFoundError:
+        await store_of(request).create(identifiable)
+        note_change(request, identifiable.id, identifiable)
+        return created(request, created_body(), request.path)
+    await replace_identifiable(request, identifiable)
+    return no_content()
+
+
+async def delete_identifiable(request: web.Request, identifier: str, find: Callable[[str], object]) -> None:
+    """Part 2 Delete…ById: ``find`` (``404`` for an unknown id, or one of another kind), delete, tell the catalog."""
+    find(identifier)
+    await store_of(request).delete(identifier)
+    note_change(request, identifier, None)

@@ -36,10 +36,14 @@ from aas_server.api.downloads import stored_bytes_response
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
 from aas_server.api.resources import (
     cached_body,
+    check_body_id,
     collection_location,
     created,
+    delete_identifiable,
     no_content,
     note_change,
+    put_identifiable,
+    replace_identifiable,
     shell_id_of,
 )
 from aas_server.api.routing import RouteTable
@@ -99,16 +103,6 @@ def shell_body(request: web.Request, shell_id: str) -> bytes:
     return cached_body(request, shell_id, ("shell",), lambda: dumps(to_json_object(store.shell(shell_id))))
 
 
-def _check_id(shell: model.AssetAdministrationShell, shell_id: str) -> None:
-    if shell.id != shell_id:
-        raise InvalidRequestError(f"the id in the body ({shell.id!r}) differs from the path's ({shell_id!r})")
-
-
-async def _replace(request: web.Request, shell: model.AssetAdministrationShell) -> None:
-    await store_of(request).replace(shell)
-    note_change(request, shell.id, shell)
-
-
 def _copy(request: web.Request) -> model.AssetAdministrationShell:
     """A deep copy of the addressed shell, to change and then ``_replace``."""
     return copy.deepcopy(store_of(request).shell(shell_id_of(request)))
@@ -165,29 +159,22 @@ async def put_shell(request: web.Request) -> web.Response:
     shell = await asyncio.to_thread(
         decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
     )
-    _check_id(shell, shell_id)
+    check_body_id(shell, shell_id)
     auth.check_references(request, shell_id, shell)
     await check_thumbnail(request, shell_id, shell.asset_information.default_thumbnail)
-    store = store_of(request)
-    try:
-        store.shell(shell_id)
-    except NotFoundError:
-        await store.create(shell)
-        note_change(request, shell.id, shell)
-        return created(request, shell_body(request, shell.id), request.path)
-    await _replace(request, shell)
-    return no_content()
+    return await put_identifiable(request, shell, store_of(request).shell, lambda: shell_body(request, shell_id))
 
 
 @routes.delete("/shells/{aasIdentifier}")
 async def delete_shell(request: web.Request) -> web.Response:
     """DeleteAssetAdministrationShellById (its submodels stay in the repository)."""
-    store = store_of(request)
     shell_id = shell_id_of(request)
-    store.shell(shell_id)
-    auth.check_references(request, shell_id, None)
-    await store.delete(shell_id)
-    note_change(request, shell_id, None)
+
+    def find_and_check(identifier: str) -> None:
+        store_of(request).shell(identifier)
+        auth.check_references(request, identifier, None)
+
+    await delete_identifiable(request, shell_id, find_and_check)
     return no_content()
 
 
@@ -225,7 +212,7 @@ async def put_asset_information(request: web.Request) -> web.Response:
     shell = _copy(request)
     await check_thumbnail(request, shell.id, information.default_thumbnail)
     shell.asset_information = information
-    await _replace(request, shell)
+    await replace_identifiable(request, shell)
     return no_content()
 
 
@@ -256,7 +243,7 @@ async def put_thumbnail(request: web.Request) -> web.Response:
         owned_key(thumbnail_owner(shell.id), path), Attachment(upload.content, content_type)
     )
     shell.asset_information.default_thumbnail = model.Resource(path, content_type)
-    await _replace(request, shell)
+    await replace_identifiable(request, shell)
     return no_content()
 
 
@@ -268,7 +255,7 @@ async def delete_thumbnail(request: web.Request) -> web.Response:
     if thumbnail is None:
         raise NotFoundError(f"shell {shell.id!r} has no thumbnail")
     shell.asset_information.default_thumbnail = None
-    await _replace(request, shell)
+    await replace_identifiable(request, shell)
     await attachments_of(request).delete(owned_key(thumbnail_owner(shell.id), thumbnail.path))
     return web.Response(status=200)
 
@@ -307,7 +294,7 @@ async def post_submodel_reference(request: web.Request) -> web.Response:
         raise ConflictError(f"shell {shell.id!r} references {reference.key[0].value!r} already")
     shell.submodel.add(reference)
     auth.check_references(request, shell.id, shell)
-    await _replace(request, shell)
+    await replace_identifiable(request, shell)
     return created(request, dumps(reference), f"{request.path.rstrip('/')}/{encode_identifier(reference.key[0].value)}")
 
 
@@ -322,5 +309,5 @@ async def delete_submodel_reference(request: web.Request) -> web.Response:
     for reference in matching:
         shell.submodel.discard(reference)
     auth.check_references(request, shell.id, shell)
-    await _replace(request, shell)
+    await replace_identifiable(request, shell)
     return no_content()

@@ -31,11 +31,15 @@ from aas_server.api.deserialization import decode_element, decode_model
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
 from aas_server.api.resources import (
     cached_body,
+    check_body_id,
     collection_location,
     created,
+    delete_identifiable,
     no_content,
     note_change,
+    put_identifiable,
     references_submodel,
+    replace_identifiable,
     shell_id_of,
     submodel_id_of,
 )
@@ -58,7 +62,7 @@ from aas_server.api.serialization import (
     to_json_object,
 )
 from aas_server.api.value_only import ValuePlan, plan_value_update
-from aas_server.errors import InvalidRequestError, NotFoundError
+from aas_server.errors import InvalidRequestError
 from aas_server.model import paths
 from aas_server.store.twin_store import LARGE_ELEMENT_COUNT, TwinStore, collector_paused, is_large
 
@@ -199,11 +203,6 @@ async def current_json(store: TwinStore, submodel_id: str) -> dict[str, Any]:
         return await asyncio.to_thread(plain_json, store.submodel(submodel_id))
 
 
-def _check_id(submodel: model.Submodel, submodel_id: str) -> None:
-    if submodel.id != submodel_id:
-        raise InvalidRequestError(f"the id in the body ({submodel.id!r}) differs from the path's ({submodel_id!r})")
-
-
 # --- /submodels -------------------------------------------------------------------------------
 
 
@@ -328,18 +327,13 @@ async def put_submodel(request: web.Request) -> web.Response:
     accept_json(request)
     submodel_id = submodel_id_of(request)
     submodel, encoded = await asyncio.to_thread(decoded_submodel, await read_json_body(request))
-    _check_id(submodel, submodel_id)
+    check_body_id(submodel, submodel_id)
     await check_file_values(request, submodel_id, "", submodel)
-    store = store_of(request)
     if "aasIdentifier" not in request.match_info:
-        try:
-            store.submodel(submodel_id)
-        except NotFoundError:
-            await store.create(submodel)
-            note_change(request, submodel.id, submodel)
-            return created(request, created_submodel_body(request, submodel.id, encoded), request.path)
-    await store.replace(submodel)
-    note_change(request, submodel.id, submodel)
+        return await put_identifiable(
+            request, submodel, store_of(request).submodel, lambda: created_submodel_body(request, submodel_id, encoded)
+        )
+    await replace_identifiable(request, submodel)
     return no_content()
 
 
@@ -351,11 +345,10 @@ async def patch_submodel(request: web.Request) -> web.Response:
     body = await read_json_object(request, "Submodel")
     current = await current_json(store, submodel_id)
     submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
-    _check_id(submodel, submodel_id)
+    check_body_id(submodel, submodel_id)
     await check_file_values(request, submodel_id, "", submodel)
     auth.check_kept_content(request, submodel_id, "", submodel)
-    await store.replace(submodel)
-    note_change(request, submodel.id, submodel)
+    await replace_identifiable(request, submodel)
     return no_content()
 
 
@@ -364,15 +357,11 @@ async def delete_submodel(request: web.Request) -> web.Response:
     """DeleteSubmodelById; under a shell also removes the shell's reference to it."""
     store = store_of(request)
     submodel_id = submodel_id_of(request)
-    store.submodel(submodel_id)
-    await store.delete(submodel_id)
-    note_change(request, submodel_id, None)
+    await delete_identifiable(request, submodel_id, store.submodel)
     if "aasIdentifier" in request.match_info:
         shell = store.shell(shell_id_of(request))
         if references_submodel(shell, submodel_id):
-            replacement = copy_shell_without(shell, submodel_id)
-            await store.replace(replacement)
-            note_change(request, replacement.id, replacement)
+            await replace_identifiable(request, copy_shell_without(shell, submodel_id))
     return no_content()
 
 
@@ -405,8 +394,7 @@ async def patch_submodel_metadata(request: web.Request) -> web.Response:
     check_metadata_body(body, current)
     submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
     auth.check_kept_content(request, submodel_id, "", submodel)
-    await store.replace(submodel)
-    note_change(request, submodel.id, submodel)
+    await replace_identifiable(request, submodel)
     return no_content()
 
 
