@@ -21,9 +21,10 @@ After each batch of changes the states of the detectors and estimators that chan
 ``predictive.sqlite`` (``persistence/predictive.py``) and restored at the next start; a detector
 whose configuration changed starts afresh.
 
-Left out: alarms on the results (a ``state`` rule on an ``AnomalyPersistent`` element in a rules
-file works, as the elements are ordinary Properties), the IDTA 02048 structure, settings changed
-while running.
+Alarms on the results are ordinary monitoring rules on these Properties (a ``state`` rule on
+``AnomalyPersistent``, a ``limits`` rule with ``lo`` on ``RemainingUsefulLife``).
+
+Left out: the IDTA 02048 structure, settings changed while running.
 """
 
 from __future__ import annotations
