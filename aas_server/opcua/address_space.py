@@ -34,7 +34,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from asyncua import ua
 from asyncua.server.server import Server
@@ -112,52 +112,36 @@ class ModelChanges:
         return bool(self.verbs)
 
 
-class _StoreStates(Mapping[ElementKey, ValueState]):
-    """The store's value states as a mapping, without copying them."""
+_Value = TypeVar("_Value")
 
-    def __init__(self, store: TwinStore) -> None:
-        self._store = store
 
-    def __getitem__(self, key: ElementKey) -> ValueState:
-        state = self._store.state(*key)
-        if state is None:
+class _StoreView(Mapping[ElementKey, _Value]):
+    """What the store keeps per element (value states, bindings) as a mapping, without copying it.
+
+    ``get`` does not raise ``KeyError`` for elements without an entry: the planner asks for every Property.
+    """
+
+    def __init__(
+        self, lookup: Callable[[str, str], _Value | None], entries: Callable[[], Iterable[ElementKey]]
+    ) -> None:
+        self._lookup = lookup
+        self._entries = entries
+
+    def __getitem__(self, key: ElementKey) -> _Value:
+        value = self._lookup(*key)
+        if value is None:
             raise KeyError(key)
-        return state
+        return value
 
     def get(self, key: ElementKey, default: Any = None) -> Any:
-        """Without raising ``KeyError`` for elements without state (the planner asks for every Property)."""
-        state = self._store.state(*key)
-        return default if state is None else state
+        value = self._lookup(*key)
+        return default if value is None else value
 
     def __iter__(self) -> Iterator[ElementKey]:
-        return (key for key, _ in self._store.states())
+        return iter(self._entries())
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._store.states())
-
-
-class _StoreBindings(Mapping[ElementKey, ElementBinding]):
-    """The store's element bindings as a mapping, without copying them."""
-
-    def __init__(self, store: TwinStore) -> None:
-        self._store = store
-
-    def __getitem__(self, key: ElementKey) -> ElementBinding:
-        binding = self._store.binding(*key)
-        if binding is None:
-            raise KeyError(key)
-        return binding
-
-    def get(self, key: ElementKey, default: Any = None) -> Any:
-        """Without raising ``KeyError`` for unbound elements (most of them)."""
-        binding = self._store.binding(*key)
-        return default if binding is None else binding
-
-    def __iter__(self) -> Iterator[ElementKey]:
-        return iter(self._store.bindings())
-
-    def __len__(self) -> int:
-        return len(self._store.bindings())
+        return sum(1 for _ in self._entries())
 
 
 class ProjectedAddressSpace:
@@ -185,8 +169,8 @@ class ProjectedAddressSpace:
         self._bulk = BulkNodeAdder(self._address_space)
         self._type_node_ids: dict[TypeId | None, ua.NodeId] = {}
         self._store = store
-        self._states = _StoreStates(store)
-        self._bindings = _StoreBindings(store)
+        self._states = _StoreView[ValueState](store.state, lambda: (key for key, _ in store.states()))
+        self._bindings = _StoreView[ElementBinding](store.binding, store.bindings)
         self._namespace_index = namespace_index
         self._types_namespace_index = types_namespace_index
         self._invoker = OperationInvoker(store, operations, call_timeout)

@@ -757,16 +757,9 @@ def engineering_units_information(unit: EngineeringUnit) -> ua.EUInformation:
 
 
 def _engineering_units(submodel_id: str, id_short_path: str, parent_id: str, unit: EngineeringUnit) -> VariableNode:
-    return VariableNode(
-        node_ids.element_property_node_id(submodel_id, id_short_path, "EngineeringUnits"),
-        parent_id,
-        ReferenceKind.HAS_PROPERTY,
-        "EngineeringUnits",
-        VariableKind.PROPERTY,
-        ua.VariantType.ExtensionObject,
-        ua.DataValue(ua.Variant(engineering_units_information(unit), ua.VariantType.ExtensionObject)),
-        data_type=ObjectIds.EUInformation,
-        browse_namespace=BrowseNamespace.STANDARD,
+    information = engineering_units_information(unit)
+    return _analog_property(
+        submodel_id, id_short_path, parent_id, "EngineeringUnits", information, ObjectIds.EUInformation
     )
 
 
@@ -775,15 +768,23 @@ def _engineering_range(
 ) -> VariableNode:
     """The ``EURange`` property (OPC 10000-8 §5.3.2): the range the value is expected in."""
     low, high = value_range
+    value_range_structure = ua.Range(Low=float(low), High=float(high))
+    return _analog_property(submodel_id, id_short_path, parent_id, "EURange", value_range_structure, ObjectIds.Range)
+
+
+def _analog_property(
+    submodel_id: str, id_short_path: str, parent_id: str, name: str, structure: Any, data_type: int
+) -> VariableNode:
+    """A standard property of an analog item (OPC 10000-8 §5.3.2) holding a ``structure`` of type ``data_type``."""
     return VariableNode(
-        node_ids.element_property_node_id(submodel_id, id_short_path, "EURange"),
+        node_ids.element_property_node_id(submodel_id, id_short_path, name),
         parent_id,
         ReferenceKind.HAS_PROPERTY,
-        "EURange",
+        name,
         VariableKind.PROPERTY,
         ua.VariantType.ExtensionObject,
-        ua.DataValue(ua.Variant(ua.Range(Low=float(low), High=float(high)), ua.VariantType.ExtensionObject)),
-        data_type=ObjectIds.Range,
+        ua.DataValue(ua.Variant(structure, ua.VariantType.ExtensionObject)),
+        data_type=data_type,
         browse_namespace=BrowseNamespace.STANDARD,
     )
 

@@ -29,13 +29,13 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+from typing import TypeVar
 
 from asyncua import ua
 
 from aas_server.analytics.source import AlarmSource
 from aas_server.config import OpcUaSettings, SecurityPolicyName
+from aas_server.lifecycle import Service, cancel_and_wait
 from aas_server.opcua.access import SessionAccess
 from aas_server.opcua.address_space import ProjectedAddressSpace
 from aas_server.opcua.alarms import AlarmConditions
@@ -66,7 +66,17 @@ PRODUCT_URI = "urn:aas-server"
 _PORT_ATTEMPTS = 5
 
 
-class OpcUaProjection:
+_Started = TypeVar("_Started")
+
+
+def _started(value: _Started | None) -> _Started:
+    """``value``, set when the projection starts; ``RuntimeError`` before."""
+    if value is None:
+        raise RuntimeError("the OPC UA projection is not started")
+    return value
+
+
+class OpcUaProjection(Service):
     """The twin store as an OPC UA server (OPC 10000-3 address space, OPC 10000-4 services).
 
     ``async with OpcUaProjection(store, settings, data_dir) as projection:`` serves the store at
@@ -109,46 +119,30 @@ class OpcUaProjection:
     @property
     def types_namespace_index(self) -> int:
         """The index of the type model's namespace (``urn:aas-server:types:v3``), normally 3."""
-        if self._types_namespace_index is None:
-            raise RuntimeError("the OPC UA projection is not started")
-        return self._types_namespace_index
+        return _started(self._types_namespace_index)
 
     @property
     def endpoint_url(self) -> str:
         """``opc.tcp://host:port/`` with the port actually listened on."""
-        if self._endpoint_url is None:
-            raise RuntimeError("the OPC UA projection is not started")
-        return self._endpoint_url
+        return _started(self._endpoint_url)
 
     @property
     def server_certificate_path(self) -> Path:
         """The server's certificate (configured, or generated in ``<data_dir>/pki/``)."""
-        if self._certificate_path is None:
-            raise RuntimeError("the OPC UA projection is not started")
-        return self._certificate_path
+        return _started(self._certificate_path)
 
     @property
     def namespace_index(self) -> int:
         """The index of ``settings.namespace_uri`` in the server's namespace array."""
-        if self._namespace_index is None:
-            raise RuntimeError("the OPC UA projection is not started")
-        return self._namespace_index
+        return _started(self._namespace_index)
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Serve the store; when starting fails, what was started is stopped again."""
         try:
             await self._start()
         except BaseException:
-            await self._stop()
+            await self.stop()
             raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self._stop()
 
     async def _start(self) -> None:
         settings = self._settings
@@ -256,12 +250,9 @@ class OpcUaProjection:
         assert self._server is not None
         await self._server.write_attribute_value(node_id, value)
 
-    async def _stop(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+    async def stop(self) -> None:
+        await cancel_and_wait(self._sync_task)
+        self._sync_task = None
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
