@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
+from aas_server.lifecycle import Service
 from aas_server.model.events import Quality, QualityReason, RawSample, RawWrite, utc_now
 
 SampleSink = Callable[[RawSample], None]
@@ -95,6 +96,17 @@ class ConnectorModule(Protocol):
     def with_endpoint(self, device: Any, endpoint: str) -> Any:
         """``device`` reached at ``endpoint`` instead (``host:port``, or the protocol's URL)."""
         ...
+
+
+class SupervisedConnector(Service):
+    """A connector whose connection its ``ConnectionSupervisor`` looks after."""
+
+    _supervisor: ConnectionSupervisor
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the device (or broker) answered the last attempt; ``None`` before the first one ended."""
+        return self._supervisor.reachable
 
 
 def quiet_library_logging(logger_name: str) -> None:

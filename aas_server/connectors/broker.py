@@ -23,9 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aas_server.config import secret_from_environment
-from aas_server.connectors.base import ConnectionSupervisor, SampleSink
+from aas_server.connectors.base import ConnectionSupervisor, SampleSink, SupervisedConnector
 from aas_server.errors import DeviceError, DeviceTimeoutError
-from aas_server.lifecycle import Service
 from aas_server.mapping.point_base import PointBase
 from aas_server.mapping.protocols.mqtt import BrokerDevice
 from aas_server.model.events import QualityReason
@@ -35,7 +34,7 @@ DeviceT = TypeVar("DeviceT", bound=BrokerDevice)
 PointT = TypeVar("PointT", bound=PointBase)
 
 
-class BrokerConnector(Service, Generic[DeviceT, PointT]):
+class BrokerConnector(SupervisedConnector, Generic[DeviceT, PointT]):
     """One paho client connected to the broker of ``device``, for ``points``; one instance per device."""
 
     KIND: ClassVar[str]
@@ -69,11 +68,6 @@ class BrokerConnector(Service, Generic[DeviceT, PointT]):
     def connected(self) -> bool:
         """Whether the broker accepted the connection (CONNACK) and it is open now."""
         return self._connected
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the broker accepted the last connection attempt; ``None`` before the first ended."""
-        return self._supervisor.reachable
 
     @property
     def topic_filters(self) -> list[str]:

@@ -65,10 +65,10 @@ from aas_server.connectors.base import (
     ConnectionSupervisor,
     ConnectorContext,
     SampleSink,
+    SupervisedConnector,
     quiet_library_logging,
 )
 from aas_server.errors import DeviceError, DeviceTimeoutError, NotFoundError, TypeMismatchError
-from aas_server.lifecycle import Service
 from aas_server.mapping.codecs import register_bit_masks, with_register_bit
 from aas_server.mapping.planner import ReadRequest, plan_reads
 from aas_server.mapping.schema import BitPoint, ModbusTcpDevice, RegisterPoint, Table
@@ -192,7 +192,7 @@ class _UnitState:
     """Whether it is still assumed to support Mask Write Register (22)."""
 
 
-class ModbusConnector(Service):
+class ModbusConnector(SupervisedConnector):
     """Polls one Modbus TCP device and writes to it; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
@@ -224,11 +224,6 @@ class ModbusConnector(Service):
     def connected(self) -> bool:
         """Whether a TCP connection to the device is open now."""
         return self._client is not None and self._client.connected
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the device answered last time; ``None`` before the first attempt ended."""
-        return self._supervisor.reachable
 
     @property
     def read_requests(self) -> list[ReadRequest]:

@@ -83,6 +83,7 @@ from aas_server.connectors.base import (
     ConnectionSupervisor,
     ConnectorContext,
     SampleSink,
+    SupervisedConnector,
     quiet_library_logging,
 )
 from aas_server.errors import (
@@ -95,7 +96,6 @@ from aas_server.errors import (
     NotWritableError,
     TypeMismatchError,
 )
-from aas_server.lifecycle import Service
 from aas_server.mapping.schema import (
     Acquisition,
     OpcUaDevice,
@@ -472,7 +472,7 @@ class _DataChanges:
             self._session.mark_lost(f"the server ended the subscription ({status_name(code)})")
 
 
-class OpcUaClientConnector(Service):
+class OpcUaClientConnector(SupervisedConnector):
     """Reads, writes and calls methods of one OPC UA server for the hub; one instance per device.
 
     ``sink`` receives every ``RawSample`` synchronously on the event loop; it must not block.
@@ -558,11 +558,6 @@ class OpcUaClientConnector(Service):
     def connected(self) -> bool:
         """Whether a session with the server is active and its points are resolved and subscribed."""
         return self._session is not None and not self._session.lost.is_set()
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the server answered the last attempt; ``None`` before the first attempt ended."""
-        return self._supervisor.reachable
 
     async def start(self) -> None:
         """Start connecting, subscribing and polling; does not wait for, nor fail on, an unreachable server.
