@@ -79,12 +79,35 @@ class _Plan:
 SampleHandler = Callable[[RawSample], ValueChanged | None]
 
 
+def _whole_range_fits(chain: Chain, value_type: values.ValueType | None) -> bool:
+    """Whether every integer the chain can give is a valid ``value_type`` (an integer XSD type).
+
+    Such a point's integers take the valueType's class directly (``int.__new__``), without its range
+    check on each sample: the plan made that check once, by basyx's own constructor, at both ends of
+    the range of the point's data type (the XSD integer types are intervals). Integers stay integers
+    only where no scale, offset or unit conversion applies, so the range is the data type's.
+    """
+    bounds = chain.integer_range
+    if bounds is None or chain.forward is not None or chain.enum is not None or value_type is None:
+        return False
+    if value_type is bool or not isinstance(value_type, type) or not issubclass(value_type, int):
+        return False
+    try:
+        value_type(bounds[0])
+        value_type(bounds[1])
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
 def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | None = None) -> SampleHandler:
     """The whole read path of one point with everything it needs bound: the engine's per-sample code."""
     chain, decode, read = plan.chain, plan.decode, plan.read
     submodel_id, id_short_path, origin = plan.submodel_id, plan.id_short_path, plan.origin
     read_failure, read_bad = normalize.read_failure, normalize.read_bad
     value_type, coerce, point_name = plan.value_type, values.coerce, plan.point.name
+    whole_range_fits = _whole_range_fits(chain, value_type)
+    new_int = int.__new__
     if server_clock is None:
         server_clock = [None, None]
 
@@ -107,7 +130,10 @@ def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | No
         value, quality, reason = outcome
         if value_type is not None and value.__class__ is not value_type and value is not None and quality is not _BAD:
             try:
-                value = coerce(value_type, value)
+                if whole_range_fits and value.__class__ is int:
+                    value = new_int(value_type, value)
+                else:
+                    value = coerce(value_type, value)
             except TypeMismatchError as error:
                 _LOG.debug("point %s: %s", point_name, error)
                 value, quality, reason = None, _BAD, _OUT_OF_RANGE
