@@ -128,8 +128,6 @@ StoreEvent = ValueChanged | ModelChanged
 
 _BAD = Quality.BAD
 
-_BAD = Quality.BAD
-
 
 class ValueState:
     """The current value of a Property with its source time, server time and quality.
