@@ -226,6 +226,8 @@ class AccessOperation(enum.Enum):
     """Bulk downloads: ``/serialization``, ``/rdf``, ``/sparql``, AASX package files."""
     ACKNOWLEDGE = "acknowledge"
     """Operator actions on an alarm (acknowledge, confirm, comment, shelve), judged on the rule's element."""
+    SIMULATE = "simulate"
+    """Running, reading, cancelling and comparing what-if simulations of a process shell, judged on the shell."""
 
 
 class TokenAlgorithm(enum.Enum):
@@ -355,6 +357,24 @@ class AnalyticsSettings(_Strict):
     predictive: PredictiveSettings = PredictiveSettings()
 
 
+class SimulationSettings(_Strict):
+    """What-if simulation jobs of process twins (``docs/simulation.md``): bounds on what a job may cost."""
+
+    max_horizon: Annotated[float, Field(gt=0, le=365 * 24 * 3600, allow_inf_nan=False)] = 7 * 24 * 3600.0
+    """Seconds of simulated time a scenario may ask for at most."""
+    max_replications: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Replications a scenario may ask for at most."""
+    workers: Annotated[int, Field(ge=1, le=256)] = 2
+    """Worker processes of the hub's one replication pool (started on the first job)."""
+    max_jobs: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Jobs queued or running at once; one more is refused (429)."""
+    buffer_capacity: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    """Parts between two stations of a line built from the twin (the twin has no buffer sizes); a scenario
+    overrides it by ``buffers[i].capacity``, a Simulation Models submodel of the shell replaces it."""
+    kept_jobs: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Finished jobs kept in the job table (and their results); the oldest go first."""
+
+
 class HubSettings(_Strict):
     """Everything the hub needs to start. Relative paths are relative to the settings file."""
 
@@ -375,6 +395,7 @@ class HubSettings(_Strict):
     history: HistorySettings = HistorySettings()
     rollups: list[RollupSettings] = Field(default_factory=list)
     analytics: AnalyticsSettings = AnalyticsSettings()
+    simulation: SimulationSettings = SimulationSettings()
     security: SecuritySettings = SecuritySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

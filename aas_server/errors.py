@@ -54,6 +54,10 @@ class AccessDeniedError(HubError):
     """The caller is not allowed to do this."""
 
 
+class CapacityError(HubError):
+    """A configured bound on concurrent work is reached (``simulation.max_jobs``); the request may succeed later."""
+
+
 class DeviceError(HubError):
     """A device could not be reached or refused a request; the value was not written."""
 

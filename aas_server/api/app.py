@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 from aas_server.analytics.source import AlarmSource
 from aas_server.api import alarms as alarm_routes
 from aas_server.api import concept_descriptions, description, file_server, rdf, shells, submodel_elements, submodels
+from aas_server.api import simulations as simulation_routes
 from aas_server.api.cache import DEFAULT_MAX_ENTRIES, ResponseCache
 from aas_server.api.context import (
     ALARMS_KEY,
@@ -33,6 +34,7 @@ from aas_server.api.context import (
     OPERATIONS_KEY,
     PACKAGES_KEY,
     RUNS_KEY,
+    SIMULATIONS_KEY,
     STORE_KEY,
 )
 from aas_server.api.cors import cors_middleware
@@ -42,6 +44,7 @@ from aas_server.api.history import routes as history_routes
 from aas_server.api.operations import OperationRegistry, OperationRuns
 from aas_server.api.paging import Catalog
 from aas_server.api.routing import ApiResource, RouteTable
+from aas_server.simulation.jobs import SimulationJobs
 from aas_server.store.files import AttachmentStore, MemoryAttachmentStore, MemoryPackageStore, PackageStore
 from aas_server.store.history import HistorySource
 from aas_server.store.twin_store import TwinStore
@@ -83,6 +86,7 @@ def create_app(
     cache_entries: int = DEFAULT_MAX_ENTRIES,
     history: HistorySource | None = None,
     alarms: AlarmSource | None = None,
+    simulations: SimulationJobs | None = None,
 ) -> web.Application:
     """The REST application over ``store``.
 
@@ -92,7 +96,8 @@ def create_app(
     ``attachments`` and ``packages`` keep file contents and AASX packages (in memory unless the
     hub passes durable ones); ``operations`` holds the implementations of Operation elements;
     ``cache_entries`` bounds the response cache (0 disables it); ``history`` (recorded values) adds the
-    history routes; ``alarms`` (the hub's alarm service) the alarm routes (``api/alarms.py``).
+    history routes; ``alarms`` (the hub's alarm service) the alarm routes (``api/alarms.py``);
+    ``simulations`` (the hub's simulation jobs) the simulation routes (``api/simulations.py``).
     """
     chain: list[Middleware] = [error_middleware, body_limit_middleware(client_max_size), *middlewares]
     if cors_origins:
@@ -114,7 +119,10 @@ def create_app(
     top_level_tables = TOP_LEVEL_TABLES
     if alarms is not None:
         app[ALARMS_KEY] = alarms
-        top_level_tables = (*TOP_LEVEL_TABLES, alarm_routes.routes)
+        top_level_tables = (*top_level_tables, alarm_routes.routes)
+    if simulations is not None:
+        app[SIMULATIONS_KEY] = simulations
+        top_level_tables = (*top_level_tables, simulation_routes.routes)
     for prefix in API_PREFIXES:
         resource = ApiResource(prefix)
         for table in top_level_tables:

@@ -65,11 +65,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from basyx.aas import model
 
-from aas_server.api.context import ALARMS_KEY, PACKAGES_KEY, store_of
+from aas_server.api.context import ALARMS_KEY, MAX_BODY_KEY, PACKAGES_KEY, SIMULATIONS_KEY, store_of
 from aas_server.api.errors import mapping_for, result_response
 from aas_server.api.package_access import decide_package, package_contents
 from aas_server.api.resources import canonical_path
@@ -107,6 +108,8 @@ class TargetKind(enum.Enum):
     PACKAGE = "package"
     ALARM = "alarm"
     """An alarm (``alarmId``), judged on its rule's element; an unknown alarm on the whole repository."""
+    SIMULATION = "simulation"
+    """A simulation job (``jobId``) or the body's ``shell``, judged on that process shell (``_check_simulation``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,11 @@ ROUTE_ACCESS: Mapping[str, RouteAccess] = {
     "alarms.comment_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
     "alarms.shelve_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
     "alarms.unshelve_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
+    # simulations (api/simulations.py): every route is `simulate` on the process shell
+    "simulations.post_simulation": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
+    "simulations.get_simulation": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
+    "simulations.delete_simulation": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
+    "simulations.compare_simulations": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
 }
 """Every route's operation and target kind, by handler (module in ``aas_server.api`` and function name)."""
 
@@ -435,6 +443,8 @@ async def _check(request: web.Request, route: RouteAccess, principal: Principal,
         )
     if kind is TargetKind.ALARM:
         return _check_alarm(request, roles, operation, access)
+    if kind is TargetKind.SIMULATION:
+        return await _check_simulation(request, roles, operation, access)
     if kind is TargetKind.PACKAGE:
         package_id = decode_identifier(match_info["packageId"], "packageId")
         package = await request.app[PACKAGES_KEY].get(package_id)
@@ -484,6 +494,45 @@ def _check_alarm(
     scope = access.scope(roles, operation, element.submodel, element.path)
     description = f"alarm {alarm_id!r} on submodel {element.submodel!r} element {element.path!r}"
     return _Checked(operation, description, Decision(scope.kind is ScopeKind.ALL, scope.reason))
+
+
+async def _simulation_shells(request: web.Request) -> list[str] | None:
+    """The process shells a simulation request is about: the job's (``jobId``), the jobs' of a comparison, or
+    the body's ``shell``; ``None`` when the request names none the check can see (an unknown job, a bad body)."""
+    jobs = request.app.get(SIMULATIONS_KEY)
+    if jobs is None:
+        return None
+    try:
+        if "jobId" in request.match_info:
+            return [jobs.job(request.match_info["jobId"]).shell]
+        raw = await request.read()  # aiohttp keeps the body: the handler reads it again
+        data = orjson.loads(raw) if len(raw) <= request.app[MAX_BODY_KEY] else None
+        if not isinstance(data, dict):
+            return None
+        if isinstance(data.get("baseline"), str) and isinstance(data.get("candidate"), str):
+            return [jobs.job(data["baseline"]).shell, jobs.job(data["candidate"]).shell]
+        shell = data.get("shell")
+        return [shell] if isinstance(shell, str) and shell else None
+    except (NotFoundError, orjson.JSONDecodeError):
+        return None
+
+
+async def _check_simulation(
+    request: web.Request, roles: frozenset[str], operation: AccessOperation, access: ModelAccess
+) -> _Checked:
+    """``simulate`` on every process shell the request is about; a request naming none (unknown job, bad body)
+    needs some rule allowing ``simulate``, so that its ``404``/``400`` tells only those who may simulate."""
+    shells = await _simulation_shells(request)
+    if shells is None:
+        allowed = bool(access.policy.rules_for(roles, operation).allow)
+        return _Checked(
+            operation, "simulations", Decision(allowed, "some rule allows it" if allowed else "no rule allows it")
+        )
+    for shell_id in shells:
+        decision = access.policy.decide(roles, operation, access.shell_target(shell_id))
+        if not decision.allowed:
+            return _Checked(operation, f"simulations of shell {shell_id!r}", decision)
+    return _Checked(operation, f"simulations of shell {shells[0]!r}", decision)
 
 
 def _as_read_too(operation: AccessOperation, decide: Callable[[AccessOperation], Decision]) -> Decision:

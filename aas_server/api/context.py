@@ -8,6 +8,7 @@ from aas_server.analytics.source import AlarmSource
 from aas_server.api.cache import ResponseCache
 from aas_server.api.operations import OperationRegistry, OperationRuns
 from aas_server.api.paging import Catalog
+from aas_server.simulation.jobs import SimulationJobs
 from aas_server.store.files import AttachmentStore, PackageStore
 from aas_server.store.twin_store import TwinStore
 
@@ -52,6 +53,9 @@ RUNS_KEY: web.AppKey[OperationRuns] = web.AppKey("operation_runs", OperationRuns
 
 ALARMS_KEY: web.AppKey[AlarmSource] = web.AppKey("alarms")
 """The hub's alarms (``api/alarms.py``), when it has monitoring rules."""
+
+SIMULATIONS_KEY: web.AppKey[SimulationJobs] = web.AppKey("simulations")
+"""The hub's simulation jobs (``api/simulations.py``)."""
 
 
 def store_of(request: web.Request) -> TwinStore:

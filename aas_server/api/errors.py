@@ -31,6 +31,7 @@ from aiohttp.typedefs import Handler
 from aas_server.api.serialization import JSON_CONTENT_TYPE
 from aas_server.errors import (
     AccessDeniedError,
+    CapacityError,
     ConflictError,
     DeviceError,
     DeviceTimeoutError,
@@ -62,6 +63,7 @@ ERROR_MAPPINGS: Mapping[type[HubError], ErrorMapping] = {
     ConflictError: ErrorMapping(409, "Conflict"),
     NotWritableError: ErrorMapping(403, "NotWritable"),
     AccessDeniedError: ErrorMapping(403, "Forbidden"),
+    CapacityError: ErrorMapping(429, "TooManyRequests"),
     DeviceError: ErrorMapping(502, "DeviceError"),
     DeviceTimeoutError: ErrorMapping(504, "DeviceTimeout"),
     PersistenceError: ErrorMapping(500, "PersistenceError"),

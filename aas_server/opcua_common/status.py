@@ -15,6 +15,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from aas_server.errors import (
     AccessDeniedError,
+    CapacityError,
     DeviceError,
     DeviceTimeoutError,
     InvalidRequestError,
@@ -70,6 +71,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, StatusCodes.BadNodeIdUnknown),
     (TimeoutError, StatusCodes.BadTimeout),
     (StorageFullError, StatusCodes.BadResourceUnavailable),
+    (CapacityError, StatusCodes.BadTooManyOperations),
 )
 
 

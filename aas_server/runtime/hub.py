@@ -57,6 +57,7 @@ from aas_server.runtime.history import HistoryService, install_time_series, star
 from aas_server.runtime.kpi import KpiService, start_kpis
 from aas_server.runtime.predictive import PredictiveService, start_predictive
 from aas_server.runtime.rollups import RollupService, start_rollups
+from aas_server.runtime.simulation import SimulationService, simulation_service
 from aas_server.runtime.submodels import install_submodel, refers_to
 from aas_server.security.access import AccessControl
 from aas_server.security.tls import rest_server_context
@@ -155,6 +156,8 @@ class Hub:
         self.predictive: PredictiveService | None = None
         """Anomaly detectors and RUL estimates (``settings.analytics.predictive``); ``None`` without any."""
         self.history: HistoryService | None = None
+        self.simulations: SimulationService
+        """What-if simulation jobs of process shells (``settings.simulation``), run in worker processes."""
         self.events: EventPublishing | None = None
         """MQTT change events (``settings.events``); ``None`` when they are off."""
         self.access: AccessControl
@@ -212,6 +215,8 @@ class Hub:
         outbox = self.repository if self.events is not None else None
         self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
         self.kpis = await start_kpis(self._stack, settings, self.store)
+        # before OPC UA and REST, which submit jobs; its worker pool starts with the first job
+        self.simulations = await self._stack.enter_async_context(simulation_service(settings, self.store, outbox))
 
         endpoints = dict(settings.device_endpoints)
         if settings.simulator.enabled:
@@ -425,6 +430,7 @@ class Hub:
             operations=self.operations,
             history=self.history.source if self.history is not None else None,
             alarms=self.alarms,
+            simulations=self.simulations,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

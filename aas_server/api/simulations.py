@@ -1,0 +1,117 @@
+"""What-if simulation jobs of process shells, over REST (``docs/simulation.md``).
+
+Routes (under each API prefix, beside ``/alarms``), present when the hub runs simulations
+(``create_app(simulations=...)``); all are the access operation ``simulate`` on the process shell
+(``api/auth.py``):
+
+- ``POST /simulations``: body ``{"shell": "<process shell id>", "name": ..., "overrides": {"<parameter
+  path>": value, ...}, "horizon": s, "replications": n, "seed": n}``; ``202`` with ``Location`` of the
+  job and the job's JSON. A parameter path that does not exist, an impossible value or a horizon beyond
+  ``simulation.max_horizon`` is a ``400`` Result naming the path; ``simulation.max_jobs`` jobs queued or
+  running make it ``429``.
+- ``GET /simulations/{jobId}``: the job: ``state`` (``queued``, ``running``, ``done``, ``failed``,
+  ``cancelled``), progress, ``error``, and once done ``results`` (line figures, stations, buffers,
+  bottleneck, each with its confidence interval, and the time series) and ``resultsSubmodels``.
+- ``DELETE /simulations/{jobId}``: cancels a queued or running job between replications; the job's
+  JSON (a finished job is left as it is).
+- ``POST /simulations/$compare``: ``{"baseline": "<jobId>", "candidate": "<jobId>"}`` compares two
+  finished jobs (``200``); ``{"shell": ..., "baseline": {scenario}, "candidate": {scenario}}`` runs both
+  as one job (``202``, the comparison is in its results). Every figure as ``candidate - baseline``
+  with Welch's interval and ``significant``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aas_server.api.auth import ACCESS_KEY
+from aas_server.api.context import MAX_BODY_KEY, SIMULATIONS_KEY
+from aas_server.api.routing import RouteTable
+from aas_server.api.serialization import json_response
+from aas_server.errors import InvalidRequestError
+from aas_server.simulation.description import SimulationError
+from aas_server.simulation.jobs import JobView, ScenarioRequest, SimulationJobs, parse_scenario
+
+routes = RouteTable()
+
+
+def _jobs(request: web.Request) -> SimulationJobs:
+    return request.app[SIMULATIONS_KEY]
+
+
+def _user(request: web.Request) -> str:
+    access = request.get(ACCESS_KEY)
+    return access.principal.name if access is not None else "anonymous"
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (``400`` otherwise); also used by the access check."""
+    raw = await request.read()
+    if len(raw) > request.app[MAX_BODY_KEY]:
+        raise InvalidRequestError("the body is too large")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequestError(f"the body is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    return data
+
+
+def _shell(data: dict[str, Any]) -> str:
+    shell = data.get("shell")
+    if not isinstance(shell, str) or not shell:
+        raise SimulationError("shell: the id of the process shell to simulate is required")
+    return shell
+
+
+def _created(request: web.Request, view: JobView) -> web.Response:
+    prefix = request.path.rsplit("/simulations", 1)[0]
+    response = json_response(view.to_json(), status=202)
+    response.headers["Location"] = f"{prefix}/simulations/{view.id}"
+    return response
+
+
+@routes.post("/simulations")
+async def post_simulation(request: web.Request) -> web.Response:
+    """Queue a scenario of a process shell; ``202`` with the job's ``Location``."""
+    data = await read_json_object(request)
+    shell = _shell(data)
+    scenario = parse_scenario({key: value for key, value in data.items() if key != "shell"})
+    return _created(request, await _jobs(request).submit(shell, [scenario], _user(request)))
+
+
+@routes.get("/simulations/{jobId}")
+async def get_simulation(request: web.Request) -> web.Response:
+    """The job's state, progress and, once done, results."""
+    return json_response(_jobs(request).job(request.match_info["jobId"]).to_json())
+
+
+@routes.delete("/simulations/{jobId}")
+async def delete_simulation(request: web.Request) -> web.Response:
+    """Cancel a queued or running job (between replications); the job as it ended."""
+    view = await _jobs(request).cancel(request.match_info["jobId"], _user(request))
+    return json_response(view.to_json())
+
+
+@routes.post("/simulations/$compare")
+async def compare_simulations(request: web.Request) -> web.Response:
+    """Compare two finished jobs (``200``), or run two scenarios as one comparison job (``202``)."""
+    data = await read_json_object(request)
+    unknown = set(data) - {"shell", "baseline", "candidate"}
+    if unknown:
+        raise SimulationError(f"{', '.join(sorted(unknown))}: is not a member of a comparison")
+    baseline, candidate = data.get("baseline"), data.get("candidate")
+    jobs = _jobs(request)
+    if isinstance(baseline, str) and isinstance(candidate, str):
+        return json_response(jobs.compare(baseline, candidate))
+    if isinstance(baseline, dict) and isinstance(candidate, dict):
+        scenarios: list[ScenarioRequest] = [
+            parse_scenario(baseline, "baseline"),
+            parse_scenario(candidate, "candidate"),
+        ]
+        return _created(request, await jobs.submit(_shell(data), scenarios, _user(request)))
+    raise SimulationError("baseline, candidate: give two job ids, or two scenarios and the shell")
