@@ -170,20 +170,23 @@ def _answer(source: AlarmSource, transition: AlarmTransition) -> web.Response:
     return json_response({"alarm": alarm_json(source, alarm), "transition": transition.as_dict()})
 
 
-@routes.post("/alarms/{alarmId}/acknowledge")
-async def acknowledge_alarm(request: web.Request) -> web.Response:
+async def _operator_request(request: web.Request) -> tuple[AlarmSource, str, str, str | None]:
+    """The alarm source, the addressed alarm, the user and the body's optional ``comment`` of an operator action."""
     alarm_id = _alarm_id(request)
     comment = _comment(await _body(request))
-    source = _source(request)
-    return _answer(source, await source.acknowledge(alarm_id, _user(request), comment))
+    return _source(request), alarm_id, _user(request), comment
+
+
+@routes.post("/alarms/{alarmId}/acknowledge")
+async def acknowledge_alarm(request: web.Request) -> web.Response:
+    source, alarm_id, user, comment = await _operator_request(request)
+    return _answer(source, await source.acknowledge(alarm_id, user, comment))
 
 
 @routes.post("/alarms/{alarmId}/confirm")
 async def confirm_alarm(request: web.Request) -> web.Response:
-    alarm_id = _alarm_id(request)
-    comment = _comment(await _body(request))
-    source = _source(request)
-    return _answer(source, await source.confirm(alarm_id, _user(request), comment))
+    source, alarm_id, user, comment = await _operator_request(request)
+    return _answer(source, await source.confirm(alarm_id, user, comment))
 
 
 @routes.post("/alarms/{alarmId}/comment")
@@ -213,7 +216,5 @@ async def shelve_alarm(request: web.Request) -> web.Response:
 
 @routes.post("/alarms/{alarmId}/unshelve")
 async def unshelve_alarm(request: web.Request) -> web.Response:
-    alarm_id = _alarm_id(request)
-    comment = _comment(await _body(request))
-    source = _source(request)
-    return _answer(source, await source.unshelve(alarm_id, _user(request), comment))
+    source, alarm_id, user, comment = await _operator_request(request)
+    return _answer(source, await source.unshelve(alarm_id, user, comment))

@@ -7,7 +7,6 @@ Served: ``GET /concept-descriptions`` (filters ``idShort``, ``isCaseOf``, ``data
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,6 @@ from basyx.aas import model
 
 from aas_server.api import auth
 from aas_server.api.context import catalog_of, store_of
-from aas_server.api.deserialization import decode_model
 from aas_server.api.paging import FilterKey, parse_page_request
 from aas_server.api.resources import (
     cached_body,
@@ -28,6 +26,7 @@ from aas_server.api.resources import (
     no_content,
     note_change,
     put_identifiable,
+    read_identifiable,
 )
 from aas_server.api.routing import RouteTable
 from aas_server.api.serialization import (
@@ -35,7 +34,6 @@ from aas_server.api.serialization import (
     bytes_response,
     decode_identifier,
     dumps,
-    read_json_body,
     to_json_object,
 )
 from aas_server.errors import InvalidRequestError
@@ -122,9 +120,7 @@ async def get_all_concept_descriptions(request: web.Request) -> web.Response:
 async def post_concept_description(request: web.Request) -> web.Response:
     """PostConceptDescription: ``201`` with ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    concept_description = await asyncio.to_thread(
-        decode_model, await read_json_body(request), model.ConceptDescription, "ConceptDescription"
-    )
+    concept_description = await read_identifiable(request, model.ConceptDescription)
     await store_of(request).create(concept_description)
     note_change(request, concept_description.id, concept_description)
     return created(
@@ -146,9 +142,7 @@ async def put_concept_description(request: web.Request) -> web.Response:
     """PutConceptDescriptionById: replace (``204``) or create (``201``); the body's id must match."""
     accept_json(request)
     identifier = _identifier(request)
-    concept_description = await asyncio.to_thread(
-        decode_model, await read_json_body(request), model.ConceptDescription, "ConceptDescription"
-    )
+    concept_description = await read_identifiable(request, model.ConceptDescription)
     check_body_id(concept_description, identifier)
     return await put_identifiable(
         request,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api.context import cache_of, catalog_of, store_of
-from aas_server.api.serialization import bytes_response, decode_identifier, encode_identifier
+from aas_server.api.deserialization import decode_model
+from aas_server.api.serialization import bytes_response, decode_identifier, encode_identifier, read_json_body
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths
+
+_Identifiable = TypeVar("_Identifiable", bound=model.Identifiable)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -71,6 +76,14 @@ def collection_location(request: web.Request, identifier: str) -> str:
 def note_change(request: web.Request, identifier: str, identifiable: model.Identifiable | None) -> None:
     """Tell the paging catalog about a create/replace (``identifiable``) or delete (``None``) just made."""
     catalog_of(request).changed(identifier, identifiable)
+
+
+async def read_identifiable(request: web.Request, expected: type[_Identifiable]) -> _Identifiable:
+    """The request's JSON body as an identifiable of type ``expected`` (named by its modelType); ``400`` otherwise.
+
+    Decoded in a worker thread, so that a large body does not hold the event loop.
+    """
+    return await asyncio.to_thread(decode_model, await read_json_body(request), expected, expected.__name__)
 
 
 def check_body_id(identifiable: model.Identifiable, path_id: str) -> None:

@@ -14,7 +14,6 @@ Changes build a new shell (a deep copy with the change, or the deserialised body
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from typing import Any
 
@@ -31,7 +30,7 @@ from aas_server.api.attachments import (
     stored_thumbnail,
 )
 from aas_server.api.context import MAX_BODY_KEY, attachments_of, catalog_of, store_of
-from aas_server.api.deserialization import decode_asset_information, decode_model, decode_reference
+from aas_server.api.deserialization import decode_asset_information, decode_reference
 from aas_server.api.downloads import stored_bytes_response
 from aas_server.api.paging import FilterKey, Page, page_positions, parse_page_request
 from aas_server.api.resources import (
@@ -43,6 +42,7 @@ from aas_server.api.resources import (
     no_content,
     note_change,
     put_identifiable,
+    read_identifiable,
     replace_identifiable,
     shell_id_of,
 )
@@ -134,9 +134,7 @@ async def get_all_shells_reference(request: web.Request) -> web.Response:
 async def post_shell(request: web.Request) -> web.Response:
     """PostAssetAdministrationShell: ``201`` with the shell and ``Location``; ``409`` if the id exists."""
     accept_json(request)
-    shell = await asyncio.to_thread(
-        decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
-    )
+    shell = await read_identifiable(request, model.AssetAdministrationShell)
     auth.check_references(request, shell.id, shell)
     await check_thumbnail(request, shell.id, shell.asset_information.default_thumbnail)
     await store_of(request).create(shell)
@@ -156,9 +154,7 @@ async def put_shell(request: web.Request) -> web.Response:
     """PutAssetAdministrationShellById: replace (``204``) or create (``201``); the body's id must match."""
     accept_json(request)
     shell_id = shell_id_of(request)
-    shell = await asyncio.to_thread(
-        decode_model, await read_json_body(request), model.AssetAdministrationShell, "AssetAdministrationShell"
-    )
+    shell = await read_identifiable(request, model.AssetAdministrationShell)
     check_body_id(shell, shell_id)
     auth.check_references(request, shell_id, shell)
     await check_thumbnail(request, shell_id, shell.asset_information.default_thumbnail)
