@@ -236,14 +236,12 @@ class ResultsWriter:
         except NotFoundError:
             shell = None
         if shell is not None:
-            kept = [
-                reference
-                for reference in shell.submodel
-                if not (reference.key and reference.key[-1].value == submodel_id)
+            gone = [
+                reference for reference in shell.submodel if reference.key and reference.key[-1].value == submodel_id
             ]
-            if len(kept) != len(shell.submodel):
-                shell.submodel.clear()
-                shell.submodel.update(kept)
+            if gone:
+                for reference in gone:
+                    shell.submodel.discard(reference)
                 await self._store.replace(shell)
         with contextlib.suppress(NotFoundError):
             await self._store.delete(submodel_id)
