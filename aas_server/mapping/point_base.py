@@ -124,6 +124,18 @@ class ReconnectBackoff(StrictModel):
         return self
 
 
+class DeviceBase(StrictModel):
+    """What every device of a mapping file has: its name, its shell and how it reconnects."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
+    shell: Annotated[str | None, Field(min_length=1)] = None
+    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
+
+    Defaults to the shell that holds the submodel of the device's first point.
+    """
+    reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
+
+
 # --- normalisation -------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from aas_server.mapping.point_base import NAME_PATTERN, PointBase, ReconnectBackoff, StrictModel, field_error
+from aas_server.mapping.point_base import DeviceBase, PointBase, field_error
 
 
 class Table(enum.StrEnum):
@@ -108,16 +108,10 @@ class StringEncoding(enum.StrEnum):
     LATIN1 = "latin-1"
 
 
-class ModbusTcpDevice(StrictModel):
+class ModbusTcpDevice(DeviceBase):
     """A Modbus TCP server (a PLC, a gateway with several unit ids behind it) the hub polls as a client."""
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
     protocol: Literal["modbus-tcp"]
-    shell: Annotated[str | None, Field(min_length=1)] = None
-    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
-
-    Defaults to the shell that holds the submodel of the device's first point.
-    """
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     unit_id: Annotated[int, Field(ge=0, le=255)] = 1
@@ -128,7 +122,6 @@ class ModbusTcpDevice(StrictModel):
     """Seconds to wait for a connection or an answer to one request."""
     retries: Annotated[int, Field(ge=0, le=10)] = 1
     """Extra attempts of a request that got no answer before the connection is considered lost."""
-    reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
     merge_gap: Annotated[int, Field(ge=0, le=64)] = 8
     """Largest run of unmapped registers read to merge two neighbouring reads into one (x16 for bits)."""
     max_read_registers: Annotated[int, Field(ge=1, le=125)] = 125

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from aas_server.mapping.json_paths import check_json_path
-from aas_server.mapping.point_base import NAME_PATTERN, PointBase, ReconnectBackoff, StrictModel, field_error
+from aas_server.mapping.point_base import DeviceBase, PointBase, field_error
 
 
 class TimestampFormat(enum.StrEnum):
@@ -18,15 +18,9 @@ class TimestampFormat(enum.StrEnum):
     EPOCH_MILLISECONDS = "epoch-ms"
 
 
-class BrokerDevice(StrictModel):
+class BrokerDevice(DeviceBase):
     """An MQTT broker the hub connects to as a client: what plain MQTT and Sparkplug B devices share."""
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
-    shell: Annotated[str | None, Field(min_length=1)] = None
-    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
-
-    Defaults to the shell that holds the submodel of the device's first point.
-    """
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     client_id: Annotated[str | None, Field(max_length=128)] = None
@@ -39,7 +33,6 @@ class BrokerDevice(StrictModel):
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
     """Seconds to wait for a connection, and for a write to be acknowledged (MQTT) or sent (Sparkplug B)."""
-    reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
 
     @model_validator(mode="after")
     def _consistent_credentials(self) -> Self:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from aas_server.mapping.point_base import NAME_PATTERN, PointBase, ReconnectBackoff, StrictModel, field_error
+from aas_server.mapping.point_base import DeviceBase, PointBase, field_error
 
 
 class OpcUaSecurityPolicy(enum.StrEnum):
@@ -31,16 +31,10 @@ class Acquisition(enum.StrEnum):
     POLL = "poll"
 
 
-class OpcUaDevice(StrictModel):
+class OpcUaDevice(DeviceBase):
     """A (legacy) OPC UA server the hub reads and writes as a client."""
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
     protocol: Literal["opcua"]
-    shell: Annotated[str | None, Field(min_length=1)] = None
-    """Id of the AAS of the device; it gets the AID and AIMC submodels that describe this wiring.
-
-    Defaults to the shell that holds the submodel of the device's first point.
-    """
     endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://.+")]
     security_policy: OpcUaSecurityPolicy = OpcUaSecurityPolicy.NONE
     security_mode: OpcUaSecurityMode = OpcUaSecurityMode.NONE
@@ -58,7 +52,6 @@ class OpcUaDevice(StrictModel):
     """Default for the device's variable points."""
     publishing_interval: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 0.1
     """Seconds between notifications of a subscription (OPC 10000-4, 5.13.2)."""
-    reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
 
     @model_validator(mode="after")
     def _consistent_security(self) -> OpcUaDevice:
