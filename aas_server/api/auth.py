@@ -81,7 +81,7 @@ from aas_server.model import paths
 from aas_server.security.access import AccessControl
 from aas_server.security.audit import AuditRecord
 from aas_server.security.credentials import CredentialError, Principal
-from aas_server.security.rules import REPOSITORY, Decision
+from aas_server.security.rules import REPOSITORY, Decision, Target
 from aas_server.security.scopes import ModelAccess, ScopeKind
 from aas_server.store.files import StoredPackage
 from aas_server.store.twin_store import TwinStore
@@ -294,8 +294,8 @@ def access_middleware(control: AccessControl) -> Middleware:
         principal: Principal,
         operation: AccessOperation | None,
         target: str,
-        status: int,
-        reason: str,
+        status: int | str,
+        reason: str = "",
     ) -> None:
         control.audit.record(
             AuditRecord(
@@ -333,18 +333,7 @@ def access_middleware(control: AccessControl) -> Middleware:
             status = 500
             raise
         finally:
-            control.audit.record(
-                AuditRecord(
-                    principal=principal.name,
-                    principal_kind=principal.kind,
-                    roles=tuple(sorted(principal.roles)),
-                    method=request.method,
-                    path=request.path,
-                    operation=operation.value,
-                    target=target,
-                    status=status,
-                )
-            )
+            audit(request, principal, operation, target, status)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -604,13 +593,20 @@ def _reading(request: web.Request) -> RequestAccess | None:
     return access
 
 
-def shell_filter(request: web.Request) -> Callable[[model.AssetAdministrationShell], bool] | None:
-    """The shells a listing may show (``None``: all)."""
+def _readable_by_id(
+    request: web.Request, target_of: Callable[[str], Target]
+) -> Callable[[model.Identifiable], bool] | None:
+    """The identifiables a listing may show, each judged on ``target_of`` its id (``None``: all)."""
     access = _reading(request)
     if access is None:
         return None
     policy, roles = access.model.policy, access.roles
-    return lambda shell: policy.decide(roles, _READ, access.model.shell_target(shell.id)).allowed
+    return lambda identifiable: policy.decide(roles, _READ, target_of(identifiable.id)).allowed
+
+
+def shell_filter(request: web.Request) -> Callable[[model.AssetAdministrationShell], bool] | None:
+    """The shells a listing may show (``None``: all)."""
+    return _readable_by_id(request, ModelAccess.shell_target)
 
 
 def submodel_filter(request: web.Request) -> Callable[[model.Submodel], bool] | None:
@@ -623,11 +619,7 @@ def submodel_filter(request: web.Request) -> Callable[[model.Submodel], bool] | 
 
 def concept_description_filter(request: web.Request) -> Callable[[model.ConceptDescription], bool] | None:
     """The concept descriptions a listing may show (``None``: all)."""
-    access = _reading(request)
-    if access is None:
-        return None
-    policy, roles = access.model.policy, access.roles
-    return lambda cd: policy.decide(roles, _READ, access.model.concept_description_target(cd.id)).allowed
+    return _readable_by_id(request, ModelAccess.concept_description_target)
 
 
 def package_filter(request: web.Request) -> Callable[[StoredPackage], Awaitable[bool]] | None:
