@@ -49,6 +49,7 @@ from aas_server.mapping.point_base import (
     cross_reference_error,
     field_error,
     format_errors,
+    repeated_names,
 )
 from aas_server.model.values import is_numeric
 
@@ -265,12 +266,10 @@ class RulesFile(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> RulesFile:
-        problems: list[tuple[str, str]] = []
-        seen: dict[str, int] = {}
-        for index, rule in enumerate(self.rules):
-            if rule.name in seen:
-                problems.append((f"{_item(index, rule)}.name", f"duplicate rule name, also rules[{seen[rule.name]}]"))
-            seen.setdefault(rule.name, index)
+        problems = [
+            (f"{_item(index, self.rules[index])}.name", f"duplicate rule name, also rules[{first}]")
+            for index, first in repeated_names(rule.name for rule in self.rules)
+        ]
         if problems:
             raise cross_reference_error(_CROSS_REFERENCE_ERROR, problems)
         return self

@@ -9,7 +9,7 @@ others), and ``mapping.schema`` unions them through its protocol registry.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,6 +43,16 @@ def cross_reference_error(error_type: str, problems: list[tuple[str, str]]) -> P
 
 TagTest = Callable[[str, int | str | None], bool]
 """Whether a location part (given the part before it) is a discriminator tag pydantic inserted."""
+
+
+def repeated_names(names: Iterable[str]) -> Iterator[tuple[int, int]]:
+    """``(index, index of its first use)`` for each name of ``names`` that was used before."""
+    first: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in first:
+            yield index, first[name]
+        else:
+            first[name] = index
 
 
 def describe_location(location: Sequence[int | str], data: object, is_tag: TagTest) -> str:

@@ -50,7 +50,7 @@ from aas_server.mapping.point_base import FirstOrder as FirstOrder
 from aas_server.mapping.point_base import LimitAction as LimitAction
 from aas_server.mapping.point_base import Limits as Limits
 from aas_server.mapping.point_base import MovingAverage as MovingAverage
-from aas_server.mapping.point_base import PointBase, StrictModel, cross_reference_error, format_errors
+from aas_server.mapping.point_base import PointBase, StrictModel, cross_reference_error, format_errors, repeated_names
 from aas_server.mapping.point_base import ReconnectBackoff as ReconnectBackoff
 from aas_server.mapping.point_base import Target as Target
 from aas_server.mapping.protocols.modbus import Addressing as Addressing
@@ -255,20 +255,17 @@ class MappingFile(StrictModel):
 
 def _cross_reference_problems(mapping: MappingFile) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    devices: dict[str, AnyDevice] = {}
-    for index, device in enumerate(mapping.devices):
-        if device.name in devices:
-            problems.append((f"devices[{index}] ({device.name}).name", f"duplicate device name {device.name!r}"))
-        devices.setdefault(device.name, device)
-
-    names: dict[str, int] = {}
+    for index, _ in repeated_names(device.name for device in mapping.devices):
+        name = mapping.devices[index].name
+        problems.append((f"devices[{index}] ({name}).name", f"duplicate device name {name!r}"))
+    devices = {name: mapping.device(name) for name in dict.fromkeys(device.name for device in mapping.devices)}
+    repeated_points = dict(repeated_names(point.name for point in mapping.points))
     targets: dict[tuple[str, str], int] = {}
     ranges: dict[tuple[str, int, Table], list[tuple[int, int, int]]] = defaultdict(list)
     for index, point in enumerate(mapping.points):
         item = f"points[{index}] ({point.name})"
-        if point.name in names:
-            problems.append((f"{item}.name", f"duplicate point name, also points[{names[point.name]}]"))
-        names.setdefault(point.name, index)
+        if index in repeated_points:
+            problems.append((f"{item}.name", f"duplicate point name, also points[{repeated_points[index]}]"))
         target_key = (point.target.submodel, point.target.path)
         if target_key in targets:
             other = mapping.points[targets[target_key]].name
