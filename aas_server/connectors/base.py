@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -150,6 +150,7 @@ class Backoff:
         await asyncio.sleep(self.step())
 
 
+@dataclass(eq=False)
 class ConnectionSupervisor:
     """Reachability, backoff, guarded emit and owned tasks of one connector.
 
@@ -158,28 +159,20 @@ class ConnectionSupervisor:
     go to the connector's own ``logger``.
     """
 
-    def __init__(
-        self,
-        logger: logging.Logger,
-        subject: str,
-        sink: SampleSink,
-        backoff: Backoff,
-        consequence: str = "its values are bad until it is back",
-    ) -> None:
-        self.logger = logger
-        self.subject = subject
-        self.sink = sink
-        """The sample sink; replaceable while running."""
-        self.backoff = backoff
-        self.consequence = consequence
-        self.reachable: bool | None = None
-        """Whether the device answered the last attempt; ``None`` before the first one ended."""
-        self.failure: str | None = None
-        """Why the device is unreachable (the reason last logged or noted), ``None`` while it answers."""
-        self.stopping = False
-        self.first_attempt_done = asyncio.Event()
-        """Set once the first connection attempt has ended, whatever its outcome."""
-        self._tasks: set[asyncio.Task[Any]] = set()
+    logger: logging.Logger
+    subject: str
+    sink: SampleSink
+    """The sample sink; replaceable while running."""
+    backoff: Backoff
+    consequence: str = "its values are bad until it is back"
+    reachable: bool | None = field(default=None, init=False)
+    """Whether the device answered the last attempt; ``None`` before the first one ended."""
+    failure: str | None = field(default=None, init=False)
+    """Why the device is unreachable (the reason last logged or noted), ``None`` while it answers."""
+    stopping: bool = field(default=False, init=False)
+    first_attempt_done: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    """Set once the first connection attempt has ended, whatever its outcome."""
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
 
     @classmethod
     def of_device(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 from asyncua import ua
 
@@ -30,36 +31,30 @@ ModelChangeHandler = Callable[[ModelChanged], Awaitable[None]]
 Resynchronizer = Callable[[], Awaitable[None]]
 
 
+@dataclass(slots=True)
 class StoreSync:
     """Consumes a change-bus subscription: value changes into variable nodes, model changes into subtrees."""
 
-    def __init__(
-        self,
-        subscription: Subscription[StoreEvent],
-        nodes: Mapping[ElementKey, tuple[ua.NodeId, ua.VariantType]],
-        write_attribute_value: AttributeWriter,
-        apply_model_change: ModelChangeHandler,
-        resynchronize: Resynchronizer,
-    ) -> None:
-        self._subscription = subscription
-        self._nodes = nodes
-        self._write_attribute_value = write_attribute_value
-        self._apply_model_change = apply_model_change
-        self._resynchronize = resynchronize
-        self._dropped = 0
+    subscription: Subscription[StoreEvent]
+    nodes: Mapping[ElementKey, tuple[ua.NodeId, ua.VariantType]]
+    """Each Property's variable node and its variant type (updated in place by the projection)."""
+    write_attribute_value: AttributeWriter
+    apply_model_change: ModelChangeHandler
+    resynchronize: Resynchronizer
+    _dropped: int = field(default=0, init=False)
 
     async def run(self) -> None:
         """Run until cancelled; a failing change is logged and the next one is handled."""
         while True:
-            first = await self._subscription.get()
-            if self._subscription.dropped != self._dropped:
-                self._dropped = self._subscription.dropped
-                await self._guarded(self._resynchronize(), "resynchronize the OPC UA address space")
-            for event in (first, *self._subscription.get_nowait_all()):
+            first = await self.subscription.get()
+            if self.subscription.dropped != self._dropped:
+                self._dropped = self.subscription.dropped
+                await self._guarded(self.resynchronize(), "resynchronize the OPC UA address space")
+            for event in (first, *self.subscription.get_nowait_all()):
                 if isinstance(event, ValueChanged):
                     await self._apply_value(event)
                 else:
-                    await self._guarded(self._apply_model_change(event), f"project {event}")
+                    await self._guarded(self.apply_model_change(event), f"project {event}")
 
     async def _guarded(self, work: Awaitable[None], what: str) -> None:
         try:
@@ -68,7 +63,7 @@ class StoreSync:
             _LOG.exception("could not %s", what)
 
     async def _apply_value(self, change: ValueChanged) -> None:
-        target = self._nodes.get((change.submodel_id, change.id_short_path))
+        target = self.nodes.get((change.submodel_id, change.id_short_path))
         if target is None:
             return
         node_id, variant_type = target
@@ -76,6 +71,6 @@ class StoreSync:
             value = data_value(
                 change.value, variant_type, change.quality, change.reason, change.source_time, change.server_time
             )
-            await self._write_attribute_value(node_id, value)
+            await self.write_attribute_value(node_id, value)
         except Exception:
             _LOG.exception("could not write %s %s into the OPC UA node", change.submodel_id, change.id_short_path)
