@@ -6,7 +6,8 @@ and kept current by :mod:`aas_server.opcua.address_space`), starts the server wi
 (:mod:`aas_server.opcua.security`) and the store sync (:mod:`aas_server.opcua.sync`), which follows
 value and model changes live; client writes go through the store (:mod:`aas_server.opcua.writes`).
 With a ``history``, HistoryRead of recorded Properties reads it (:mod:`aas_server.opcua.history`).
-With ``alarms``, the hub's alarms are OPC UA conditions with events and methods (:mod:`aas_server.opcua.alarms`).
+With ``alarms``, the hub's alarms are OPC UA conditions with events and methods (:mod:`aas_server.opcua.alarms`);
+with ``simulations``, process shells have a ``Simulate`` Method (:mod:`aas_server.opcua.simulations`).
 Leaving it stops everything. See ``docs/opcua.md``.
 
 Every request passes :class:`~aas_server.opcua.processor.HubProcessor`: a secure channel matching no
@@ -51,10 +52,12 @@ from aas_server.opcua.security import (
     identity_token_types,
     security_policy_types,
 )
+from aas_server.opcua.simulations import SimulateMethods
 from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer, StoreSync
 from aas_server.opcua.writes import ProjectionAttributeService, PropertyWriter
 from aas_server.opcua_common.certificates import encoding_of
 from aas_server.security.access import AccessControl
+from aas_server.simulation.jobs import SimulationJobs
 from aas_server.store.bus import Subscription
 from aas_server.store.history import HistorySource
 from aas_server.store.operations import OperationRegistry
@@ -94,9 +97,11 @@ class OpcUaProjection(Service):
         history: HistorySource | None = None,
         access: AccessControl | None = None,
         alarms: AlarmSource | None = None,
+        simulations: SimulationJobs | None = None,
     ) -> None:
         self._store = store
         self._alarms = alarms
+        self._simulations = simulations
         self._alarm_conditions: AlarmConditions | None = None
         self._access = access
         self._operations = operations
@@ -226,6 +231,9 @@ class OpcUaProjection(Service):
             assert self._server is not None
             self._alarm_conditions = AlarmConditions(self._server, self._alarms, self.namespace_index)
             await self._alarm_conditions.start()
+        if self._simulations is not None:
+            assert self._server is not None
+            await SimulateMethods(self._server, self._simulations, self._store, self.namespace_index).start()
         apply_model_change: ModelChangeHandler = self._address_space.apply
         resynchronize: Resynchronizer = self._address_space.resynchronize
         if self._projection_history is not None:

@@ -232,6 +232,7 @@ class Hub:
                     history=self.history.source if self.history is not None else None,
                     access=self.access,
                     alarms=self.alarms,
+                    simulations=self.simulations,
                 )
             )
         if settings.rest.enabled:

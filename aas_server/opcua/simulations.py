@@ -1,0 +1,144 @@
+"""The ``Simulate`` Method of each process shell's object: a what-if simulation over OPC UA (``docs/simulation.md``).
+
+``Simulate(Scenario: String) -> JobId: String``: the scenario is the JSON a REST ``POST /simulations``
+takes, without ``shell`` (``{"name": ..., "overrides": {"stations[Filler].speed_factor": 1.1},
+"horizon": 3600, "replications": 10, "seed": 1}``); the job runs on the hub's simulation service and is
+read over REST (``GET /simulations/{JobId}``) or as the Simulation Results submodel it writes.
+
+The Method node (``<shell id>/$simulate``, a component of the shell's object) is present on shells whose
+``CompositionLevel`` extension is ``process``. Calling it needs a user that may act (operator, admin)
+and, with access control, the operation ``simulate`` on the shell; else ``BadUserAccessDenied``
+(audited). Bad input is ``BadInvalidArgument``, with the reason naming the parameter path in the
+input argument's diagnostic info (``AdditionalInfo``); ``simulation.max_jobs`` reached is
+``BadTooManyOperations``; an unknown shell ``BadNodeIdUnknown``.
+
+Left out: a Method on shells created after start (they get it at the next start), and job status or
+cancel Methods (REST has them).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
+from basyx.aas import model
+
+from aas_server.config import AccessOperation
+from aas_server.errors import HubError, InvalidRequestError
+from aas_server.opcua.node_ids import shell_node_id
+from aas_server.opcua.processor import CALLING_SESSION, HubServer
+from aas_server.opcua_common.status import status, status_code_for_error
+from aas_server.simulation.jobs import SimulationJobs, parse_scenario
+from aas_server.store.twin_store import TwinStore
+
+_LOG = logging.getLogger(__name__)
+
+METHOD_NAME = "Simulate"
+PROCESS_LEVEL = "process"
+
+
+def simulate_node_id(shell_id: str) -> str:
+    """The ``Simulate`` Method node of a shell (owned by no AAS object, so the generic ``invoke`` check passes it)."""
+    return f"{shell_id}/$simulate"
+
+
+def is_process_shell(shell: model.AssetAdministrationShell) -> bool:
+    """Whether the shell is a process twin (its ``CompositionLevel`` extension, ``docs/twins.md``)."""
+    return any(
+        extension.name == "CompositionLevel" and extension.value == PROCESS_LEVEL for extension in shell.extension
+    )
+
+
+def _result(code: int, output: str | None = None, reason: str | None = None) -> ua.CallMethodResult:
+    result = ua.CallMethodResult()
+    result.StatusCode = status(code)
+    result.InputArgumentResults = [status(code if code == StatusCodes.BadInvalidArgument else StatusCodes.Good)]
+    if reason is not None:
+        result.InputArgumentDiagnosticInfos = [ua.DiagnosticInfo(AdditionalInfo=ua.String(reason))]
+    if output is not None:
+        result.OutputArguments = [ua.Variant(output, ua.VariantType.String)]
+    return result
+
+
+class SimulateMethods:
+    """Adds ``Simulate`` to the process shells' objects and runs its calls on ``jobs``."""
+
+    def __init__(self, server: HubServer, jobs: SimulationJobs, store: TwinStore, namespace_index: int) -> None:
+        self._server = server
+        self._jobs = jobs
+        self._store = store
+        self._namespace_index = namespace_index
+        self._shells: dict[ua.NodeId, str] = {}
+
+    def _node(self, identifier: str) -> ua.NodeId:
+        return ua.NodeId(ua.String(identifier), ua.Int16(self._namespace_index))
+
+    async def start(self) -> None:
+        for shell in self._store.shells():
+            if not is_process_shell(shell):
+                continue
+            parent = self._server.get_node(self._node(shell_node_id(shell.id)))
+            node_id = self._node(simulate_node_id(shell.id))
+            scenario = ua.Argument()
+            scenario.Name = "Scenario"
+            scenario.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
+            scenario.ValueRank = -1
+            scenario.Description = ua.LocalizedText(
+                "The scenario as JSON: name, overrides by parameter path, horizon..."
+            )
+            job = ua.Argument()
+            job.Name = "JobId"
+            job.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
+            job.ValueRank = -1
+            job.Description = ua.LocalizedText("The job, at GET /simulations/{JobId}")
+            await parent.add_method(
+                node_id,
+                ua.QualifiedName(METHOD_NAME, ua.UInt16(self._namespace_index)),
+                self._simulate,
+                [scenario],
+                [job],
+            )
+            self._shells[node_id] = shell.id
+        _LOG.info("OPC UA: Simulate on %d process shells", len(self._shells))
+
+    def _may_simulate(self, user: Any, shell_id: str) -> bool:
+        if user is None or not bool(getattr(user, "may_write_values", False)):
+            return False
+        access = self._server.access
+        if access is None:
+            return True
+        node = self._node(shell_node_id(shell_id))
+        (allowed,) = access.allowed(user, AccessOperation.SIMULATE, [node], "CALL", audit_allowed=True)
+        return allowed
+
+    def _user_name(self, user: Any) -> str:
+        access = self._server.access
+        if access is not None:
+            return access.principal(user).name
+        return str(getattr(user, "name", None) or "anonymous")
+
+    async def _simulate(self, parent: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
+        shell_id = str(parent.Identifier).removesuffix("/$shell")
+        if shell_id not in self._shells.values():
+            return _result(StatusCodes.BadNodeIdUnknown)
+        session = CALLING_SESSION.get()
+        user = session.user if session is not None else None
+        if not self._may_simulate(user, shell_id):
+            return _result(StatusCodes.BadUserAccessDenied)
+        if len(arguments) != 1:
+            return _result(StatusCodes.BadArgumentsMissing if not arguments else StatusCodes.BadTooManyArguments)
+        text = arguments[0].Value if isinstance(arguments[0], ua.Variant) else arguments[0]
+        try:
+            if not isinstance(text, str):
+                raise InvalidRequestError("Scenario: must be a String holding JSON")
+            try:
+                data = orjson.loads(text)
+            except orjson.JSONDecodeError as error:
+                raise InvalidRequestError(f"Scenario: not JSON ({error})") from None
+            view = await self._jobs.submit(shell_id, [parse_scenario(data)], self._user_name(user))
+        except HubError as error:
+            return _result(status_code_for_error(error), reason=str(error))
+        return _result(StatusCodes.Good, output=view.id)
