@@ -52,14 +52,4 @@ class AlarmDatabase(SideDatabase):
     async def save(self, states: list[dict[str, Any]]) -> None:
         """Write these alarm states (each with its ``name``) in one durable transaction."""
         rows = [(str(state["name"]), orjson.dumps(state).decode()) for state in states]
-
-        def write(connection: sqlite3.Connection) -> None:
-            with connection:
-                connection.execute("BEGIN IMMEDIATE")
-                connection.executemany(
-                    "INSERT INTO alarms (name, state) VALUES (?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET state = excluded.state",
-                    rows,
-                )
-
-        await self._run(write)
+        await self._upsert("alarms", ("name",), rows)

@@ -19,20 +19,18 @@ of elements that are not Properties, and modified-value history (samples are nev
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any
 
-from aas_server.errors import PersistenceError
 from aas_server.model.events import Quality, QualityReason
 from aas_server.persistence.permissions import private_database
+from aas_server.persistence.worker_database import WorkerDatabase
 from aas_server.store.history import (
     Aggregate,
     AggregatePage,
@@ -48,8 +46,6 @@ from aas_server.store.history import (
     typed_value,
     value_type_of,
 )
-
-_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -101,7 +97,7 @@ _QUALITY_TEXT = {quality: quality.value for quality in Quality}
 _REASON_TEXT = {reason: reason.value for reason in QualityReason}
 
 
-class HistoryDatabase:
+class HistoryDatabase(WorkerDatabase):
     """Recorded samples in SQLite. Use as an async context manager."""
 
     def __init__(self, path: Path) -> None:
@@ -111,23 +107,6 @@ class HistoryDatabase:
         self._series: dict[tuple[str, str], tuple[int, str]] = {}
         """(submodel id, idShort path) → (series id, value type); touched only on the worker thread."""
         self._next_sequence = 0
-
-    async def __aenter__(self) -> Self:
-        await self._run(self._open)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
-
-    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, function, *args)
-        except sqlite3.Error as error:
-            raise PersistenceError(f"{self.path}: {error}") from error
 
     def _open(self) -> None:
         private_database(self.path)
@@ -146,17 +125,6 @@ class HistoryDatabase:
         }
         row = connection.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone()
         self._next_sequence = int(row[0]) if row else 0
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise PersistenceError(f"{self.path}: database is not open")
-        return self._connection
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

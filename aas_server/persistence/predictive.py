@@ -40,14 +40,4 @@ class PredictiveDatabase(SideDatabase):
     async def save(self, states: dict[tuple[str, str], bytes]) -> None:
         """Write these states in one transaction."""
         rows = [(kind, name, state) for (kind, name), state in states.items()]
-
-        def write(connection: sqlite3.Connection) -> None:
-            with connection:
-                connection.execute("BEGIN IMMEDIATE")
-                connection.executemany(
-                    "INSERT INTO predictive_states (kind, name, state) VALUES (?, ?, ?)"
-                    " ON CONFLICT (kind, name) DO UPDATE SET state = excluded.state",
-                    rows,
-                )
-
-        await self._run(write)
+        await self._upsert("predictive_states", ("kind", "name"), rows)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from aas_server.errors import PersistenceError
 from aas_server.persistence.permissions import private_database
@@ -44,6 +44,22 @@ class SideDatabase:
                 raise PersistenceError(f"{self.label} database {self.path}: {error}") from error
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _upsert(self, table: str, keys: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (the ``keys`` columns, then ``state``) into ``table``, replacing the ``state`` of a
+        row with the same keys, in one durable transaction."""
+        columns = (*keys, "state")
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET state = excluded.state"
+        )
+
+        def write(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(statement, rows)
+
+        await self._run(write)
 
     async def __aenter__(self) -> Self:
         def open_database() -> sqlite3.Connection:

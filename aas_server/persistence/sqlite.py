@@ -27,7 +27,6 @@ Not done here (later issues): PostgreSQL, value history, model-change persistenc
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -37,8 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any
 
 from basyx.aas import model
 from basyx.aas.model import datatypes
@@ -50,10 +48,9 @@ from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.persistence.group_commit import GroupCommitter, Settle, Unit
 from aas_server.persistence.permissions import private_database
+from aas_server.persistence.worker_database import WorkerDatabase
 from aas_server.store.files import Attachment, StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
-
-_T = TypeVar("_T")
 
 _LOG = logging.getLogger(__name__)
 
@@ -175,7 +172,7 @@ def _upsert_package(database: sqlite3.Connection, package: StoredPackage) -> Non
     )
 
 
-class SqliteRepository:
+class SqliteRepository(WorkerDatabase):
     """The hub's embedded database. Use as an async context manager.
 
     It is also the ``Outbox`` of change events; ``outbox_listener`` (if set) is called on the event
@@ -200,23 +197,6 @@ class SqliteRepository:
         self.quarantined_at_load: list[str] = []
         """Ids of the identifiables the latest ``load_identifiables`` quarantined."""
 
-    async def __aenter__(self) -> Self:
-        await self._run(self._open)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
-
-    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, function, *args)
-        except sqlite3.Error as error:
-            raise self._failure(error) from error
-
     def _failure(self, error: sqlite3.Error) -> PersistenceError:
         if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
             return StorageFullError(f"{self.path}: storage full ({error}); the change was not stored (free disk space)")
@@ -238,17 +218,6 @@ class SqliteRepository:
         connection.executescript(_SCHEMA)
         (self._outbox_size,) = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()
         self._connection = connection
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise PersistenceError(f"{self.path}: database is not open")
-        return self._connection
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
