@@ -11,7 +11,13 @@ MTBF 30 min, lognormal MTTR 2 ± 1 min, 1 % scrap), a conveyor buffer of 30 bott
   and warm (a pool started before and reused), the speed-ups, and a check that all give identical
   results (the same seed gives the same figures whatever the number of workers).
 
-    .venv/bin/python benchmarks/simulation.py [--hours 200] [--replications 30] [--workers 2]
+* validation (``--parts validation``): a demo day recorded from the demo device model (24 h of
+  simulated time, seeded filler jams, recorded with the hub's machine states and ISO 22400 KPI
+  functions), the line calibrated from it, and the simulated baseline's throughput and OEE against
+  the recorded ones (``aas_server/runtime/demo_day.py``; goal: within 5 %).
+
+    .venv/bin/python benchmarks/simulation.py [--parts speed,parallel,validation] [--hours 200]
+        [--replications 30] [--workers 2] [--validation-replications 10]
 """
 
 from __future__ import annotations
@@ -65,20 +71,40 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=30)
     parser.add_argument("--shift-hours", type=float, default=8.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--parts",
+        default="speed,parallel",
+        help="comma-separated parts to run: speed, parallel, validation (default: speed,parallel)",
+    )
+    parser.add_argument("--validation-replications", type=int, default=10)
     arguments = parser.parse_args()
+    parts = {part.strip() for part in arguments.parts.split(",") if part.strip()}
+    unknown = parts - PARTS
+    if unknown:
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(PARTS))}")
+    print(f"cpus: {os.cpu_count()}")
+    if "speed" in parts:
+        speed(arguments)
+    if "parallel" in parts:
+        parallel(arguments)
+    if "validation" in parts:
+        validation(arguments)
 
+
+def speed(arguments: argparse.Namespace) -> None:
     speed_line = bottling_line(arguments.hours, 1)
     best = float("inf")
     for _ in range(arguments.rounds):
         started = time.perf_counter()
         result = run_replication(speed_line, 0)
         best = min(best, time.perf_counter() - started)
-    print(f"cpus: {os.cpu_count()}")
     print(f"simulated_hours: {arguments.hours:g}")
     print(f"wall_seconds: {best:.3f}")
     print(f"simulated_hours_per_wall_second: {arguments.hours / best:.0f}")
     print(f"throughput_per_hour: {result.metrics['throughput']:.1f}  oee: {result.metrics['oee']:.3f}")
 
+
+def parallel(arguments: argparse.Namespace) -> None:
     shift = bottling_line(arguments.shift_hours, arguments.replications)
     started = time.perf_counter()
     serial = run_scenario(shift, workers=1)
@@ -108,6 +134,37 @@ def main() -> None:
     if not identical:
         raise SystemExit("results differ between 1 and several workers")
 
+
+def validation(arguments: argparse.Namespace) -> None:
+    from aas_server.runtime.demo_day import FILLER, validate_against_demo_day
+
+    started = time.perf_counter()
+    result = validate_against_demo_day(replications=arguments.validation_replications, workers=arguments.workers)
+    seconds = time.perf_counter() - started
+    day = result.day
+    filler = result.report.stations[0]
+    print(f"validation_demo_day: {day.window.start.isoformat()} + 24 h, {len(day.jams)} filler jams")
+    print(
+        f"recorded_availability: {day.kpis[FILLER].availability:.4f}  performance: "
+        f"{day.kpis[FILLER].effectiveness:.4f}  observed_hours: {day.observed_hours:g}"
+    )
+    for parameter in (filler.cycle_time, filler.mtbf, filler.mttr):
+        print(
+            f"calibrated_filler_{parameter.parameter}: {parameter.family} mean {parameter.mean:.4g} s, "
+            f"n={parameter.samples}, KS D={parameter.ks_statistic:.3f} p={parameter.ks_p_value:.3g}"
+        )
+    for name, (recorded, simulated, half_width, relative) in result.figures().items():
+        print(
+            f"validation_{name}: recorded {recorded:.4f}  simulated {simulated:.4f} ± {half_width:.4f} "
+            f"({arguments.validation_replications} replications)  ratio {simulated / recorded:.4f} ({relative:+.2%})"
+        )
+    print(f"validation_seconds: {seconds:.1f}")
+    worst = max(abs(relative) for *_, relative in result.figures().values())
+    if worst > 0.05:
+        raise SystemExit(f"the simulated baseline is {worst:.1%} off the recorded day (goal: within 5 %)")
+
+
+PARTS = {"speed", "parallel", "validation"}
 
 if __name__ == "__main__":
     main()
