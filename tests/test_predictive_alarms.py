@@ -1,15 +1,17 @@
 """Predictive maintenance raises alarms: on the demo hub, the filler motor's vibration register is
 driven healthy, then rising. An anomaly that persists (a ``state`` rule on ``AnomalyPersistent``)
 and a remaining useful life under the maintenance horizon (a ``limits`` rule on
-``RemainingUsefulLife``) each become an active alarm on REST ``GET /alarms``; the anomaly alarm goes
-when the vibration is healthy again."""
+``RemainingUsefulLifetime.DurationValue``, IDTA 02048) each become an active alarm on REST
+``GET /alarms``; the anomaly alarm goes when the vibration is healthy again."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from aas_server.config import HubSettings, PredictiveSettings
@@ -33,7 +35,7 @@ RULES = {
         {
             "name": "filler-motor-rul",
             "kind": "limits",
-            "element": {"submodel": PREDICTIVE, "path": "FillerMotorWear.RemainingUsefulLife"},
+            "element": {"submodel": PREDICTIVE, "path": "FillerMotorWear.RemainingUsefulLifetime.DurationValue"},
             "lo": HORIZON_S,
             "severity": 700,
             "message": "Filler motor: {value:.0f} s of useful life left (horizon {limit:.0f} s)",
@@ -111,15 +113,39 @@ async def test_a_persisting_anomaly_and_a_short_remaining_life_raise_their_alarm
         )
         assert {"filler-motor-anomaly", "filler-motor-rul"} <= found
         listed = await alarms(http, rest_url)
-        rul_url = f"{element_url(rest_url, PREDICTIVE, 'FillerMotorWear.RemainingUsefulLife')}/$value"
+        rul_url = f"{element_url(rest_url, PREDICTIVE, 'FillerMotorWear.RemainingUsefulLifetime.DurationValue')}/$value"
         async with http.get(rul_url) as response:
-            remaining = (await response.json())["RemainingUsefulLife"]
+            remaining = (await response.json())["DurationValue"]
         assert 0 < remaining < HORIZON_S
         rul_alarm = listed["filler-motor-rul"]
         assert rul_alarm["severity"] == 700
         assert (rul_alarm["acknowledged"], rul_alarm["limitState"]) == (False, "Low")
         assert "s of useful life left (horizon 600 s)" in rul_alarm["message"]
         assert listed["filler-motor-anomaly"]["message"] == "Filler motor vibration is anomalous and it persists"
+
+        # the prediction in the structure of IDTA 02048 (RemainingUsefulLifePrediction), on REST
+        wear_url = element_url(rest_url, PREDICTIVE, "FillerMotorWear")
+        async with http.get(f"{wear_url}/$value") as response:
+            wear = (await response.json())["FillerMotorWear"]
+        lifetime = wear["RemainingUsefulLifetime"]["statements"]
+        assert (lifetime["IndicationType"], lifetime["EngineeringUnit"], lifetime["StartValue"]) == ("time", "s", 0.0)
+        assert lifetime["StartDateTime"] == wear["LastUpdate"]
+        start = datetime.fromisoformat(lifetime["StartDateTime"])
+        end = datetime.fromisoformat(wear["RemainingUsfulLifeDateTime"])
+        assert (end - start).total_seconds() == pytest.approx(lifetime["DurationValue"], abs=1e-5)
+        assert wear["RemainingUsefulLifeLower"] <= lifetime["DurationValue"] <= wear["RemainingUsefulLifeUpper"]
+        [condition] = wear["ListRULBoundaryConditions"]
+        assert (condition["ConditionName"], condition["BoundaryValueRange"]) == ("Vibration", 7.1)
+        assert condition["BoundaryEngineeringUnit"] == "mm/s"
+        assert wear["PredictionModelInformation"]["ModelType"] == "data-driven methods"
+        assert wear["AlertAfterExceedingRemainingUsableLife"]["MaintenanceRequired"] is False
+        async with http.get(wear_url) as response:
+            element = await response.json()
+        semantic_ids = {child["idShort"]: child["semanticId"]["keys"][0]["value"] for child in element["value"]}
+        idta = "https://admin-shell.io/idta/PredictiveMaintenance/"
+        assert element["semanticId"]["keys"][0]["value"] == f"{idta}RemainingUsefulLifePrediction/1/0"
+        assert semantic_ids["RemainingUsefulLifetime"] == f"{idta}RemainingUsefulLifetime/1/0"
+        assert semantic_ids["ListRULBoundaryConditions"] == f"{idta}ListRULBoundaryConditions/1/0"
 
         # the bearing replaced: healthy again, the anomaly no longer persists and its alarm is inactive
         # (unacknowledged, so still listed); the RUL keeps its last estimate until a trend heads up again

@@ -31,7 +31,7 @@ RUL_RULES = {
             "kind": "limits",
             "element": {
                 "submodel": "urn:aas-server:demo:aas:filler-temperature-sensor/predictive-maintenance",
-                "path": "FillerWear.RemainingUsefulLife",
+                "path": "FillerWear.RemainingUsefulLifetime.DurationValue",
             },
             "lo": HORIZON_S,
             "severity": 700,
@@ -113,7 +113,7 @@ async def test_rul_from_a_rising_wear_register_shrinks_on_rest_and_the_state_sur
             await set_temperature(hub, 300 + 10 * step)  # 30.0, 31.0, ... 49.0 °C, one step per poll
             if step >= 12:
                 last = await updated_after(http, url, submodel, "FillerWear", last)
-                rul = await read(http, url, submodel, "FillerWear.RemainingUsefulLife")
+                rul = await read(http, url, submodel, "FillerWear.RemainingUsefulLifetime.DurationValue")
                 lower = await read(http, url, submodel, "FillerWear.RemainingUsefulLifeLower")
                 assert isinstance(rul, float)
                 assert rul > 0
@@ -123,11 +123,11 @@ async def test_rul_from_a_rising_wear_register_shrinks_on_rest_and_the_state_sur
         # the value rose by 7 °C of the 30 °C to the threshold: the estimate shrank with it
         assert remaining[-1] < remaining[0], remaining
         # a client cannot fake the estimate: the result Properties are read-only
-        rul_url = f"{element_url(url, submodel, 'FillerWear.RemainingUsefulLife')}/$value"
+        rul_url = f"{element_url(url, submodel, 'FillerWear.RemainingUsefulLifetime.DurationValue')}/$value"
         async with http.patch(rul_url, json=1e9) as response:
             assert response.status == 403, await response.text()
             assert "read-only" in await response.text()
-        assert await read(http, url, submodel, "FillerWear.RemainingUsefulLife") == remaining[-1]
+        assert await read(http, url, submodel, "FillerWear.RemainingUsefulLifetime.DurationValue") == remaining[-1]
         # the RUL is under the maintenance horizon: its alarm is active on REST
         async with http.get(f"{url}/alarms", params={"state": "active"}) as response:
             assert response.status == 200, await response.text()
@@ -146,14 +146,14 @@ async def test_rul_from_a_rising_wear_register_shrinks_on_rest_and_the_state_sur
         url = hub.rest_url
         submodel = predictive_submodel(hub)
         # the kept history gives an estimate at start, before any new sample
-        restored = await read(http, url, submodel, "FillerWear.RemainingUsefulLife")
+        restored = await read(http, url, submodel, "FillerWear.RemainingUsefulLifetime.DurationValue")
         assert isinstance(restored, float)
         assert restored < remaining[0]
         wear_before = await read(http, url, submodel, "FillerWear.LastUpdate")
         await set_temperature(hub, 500)
         assert await updated_after(http, url, submodel, "FillerWear", wear_before)
         assert await updated_after(http, url, submodel, "FillerTemperatureAnomaly", anomaly_before)
-        rul = await read(http, url, submodel, "FillerWear.RemainingUsefulLife")
+        rul = await read(http, url, submodel, "FillerWear.RemainingUsefulLifetime.DurationValue")
         assert isinstance(rul, float)
         assert 0 < rul < remaining[0]
 

@@ -11,9 +11,12 @@ read-only twin values (binding source ``predictive``: REST and OPC UA writes are
 submodel (id ``<shell id>/predictive-maintenance``, created or replaced at start, referenced from
 the shell), so they are on REST, OPC UA, MQTT and in the history like any value:
 
-* per wear signal, a collection ``<name>`` with ``RemainingUsefulLife``, ``RemainingUsefulLifeLower``,
-  ``RemainingUsefulLifeUpper`` (xs:double, seconds) and ``LastUpdate`` (xs:dateTime); a trend that
-  does not head for the threshold leaves the RUL values as they were;
+* per wear signal, a collection ``<name>`` in the structure of IDTA 02048's
+  RemainingUsefulLifePrediction (``rul_collection``): the RUL in seconds at
+  ``RemainingUsefulLifetime.DurationValue`` (``RUL_PATH``), its time, the time the threshold is
+  reached, the interval bounds ``RemainingUsefulLifeLower``/``Upper``, ``MaintenanceRequired``, fixed
+  descriptions of the prediction, and ``LastUpdate``; a trend that does not head for the threshold
+  leaves the RUL values as they were;
 * per detector, a collection ``<name>`` with ``AnomalyScore`` (xs:double), ``Anomaly`` and
   ``AnomalyPersistent`` (xs:boolean) and ``LastUpdate``.
 
@@ -24,7 +27,9 @@ whose configuration changed starts afresh.
 Alarms on the results are ordinary monitoring rules on these Properties (a ``state`` rule on
 ``AnomalyPersistent``, a ``limits`` rule with ``lo`` on ``RemainingUsefulLife``).
 
-Left out: the IDTA 02048 structure, settings changed while running.
+Left out: IDTA 02048's ConfidenceInterval Range (two Properties instead), its submodel semanticId
+(a shell may hold several predictions and detectors; ``docs/analytics.md`` says why), settings
+changed while running.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import logging
 import re
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -54,6 +59,7 @@ from aas_server.analytics.predictive import (
 from aas_server.analytics.states import SignalRef
 from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError, NotFoundError, PersistenceError
+from aas_server.model import paths
 from aas_server.model import values as typed_values
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
 from aas_server.persistence.predictive import PredictiveDatabase
@@ -66,8 +72,9 @@ _LOG = logging.getLogger(__name__)
 
 PREDICTIVE_SEMANTIC_ID = "urn:aas-server:analytics:PredictiveMaintenance:1:0"
 """The semanticId of the hub's PredictiveMaintenance submodels (documented in docs/analytics.md)."""
+IDTA_02048 = "https://admin-shell.io/idta/PredictiveMaintenance/"
+"""The prefix of IDTA 02048 (Predictive Maintenance 1.0) element semanticIds: ``<prefix><idShort>/1/0``."""
 _ELEMENT_SEMANTIC_IDS = {
-    "RemainingUsefulLife": "urn:aas-server:analytics:PredictiveMaintenance:1:0:RemainingUsefulLife",
     "RemainingUsefulLifeLower": "urn:aas-server:analytics:PredictiveMaintenance:1:0:RemainingUsefulLifeLower",
     "RemainingUsefulLifeUpper": "urn:aas-server:analytics:PredictiveMaintenance:1:0:RemainingUsefulLifeUpper",
     "AnomalyScore": "urn:aas-server:analytics:PredictiveMaintenance:1:0:AnomalyScore",
@@ -75,6 +82,8 @@ _ELEMENT_SEMANTIC_IDS = {
     "AnomalyPersistent": "urn:aas-server:analytics:PredictiveMaintenance:1:0:AnomalyPersistent",
     "LastUpdate": "urn:aas-server:analytics:PredictiveMaintenance:1:0:LastUpdate",
 }
+RUL_PATH = "RemainingUsefulLifetime.DurationValue"
+"""Where a wear signal's remaining useful life (s) is, below its collection: a rule on ``<name>.`` + this alarms."""
 _NUMERIC = (model.datatypes.Double, model.datatypes.Float, model.datatypes.Decimal, model.datatypes.Integer)
 _ORIGIN = "predictive"
 SOURCE = "predictive"
@@ -131,14 +140,119 @@ def _signal_problem(store: TwinStore, signal: SignalRef) -> str | None:
     return None
 
 
+def _reference(semantic_id: str) -> model.ExternalReference:
+    return model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, semantic_id),))
+
+
 def _property(id_short: str, value_type: Any) -> model.Property:
-    return model.Property(
-        id_short,
-        value_type,
-        semantic_id=model.ExternalReference(
-            (model.Key(model.KeyTypes.GLOBAL_REFERENCE, _ELEMENT_SEMANTIC_IDS[id_short]),)
-        ),
+    return model.Property(id_short, value_type, semantic_id=_reference(_ELEMENT_SEMANTIC_IDS[id_short]))
+
+
+def _idta(id_short: str, value_type: Any, value: Any = None) -> model.Property:
+    """A Property of IDTA 02048 (its idShort and semanticId), with a fixed ``value`` or none (a result)."""
+    return model.Property(id_short, value_type, value, semantic_id=_reference(f"{IDTA_02048}{id_short}/1/0"))
+
+
+def _idta_collection(id_short: str, elements: Iterable[model.SubmodelElement]) -> model.SubmodelElementCollection:
+    return model.SubmodelElementCollection(
+        id_short, list(elements), semantic_id=_reference(f"{IDTA_02048}{id_short}/1/0")
     )
+
+
+def _method(config: RulConfig) -> str:
+    fit = (
+        "an ordinary least-squares line"
+        if config.trend == "linear"
+        else f"an exponential rise over the baseline {config.baseline:g} (nonlinear least squares)"
+    )
+    return (
+        f"{fit} through the last {config.history} good samples of the wear signal (from {config.min_points}), "
+        f"extrapolated to the failure threshold; {config.confidence:.0%} confidence interval by the delta method"
+    )
+
+
+def rul_collection(config: RulConfig, unit: str) -> model.SubmodelElementCollection:
+    """One wear signal's remaining useful life, as IDTA 02048's RemainingUsefulLifePrediction.
+
+    ``unit`` is the wear signal's unit symbol ("" when it has none). The results (``DurationValue``
+    and ``StartDateTime`` of ``RemainingUsefulLifetime``, ``RemainingUsfulLifeDateTime`` (sic, the
+    template's idShort), ``MaintenanceRequired``, the interval bounds, ``LastUpdate``) have no value
+    until the first estimate; the other Properties describe the prediction and are fixed.
+    """
+    signal = config.signal
+    direction = "rises to" if config.rising else "falls to"
+    lifetime = model.Entity(
+        "RemainingUsefulLifetime",
+        model.EntityType.CO_MANAGED_ENTITY,
+        statement=[
+            _idta("IndicationType", model.datatypes.String, "time"),
+            _idta("DurationValue", model.datatypes.Double),
+            _idta("EngineeringUnit", model.datatypes.String, "s"),
+            _idta("StartValue", model.datatypes.Double, 0.0),
+            _idta("StartDateTime", model.datatypes.DateTime),
+            _idta(
+                "Description",
+                model.datatypes.String,
+                f"seconds from StartDateTime until {signal.id_short_path} {direction} {config.failure_threshold:g}",
+            ),
+        ],
+        semantic_id=_reference(f"{IDTA_02048}RemainingUsefulLifetime/1/0"),
+    )
+    condition = model.SubmodelElementCollection(
+        None,
+        [
+            _idta("ConditionName", model.datatypes.String, signal.id_short_path),
+            _idta("IsBoundaryConditionUsedInModel", model.datatypes.Boolean, True),
+            _idta("BoundaryValueRange", model.datatypes.Double, config.failure_threshold),
+            _idta("BoundaryEngineeringUnit", model.datatypes.String, unit),
+            _idta(
+                "BoundaryDescription",
+                model.datatypes.String,
+                f"the failure threshold of the wear signal {signal.id_short_path} of {signal.submodel_id}",
+            ),
+        ],
+        semantic_id=_reference(f"{IDTA_02048}RULCondition/1/0"),
+    )
+    conditions = model.SubmodelElementList(
+        "ListRULBoundaryConditions",
+        model.SubmodelElementCollection,
+        [condition],
+        semantic_id=_reference(f"{IDTA_02048}ListRULBoundaryConditions/1/0"),
+        semantic_id_list_element=_reference(f"{IDTA_02048}RULCondition/1/0"),
+    )
+    return model.SubmodelElementCollection(
+        config.name,
+        [
+            lifetime,
+            _idta("RemainingUsfulLifeDateTime", model.datatypes.DateTime),
+            _property("RemainingUsefulLifeLower", model.datatypes.Double),
+            _property("RemainingUsefulLifeUpper", model.datatypes.Double),
+            conditions,
+            _idta_collection(
+                "PredictionModelInformation",
+                [
+                    _idta("ModelType", model.datatypes.String, "data-driven methods"),
+                    _idta("ModelDescription", model.datatypes.String, _method(config)),
+                ],
+            ),
+            _idta_collection(
+                "AlertAfterExceedingRemainingUsableLife",
+                [
+                    _idta(
+                        "AlertMessage", model.datatypes.String, f"{signal.id_short_path} is past its failure threshold"
+                    ),
+                    _idta("MaintenanceRequired", model.datatypes.Boolean),
+                ],
+            ),
+            _property("LastUpdate", model.datatypes.DateTime),
+        ],
+        semantic_id=_reference(f"{IDTA_02048}RemainingUsefulLifePrediction/1/0"),
+    )
+
+
+def _unit_symbol(store: TwinStore, signal: SignalRef) -> str:
+    binding = store.binding(signal.submodel_id, signal.id_short_path)
+    return binding.unit.symbol if binding is not None and binding.unit is not None else ""
 
 
 def predictive_submodels(
@@ -147,7 +261,7 @@ def predictive_submodels(
     """``(shell id, PredictiveMaintenance submodel)`` for each shell referencing a watched submodel."""
     users: list[tuple[str, set[str]]] = [(item.name, {s.submodel_id for s in item.signals}) for item in detectors]
     users += [(item.name, {item.signal.submodel_id}) for item in wear]
-    wear_names = {item.name for item in wear}
+    wear_configs = {item.name: item for item in wear}
     placed: list[tuple[str, model.Submodel]] = []
     for shell in store.shells():
         referenced = {reference.key[-1].value for reference in shell.submodel if reference.key}
@@ -155,19 +269,16 @@ def predictive_submodels(
         for name, submodels in users:
             if not submodels & referenced:
                 continue
-            if name in wear_names:
-                parts = [
-                    _property("RemainingUsefulLife", model.datatypes.Double),
-                    _property("RemainingUsefulLifeLower", model.datatypes.Double),
-                    _property("RemainingUsefulLifeUpper", model.datatypes.Double),
-                ]
-            else:
-                parts = [
-                    _property("AnomalyScore", model.datatypes.Double),
-                    _property("Anomaly", model.datatypes.Boolean),
-                    _property("AnomalyPersistent", model.datatypes.Boolean),
-                ]
-            parts.append(_property("LastUpdate", model.datatypes.DateTime))
+            config = wear_configs.get(name)
+            if config is not None:
+                elements.append(rul_collection(config, _unit_symbol(store, config.signal)))
+                continue
+            parts = [
+                _property("AnomalyScore", model.datatypes.Double),
+                _property("Anomaly", model.datatypes.Boolean),
+                _property("AnomalyPersistent", model.datatypes.Boolean),
+                _property("LastUpdate", model.datatypes.DateTime),
+            ]
             elements.append(model.SubmodelElementCollection(name, parts))
         if elements:
             submodel = model.Submodel(
@@ -189,9 +300,18 @@ async def install_submodels(store: TwinStore, placed: Iterable[tuple[str, model.
 
 
 def _other_elements(existing: model.Submodel, new: model.Submodel) -> bool:
-    return {element.id_short for element in existing.submodel_element} != {
-        element.id_short for element in new.submodel_element
-    }
+    """Whether the stored submodel differs from the configured one: other element paths (other signals, an
+    older structure) or other fixed values (a changed failure threshold or trend). Results do not count."""
+    kept = dict(paths.walk(existing))
+    for path, element in paths.walk(new):
+        found = kept.pop(path, None)
+        if found is None or type(found) is not type(element):
+            return True
+        if isinstance(element, model.Property) and element.value is not None:
+            assert isinstance(found, model.Property)
+            if found.value != element.value:
+                return True
+    return bool(kept)
 
 
 class PredictiveService(BusService):
@@ -305,9 +425,12 @@ class PredictiveService(BusService):
                 values = {}
             else:
                 values = {
-                    "RemainingUsefulLife": result.remaining.total_seconds(),
+                    RUL_PATH: result.remaining.total_seconds(),
+                    "RemainingUsefulLifetime.StartDateTime": result.time.isoformat(),
+                    "RemainingUsfulLifeDateTime": (result.time + result.remaining).isoformat(),
                     "RemainingUsefulLifeLower": result.lower.total_seconds() if result.lower is not None else None,
                     "RemainingUsefulLifeUpper": result.upper.total_seconds() if result.upper is not None else None,
+                    "AlertAfterExceedingRemainingUsableLife.MaintenanceRequired": result.remaining <= timedelta(0),
                 }
         values["LastUpdate"] = result.time.isoformat()
         for submodel_id in self._targets.get(name, []):
@@ -341,12 +464,9 @@ async def start_predictive(stack: AsyncExitStack, settings: HubSettings, store: 
     placed = predictive_submodels(store, detectors, wear)
     await install_submodels(store, placed)
     for _, submodel in placed:
-        for collection in submodel.submodel_element:
-            assert isinstance(collection, model.SubmodelElementCollection)
-            for element in collection.value:
-                path = f"{collection.id_short}.{element.id_short}"
-                if store.binding(submodel.id, path) is None:
-                    store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False))
+        for path, element in paths.walk(submodel):
+            if isinstance(element, model.Property) and store.binding(submodel.id, path) is None:
+                store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False))
     targets: dict[str, list[str]] = {}
     for _, submodel in placed:
         for element in submodel.submodel_element:
