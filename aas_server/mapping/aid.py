@@ -751,6 +751,30 @@ class _Affordance:
     path: str
 
 
+@dataclass(frozen=True, slots=True)
+class _PointForm:
+    """The form of a point's affordance as read, and what reading the point's fields from it needs."""
+
+    element: model.SubmodelElementCollection
+    view: _InterfaceView
+    affordance: _Affordance
+    device: Any
+    schema_type: str | None
+    """The affordance's JSON schema ``type``, if given."""
+
+    @property
+    def path(self) -> str:
+        return f"{self.affordance.path}.forms"
+
+    def href(self) -> str:
+        return _href(self.element, self.path)
+
+    def properties_only(self, protocol: str, what: str) -> None:
+        """``_Problem`` for an action: the binding of ``protocol`` describes ``what`` as properties only."""
+        if self.affordance.kind == "actions":
+            raise _Problem(self.affordance.path, f"{protocol} actions are not supported; describe {what} as properties")
+
+
 @dataclass(slots=True)
 class _InterfaceView:
     """An AID interface as read: where it is, its protocol, endpoint and affordances."""
@@ -1023,7 +1047,7 @@ def _standard_point(
     form = _typed_child(element, "forms", model.SubmodelElementCollection, path)
     if form is None:
         raise _Problem(path, "has no forms; they say where the value is read")
-    _aid_of(device.protocol).point_fields(fields, form, view, affordance, device, schema_type)
+    _aid_of(device.protocol).point_fields(fields, _PointForm(form, view, affordance, device, schema_type))
     return fields
 
 
@@ -1273,15 +1297,7 @@ class _ProtocolAid(Protocol):
         """Add the device fields the interface's standard terms give."""
         ...
 
-    def point_fields(
-        self,
-        fields: dict[str, Any],
-        form: model.SubmodelElementCollection,
-        view: _InterfaceView,
-        affordance: _Affordance,
-        device: Any,
-        schema_type: str | None,
-    ) -> None:
+    def point_fields(self, fields: dict[str, Any], form: _PointForm) -> None:
         """Add the point fields its form gives."""
         ...
 
@@ -1324,19 +1340,10 @@ class _ModbusAid:
             except ValueError:
                 raise _Problem(timeout[1], f"{timeout[0]!r} is not a number of milliseconds") from None
 
-    def point_fields(
-        self,
-        fields: dict[str, Any],
-        form: model.SubmodelElementCollection,
-        view: _InterfaceView,
-        affordance: _Affordance,
-        device: ModbusTcpDevice,
-        schema_type: str | None,
-    ) -> None:
-        if affordance.kind == "actions":
-            raise _Problem(affordance.path, "Modbus actions are not supported; describe registers as properties")
-        form_path = f"{affordance.path}.forms"
-        _modbus_point(fields, form, form_path, view, device, schema_type.lower() if schema_type else None)
+    def point_fields(self, fields: dict[str, Any], form: _PointForm) -> None:
+        form.properties_only("Modbus", "registers")
+        schema_type = form.schema_type.lower() if form.schema_type else None
+        _modbus_point(fields, form.element, form.path, form.view, form.device, schema_type)
 
 
 class _OpcUaAid:
@@ -1407,19 +1414,10 @@ class _OpcUaAid:
         if policy is not None:
             fields["security_policy"] = policy.removeprefix(_SECURITY_POLICY_URI)
 
-    def point_fields(
-        self,
-        fields: dict[str, Any],
-        form: model.SubmodelElementCollection,
-        view: _InterfaceView,
-        affordance: _Affordance,
-        device: OpcUaDevice,
-        schema_type: str | None,
-    ) -> None:
-        form_path = f"{affordance.path}.forms"
-        node_id = _node_id(_href(form, form_path), f"{form_path}.href")
-        browse_path = _text(form, "uav_browsePath", form_path)
-        method = affordance.kind == "actions"
+    def point_fields(self, fields: dict[str, Any], form: _PointForm) -> None:
+        node_id = _node_id(form.href(), f"{form.path}.href")
+        browse_path = _text(form.element, "uav_browsePath", form.path)
+        method = form.affordance.kind == "actions"
         if node_id is not None:
             fields["method_node_id" if method else "node_id"] = node_id
         if browse_path is not None:
@@ -1464,19 +1462,9 @@ class _MqttAid:
                 raise _Problem(qos[1], f"QoS {qos[0]!r} is not 0, 1 or 2")
             fields["qos"] = int(qos[0])
 
-    def point_fields(
-        self,
-        fields: dict[str, Any],
-        form: model.SubmodelElementCollection,
-        view: _InterfaceView,
-        affordance: _Affordance,
-        device: MqttDevice,
-        schema_type: str | None,
-    ) -> None:
-        form_path = f"{affordance.path}.forms"
-        href = _href(form, form_path)
-        if affordance.kind == "actions":
-            raise _Problem(affordance.path, "MQTT actions are not supported; describe topics as properties")
+    def point_fields(self, fields: dict[str, Any], form: _PointForm) -> None:
+        href = form.href()
+        form.properties_only("MQTT", "topics")
         parts = urlsplit(href)
         topic = (
             href[1:]
@@ -1486,7 +1474,7 @@ class _MqttAid:
             else href
         )
         if not topic:
-            raise _Problem(f"{form_path}.href", f"{href!r} names no topic")
+            raise _Problem(f"{form.path}.href", f"{href!r} names no topic")
         fields["topic"] = topic
 
 
@@ -1521,23 +1509,13 @@ class _SparkplugAid(_MqttAid):
         if urlsplit(view.base).scheme.lower() == "spbv1.0+mqtts":
             fields["tls"] = True
 
-    def point_fields(
-        self,
-        fields: dict[str, Any],
-        form: model.SubmodelElementCollection,
-        view: _InterfaceView,
-        affordance: _Affordance,
-        device: SparkplugDevice,  # type: ignore[override]
-        schema_type: str | None,
-    ) -> None:
-        form_path = f"{affordance.path}.forms"
-        href = _href(form, form_path)
-        if affordance.kind == "actions":
-            raise _Problem(affordance.path, "Sparkplug B actions are not supported; describe metrics as properties")
+    def point_fields(self, fields: dict[str, Any], form: _PointForm) -> None:
+        href = form.href()
+        form.properties_only("Sparkplug B", "metrics")
         topic, _, metric = href.removeprefix("/").partition("#")
         levels = topic.split("/")
         if len(levels) not in (4, 5) or levels[0] != "spBv1.0" or levels[2] not in ("NDATA", "DDATA") or not metric:
-            raise _Problem(f"{form_path}.href", f"{href!r} is not /spBv1.0/group/NDATA|DDATA/node[/device]#metric")
+            raise _Problem(f"{form.path}.href", f"{href!r} is not /spBv1.0/group/NDATA|DDATA/node[/device]#metric")
         fields["group_id"] = levels[1]
         fields["edge_node"] = levels[3]
         if len(levels) == 5:
