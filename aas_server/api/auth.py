@@ -82,7 +82,7 @@ from aas_server.security.access import AccessControl
 from aas_server.security.audit import AuditRecord
 from aas_server.security.credentials import CredentialError, Principal
 from aas_server.security.rules import REPOSITORY, Decision, Target
-from aas_server.security.scopes import ModelAccess, ScopeKind
+from aas_server.security.scopes import ModelAccess, Scope, ScopeKind
 from aas_server.store.files import StoredPackage
 from aas_server.store.twin_store import TwinStore
 
@@ -634,14 +634,24 @@ def package_filter(request: web.Request) -> Callable[[StoredPackage], Awaitable[
     return readable
 
 
-def submodel_view(request: web.Request, submodel_id: str) -> model.Submodel | None:
-    """``None`` when the caller may read all of the submodel (serve it as it is), else a pruned copy."""
+def _limited_read(
+    request: web.Request, submodel_id: str, id_short_path: str = ""
+) -> tuple[RequestAccess, Scope] | None:
+    """The caller's access and what it may read of the submodel (``""``) or the element at ``id_short_path``;
+    ``None`` when that is all of it."""
     access = _reading(request)
     if access is None:
         return None
-    scope = access.model.scope(access.roles, _READ, submodel_id)
-    if scope.kind is ScopeKind.ALL:
+    scope = access.model.scope(access.roles, _READ, submodel_id, id_short_path)
+    return None if scope.kind is ScopeKind.ALL else (access, scope)
+
+
+def submodel_view(request: web.Request, submodel_id: str) -> model.Submodel | None:
+    """``None`` when the caller may read all of the submodel (serve it as it is), else a pruned copy."""
+    limited = _limited_read(request, submodel_id)
+    if limited is None:
         return None
+    access, scope = limited
     if scope.kind is ScopeKind.NONE:
         raise AccessDeniedError(f"{access.principal.name!r} may not read submodel {submodel_id!r}")
     return access.model.pruned_submodel(submodel_id, scope)
@@ -649,12 +659,10 @@ def submodel_view(request: web.Request, submodel_id: str) -> model.Submodel | No
 
 def element_view(request: web.Request, submodel_id: str, id_short_path: str) -> model.SubmodelElement | None:
     """``None`` when the caller may read all of the element (serve it as it is), else a pruned copy."""
-    access = _reading(request)
-    if access is None:
+    limited = _limited_read(request, submodel_id, id_short_path)
+    if limited is None:
         return None
-    scope = access.model.scope(access.roles, _READ, submodel_id, id_short_path)
-    if scope.kind is ScopeKind.ALL:
-        return None
+    access, scope = limited
     if scope.kind is ScopeKind.NONE:
         raise AccessDeniedError(f"{access.principal.name!r} may not read {id_short_path!r} of {submodel_id!r}")
     return paths.resolve(access.model.pruned_submodel(submodel_id, scope, id_short_path), id_short_path)
@@ -664,12 +672,10 @@ def visible_elements(
     request: web.Request, submodel_id: str, elements: Collection[model.SubmodelElement]
 ) -> Collection[model.SubmodelElement]:
     """The top-level elements of a submodel a listing may show (with anything readable)."""
-    access = _reading(request)
-    if access is None:
+    limited = _limited_read(request, submodel_id)
+    if limited is None:
         return elements
-    scope = access.model.scope(access.roles, _READ, submodel_id)
-    if scope.kind is ScopeKind.ALL:
-        return elements
+    _, scope = limited
     return [element for element in elements if scope.keeps(str(element.id_short))]
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from basyx.aas import model
@@ -180,12 +180,7 @@ class ModelAccess:
         if before == after:
             return []
         gained: list[AccessOperation] = []
-        for operation in AccessOperation:
-            rules = self.policy.rules_for(roles, operation)
-            if not rules.allow or rules.unrestricted:
-                continue
-            if not any(rule.shells.restricts for rule in (*rules.allow, *rules.deny)):
-                continue
+        for operation, _ in self._partly_allowed(roles, lambda rule: rule.shells.restricts):
             now = self.scope_if_referenced_by(roles, operation, submodel_id, before)
             then = self.scope_if_referenced_by(roles, operation, submodel_id, after)
             if not _covers(now, then):
@@ -223,17 +218,24 @@ class ModelAccess:
             semantic_ids=inherited | semantic_ids_of(replacement),
         )
         gained: list[AccessOperation] = []
-        for operation in AccessOperation:
-            rules = self.policy.rules_for(roles, operation)
-            if not rules.allow or rules.unrestricted:
-                continue
-            if not any(rule.semantic_ids.restricts for rule in (*rules.allow, *rules.deny)):
-                continue
+        for operation, rules in self._partly_allowed(roles, lambda rule: rule.semantic_ids.restricts):
             before = _allowed_paths(self.scope(roles, operation, submodel_id, id_short_path), old_paths)
             after = _allowed_paths(self._compute(rules, base, id_short_path, replacement), new_paths)
             if (after & common) - before:
                 gained.append(operation)
         return gained
+
+    def _partly_allowed(
+        self, roles: frozenset[str], restricts: Callable[[CompiledRule], bool]
+    ) -> Iterator[tuple[AccessOperation, RuleSet]]:
+        """Each operation ``roles`` may do on some things but not all, with its rules, where a rule
+        ``restricts`` (is scoped by the dimension a change touches)."""
+        for operation in AccessOperation:
+            rules = self.policy.rules_for(roles, operation)
+            if not rules.allow or rules.unrestricted:
+                continue
+            if any(restricts(rule) for rule in (*rules.allow, *rules.deny)):
+                yield operation, rules
 
     def _compute(
         self, rules: RuleSet, base: Target, id_short_path: str, root: model.Submodel | model.SubmodelElement
