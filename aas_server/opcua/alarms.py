@@ -63,7 +63,7 @@ from aas_server.analytics.source import AlarmSource
 from aas_server.config import AccessOperation
 from aas_server.errors import NotFoundError
 from aas_server.opcua import node_ids
-from aas_server.opcua.processor import CALLING_SESSION, HubServer
+from aas_server.opcua.processor import CALLING_SESSION, HubServer, calling_user
 from aas_server.opcua.projection import DISPLAY_LOCALE, element_parent_node_id
 from aas_server.opcua.status import status
 from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
@@ -530,14 +530,13 @@ class AlarmConditions:
         """
         if condition is None:
             return _result(StatusCodes.BadNodeIdInvalid, codes)
-        session = CALLING_SESSION.get()
-        user = session.user if session is not None else None
+        user = calling_user()
         if not self._may_act(user, condition):
             return _result(StatusCodes.BadUserAccessDenied, codes)
         if event_id is not None and event_id not in condition.event_ids:
             return _result(StatusCodes.BadEventIdUnknown, codes)
         try:
-            await action(condition.name, self._user_name(user))
+            await action(condition.name, self._server.user_name(user))
         except AlarmStateError as error:
             return _result(STATUS_OF_REASON.get(error.reason, StatusCodes.BadInvalidState), codes)
         except NotFoundError:
@@ -561,12 +560,6 @@ class AlarmConditions:
             )
             return allowed and role_may_act
         return role_may_act
-
-    def _user_name(self, user: Any) -> str:
-        access = self._server.access
-        if access is not None:
-            return access.principal(user).name
-        return str(getattr(user, "name", None) or "anonymous")
 
     async def _condition_refresh(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
         """ConditionRefresh(SubscriptionId) and ConditionRefresh2(SubscriptionId, MonitoredItemId)."""

@@ -243,6 +243,12 @@ CALLING_SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("opcua_cal
 """The session whose Call request is being answered, for method callbacks that act for its user (alarms)."""
 
 
+def calling_user() -> Any:
+    """The user of the session whose Call request is being answered; ``None`` outside one."""
+    session = CALLING_SESSION.get()
+    return session.user if session is not None else None
+
+
 def _denied() -> ua.StatusCode:
     return status(StatusCodes.BadUserAccessDenied)
 
@@ -654,6 +660,12 @@ class HubServer(Server):
         self.limits.max_chunk_count = -(-MAX_MESSAGE_SIZE // self.limits.max_recv_buffer)
         self.plaintext_passwords = plaintext_passwords
         self.access: SessionAccess | None = None
+
+    def user_name(self, user: Any) -> str:
+        """The name recorded for a session user: its principal's under the access rules, else its own or anonymous."""
+        if self.access is not None:
+            return self.access.principal(user).name
+        return str(getattr(user, "name", None) or "anonymous")
 
     async def start(self) -> None:
         """Asyncua's ``Server.start`` with the hub's binary server."""

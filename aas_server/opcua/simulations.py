@@ -29,7 +29,7 @@ from basyx.aas import model
 from aas_server.config import AccessOperation
 from aas_server.errors import HubError, InvalidRequestError
 from aas_server.opcua.node_ids import shell_node_id
-from aas_server.opcua.processor import CALLING_SESSION, HubServer
+from aas_server.opcua.processor import HubServer, calling_user
 from aas_server.opcua_common.status import status, status_code_for_error
 from aas_server.simulation.jobs import SimulationJobs, parse_scenario
 from aas_server.store.twin_store import TwinStore
@@ -114,18 +114,11 @@ class SimulateMethods:
         (allowed,) = access.allowed(user, AccessOperation.SIMULATE, [node], "CALL", audit_allowed=True)
         return allowed
 
-    def _user_name(self, user: Any) -> str:
-        access = self._server.access
-        if access is not None:
-            return access.principal(user).name
-        return str(getattr(user, "name", None) or "anonymous")
-
     async def _simulate(self, parent: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
         shell_id = str(parent.Identifier).removesuffix("/$shell")
         if shell_id not in self._shells.values():
             return _result(StatusCodes.BadNodeIdUnknown)
-        session = CALLING_SESSION.get()
-        user = session.user if session is not None else None
+        user = calling_user()
         if not self._may_simulate(user, shell_id):
             return _result(StatusCodes.BadUserAccessDenied)
         if len(arguments) != 1:
@@ -138,7 +131,7 @@ class SimulateMethods:
                 data = orjson.loads(text)
             except orjson.JSONDecodeError as error:
                 raise InvalidRequestError(f"Scenario: not JSON ({error})") from None
-            view = await self._jobs.submit(shell_id, [parse_scenario(data)], self._user_name(user))
+            view = await self._jobs.submit(shell_id, [parse_scenario(data)], self._server.user_name(user))
         except HubError as error:
             return _result(status_code_for_error(error), reason=str(error))
         return _result(StatusCodes.Good, output=view.id)
