@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aas_server.model.events import Quality, QualityReason
-from aas_server.persistence.permissions import private_database
-from aas_server.persistence.worker_database import WorkerDatabase
+from aas_server.persistence.worker_database import WorkerDatabase, open_private
 from aas_server.store.history import (
     Aggregate,
     AggregatePage,
@@ -109,13 +108,8 @@ class HistoryDatabase(WorkerDatabase):
         self._next_sequence = 0
 
     def _open(self) -> None:
-        private_database(self.path)
-        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
         # a batch touches one index page per series: keep them cached (64 MiB) instead of re-reading them
-        connection.execute("PRAGMA cache_size=-65536")
-        connection.executescript(_SCHEMA)
+        connection = open_private(self.path, _SCHEMA, synchronous="NORMAL", pragmas=("cache_size=-65536",))
         self._connection = connection
         self._series = {
             (submodel_id, path): (identifier, value_type)

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 from aas_server.errors import PersistenceError
-from aas_server.persistence.permissions import private_database
+from aas_server.persistence.worker_database import open_private
 
 _T = TypeVar("_T")
 
@@ -63,12 +63,7 @@ class SideDatabase:
 
     async def __aenter__(self) -> Self:
         def open_database() -> sqlite3.Connection:
-            private_database(self.path)
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.executescript(self.schema)
-            return connection
+            return open_private(self.path, self.schema, synchronous="FULL")
 
         try:
             self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, open_database)

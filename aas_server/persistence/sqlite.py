@@ -47,8 +47,7 @@ from aas_server.exchange.roundtrip import DECODE_ERRORS, JsonEncoder, roundtrip_
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.persistence.group_commit import GroupCommitter, Settle, Unit
-from aas_server.persistence.permissions import private_database
-from aas_server.persistence.worker_database import WorkerDatabase
+from aas_server.persistence.worker_database import WorkerDatabase, open_private
 from aas_server.store.files import Attachment, StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
 
@@ -210,12 +209,7 @@ class SqliteRepository(WorkerDatabase):
             raise self._failure(error) from error
 
     def _open(self) -> None:
-        private_database(self.path)
-        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.executescript(_SCHEMA)
+        connection = open_private(self.path, _SCHEMA, synchronous="FULL", pragmas=("foreign_keys=ON",))
         (self._outbox_size,) = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()
         self._connection = connection
 
@@ -437,20 +431,20 @@ class SqliteRepository(WorkerDatabase):
     async def save_files(self, files: dict[str, tuple[bytes, str]]) -> None:
         """Insert or replace files by their package path (``/aasx/files/logo.png``)."""
         rows = [(path, content_type, data) for path, (data, content_type) in files.items()]
-
-        def save() -> None:
-            with self._transaction() as database:
-                database.executemany(_UPSERT_FILE, rows)
-
         if rows:
-            await self._run(save)
+            await self._write(lambda database: database.executemany(_UPSERT_FILE, rows))
+
+    async def _write(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """``work`` in one write transaction of its own, on the database thread."""
+
+        def write() -> None:
+            with self._transaction() as database:
+                work(database)
+
+        await self._run(write)
 
     async def delete_file(self, path: str) -> None:
-        def delete() -> None:
-            with self._transaction() as database:
-                database.execute("DELETE FROM supplementary_files WHERE path = ?", (path,))
-
-        await self._run(delete)
+        await self._write(lambda database: database.execute("DELETE FROM supplementary_files WHERE path = ?", (path,)))
 
     async def load_files(self) -> dict[str, tuple[bytes, str]]:
         rows = await self._run(
@@ -469,18 +463,10 @@ class SqliteRepository(WorkerDatabase):
     # --- uploaded packages ---------------------------------------------------------------------
 
     async def save_package(self, package: StoredPackage) -> None:
-        def save() -> None:
-            with self._transaction() as database:
-                _upsert_package(database, package)
-
-        await self._run(save)
+        await self._write(lambda database: _upsert_package(database, package))
 
     async def delete_package(self, package_id: str) -> None:
-        def delete() -> None:
-            with self._transaction() as database:
-                database.execute("DELETE FROM packages WHERE package_id = ?", (package_id,))
-
-        await self._run(delete)
+        await self._write(lambda database: database.execute("DELETE FROM packages WHERE package_id = ?", (package_id,)))
 
     async def load_packages(self, package_id: str | None = None) -> list[StoredPackage]:
         query = "SELECT package_id, file_name, content, aas_ids FROM packages"

@@ -5,15 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aas_server.errors import PersistenceError
+from aas_server.persistence.permissions import private_database
 
 _T = TypeVar("_T")
+
+
+def open_private(path: Path, schema: str, *, synchronous: str, pragmas: Sequence[str] = ()) -> sqlite3.Connection:
+    """Open the SQLite database ``path`` (created ``0600``) for the one thread that will use it.
+
+    Autocommit mode (transactions are explicit), WAL, ``synchronous`` (``FULL``, ``NORMAL``), then the
+    further ``pragmas`` (``foreign_keys=ON``) and the ``schema`` script.
+    """
+    private_database(path)
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    for pragma in pragmas:
+        connection.execute(f"PRAGMA {pragma}")
+    connection.executescript(schema)
+    return connection
 
 
 class WorkerDatabase:
