@@ -8,14 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from aas_server.config import SecurityPolicyName
 from aas_server.mapping.point_base import DeviceBase, PointBase, field_error
 
-
-class OpcUaSecurityPolicy(enum.StrEnum):
-    NONE = "None"
-    BASIC256SHA256 = "Basic256Sha256"
-    AES128_SHA256_RSAOAEP = "Aes128_Sha256_RsaOaep"
-    AES256_SHA256_RSAPSS = "Aes256_Sha256_RsaPss"
+OpcUaSecurityPolicy = SecurityPolicyName
+"""A device's security policy: the names the hub's own OPC UA server offers (settings ``security_policies``)."""
 
 
 class OpcUaSecurityMode(enum.StrEnum):
