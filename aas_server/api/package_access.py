@@ -27,7 +27,7 @@ from aas_server.config import AccessOperation
 from aas_server.errors import HubError
 from aas_server.exchange import read_package
 from aas_server.model.paths import children_of
-from aas_server.security.rules import REPOSITORY, Decision, Target, path_and_ancestors
+from aas_server.security.rules import REPOSITORY, Decision, RuleSet, Target, path_and_ancestors
 from aas_server.security.scopes import ModelAccess, semantic_ids_of
 from aas_server.store.files import StoredPackage
 
@@ -116,19 +116,30 @@ def decide_package(
         if not decision.allowed:
             return Decision(False, f"concept description {identifier!r} in the package: {decision.reason}")
     for submodel in contents.submodels:
-        shells = access.shells_of(submodel.submodel_id)
-        for id_short_path, semantic_ids in submodel.targets:
-            target = Target(
-                shells=shells,
-                submodels=frozenset({submodel.submodel_id}),
-                paths=path_and_ancestors(id_short_path),
-                semantic_ids=semantic_ids,
-            )
-            decision = rules.decide(target)
-            if not decision.allowed:
-                where = f"element {id_short_path!r} of submodel" if id_short_path else "submodel"
-                return Decision(False, f"{where} {submodel.submodel_id!r} in the package: {decision.reason}")
+        refused = first_refused(rules, access.shells_of(submodel.submodel_id), submodel.submodel_id, submodel.targets)
+        if refused is not None:
+            id_short_path, decision = refused
+            where = f"element {id_short_path!r} of submodel" if id_short_path else "submodel"
+            return Decision(False, f"{where} {submodel.submodel_id!r} in the package: {decision.reason}")
     return Decision(True, "allowed for every object of the package")
+
+
+def first_refused(
+    rules: RuleSet, shells: frozenset[str], submodel_id: str, targets: Iterable[tuple[str, frozenset[str]]]
+) -> tuple[str, Decision] | None:
+    """The first of a submodel's ``targets`` (idShort path, ``""`` for the submodel, and semanticIds) that
+    ``rules`` refuse, with the refusal; ``None`` when they allow every one."""
+    for id_short_path, semantic_ids in targets:
+        target = Target(
+            shells=shells,
+            submodels=frozenset({submodel_id}),
+            paths=path_and_ancestors(id_short_path),
+            semantic_ids=semantic_ids,
+        )
+        decision = rules.decide(target)
+        if not decision.allowed:
+            return id_short_path, decision
+    return None
 
 
 def element_targets(submodel: model.Submodel) -> Iterator[tuple[str, frozenset[str]]]:

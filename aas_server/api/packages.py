@@ -33,12 +33,12 @@ from aiohttp import web
 from basyx.aas import model
 
 from aas_server.api import auth
-from aas_server.api.package_access import element_targets
+from aas_server.api.package_access import element_targets, first_refused
 from aas_server.config import AccessOperation
 from aas_server.errors import AccessDeniedError, NotFoundError
 from aas_server.exchange import read_package
 from aas_server.exchange.clashes import settle_concept_descriptions
-from aas_server.security.rules import Decision, Target, path_and_ancestors
+from aas_server.security.rules import Decision
 from aas_server.security.scopes import ScopeKind
 from aas_server.store.files import Attachment, AttachmentStore, PackageStore, StoredPackage, owned_files
 from aas_server.store.twin_store import ObjectCheck, TwinStore
@@ -157,15 +157,9 @@ def _submodel_decision(
     rules = policy.rules_for(roles, operation)
     if rules.unrestricted:
         return Decision(True, "allowed for every target")
-    for id_short_path, semantic_ids in element_targets(submodel):
-        target = Target(
-            shells=frozenset(shells),
-            submodels=frozenset({submodel.id}),
-            paths=path_and_ancestors(id_short_path),
-            semantic_ids=semantic_ids,
-        )
-        decision = rules.decide(target)
-        if not decision.allowed:
-            where = f"element {id_short_path!r}" if id_short_path else "the submodel"
-            return Decision(False, f"{where}: {decision.reason}")
+    refused = first_refused(rules, frozenset(shells), submodel.id, element_targets(submodel))
+    if refused is not None:
+        id_short_path, decision = refused
+        where = f"element {id_short_path!r}" if id_short_path else "the submodel"
+        return Decision(False, f"{where}: {decision.reason}")
     return Decision(True, "allowed for the submodel and every element in it")

@@ -60,6 +60,18 @@ class ValuePlan:
     property_writes: list[PropertyWrite] = field(default_factory=list)
 
 
+_FileLike = TypeVar("_FileLike", model.Blob, model.File)
+
+
+def _with_content_type(element: _FileLike, value: Any, path: str) -> tuple[_FileLike, dict[str, Any]]:
+    """A copy of a Blob or File with the ``contentType`` of its value-only form (if given), and that form."""
+    data = _fields(value, path, {"contentType", "value"})
+    replacement = copy_element(element)
+    if "contentType" in data:
+        replacement.content_type = _expect(data["contentType"], str, path, "a contentType string")
+    return replacement, data
+
+
 def copy_element(element: ElementT) -> ElementT:
     """A deep copy of ``element`` without its parent, ready to replace it (never mutate the original)."""
     return copy.deepcopy(element, {id(element.parent): None})
@@ -175,10 +187,7 @@ def _element_update_checked(plan: ValuePlan, element: model.SubmodelElement, val
             replacement_range.max = _typed(element.value_type, data["max"], path)
         plan.replacements.append(ElementReplacement(path, replacement_range))
     elif isinstance(element, model.Blob):
-        data = _fields(value, path, {"contentType", "value"})
-        replacement_blob = copy_element(element)
-        if "contentType" in data:
-            replacement_blob.content_type = _expect(data["contentType"], str, path, "a contentType string")
+        replacement_blob, data = _with_content_type(element, value, path)
         if "value" in data:
             encoded = data["value"]
             try:
@@ -187,10 +196,7 @@ def _element_update_checked(plan: ValuePlan, element: model.SubmodelElement, val
                 raise InvalidRequestError(f"{path}: a Blob value must be base64") from None
         plan.replacements.append(ElementReplacement(path, replacement_blob))
     elif isinstance(element, model.File):
-        data = _fields(value, path, {"contentType", "value"})
-        replacement_file = copy_element(element)
-        if "contentType" in data:
-            replacement_file.content_type = _expect(data["contentType"], str, path, "a contentType string")
+        replacement_file, data = _with_content_type(element, value, path)
         if "value" in data:
             file_value = None if data["value"] is None else _expect(data["value"], str, path, "a path")
             if file_value is not None:
