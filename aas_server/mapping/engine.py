@@ -240,10 +240,12 @@ class MappingEngine:
         handlers = self._handlers
 
         def on_sample(sample: RawSample) -> None:
-            handle = handlers.get(sample.point)
-            if handle is None:
-                raise NotFoundError(f"no point {sample.point!r} in the mapping")
-            change = handle(sample)
+            try:
+                change = handlers[sample.point](sample)
+            except KeyError:
+                if sample.point in handlers:
+                    raise
+                raise NotFoundError(f"no point {sample.point!r} in the mapping") from None
             if change is not None:
                 apply(change)
 

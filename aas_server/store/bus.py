@@ -34,6 +34,8 @@ class Subscription(Generic[EventT]):
         self._waiter: asyncio.Future[None] | None = None
         self.dropped = 0
         self._overflowing = False
+        self._plain_below = maxsize
+        """Below this many queued events an offer is a plain append (``ChangeBus.publish``); -1 while overflowing."""
 
     def _offer(self, event: EventT) -> None:
         events = self._events
@@ -42,11 +44,17 @@ class Subscription(Generic[EventT]):
             self.dropped += 1
             if not self._overflowing:
                 self._overflowing = True
+                self._plain_below = -1
                 _LOG.warning("subscriber %s falls behind: dropping its oldest events", self.name)
         elif self._overflowing and len(events) < self.maxsize // 2:
             self._overflowing = False
+            self._plain_below = self.maxsize
             _LOG.info("subscriber %s caught up (%d events dropped so far)", self.name, self.dropped)
         events.append(event)
+        if self._waiter is not None:
+            self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -99,4 +107,11 @@ class ChangeBus(Generic[EventT]):
 
     def publish(self, event: EventT) -> None:
         for subscription in self._subscriptions:
-            subscription._offer(event)
+            # ``Subscription._offer`` inlined for the common case (every device sample passes here)
+            events = subscription._events
+            if len(events) < subscription._plain_below:
+                events.append(event)
+                if subscription._waiter is not None:
+                    subscription._wake()
+            else:
+                subscription._offer(event)

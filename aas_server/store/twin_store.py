@@ -496,10 +496,10 @@ class TwinStore:
         A bad-quality change keeps the last value: the element's value is not touched.
         Returns whether anything a client would see changed.
         """
-        states = self._states.get(change.submodel_id)
-        state = None if states is None else states.get(change.id_short_path)
-        if state is None:
-            raise NotFoundError(f"no Property {change.id_short_path!r} in submodel {change.submodel_id!r}")
+        try:
+            state = self._states[change.submodel_id][change.id_short_path]
+        except KeyError:
+            raise NotFoundError(f"no Property {change.id_short_path!r} in submodel {change.submodel_id!r}") from None
         quality, reason = change.quality, change.reason
         changed = state.quality is not quality or state.reason is not reason
         if quality is not _BAD:
