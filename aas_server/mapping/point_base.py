@@ -146,6 +146,23 @@ class DeviceBase(StrictModel):
     reconnect_backoff: ReconnectBackoff = ReconnectBackoff()
 
 
+class CredentialedDevice(DeviceBase):
+    """A device the hub may log in to with a user name and a password (given, or from the environment)."""
+
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    """Name of an environment variable holding the password (keeps secrets out of mapping files)."""
+
+    @model_validator(mode="after")
+    def _consistent_credentials(self) -> CredentialedDevice:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        if (self.password is not None or self.password_env is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+
 # --- normalisation -------------------------------------------------------------------------------
 
 

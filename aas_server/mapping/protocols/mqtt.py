@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from aas_server.mapping.json_paths import check_json_path
-from aas_server.mapping.point_base import DeviceBase, PointBase, field_error
+from aas_server.mapping.point_base import CredentialedDevice, PointBase, field_error
 
 
 class TimestampFormat(enum.StrEnum):
@@ -18,16 +18,12 @@ class TimestampFormat(enum.StrEnum):
     EPOCH_MILLISECONDS = "epoch-ms"
 
 
-class BrokerDevice(DeviceBase):
+class BrokerDevice(CredentialedDevice):
     """An MQTT broker the hub connects to as a client: what plain MQTT and Sparkplug B devices share."""
 
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     client_id: Annotated[str | None, Field(max_length=128)] = None
-    username: str | None = None
-    password: str | None = None
-    password_env: str | None = None
-    """Name of an environment variable holding the password (keeps secrets out of mapping files)."""
     tls: bool = False
     ca_file: Path | None = None
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
@@ -35,11 +31,7 @@ class BrokerDevice(DeviceBase):
     """Seconds to wait for a connection, and for a write to be acknowledged (MQTT) or sent (Sparkplug B)."""
 
     @model_validator(mode="after")
-    def _consistent_credentials(self) -> Self:
-        if self.password is not None and self.password_env is not None:
-            raise ValueError("give password or password_env, not both")
-        if (self.password is not None or self.password_env is not None) and self.username is None:
-            raise ValueError("a password needs a username")
+    def _ca_file_with_tls(self) -> Self:
         if self.ca_file is not None and not self.tls:
             raise ValueError("ca_file needs tls: true")
         return self

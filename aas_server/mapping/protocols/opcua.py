@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from aas_server.config import SecurityPolicyName
-from aas_server.mapping.point_base import DeviceBase, PointBase, field_error
+from aas_server.mapping.point_base import CredentialedDevice, PointBase, field_error
 
 OpcUaSecurityPolicy = SecurityPolicyName
 """A device's security policy: the names the hub's own OPC UA server offers (settings ``security_policies``)."""
@@ -28,7 +28,7 @@ class Acquisition(enum.StrEnum):
     POLL = "poll"
 
 
-class OpcUaDevice(DeviceBase):
+class OpcUaDevice(CredentialedDevice):
     """A (legacy) OPC UA server the hub reads and writes as a client."""
 
     protocol: Literal["opcua"]
@@ -40,10 +40,6 @@ class OpcUaDevice(DeviceBase):
     private_key: Path | None = None
     server_certificate: Path | None = None
     """The server's certificate, when it cannot be taken from the endpoint description."""
-    username: str | None = None
-    password: str | None = None
-    password_env: str | None = None
-    """Name of an environment variable holding the password (keeps secrets out of mapping files)."""
     timeout: Annotated[float, Field(gt=0, le=120, allow_inf_nan=False)] = 4.0
     acquisition: Acquisition = Acquisition.SUBSCRIBE
     """Default for the device's variable points."""
@@ -55,10 +51,6 @@ class OpcUaDevice(DeviceBase):
         plain = self.security_policy is OpcUaSecurityPolicy.NONE
         if plain != (self.security_mode is OpcUaSecurityMode.NONE):
             raise ValueError("security_policy None goes with security_mode none, and only with it")
-        if self.password is not None and self.password_env is not None:
-            raise ValueError("give password or password_env, not both")
-        if (self.password is not None or self.password_env is not None) and self.username is None:
-            raise ValueError("a password needs a username")
         return self
 
 
