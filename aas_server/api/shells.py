@@ -15,6 +15,7 @@ Changes build a new shell (a deep copy with the change, or the deserialised body
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -177,13 +178,17 @@ async def delete_shell(request: web.Request) -> web.Response:
 @routes.get("/shells/{aasIdentifier}/$reference")
 async def get_shell_reference(request: web.Request) -> web.Response:
     """GetAssetAdministrationShellById-Reference."""
+    return _shell_part(request, "reference", model.ModelReference.from_referable)
+
+
+def _shell_part(
+    request: web.Request, form: str, part: Callable[[model.AssetAdministrationShell], object]
+) -> web.Response:
+    """The JSON of ``part`` of the addressed shell, cached as its ``form``."""
     accept_json(request)
     store = store_of(request)
     shell_id = shell_id_of(request)
-    body = cached_body(
-        request, shell_id, ("reference",), lambda: dumps(model.ModelReference.from_referable(store.shell(shell_id)))
-    )
-    return bytes_response(body)
+    return bytes_response(cached_body(request, shell_id, (form,), lambda: dumps(part(store.shell(shell_id)))))
 
 
 # --- asset information ------------------------------------------------------------------------------
@@ -192,13 +197,7 @@ async def get_shell_reference(request: web.Request) -> web.Response:
 @routes.get("/shells/{aasIdentifier}/asset-information")
 async def get_asset_information(request: web.Request) -> web.Response:
     """GetAssetInformation."""
-    accept_json(request)
-    store = store_of(request)
-    shell_id = shell_id_of(request)
-    body = cached_body(
-        request, shell_id, ("asset-information",), lambda: dumps(store.shell(shell_id).asset_information)
-    )
-    return bytes_response(body)
+    return _shell_part(request, "asset-information", lambda shell: shell.asset_information)
 
 
 @routes.put("/shells/{aasIdentifier}/asset-information")
