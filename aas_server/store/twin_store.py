@@ -317,6 +317,8 @@ class TwinStore:
         self._states: dict[str, dict[str, ValueState]] = {}
         """Value states by submodel id, then idShort path."""
         self._bindings: dict[tuple[str, str], ElementBinding] = {}
+        self._bound: dict[str, set[str]] = {}
+        """The bound idShort paths of each submodel (a model change checks its own, not every binding of the hub)."""
         self._writers: dict[tuple[str, str], DeviceWriter] = {}
         self._point_locks: dict[tuple[str, str], asyncio.Lock] = {}
         """Orders the client writes of each device-bound Property: device write and queueing in the journal."""
@@ -475,6 +477,7 @@ class TwinStore:
             raise ValueError("a writable binding needs a device writer")
         key = (submodel_id, id_short_path)
         self._bindings[key] = binding
+        self._bound.setdefault(submodel_id, set()).add(id_short_path)
         self._bound_value_types[key] = element.value_type
         if writer is not None:
             self._writers[key] = _HandlerWriter(writer) if callable(writer) else writer
@@ -662,9 +665,7 @@ class TwinStore:
 
     def _bound_paths(self, submodel_id: str, prefix: str | None = None) -> list[str]:
         result = []
-        for bound_submodel, path in self._bindings:
-            if bound_submodel != submodel_id:
-                continue
+        for path in self._bound.get(submodel_id, ()):
             if prefix is None or path == prefix or path.startswith((prefix + ".", prefix + "[")):
                 result.append(path)
         return sorted(result)
