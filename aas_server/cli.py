@@ -153,14 +153,24 @@ def check_file(path: Path) -> str:
     for twin_path in settings.twins:
         if twin_path.suffix.lower() != ".json":
             build_environment(load_twins(twin_path))
-    if settings.analytics.rules_files:
+    analytics = settings.analytics
+    predictive = analytics.predictive.detectors or analytics.predictive.wear
+    if settings.rollups or analytics.rules_files or analytics.kpi_files or predictive:
         from aas_server.runtime.analytics import known_elements, load_rule_files
-
-        load_rule_files(settings.analytics.rules_files, known_elements(_model_from_settings(settings)))
-    if settings.analytics.kpi_files:
         from aas_server.runtime.kpi import check_kpi_files
+        from aas_server.runtime.predictive import check_predictive
+        from aas_server.runtime.rollups import RollupService
+        from aas_server.store.twin_store import TwinStore
 
-        check_kpi_files(settings.analytics.kpi_files, _model_from_settings(settings))
+        identifiables = _model_from_settings(settings)
+        if settings.rollups:
+            store = TwinStore()
+            store.add_all(list(identifiables))
+            RollupService(store, settings.rollups)  # refuses unknown parts, type clashes and cycles
+        # the submodels the hub adds before its rules are checked: rules may watch KPIs and predictions
+        derived = check_kpi_files(analytics.kpi_files, identifiables) + check_predictive(settings, identifiables)
+        if analytics.rules_files:
+            load_rule_files(analytics.rules_files, known_elements([*identifiables, *derived]))
     security = settings.security
     access = (
         f"access control on: {len(security.api_keys)} API keys, tokens {'on' if security.tokens else 'off'}, "

@@ -211,10 +211,11 @@ class Hub:
         self.rollups = await start_rollups(self._stack, settings, self.store)
         # before the alarms: rules may watch its PredictiveMaintenance elements (RUL under a horizon)
         self.predictive = await start_predictive(self._stack, settings, self.store)
+        # before the alarms too: rules may watch its KPIs (an OEE under a limit)
+        self.kpis = await start_kpis(self._stack, settings, self.store)
         # after values and roll-ups, before OPC UA and REST: they show the alarms, restored and evaluated
         outbox = self.repository if self.events is not None else None
         self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
-        self.kpis = await start_kpis(self._stack, settings, self.store)
         # before OPC UA and REST, which submit jobs; its worker pool starts with the first job
         self.simulations = await self._stack.enter_async_context(simulation_service(settings, self.store, outbox))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -196,10 +196,15 @@ def kpi_submodel(shell_id: str, with_state: bool = False) -> model.Submodel:
 
 
 def check_rollups(
-    store: TwinStore, models: Sequence[MachineStateModel], rollups: Sequence[KpiRollup], where: str
+    store: TwinStore,
+    models: Sequence[MachineStateModel],
+    rollups: Sequence[KpiRollup],
+    where: str,
+    earlier: Iterable[str] = (),
 ) -> None:
-    """Each roll-up's shell exists and has no KPIs yet, and its parts come before it."""
-    known = {item.asset for item in models}
+    """Each roll-up's shell exists and has no KPIs yet, and its parts come before it (so roll-ups form no
+    cycle); ``earlier`` are the shells of roll-ups of KPI files listed before."""
+    known = {item.asset for item in models} | set(earlier)
     for index, rollup in enumerate(rollups):
         try:
             store.shell(rollup.shell)
@@ -377,17 +382,30 @@ async def start_kpis(stack: AsyncExitStack, settings: HubSettings, store: TwinSt
     rollups: list[KpiRollup] = []
     for path in files:
         loaded = await asyncio.to_thread(load_kpi_file, path)
+        # each file's problems named with its path (the service checks the whole again)
+        check_models(store, loaded.assets, str(path))
+        check_rollups(store, [*models, *loaded.assets], loaded.rollups, str(path), [item.shell for item in rollups])
         models.extend(loaded.assets)
         rollups.extend(loaded.rollups)
     service = KpiService(store, models, settings.analytics.kpi_interval, rollups=rollups)
     return await stack.enter_async_context(service)
 
 
-def check_kpi_files(files: Sequence[Path], identifiables: Sequence[model.Identifiable]) -> None:
-    """Check KPI files against a model (``aas-server check``): ``ConfigurationError`` with the place."""
+def check_kpi_files(files: Sequence[Path], identifiables: Sequence[model.Identifiable]) -> list[model.Submodel]:
+    """Check KPI files against a model (``aas-server check``): ``ConfigurationError`` with the place.
+
+    Returns the KPI submodels the hub would add, so that rules on KPIs can be checked against them.
+    """
     store = TwinStore()
     store.add_all(list(identifiables))
+    models: list[MachineStateModel] = []
+    rollups: list[KpiRollup] = []
     for path in files:
         loaded = load_kpi_file(path)
         check_models(store, loaded.assets, str(path))
-        check_rollups(store, loaded.assets, loaded.rollups, str(path))
+        check_rollups(store, [*models, *loaded.assets], loaded.rollups, str(path), [item.shell for item in rollups])
+        models.extend(loaded.assets)
+        rollups.extend(loaded.rollups)
+    return [kpi_submodel(item.asset, with_state=True) for item in models] + [
+        kpi_submodel(item.shell) for item in rollups
+    ]

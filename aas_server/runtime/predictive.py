@@ -474,3 +474,15 @@ async def start_predictive(stack: AsyncExitStack, settings: HubSettings, store: 
     database = await stack.enter_async_context(PredictiveDatabase(settings.predictive_path))
     service = PredictiveService(store, detectors, wear, database, targets)
     return await stack.enter_async_context(service)
+
+
+def check_predictive(settings: HubSettings, identifiables: Iterable[model.Identifiable]) -> list[model.Submodel]:
+    """Check ``settings.analytics.predictive`` against a model (``aas-server check``): ``ConfigurationError``
+    with the place. Returns the PredictiveMaintenance submodels the hub would add, for checking rules on them."""
+    section = settings.analytics.predictive
+    if not section.detectors and not section.wear:
+        return []
+    store = TwinStore()
+    store.add_all(list(identifiables))
+    detectors, wear = parse_predictive(settings, store)
+    return [submodel for _, submodel in predictive_submodels(store, detectors, wear)]
