@@ -28,7 +28,7 @@ unacknowledged" is Active false with Acked false), SuppressedState, OutOfService
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,52 +163,30 @@ def _aware(time: datetime, what: str) -> datetime:
 _LIMIT_RANK = {None: 0, LimitState.HIGH: 1, LimitState.HIGH_HIGH: 2, LimitState.LOW: 1, LimitState.LOW_LOW: 2}
 
 
+@dataclass(eq=False, slots=True)
 class Alarm:
-    """One alarm (one rule): its state, changed by its condition and by operators."""
+    """One alarm (one rule): its state, changed by its condition and by operators.
 
-    __slots__ = (
-        "acknowledged",
-        "active",
-        "comment",
-        "comment_time",
-        "comment_user",
-        "confirmed",
-        "enabled",
-        "last_change",
-        "limit_state",
-        "max_shelve_time",
-        "message",
-        "name",
-        "requires_confirmation",
-        "severity",
-        "shelving",
-        "shelving_expires",
-    )
+    Compared by identity: each is the one live alarm of its rule.
+    """
 
-    def __init__(
-        self,
-        name: str,
-        severity: int,
-        *,
-        requires_confirmation: bool = False,
-        max_shelve_time: timedelta | None = None,
-    ) -> None:
-        self.name = name
-        self.severity = severity
-        self.requires_confirmation = requires_confirmation
-        self.max_shelve_time = max_shelve_time
-        self.enabled = True
-        self.active = False
-        self.acknowledged = True
-        self.confirmed = True
-        self.shelving = Shelving.UNSHELVED
-        self.shelving_expires: datetime | None = None
-        self.limit_state: LimitState | None = None
-        self.message = ""
-        self.comment: str | None = None
-        self.comment_user: str | None = None
-        self.comment_time: datetime | None = None
-        self.last_change: datetime | None = None
+    name: str
+    severity: int
+    _: KW_ONLY
+    requires_confirmation: bool = False
+    max_shelve_time: timedelta | None = None
+    enabled: bool = field(default=True, init=False)
+    active: bool = field(default=False, init=False)
+    acknowledged: bool = field(default=True, init=False)
+    confirmed: bool = field(default=True, init=False)
+    shelving: Shelving = field(default=Shelving.UNSHELVED, init=False)
+    shelving_expires: datetime | None = field(default=None, init=False)
+    limit_state: LimitState | None = field(default=None, init=False)
+    message: str = field(default="", init=False)
+    comment: str | None = field(default=None, init=False)
+    comment_user: str | None = field(default=None, init=False)
+    comment_time: datetime | None = field(default=None, init=False)
+    last_change: datetime | None = field(default=None, init=False)
 
     @property
     def state(self) -> AlarmState:
