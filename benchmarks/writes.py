@@ -2,11 +2,12 @@
 
 Two hub processes on loopback, on the same data (``rest.py``'s: small submodels with one Property
 each plus one submodel of about 13 KB of JSON), journaled to SQLite (WAL, ``synchronous=FULL``): one
-with group commit off (env ``AAS_GROUP_COMMIT=0``: one commit, so one fsync, per journal unit, as before
-issue 12; concurrent element changes of one submodel are still one unit, see ``TwinStore.replace_element``)
-and one with it on. wrk (Debian package ``wrk``) drives each target on each hub in turn,
-with 32 connections, and the whole set is repeated in alternating rounds so that machine noise hits
-both hubs alike:
+with group commit off (env ``AAS_GROUP_COMMIT=0``: one commit, so one fsync, per write, and each
+element change journaled with its own document, ``TwinStore(element_batches=False)``: as before issue
+12) and one with it on (concurrent writes share a commit; concurrent element changes of one submodel
+also share one document, see ``TwinStore.replace_element``). wrk (Debian package ``wrk``) drives each
+target on each hub in turn, with 32 connections, and the whole set is repeated in alternating rounds
+so that machine noise hits both hubs alike:
 
 * ``patch_value``: PATCH ``$value`` of one Property (every connection writes the same one);
 * ``put_element``: PUT of that Property element (a model change: the submodel's document is journaled);
@@ -120,7 +121,8 @@ def serve_hub(submodel_count: int, data_dir: str) -> None:
 
     async def main() -> None:
         async with SqliteRepository(Path(data_dir) / "hub.sqlite") as repository:
-            store = TwinStore(journal=repository)
+            # the hub without group commit also journals each element change alone, as before issue 12
+            store = TwinStore(journal=repository, element_batches=repository.committer.enabled)
             semantic_id = model.ExternalReference((model.Key(model.KeyTypes.GLOBAL_REFERENCE, "urn:bench:semantic"),))
             store.add(_big_submodel())
             for index in range(submodel_count):

@@ -192,3 +192,19 @@ async def test_creates_and_deletes_of_elements_batch_with_replacements(tmp_path:
         (loaded,) = await repository.load_identifiables()
     assert isinstance(loaded, model.Submodel)
     assert values_of(loaded) == expected
+
+
+@pytest.mark.parametrize("batches", [True, False])
+async def test_element_batches_can_be_switched_off_one_commit_per_change(tmp_path: Path, batches: bool) -> None:
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        store = TwinStore(journal=repository, element_batches=batches)
+        await store.create(three_properties())
+        commits = repository.committer.statistics.commits
+        errors = await _queued_behind_the_lock(
+            store, [store.replace_element(SUBMODEL, f"P{n}", model.Property(f"P{n}", str, f"v{n}")) for n in range(3)]
+        )
+        assert errors == [None, None, None]
+        assert repository.committer.statistics.commits - commits == (1 if batches else 3)
+        (loaded,) = await repository.load_identifiables()
+    assert isinstance(loaded, model.Submodel)
+    assert values_of(loaded) == ["v0", "v1", "v2"]

@@ -137,7 +137,7 @@ class ValueState:
     holds the value it was made with.
     """
 
-    __slots__ = ("_value", "element", "quality", "reason", "server_time", "source_time")
+    __slots__ = ("_value", "element", "quality", "reason", "server_time", "source_time", "submodel_version")
 
     def __init__(
         self,
@@ -155,6 +155,9 @@ class ValueState:
         self.reason = reason
         self.element = element
         """The Property itself, whose value this is, so that applying a value needs no path resolution."""
+        self.submodel_version = [0]
+        """The content version of the submodel (``TwinStore.content_version``), shared by its states: a value
+        change counts in it without a dict lookup."""
 
     @property
     def value(self) -> Any:
@@ -308,9 +311,12 @@ class _QueuedChange:
 class TwinStore:
     """Shells, submodels and concept descriptions, their live values, and the change bus."""
 
-    def __init__(self, journal: Journal | None = None) -> None:
+    def __init__(self, journal: Journal | None = None, *, element_batches: bool = True) -> None:
         self.bus: ChangeBus[StoreEvent] = ChangeBus()
         self.journal = journal
+        self.element_batches = element_batches
+        """Element changes of one submodel queued together are journaled in one batch (``False``: one at a time,
+        each with its own document and commit, as before issue 12; for comparison in ``benchmarks/writes.py``)."""
         self._shells: dict[str, model.AssetAdministrationShell] = {}
         self._submodels: dict[str, model.Submodel] = {}
         self._concept_descriptions: dict[str, model.ConceptDescription] = {}
@@ -333,7 +339,9 @@ class TwinStore:
         self._write_sequence: dict[tuple[str, str], int] = {}
         self._applied_sequence: dict[tuple[str, str], int] = {}
         self._unsettled_writes: dict[tuple[str, str], int] = {}
-        self._content_versions: dict[str, int] = {}
+        self._content_versions: dict[str, list[int]] = {}
+        """A one-item list per identifier ever stored, never dropped, so that a version never repeats; a
+        submodel's is also each of its value states' ``submodel_version``."""
         self.version = 0
         """Structure version: changes when identifiables are created, replaced or deleted (not on value changes)."""
         self.outbox_encoder: OutboxEncoder | None = None
@@ -375,21 +383,24 @@ class TwinStore:
         """The value states of a submodel's ``properties`` (from ``_properties``), replacing the current ones."""
         now = utc_now()
         old = self._states.get(submodel_id, {})
+        version = self._content_versions.setdefault(submodel_id, [0])
         new: dict[str, ValueState] = {}
         for path, element in properties:
             state = old.get(path)
             if state is None or state.value != element.value:
                 state = ValueState(None, now, now, Quality.GOOD)
             state.element = element
+            state.submodel_version = version
             new[path] = state
         self._states[submodel_id] = new
 
     def _touch(self, identifier: str) -> None:
-        self._content_versions[identifier] = self._content_versions.get(identifier, 0) + 1
+        self._content_versions.setdefault(identifier, [0])[0] += 1
 
     def content_version(self, identifier: str) -> int:
         """Changes whenever anything in the identifiable changes, values included (for caches)."""
-        return self._content_versions.get(identifier, 0)
+        version = self._content_versions.get(identifier)
+        return 0 if version is None else version[0]
 
     def _lock(self, identifier: str) -> asyncio.Lock:
         return self._locks.setdefault(identifier, asyncio.Lock())
@@ -520,11 +531,7 @@ class TwinStore:
                     element._value = value
                 else:
                     element.value = value
-                versions = self._content_versions
-                try:
-                    versions[change.submodel_id] += 1
-                except KeyError:
-                    versions[change.submodel_id] = 1
+                state.submodel_version[0] += 1
                 changed = True
         if not changed:
             # Times stay those of the last change of value or quality, as OPC UA's SourceTimestamp
@@ -931,8 +938,10 @@ class TwinStore:
         try:
             while queue:
                 async with self._lock(submodel_id):
-                    batch = queue[:]  # taken once the lock is held: what arrived meanwhile joins this batch
-                    del queue[:]
+                    # taken once the lock is held: what arrived meanwhile joins this batch
+                    taken = len(queue) if self.element_batches else 1
+                    batch = queue[:taken]
+                    del queue[:taken]
                     await self._values_settled(submodel_id)
                     done = await self._commit_element_changes(submodel_id, batch)
                 for _, applied in done:
