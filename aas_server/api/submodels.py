@@ -340,16 +340,30 @@ async def put_submodel(request: web.Request) -> web.Response:
 @interface.patch("")
 async def patch_submodel(request: web.Request) -> web.Response:
     """PatchSubmodelById: the body's attributes replace the current ones (``submodelElements`` as a whole)."""
-    store = store_of(request)
     submodel_id = submodel_id_of(request)
-    body = await read_json_object(request, "Submodel")
-    current = await current_json(store, submodel_id)
-    submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
+    submodel = await _patched(request, submodel_id, "Submodel")
     check_body_id(submodel, submodel_id)
     await check_file_values(request, submodel_id, "", submodel)
     auth.check_kept_content(request, submodel_id, "", submodel)
     await replace_identifiable(request, submodel)
     return no_content()
+
+
+async def _patched(
+    request: web.Request,
+    submodel_id: str,
+    what: str,
+    check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> model.Submodel:
+    """The stored submodel with the PATCH body's members (a JSON object, ``what``) put over its JSON form.
+
+    ``check(body, current)`` may refuse the body first.
+    """
+    body = await read_json_object(request, what)
+    current = await current_json(store_of(request), submodel_id)
+    if check is not None:
+        check(body, current)
+    return await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
 
 
 @interface.delete("")
@@ -387,12 +401,8 @@ async def get_submodel_metadata(request: web.Request) -> web.Response:
 @interface.patch("/$metadata")
 async def patch_submodel_metadata(request: web.Request) -> web.Response:
     """PatchSubmodelById-Metadata: metadata attributes only; elements unchanged."""
-    store = store_of(request)
     submodel_id = submodel_id_of(request)
-    body = await read_json_object(request, "SubmodelMetadata")
-    current = await current_json(store, submodel_id)
-    check_metadata_body(body, current)
-    submodel = await asyncio.to_thread(decode_model, merged(current, body), model.Submodel, "Submodel")
+    submodel = await _patched(request, submodel_id, "SubmodelMetadata", check_metadata_body)
     auth.check_kept_content(request, submodel_id, "", submodel)
     await replace_identifiable(request, submodel)
     return no_content()
