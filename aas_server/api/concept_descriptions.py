@@ -21,10 +21,10 @@ from aas_server.api.resources import (
     cached_body,
     check_body_id,
     collection_location,
+    create_identifiable,
     created,
     delete_identifiable,
     no_content,
-    note_change,
     put_identifiable,
     read_identifiable,
 )
@@ -121,8 +121,7 @@ async def post_concept_description(request: web.Request) -> web.Response:
     """PostConceptDescription: ``201`` with ``Location``; ``409`` if the id exists."""
     accept_json(request)
     concept_description = await read_identifiable(request, model.ConceptDescription)
-    await store_of(request).create(concept_description)
-    note_change(request, concept_description.id, concept_description)
+    await create_identifiable(request, concept_description)
     return created(
         request,
         concept_description_body(request, concept_description.id),

@@ -92,6 +92,12 @@ def check_body_id(identifiable: model.Identifiable, path_id: str) -> None:
         raise InvalidRequestError(f"the id in the body ({identifiable.id!r}) differs from the path's ({path_id!r})")
 
 
+async def create_identifiable(request: web.Request, identifiable: model.Identifiable) -> None:
+    """Create ``identifiable`` in the store (``409`` if its id is taken) and tell the paging catalog."""
+    await store_of(request).create(identifiable)
+    note_change(request, identifiable.id, identifiable)
+
+
 async def replace_identifiable(request: web.Request, identifiable: model.Identifiable) -> None:
     """Replace the stored identifiable of ``identifiable.id`` and tell the paging catalog."""
     await store_of(request).replace(identifiable)
@@ -109,8 +115,7 @@ async def put_identifiable(
     try:
         find(identifiable.id)
     except NotFoundError:
-        await store_of(request).create(identifiable)
-        note_change(request, identifiable.id, identifiable)
+        await create_identifiable(request, identifiable)
         return created(request, created_body(), request.path)
     await replace_identifiable(request, identifiable)
     return no_content()

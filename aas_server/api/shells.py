@@ -38,10 +38,10 @@ from aas_server.api.resources import (
     cached_body,
     check_body_id,
     collection_location,
+    create_identifiable,
     created,
     delete_identifiable,
     no_content,
-    note_change,
     put_identifiable,
     read_identifiable,
     replace_identifiable,
@@ -138,8 +138,7 @@ async def post_shell(request: web.Request) -> web.Response:
     shell = await read_identifiable(request, model.AssetAdministrationShell)
     auth.check_references(request, shell.id, shell)
     await check_thumbnail(request, shell.id, shell.asset_information.default_thumbnail)
-    await store_of(request).create(shell)
-    note_change(request, shell.id, shell)
+    await create_identifiable(request, shell)
     return created(request, shell_body(request, shell.id), collection_location(request, shell.id))
 
 
