@@ -1,4 +1,4 @@
-"""``aas-server``: serve | demo | check | import | export | nodeset | schema.
+"""``aas-server``: serve | demo | check | import | export | nodeset | schema | simulate.
 
 Exit codes: 0 success, 1 runtime failure (a port in use, a database error), 2 invalid input (a
 settings, twin, mapping or package file that does not validate, a file or folder that cannot be
@@ -101,6 +101,33 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "kind", choices=["mapping", "settings", "rules"], help="mapping files, hub settings files or monitoring rules"
     )
+
+    simulate = commands.add_parser(
+        "simulate", help="what-if simulation of a line: calibrate from history, run scenario files, the demo"
+    )
+    simulate_commands = simulate.add_subparsers(dest="simulate_command", required=True)
+    simulate_run = simulate_commands.add_parser("run", help="run a scenario file offline and print its results")
+    simulate_run.add_argument("scenario", type=Path, help="scenario file (YAML): line, overrides, horizon, ...")
+    simulate_run.add_argument("--config", "-c", type=Path, help="settings file whose simulation limits apply")
+    simulate_run.add_argument("--workers", type=int, default=1, help="worker processes for the replications")
+    simulate_run.add_argument("--output", "-o", type=Path, help="write the results as JSON to this file")
+    simulate_calibrate = simulate_commands.add_parser(
+        "calibrate", help="fit cycle-time, MTBF and MTTR distributions from a time range of the hub's history"
+    )
+    simulate_calibrate.add_argument("--config", "-c", type=Path, required=True, help="settings file of the hub")
+    simulate_calibrate.add_argument("--from", dest="start", required=True, help="start (ISO 8601 with offset)")
+    simulate_calibrate.add_argument("--to", dest="end", required=True, help="end (ISO 8601 with offset)")
+    simulate_calibrate.add_argument("--process", help="process shell id: its KPI roll-up's parts are the stations")
+    simulate_calibrate.add_argument(
+        "--min-samples", type=int, default=10, help="samples a parameter needs to be fitted"
+    )
+    simulate_calibrate.add_argument("--output", "-o", type=Path, help="write the report (YAML) to this file")
+    simulate_demo = simulate_commands.add_parser(
+        "demo", help='the bottling line\'s baseline against "filler +10 %%", with the comparison'
+    )
+    simulate_demo.add_argument("--workers", type=int, default=2, help="worker processes for the replications")
+    simulate_demo.add_argument("--hours", type=float, help="simulated hours per replication (default 8)")
+    simulate_demo.add_argument("--replications", type=int, help="replications per scenario (default 10)")
 
     nodeset = commands.add_parser("nodeset", help="write OPC UA NodeSet2 XML: the AAS type model or the address space")
     nodeset_commands = nodeset.add_subparsers(dest="nodeset_command", required=True)
@@ -419,6 +446,47 @@ def _check(files: Sequence[Path]) -> int:
     return status
 
 
+def _simulate(arguments: argparse.Namespace) -> int:
+    """``simulate run | calibrate | demo`` (``aas_server.runtime.simulate_command``); bad input: exit 2."""
+    from aas_server.config import SimulationSettings
+    from aas_server.runtime import simulate_command as command
+
+    try:
+        if arguments.simulate_command == "demo":
+            command.demo(arguments.workers, arguments.hours, arguments.replications)
+            return EXIT_OK
+        if arguments.simulate_command == "run":
+            limits = load_settings(arguments.config).simulation if arguments.config else SimulationSettings()
+            output = command.run_scenario_file(arguments.scenario, limits, arguments.workers)
+            results = output["_results"]
+            if "baseline" in results:
+                command.print_result(results["baseline"])
+            command.print_result(results["candidate"])
+            if "comparison" in results:
+                print(f"{results['candidate'].name} against the baseline:")
+                command.print_comparison(results["comparison"])
+            if arguments.output:
+                command.write_json(arguments.output, output)
+            return EXIT_OK
+        settings = load_settings(arguments.config)
+        start = command.parse_time(arguments.start, "--from")
+        end = command.parse_time(arguments.end, "--to")
+        report, assets = asyncio.run(
+            command.calibrate_from_history(settings, start, end, arguments.process, arguments.min_samples)
+        )
+        command.print_report(report)
+        if arguments.output:
+            command.write_yaml(arguments.output, command.report_document(report, assets, start, end))
+        return EXIT_OK
+    except (ConfigurationError, InvalidRequestError) as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_INVALID
+    except (HubError, OSError) as error:
+        status, message = refusal(error)
+        print(message, file=sys.stderr)
+        return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     configure_logging(logging.WARNING)  # every command's warnings go through the escaping formatter too
@@ -427,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if arguments.command == "check":
         return _check(arguments.files)
+    if arguments.command == "simulate":
+        return _simulate(arguments)
     if arguments.command in ("import", "export", "nodeset"):
         commands = {"import": _import, "export": _export, "nodeset": _nodeset}
         try:

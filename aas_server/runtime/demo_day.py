@@ -15,7 +15,7 @@ counter increments.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,8 +134,12 @@ def record_demo_day(
     poll: float = 1.0,
     start: datetime = DEMO_DAY_START,
     device_seed: int = 11,
+    sink: Callable[[Sample], None] | None = None,
 ) -> DemoDay:
-    """Step the demo line through ``hours`` with the fault schedule and record it every ``poll`` seconds."""
+    """Step the demo line through ``hours`` with the fault schedule and record it every ``poll`` seconds.
+
+    ``sink``, when given, receives every sample too (e.g. to write them to a history database).
+    """
     schedule = schedule or FaultSchedule()
     mapping = load_mapping(DEMO_MAPPING)
     kpi_file = load_kpi_file(DEMO_KPI_FILE)
@@ -169,8 +173,11 @@ def record_demo_day(
         time = start + timedelta(seconds=moment)
         for signal, listeners in signals.items():
             value = device.read_point(points[signal])
+            sample = Sample(signal, value, time, value is not None)
             for recorder in listeners:
-                recorder.add(Sample(signal, value, time, value is not None))
+                recorder.add(sample)
+            if sink is not None:
+                sink(sample)
     end = start + timedelta(seconds=length)
     span = Window("demo day", start, end)
     kpis = {
