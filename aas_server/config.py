@@ -366,6 +366,9 @@ class SimulationSettings(_Strict):
     """Replications a scenario may ask for at most."""
     workers: Annotated[int, Field(ge=1, le=256)] = 2
     """Worker processes of the hub's one replication pool (started on the first job)."""
+    worker_niceness: Annotated[int, Field(ge=0, le=19)] = 10
+    """``nice`` increment of the worker processes (POSIX): the CPU goes to the live hub first, so that REST and
+    OPC UA keep their latency while replications run (0: same priority)."""
     max_jobs: Annotated[int, Field(ge=1, le=1000)] = 2
     """Jobs queued or running at once; one more is refused (429)."""
     buffer_capacity: Annotated[int, Field(ge=1, le=1_000_000)] = 50

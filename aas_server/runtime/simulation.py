@@ -28,6 +28,8 @@ import contextlib
 import copy
 import itertools
 import logging
+import multiprocessing
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -47,7 +49,6 @@ from aas_server.simulation.description import LineDescription, SimulationError, 
 from aas_server.simulation.jobs import JobState, JobView, ScenarioRequest, comparison_json
 from aas_server.simulation.model import ReplicationResult, run_replication
 from aas_server.simulation.results import simulation_results_submodel
-from aas_server.simulation.runner import worker_pool
 from aas_server.simulation.statistics import Difference, ScenarioResult, aggregate, compare
 from aas_server.simulation.submodel import SIMULATION_MODELS_SEMANTIC_ID, line_from_submodel, simulation_models_submodel
 from aas_server.simulation.twin import line_from_twin
@@ -204,6 +205,12 @@ def process_data(store: TwinStore, shell_id: str, buffer_capacity: int) -> dict[
     return {"name": shell.id_short or shell.id, "stations": stations, "buffers": buffers, "run": dict(DEFAULT_RUN)}
 
 
+def _lower_priority(increment: int) -> None:
+    """Worker initializer: run below the hub's priority (no-op where ``os.nice`` is missing)."""
+    if increment and hasattr(os, "nice"):
+        os.nice(increment)
+
+
 class ResultsWriter:
     """The only way the service changes the model: its own submodels of a shell and the references to them."""
 
@@ -302,7 +309,13 @@ class SimulationService:
 
     def _current_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = worker_pool(self.settings.workers)
+            # spawned like ``runner.worker_pool``, and niced so that the hub's event loop gets the CPU first
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.settings.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
+                initargs=(self.settings.worker_niceness,),
+            )
             self.pools_started += 1
         return self._pool
 
@@ -380,6 +393,15 @@ class SimulationService:
         if found is None:
             raise NotFoundError(f"no simulation job {job_id!r}")
         return found.view
+
+    async def wait(self, job_id: str) -> JobView:
+        """The job once it has finished (it is not cancelled when the caller stops waiting)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no simulation job {job_id!r}")
+        if job.task is not None:
+            await asyncio.wait({job.task})
+        return job.view
 
     def jobs(self) -> list[JobView]:
         return [job.view for job in self._jobs.values()]
