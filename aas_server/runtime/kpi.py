@@ -281,6 +281,8 @@ class KpiService(BusService):
                 assert isinstance(element, model.SubmodelElement)
                 self._refs.setdefault((ref.submodel_id, paths.path_of(element)), {})[index] = ref
         self.recorders: list[StateRecorder] = []
+        self._failing: set[tuple[int, SignalRef]] = set()
+        self._update_failing = False
 
     async def start(self) -> None:
         """Create the KPI submodels, bind them read-only, take the signals' current values, follow the bus."""
@@ -319,10 +321,19 @@ class KpiService(BusService):
                 continue
             for index, ref in refs.items():
                 sample = Sample(ref, event.value, event.source_time, event.quality is not Quality.BAD)
+                asset = self.models[index].asset
                 try:
                     self.recorders[index].add(sample)
                 except ValueError as error:
-                    _LOG.warning("KPI signal %s of %s: %s", ref.id_short_path, self.models[index].asset, error)
+                    # a value the model cannot read (text for a fault code) is no data: unknown time
+                    self.recorders[index].add(Sample(ref, None, event.source_time, False))
+                    if (index, ref) not in self._failing:  # logged once, and its recovery once
+                        self._failing.add((index, ref))
+                        _LOG.warning("KPI signal %s of %s: %s; taken as no data", ref.id_short_path, asset, error)
+                else:
+                    if (index, ref) in self._failing:
+                        self._failing.discard((index, ref))
+                        _LOG.info("KPI signal %s of %s is taken again", ref.id_short_path, asset)
 
     async def _tick(self) -> None:
         while True:
@@ -330,7 +341,13 @@ class KpiService(BusService):
             try:
                 self.update()
             except Exception:
-                _LOG.exception("KPI computation failed")
+                if not self._update_failing:  # logged once, and its recovery once
+                    self._update_failing = True
+                    _LOG.exception("KPI computation failed; the KPIs keep their last values")
+            else:
+                if self._update_failing:
+                    self._update_failing = False
+                    _LOG.info("KPI computation works again")
 
     def update(self) -> None:
         """Compute every window of every asset at ``clock()`` and write the KPIs into the twin."""
