@@ -16,7 +16,11 @@ MTBF 30 min, lognormal MTTR 2 ± 1 min, 1 % scrap), a conveyor buffer of 30 bott
   functions), the line calibrated from it, and the simulated baseline's throughput and OEE against
   the recorded ones (``aas_server/runtime/demo_day.py``; goal: within 5 %).
 
-    .venv/bin/python benchmarks/simulation.py [--parts speed,parallel,validation] [--hours 200]
+* latency (``--parts latency``): the p99 of REST ``$value`` GETs on the demo hub while a job of
+  ``--replications`` replications runs, against the p99 with none running, same run (goal <= 1.5x);
+  ``benchmarks/simulation_rest.py``, which it runs.
+
+    .venv/bin/python benchmarks/simulation.py [--parts speed,parallel,validation,latency] [--hours 200]
         [--replications 30] [--workers 2] [--validation-replications 10]
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,7 +79,7 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="speed,parallel",
-        help="comma-separated parts to run: speed, parallel, validation (default: speed,parallel)",
+        help="comma-separated parts to run: speed, parallel, validation, latency (default: speed,parallel)",
     )
     parser.add_argument("--validation-replications", type=int, default=10)
     arguments = parser.parse_args()
@@ -89,6 +94,8 @@ def main() -> None:
         parallel(arguments)
     if "validation" in parts:
         validation(arguments)
+    if "latency" in parts:
+        latency(arguments)
 
 
 def speed(arguments: argparse.Namespace) -> None:
@@ -164,7 +171,15 @@ def validation(arguments: argparse.Namespace) -> None:
         raise SystemExit(f"the simulated baseline is {worst:.1%} off the recorded day (goal: within 5 %)")
 
 
-PARTS = {"speed", "parallel", "validation"}
+def latency(arguments: argparse.Namespace) -> None:
+    """The p99 of REST ``$value`` while a job of ``--replications`` runs on the hub, against idle: its own script,
+    since it runs the demo hub and a client process (``benchmarks/simulation_rest.py``)."""
+    script = Path(__file__).with_name("simulation_rest.py")
+    command = [sys.executable, str(script), "--replications", str(arguments.replications)]
+    subprocess.run([*command, "--workers", str(arguments.workers)], check=True)
+
+
+PARTS = {"speed", "parallel", "validation", "latency"}
 
 if __name__ == "__main__":
     main()
