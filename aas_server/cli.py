@@ -463,7 +463,8 @@ def _simulate(arguments: argparse.Namespace) -> int:
                 command.print_result(results["baseline"])
             command.print_result(results["candidate"])
             if "comparison" in results:
-                print(f"{results['candidate'].name} against the baseline:")
+                how = "paired-t intervals: common random numbers" if output["paired"] else "Welch intervals"
+                print(f"{results['candidate'].name} against the baseline ({how}):")
                 command.print_comparison(results["comparison"])
             if arguments.output:
                 command.write_json(arguments.output, output)

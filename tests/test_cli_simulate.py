@@ -58,8 +58,9 @@ def test_a_scenario_file_runs_and_is_compared_with_its_baseline(
     assert main(["simulate", "run", str(scenario), "-o", str(output)]) == EXIT_OK
     printed = capsys.readouterr().out
     assert "faster packer: 5 replications" in printed
-    assert "faster packer against the baseline:" in printed
+    assert "faster packer against the baseline (paired-t intervals: common random numbers):" in printed
     results = json.loads(output.read_text(encoding="utf-8"))
+    assert results["paired"] is True
     baseline = results["baseline"]["line"]["throughput"]["mean"]
     candidate = results["result"]["line"]["throughput"]["mean"]
     # the packer (2.5 s: 1440/h) was the bottleneck, starved now and then by the press's failures; at 2.0 s
@@ -208,7 +209,7 @@ def test_the_demo_compares_the_baseline_with_filler_plus_10_percent(capsys: pyte
     assert main(["simulate", "demo", "--hours", "0.5", "--replications", "3", "--workers", "1"]) == EXIT_OK
     printed = capsys.readouterr().out
     assert "baseline: 3 replications" in printed
-    assert "filler +10 % against the baseline:" in printed
+    assert "filler +10 % against the baseline (paired-t intervals: common random numbers):" in printed
     rows = {line.split()[0]: line.split() for line in printed.splitlines() if line.startswith("  ") and "[" in line}
     assert rows["throughput"][-1] in {"yes", "no"}
     # the faster filler waits for the capper (blocked), which is certain, not a matter of chance

@@ -131,7 +131,10 @@ def run_scenario_file(path: Path, settings: SimulationSettings, workers: int) ->
     if extra.get("compare_to_baseline"):
         baseline = run_scenario(baseline_line.model_copy(update={"name": "baseline"}), workers=workers)
         output["baseline"] = result_json(baseline)
-        comparison = compare(baseline, result, candidate.confidence)
+        # the same seed and replications: common random numbers, compared replication by replication
+        pair = baseline_line.seed == candidate.seed and baseline_line.replications == candidate.replications
+        comparison = compare(baseline, result, candidate.confidence, pair=pair)
+        output["paired"] = pair
         output["comparison"] = comparison_json(comparison)
         results.update(baseline=baseline, comparison=comparison)
     output["_results"] = results
@@ -363,9 +366,9 @@ def demo(workers: int, hours: float | None, replications: int | None, out: TextI
     changed = run_scenario(candidate, workers=workers)
     print_result(baseline, out)
     print_result(changed, out)
-    print("filler +10 % against the baseline:", file=out or sys.stdout)
+    print("filler +10 % against the baseline (paired-t intervals: common random numbers):", file=out or sys.stdout)
     print_comparison(
-        compare(baseline, changed),
+        compare(baseline, changed, pair=True),
         [
             "throughput",
             "oee",

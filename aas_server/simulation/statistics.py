@@ -129,10 +129,36 @@ def welch(baseline: Sequence[float], candidate: Sequence[float], confidence: flo
     return Difference(mean_a, mean_b, difference, half_width, freedom, abs(difference) > half_width)
 
 
-def compare(baseline: ScenarioResult, candidate: ScenarioResult, confidence: float = 0.95) -> dict[str, Difference]:
-    """Every figure the two scenarios share, as ``candidate - baseline`` with Welch's interval."""
+def paired(baseline: Sequence[float], candidate: Sequence[float], confidence: float = 0.95) -> Difference:
+    """The paired-t confidence interval for ``mean(candidate - baseline)``, replication by replication.
+
+    The analysis for common random numbers: replication i of both scenarios drew the same random
+    numbers, so their figures are correlated and the spread of the differences is what counts.
+    """
+    if len(baseline) != len(candidate) or len(baseline) < 2:
+        raise ValueError("a paired comparison needs the same number (at least two) of replications on each side")
+    differences = [b - a for a, b in zip(baseline, candidate, strict=True)]
+    mean_a, mean_b = math.fsum(baseline) / len(baseline), math.fsum(candidate) / len(candidate)
+    difference = math.fsum(differences) / len(differences)
+    standard_error = statistics.stdev(differences) / math.sqrt(len(differences))
+    freedom = float(len(differences) - 1)
+    if standard_error == 0:
+        return Difference(mean_a, mean_b, difference, 0.0, freedom, difference != 0)
+    half_width = _t_quantile((1 + confidence) / 2, freedom) * standard_error
+    return Difference(mean_a, mean_b, difference, half_width, freedom, abs(difference) > half_width)
+
+
+def compare(
+    baseline: ScenarioResult, candidate: ScenarioResult, confidence: float = 0.95, pair: bool = False
+) -> dict[str, Difference]:
+    """Every figure the two scenarios share, as ``candidate - baseline`` with Welch's interval.
+
+    ``pair``: the paired-t interval instead (``paired``), for two scenarios run with the same seed and
+    number of replications (common random numbers), where it is much narrower.
+    """
+    method = paired if pair else welch
     return {
-        metric: welch(
+        metric: method(
             [result.metrics[metric] for result in baseline.replications],
             [result.metrics[metric] for result in candidate.replications],
             confidence,
