@@ -100,3 +100,13 @@ async def test_only_the_configured_number_of_finished_jobs_and_their_results_are
         assert f"{PROCESS}/simulation-results/{ids[-1]}" in results
         references = {reference.key[-1].value for reference in hub.store.shell(PROCESS).submodel}
         assert f"{PROCESS}/simulation-results/{ids[0]}" not in references
+
+
+async def test_a_job_cancelled_before_it_started_frees_its_slot(tmp_path: Path) -> None:
+    async with Hub(simulation_settings(tmp_path / "data", max_jobs=1)) as hub:
+        view = await hub.simulations.submit(PROCESS, [ScenarioRequest(horizon=300, replications=2)], "tester")
+        cancelled = await hub.simulations.cancel(view.id, "tester")
+        assert cancelled.state.value == "cancelled"
+        assert cancelled.finished is not None
+        again = await hub.simulations.submit(PROCESS, [ScenarioRequest(horizon=300, replications=2)], "tester")
+        assert (await hub.simulations.wait(again.id)).state.value == "done"

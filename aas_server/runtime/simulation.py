@@ -415,6 +415,10 @@ class SimulationService:
         job.cancel_requested = True
         job.task.cancel()
         await asyncio.gather(job.task, return_exceptions=True)
+        if job.view.state is JobState.QUEUED:  # cancelled before its first step: ``_run`` never ran
+            self._active -= 1
+            self._update(job, state=JobState.CANCELLED, error="cancelled", finished=utc_now())
+            await self._publish(job.view)
         _LOG.info("simulation job %s cancelled by %s", job_id, user)
         return job.view
 
