@@ -321,10 +321,9 @@ class SqliteRepository(WorkerDatabase):
             kept = database.execute(
                 "SELECT id_short_path, value FROM property_values WHERE submodel_id = ?", (submodel_id,)
             ).fetchall()
-            database.executemany(
-                "DELETE FROM property_values WHERE submodel_id = ? AND id_short_path = ?",
-                [(submodel_id, path) for path, value in kept if path not in values or values[path] != value],
-            )
+            stale = [(submodel_id, path) for path, value in kept if path not in values or values[path] != value]
+            if stale:
+                database.executemany("DELETE FROM property_values WHERE submodel_id = ? AND id_short_path = ?", stale)
         if extra is not None:
             extra(database)
         stored = self._insert_events(database, events)
