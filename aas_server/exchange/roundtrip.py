@@ -11,7 +11,8 @@ Part 1 (IDTA-01001 v3.1, *JSON serialization*) mended:
 * a ValueReferencePair without ``valueId`` (optional since v3.1) is written without it, not as
   ``"valueId": null``, which no reader (basyx's included) accepts;
 * the ``value`` of a Qualifier or Extension is written whenever it is set, also when it is ``0``,
-  ``false`` or ``""``-like; basyx leaves out every falsy value;
+  ``false`` or ``""``-like; basyx leaves out every falsy value (mended by ``FaithfulJsonEncoder``,
+  which this class extends);
 * an empty list (basyx writes ``specificAssetIds: []`` for an Entity without any) is left out:
   every array of the Part 1 JSON schema has ``minItems: 1``.
 """
@@ -25,7 +26,6 @@ from basyx.aas import model
 
 from aas_server.errors import PackageError
 from aas_server.exchange.json_codec import FaithfulJsonDecoder, FaithfulJsonEncoder
-from aas_server.model.lexical import lexical
 
 SET_LIKE_LISTS = frozenset({"submodels", "isCaseOf", "refersTo", "valueReferencePairs"})
 """Lists basyx keeps in sets: their order is not kept, so comparisons sort them."""
@@ -46,20 +46,6 @@ class JsonEncoder(FaithfulJsonEncoder):
         data = super()._value_reference_pair_to_json(obj)
         if data.get("valueId") is None:
             data.pop("valueId", None)
-        return data
-
-    @classmethod
-    def _qualifier_to_json(cls, obj: model.Qualifier) -> dict[str, object]:
-        data = super()._qualifier_to_json(obj)
-        if obj.value is not None:
-            data["value"] = lexical(obj, "value")
-        return data
-
-    @classmethod
-    def _extension_to_json(cls, obj: model.Extension) -> dict[str, object]:
-        data = super()._extension_to_json(obj)
-        if obj.value is not None:
-            data["value"] = lexical(obj, "value")
         return data
 
 
