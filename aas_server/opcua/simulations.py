@@ -30,6 +30,7 @@ from aas_server.config import AccessOperation
 from aas_server.errors import HubError, InvalidRequestError
 from aas_server.opcua.node_ids import shell_node_id
 from aas_server.opcua.processor import HubServer, calling_user
+from aas_server.opcua.projection import DISPLAY_LOCALE
 from aas_server.opcua_common.status import status, status_code_for_error
 from aas_server.simulation.jobs import SimulationJobs, parse_scenario
 from aas_server.store.twin_store import TwinStore
@@ -94,13 +95,21 @@ class SimulateMethods:
             job.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
             job.ValueRank = -1
             job.Description = ua.LocalizedText("The job, at GET /simulations/{JobId}")
-            await parent.add_method(
+            method = await parent.add_method(
                 node_id,
                 ua.QualifiedName(METHOD_NAME, ua.UInt16(self._namespace_index)),
                 self._simulate,
                 [scenario],
                 [job],
             )
+            # Every display name of the hub carries its locale (DISPLAY_LOCALE); asyncua's
+            # add_method leaves the method's and its argument properties' without one.
+            for node in (method, *await method.get_children()):
+                name = (await node.read_browse_name()).Name
+                await node.write_attribute(
+                    ua.AttributeIds.DisplayName,
+                    ua.DataValue(ua.Variant(ua.LocalizedText(name, DISPLAY_LOCALE))),
+                )
             self._shells[node_id] = shell.id
         _LOG.info("OPC UA: Simulate on %d process shells", len(self._shells))
 
