@@ -190,12 +190,12 @@ def check_file(path: Path) -> str:
         from aas_server.store.twin_store import TwinStore
 
         identifiables = _model_from_settings(settings)
+        # the submodels the hub adds before its roll-ups and rules: they may use KPIs and predictions
+        derived = check_kpi_files(analytics.kpi_files, identifiables) + check_predictive(settings, identifiables)
         if settings.rollups:
             store = TwinStore()
-            store.add_all(list(identifiables))
+            store.add_all([*identifiables, *derived])
             RollupService(store, settings.rollups)  # refuses unknown parts, type clashes and cycles
-        # the submodels the hub adds before its rules are checked: rules may watch KPIs and predictions
-        derived = check_kpi_files(analytics.kpi_files, identifiables) + check_predictive(settings, identifiables)
         if analytics.rules_files:
             load_rule_files(analytics.rules_files, known_elements([*identifiables, *derived]))
     security = settings.security

@@ -16,7 +16,7 @@ import yaml
 from aas_server.config import HubSettings, PredictiveSettings, RollupSettings
 from aas_server.errors import ConfigurationError
 from aas_server.runtime.hub import Hub
-from tests.support import ROOT
+from tests.support import ROOT, wait_until
 from tests.test_end_to_end import SENSOR, settings_for
 
 DEMO = ROOT / "examples" / "bottling-line"
@@ -188,4 +188,39 @@ async def test_rules_on_kpis_and_predictive_results_are_accepted_by_the_hub_and_
         "kpi_files": [str(DEMO / "kpi.yaml")],
         "predictive": yaml.safe_load((DEMO / "hub.yaml").read_text(encoding="utf-8"))["analytics"]["predictive"],
     })  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_roll_up_may_use_kpis_the_worst_oee_of_the_machines(tmp_path: Path) -> None:
+    twins = yaml.safe_load((DEMO / "plant.yaml").read_text(encoding="utf-8"))
+    plant = next(twin for twin in twins["twins"] if twin["key"] == "plant")
+    worst_oee = {"id_short": "WorstOEE", "value_type": "xs:double", "semantic_id": "urn:test:WorstOEE", "value": 0.0}
+    plant["operational_data"].append(worst_oee)
+    twin_file = write_yaml(tmp_path / "plant.yaml", twins)
+    worst = RollupSettings.model_validate(
+        {
+            "target": {"submodel": PLANT, "path": "WorstOEE"},
+            "function": "minimum",
+            "parts": [
+                {"submodel": f"urn:aas-server:demo:aas:{machine}/kpi", "path": "LastHour.OEE"}
+                for machine in ("filler", "capper")
+            ],
+        }
+    )
+    base = with_analytics(tmp_path, kpi_files=[DEMO / "kpi.yaml"], kpi_interval=0.1)
+    settings = base.model_copy(update={"twins": [twin_file], "rollups": [*base.rollups, worst]})
+    async with Hub(settings) as hub:
+
+        def computed() -> bool:
+            target = hub.store.state(PLANT, "WorstOEE")
+            parts = [hub.store.state(f"urn:aas-server:demo:aas:{m}/kpi", "LastHour.OEE") for m in ("filler", "capper")]
+            values = [part.value for part in parts if part is not None and part.value is not None]
+            return target is not None and len(values) == 2 and target.value == min(values)
+
+        await wait_until(computed, within=20.0, what="the worst OEE of filler and capper")
+    result = check(
+        tmp_path,
+        twins=[str(twin_file)],
+        rollups=[item.model_dump(mode="json") for item in settings.rollups],
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -207,12 +207,12 @@ class Hub:
         # before roll-ups, OPC UA and REST: their changes are announced from the first one on
         self.events = await start_event_publishing(self._stack, settings, self.store, self.repository)
         self.history = await start_history(self._stack, settings, self.store, self._is_recorded)
+        # before the roll-ups and the alarms: roll-ups may use KPIs, rules may watch them (an OEE under a limit)
+        self.kpis = await start_kpis(self._stack, settings, self.store)
         # before OPC UA and REST: targets are bound read-only, and the first read shows computed values
         self.rollups = await start_rollups(self._stack, settings, self.store)
         # before the alarms: rules may watch its PredictiveMaintenance elements (RUL under a horizon)
         self.predictive = await start_predictive(self._stack, settings, self.store)
-        # before the alarms too: rules may watch its KPIs (an OEE under a limit)
-        self.kpis = await start_kpis(self._stack, settings, self.store)
         # after values and roll-ups, before OPC UA and REST: they show the alarms, restored and evaluated
         outbox = self.repository if self.events is not None else None
         self.alarms = await start_alarms(self._stack, settings, self.store, self.access.audit, outbox)
