@@ -60,10 +60,12 @@ from aas_server.analytics.rules import (
     StuckRule,
 )
 from aas_server.errors import NotFoundError
-from aas_server.model.events import Quality
+from aas_server.model.events import Quality, ValueChanged
 
 _NO_TRANSITIONS: tuple[AlarmTransition, ...] = ()
 _NUMBERS: frozenset[type[Any]] = frozenset({int, float})
+_PLAIN: frozenset[type[Any]] = frozenset({int, float, bool, str})
+"""Value classes ``changes`` passes on as they are; others (``datatypes.Int``, ``Decimal``) become plain numbers."""
 _GOOD = Quality.GOOD
 _ONE_SECOND = timedelta(seconds=1)
 _BAD = Quality.BAD
@@ -563,6 +565,9 @@ class _DeviationMonitor(_Monitor):
 _Handler = Callable[[Any, datetime, Quality, list[AlarmTransition]], None]
 
 
+ErrorHandler = Callable[[ValueChanged, Exception], None]
+"""``(change, error)``: told of a change whose rules raised (``MonitoringEngine.changes``)."""
+
 ElementInput = Callable[..., Sequence[AlarmTransition]]
 """``(value, time, quality=Quality.GOOD) -> transitions`` of one element (see ``MonitoringEngine.bind``)."""
 
@@ -606,6 +611,10 @@ class MonitoringEngine:
         self._single: dict[tuple[str, str], _Handler] = {
             key: handlers[0] for key, handlers in self._handlers.items() if len(handlers) == 1
         }
+        self._routes: dict[str, dict[str, tuple[_Handler, ...]]] = {}
+        """submodel id -> idShort path -> the element's inputs: two string look-ups, no key tuple per change."""
+        for (submodel_id, id_short_path), handlers in self._handlers.items():
+            self._routes.setdefault(submodel_id, {})[id_short_path] = tuple(handlers)
 
     def _monitor(self, rule: AnyRule, alarm: Alarm) -> _Monitor:
         timers = self._timers
@@ -657,6 +666,49 @@ class MonitoringEngine:
                 _check_time(time)
             for each in handlers:
                 each(value, time, quality, out)
+        if not out:
+            return _NO_TRANSITIONS
+        self._out = []
+        return out
+
+    def changes(self, events: Iterable[object], on_error: ErrorHandler | None = None) -> Sequence[AlarmTransition]:
+        """The transitions a batch of change-bus events caused, in order: ``sample`` for each ``ValueChanged``
+        of a watched element (its value, source time and quality), other events skipped.
+
+        What the change-bus subscriber calls once per batch it takes from its queue: one Python loop
+        over the batch instead of a call, a key tuple and a result list per change. A value of a
+        subclass of ``int`` or ``float`` (basyx ``datatypes.Int``...) or a ``Decimal`` is made a plain
+        number once here rather than by each rule on the element. When the rules of a change raise
+        (a time without zone: ``ValueError``), ``on_error(change, error)`` is told and the batch goes
+        on with the next change; without ``on_error`` the error propagates.
+        """
+        routes = self._routes
+        out = self._out
+        for event in events:
+            if event.__class__ is not ValueChanged and not isinstance(event, ValueChanged):
+                continue
+            paths = routes.get(event.submodel_id)
+            if paths is None:
+                continue
+            handlers = paths.get(event.id_short_path)
+            if handlers is None:
+                continue
+            value = event.value
+            if value.__class__ not in _PLAIN:
+                number = _as_number(value)
+                if number is not None:
+                    value = number
+            time = event.source_time
+            quality = event.quality
+            try:
+                if time.tzinfo is None:
+                    _check_time(time)
+                for handler in handlers:
+                    handler(value, time, quality, out)
+            except Exception as error:
+                if on_error is None:
+                    raise
+                on_error(event, error)
         if not out:
             return _NO_TRANSITIONS
         self._out = []

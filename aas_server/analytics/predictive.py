@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from math import isfinite as _isfinite
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -98,9 +99,22 @@ class AnomalyResult:
     persistent: bool
 
 
+_PERSISTED = ("config", "seen", "streak", "_latest", "_scorers", "_trees", "_limits", "_warm_up_rows")
+"""The fields a pickled detector holds, in this order (``to_bytes``); the others are caches rebuilt from them."""
+
+
 @dataclass(slots=True)
 class AnomalyDetector:
-    """One configured detector and its river model(s); ``update`` takes samples in time order."""
+    """One configured detector and its river model(s); ``update`` takes samples in time order.
+
+    Per sample the detector does no pydantic work: signals are found by their (submodel id, idShort
+    path) strings, or by the position ``position(signal)`` gave once (``update_at``). With
+    ``standard_score`` and without ``adapt`` the river models stop learning after the warm-up, so
+    their mean and standard deviation are read once and kept (``_reference``), and a sample is
+    scored with river's own formula on them (``StandardAbsoluteDeviation.score_one``: the same
+    floating-point operations, so the same score, without three method calls and a square root per
+    sample); any learning step drops the kept values.
+    """
 
     config: DetectorConfig
     seen: int = 0
@@ -110,35 +124,81 @@ class AnomalyDetector:
     _trees: Any = None
     _limits: dict[str, tuple[float, float]] = field(default_factory=dict)
     _warm_up_rows: list[dict[str, float]] = field(default_factory=list)
+    _positions: dict[tuple[str, str], int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _values: list[float | None] = field(default_factory=list, init=False, repr=False, compare=False)
+    _missing: int = field(default=0, init=False, repr=False, compare=False)
+    _features: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _scorer_list: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
+    _reference: list[tuple[float, float]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.config.method == "standard_score" and not self._scorers:
             self._scorers = {signal: anomaly.StandardAbsoluteDeviation() for signal in self.config.signals}
+        self._prepare()
+
+    def _prepare(self) -> None:
+        signals = self.config.signals
+        self._positions = {(signal.submodel_id, signal.id_short_path): index for index, signal in enumerate(signals)}
+        self._values = [self._latest.get(signal) for signal in signals]
+        self._missing = sum(value is None for value in self._values)
+        self._features = tuple(_feature(signal) for signal in signals)
+        self._scorer_list = [self._scorers[signal] for signal in signals] if self._scorers else []
+        self._reference = None
+
+    def __getstate__(self) -> list[Any]:
+        self._latest = {
+            signal: value for signal, value in zip(self.config.signals, self._values, strict=True) if value is not None
+        }
+        return [getattr(self, name) for name in _PERSISTED]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for name, value in zip(_PERSISTED, state, strict=False):
+            object.__setattr__(self, name, value)
+        self._prepare()
+
+    def position(self, signal: SignalRef) -> int | None:
+        """Where ``signal`` sits in this detector's group (for ``update_at``); None if it is not one of them."""
+        return self._positions.get((signal.submodel_id, signal.id_short_path))
 
     def update(self, signal: SignalRef, value: float, time: datetime, good: bool = True) -> AnomalyResult | None:
         """Learn from or judge one sample; None while warming up, for a skipped sample or an incomplete group."""
-        if signal not in self.config.signals or not good or not _finite_number(value):
+        position = self._positions.get((signal.submodel_id, signal.id_short_path))
+        if position is None:
             return None
-        self._latest[signal] = float(value)
-        if len(self._latest) < len(self.config.signals):
-            return None
-        row = {_feature(item): self._latest[item] for item in self.config.signals}
-        self.seen += 1
-        if self.seen <= self.config.warm_up:
-            self._learn(row, warming_up=True)
-            return None
-        score = self._score(row)
-        anomalous = score > self.config.limit
-        self.streak = self.streak + 1 if anomalous else 0
-        if self.config.adapt and not anomalous:
-            self._learn(row, warming_up=False)
-        return AnomalyResult(self.config.name, time, score, anomalous, self.streak >= self.config.persist_samples)
+        return self.update_at(position, value, time, good)
 
-    def _learn(self, row: dict[str, float], warming_up: bool) -> None:
+    def update_at(self, position: int, value: float, time: datetime, good: bool = True) -> AnomalyResult | None:
+        """``update`` for the signal at ``position`` (see ``position``)."""
+        if not good or (not (value.__class__ is float and _isfinite(value)) and not _finite_number(value)):
+            return None
+        values = self._values
+        if values[position] is None:
+            self._missing -= 1
+        values[position] = float(value)
+        if self._missing:
+            return None
+        self.seen += 1
+        config = self.config
+        if self.seen <= config.warm_up:
+            self._learn(warming_up=True)
+            return None
+        score = self._score()
+        anomalous = score > config.limit
+        self.streak = self.streak + 1 if anomalous else 0
+        if config.adapt and not anomalous:
+            self._learn(warming_up=False)
+        return AnomalyResult(config.name, time, score, anomalous, self.streak >= config.persist_samples)
+
+    def _row(self) -> dict[str, float]:
+        return {feature: value for feature, value in zip(self._features, self._values, strict=True)}  # type: ignore[misc]
+
+    def _learn(self, warming_up: bool) -> None:
         if self.config.method == "standard_score":
-            for signal in self.config.signals:
-                self._scorers[signal].learn_one(None, row[_feature(signal)])
+            self._reference = None
+            for scorer, value in zip(self._scorer_list, self._values, strict=True):
+                scorer.learn_one(None, value)
             return
+        row = self._row()
         if warming_up:
             self._warm_up_rows.append(row)
             if len(self._warm_up_rows) == self.config.warm_up:
@@ -146,12 +206,22 @@ class AnomalyDetector:
             return
         self._trees.learn_one(_scaled(row, self._limits))
 
-    def _score(self, row: dict[str, float]) -> float:
+    def _score(self) -> float:
         if self.config.method == "standard_score":
+            reference = self._reference
+            if reference is None:
+                reference = self._reference = [
+                    (float(scorer.sub_stat.get()), scorer.variance.get() ** 0.5 + 1e-10) for scorer in self._scorer_list
+                ]
+            values = self._values
+            if len(reference) == 1:
+                mean, spread = reference[0]
+                return abs((values[0] - mean) / spread)  # type: ignore[operator]
             return max(
-                float(self._scorers[signal].score_one(None, row[_feature(signal)])) for signal in self.config.signals
+                abs((value - mean) / spread)  # type: ignore[operator]
+                for value, (mean, spread) in zip(values, reference, strict=True)
             )
-        return float(self._trees.score_one(_scaled(row, self._limits)))
+        return float(self._trees.score_one(_scaled(self._row(), self._limits)))
 
     def _build_trees(self) -> None:
         limits: dict[str, tuple[float, float]] = {}

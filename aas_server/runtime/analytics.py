@@ -167,6 +167,10 @@ async def install_alarm_submodels(store: TwinStore, placed: Iterable[tuple[str, 
         await install_submodel(store, shell_id, submodel)
 
 
+def _rules_failed(change: ValueChanged, error: Exception) -> None:
+    _LOG.error("alarm rules on %s %s failed", change.submodel_id, change.id_short_path, exc_info=error)
+
+
 def _state_text(alarm: Alarm) -> str:
     return ",".join(
         (
@@ -297,23 +301,14 @@ class AlarmService(BusService):
         return transitions
 
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
-        inputs = self._inputs
         dropped = subscription.dropped
+        changes = self.engine.changes
         while True:
             events = [await subscription.get()]
             events.extend(subscription.get_nowait_all())
             async with self._lock:
-                transitions: list[AlarmTransition] = []
-                for event in events:
-                    if not isinstance(event, ValueChanged):
-                        continue
-                    element_input = inputs.get((event.submodel_id, event.id_short_path))
-                    if element_input is None:
-                        continue
-                    try:
-                        transitions.extend(element_input(event.value, event.source_time, event.quality))
-                    except Exception:
-                        _LOG.exception("alarm rules on %s %s failed", event.submodel_id, event.id_short_path)
+                # the whole batch in one engine call (a loop in the engine, not a call per change)
+                transitions = list(changes(events, _rules_failed))
                 if subscription.dropped != dropped:
                     # the oldest changes were lost while the service fell behind (the bus keeps the newest):
                     # the store's current values stand in for the elements whose changes were all lost

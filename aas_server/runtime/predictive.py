@@ -20,9 +20,11 @@ the shell), so they are on REST, OPC UA, MQTT and in the history like any value:
 * per detector, a collection ``<name>`` with ``AnomalyScore`` (xs:double), ``Anomaly`` and
   ``AnomalyPersistent`` (xs:boolean) and ``LastUpdate``.
 
-After each batch of changes the states of the detectors and estimators that changed are written to
-``predictive.sqlite`` (``persistence/predictive.py``) and restored at the next start; a detector
-whose configuration changed starts afresh.
+The states of the detectors and estimators that changed are written to ``predictive.sqlite``
+(``persistence/predictive.py``) after a batch of changes, at most every ``save_interval`` seconds
+(default 5: a detector's pickle costs tens of microseconds, too much for every sample of thousands
+of signals), and when the service stops; they are restored at the next start, and a detector whose
+configuration changed starts afresh. A crash loses at most the last ``save_interval`` of learning.
 
 Alarms on the results are ordinary monitoring rules on these Properties (a ``state`` rule on
 ``AnomalyPersistent``, a ``limits`` rule with ``lo`` on ``RemainingUsefulLife``).
@@ -39,7 +41,7 @@ import logging
 import re
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -324,6 +326,8 @@ class PredictiveService(BusService):
         wear: list[RulConfig],
         database: PredictiveDatabase,
         targets: dict[str, list[str]],
+        *,
+        save_interval: float = 5.0,
     ) -> None:
         self.store = store
         self.detectors = {config.name: AnomalyDetector(config) for config in detectors}
@@ -337,6 +341,14 @@ class PredictiveService(BusService):
                 self._watch.setdefault((signal.submodel_id, signal.id_short_path), []).append(config.name)
         for rul in wear:
             self._watch.setdefault((rul.signal.submodel_id, rul.signal.id_short_path), []).append(rul.name)
+        self._users: dict[tuple[str, str], list[tuple[str, int | None]]] = {
+            key: [(name, _position(detectors, name, key)) for name in names] for key, names in self._watch.items()
+        }
+        """element -> (detector or wear signal name, the element's position in the detector's group or None)."""
+        self._save_interval = save_interval
+        self._save_due = 0.0
+        self._dirty: set[str] = set()
+        self._value_types: dict[tuple[str, str], Any] = {}
 
     async def start(self) -> None:
         kept = await self._database.load()
@@ -367,45 +379,60 @@ class PredictiveService(BusService):
         _LOG.info("%d detectors and %d wear signals watch %d elements", len(self.detectors),
                   len(self.estimators), len(self._watch))  # fmt: skip
 
+    async def stop(self) -> None:
+        await super().stop()
+        if self._dirty:
+            await self._save()
+
     async def _follow(self, subscription: Subscription[StoreEvent]) -> None:
+        loop = asyncio.get_running_loop()
+        users_of = self._users
+        dirty = self._dirty
         while True:
             events = [await subscription.get()]
             events.extend(subscription.get_nowait_all())
-            changed: dict[tuple[str, str], bytes] = {}
             results: dict[str, AnomalyResult | RulEstimate] = {}
+            detectors, estimators = self.detectors, self.estimators
             for event in events:
                 if not isinstance(event, ValueChanged):
                     continue
-                names = self._watch.get((event.submodel_id, event.id_short_path))
-                if not names:
+                users = users_of.get((event.submodel_id, event.id_short_path))
+                if users is None:
                     continue
                 good = event.quality is Quality.GOOD
-                signal = SignalRef(submodel_id=event.submodel_id, id_short_path=event.id_short_path)
-                for name in names:
+                value = event.value
+                number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+                time = event.source_time
+                for name, position in users:
                     try:
-                        result = self._update(name, signal, event.value, event.source_time, good)
+                        if position is None:
+                            result: AnomalyResult | RulEstimate | None = estimators[name].update(number, time, good)
+                        else:
+                            result = detectors[name].update_at(position, number, time, good)
                     except Exception:
                         _LOG.exception("predictive %s failed on %s %s", name, event.submodel_id, event.id_short_path)
                         continue
-                    changed[(_DETECTOR if name in self.detectors else _WEAR, name)] = self._state(name)
+                    dirty.add(name)
                     if result is not None:
                         results[name] = result
-            if changed:
-                try:
-                    await self._database.save(changed)
-                except PersistenceError as error:
-                    _LOG.error("predictive states of %s not kept: %s", ", ".join(n for _, n in changed), error)
+            if dirty and loop.time() >= self._save_due:
+                await self._save()
             for name, result in results.items():
                 await self._publish(name, result)
 
-    def _update(
-        self, name: str, signal: SignalRef, value: Any, time: datetime, good: bool
-    ) -> AnomalyResult | RulEstimate | None:
-        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-        detector = self.detectors.get(name)
-        if detector is not None:
-            return detector.update(signal, number, time, good)
-        return self.estimators[name].update(number, time, good)
+    async def _save(self) -> None:
+        """Write the states of the detectors and estimators that changed since the last write."""
+        names = set(self._dirty)
+        self._dirty.clear()
+        self._save_due = asyncio.get_running_loop().time() + self._save_interval
+        changed = {(_DETECTOR if name in self.detectors else _WEAR, name): self._state(name) for name in names}
+        try:
+            await self._database.save(changed)
+        except PersistenceError as error:
+            _LOG.error("predictive states of %s not kept: %s", ", ".join(sorted(names)), error)
+        except BaseException:
+            self._dirty |= names  # cancelled while writing: written at stop
+            raise
 
     def _state(self, name: str) -> bytes:
         detector = self.detectors.get(name)
@@ -439,9 +466,12 @@ class PredictiveService(BusService):
                     continue
                 path = f"{name}.{element}"
                 try:
-                    target = self.store.element(submodel_id, path)
-                    assert isinstance(target, model.Property)
-                    native = typed_values.coerce(target.value_type, value)
+                    value_type = self._value_types.get((submodel_id, path))
+                    if value_type is None:
+                        target = self.store.element(submodel_id, path)
+                        assert isinstance(target, model.Property)
+                        value_type = self._value_types[(submodel_id, path)] = target.value_type
+                    native = typed_values.coerce(value_type, value)
                     now = utc_now()
                     self.store.apply(
                         ValueChanged(
@@ -450,6 +480,14 @@ class PredictiveService(BusService):
                     )
                 except Exception as error:
                     _LOG.error("predictive result %s.%s not written to %s: %s", name, element, submodel_id, error)
+
+
+def _position(detectors: Iterable[DetectorConfig], name: str, key: tuple[str, str]) -> int | None:
+    """Where element ``key`` sits in detector ``name``'s group of signals; None for a wear signal."""
+    for config in detectors:
+        if config.name == name:
+            return [(signal.submodel_id, signal.id_short_path) for signal in config.signals].index(key)
+    return None
 
 
 async def start_predictive(stack: AsyncExitStack, settings: HubSettings, store: TwinStore) -> PredictiveService | None:
