@@ -147,12 +147,15 @@ _LINE_FIGURES = ("throughput", "oee", "availability", "performance", "quality")
 
 
 def _interval(mean: float, half_width: float) -> str:
-    return _number(mean) if not math.isfinite(half_width) else f"{_number(mean)} ± {_number(half_width)}"
+    if not math.isfinite(half_width):
+        return _number(mean)
+    return f"{_number(mean)} ± {_number(half_width, scale=mean)}"
 
 
-def _number(value: float, sign: str = "") -> str:
-    """Counts and rates with one decimal, shares and levels with four."""
-    return f"{value:{sign},.1f}" if abs(value) >= 100 else f"{value:{sign}.4f}"
+def _number(value: float, sign: str = "", scale: float | None = None) -> str:
+    """Counts and rates (``scale`` >= 100) with one decimal, shares and levels with four."""
+    size = abs(value if scale is None else scale)
+    return f"{value:{sign},.1f}" if size >= 100 else f"{value:{sign}.4f}"
 
 
 def print_result(result: ScenarioResult, out: TextIO | None = None) -> None:
@@ -191,10 +194,11 @@ def print_comparison(
     )
     for name in names:
         item = comparison[name]
-        interval = f"[{_number(item.low, '+')}, {_number(item.high, '+')}]"
+        scale = max(abs(item.baseline), abs(item.candidate))
+        interval = f"[{_number(item.low, '+', scale)}, {_number(item.high, '+', scale)}]"
         print(
             f"  {name:<26} {_number(item.baseline):>10} {_number(item.candidate):>10} "
-            f"{_number(item.difference, '+'):>11}  {interval:<22} "
+            f"{_number(item.difference, '+', scale):>11}  {interval:<22} "
             f"{'yes' if item.significant else 'no'}",
             file=out or sys.stdout,
         )
