@@ -16,6 +16,8 @@ from aas_server.persistence.history import HistoryDatabase, SampleRecord
 from aas_server.runtime.demo_day import DEMO_KPI_FILE, FaultSchedule, record_demo_day
 from aas_server.store.history import value_type_name
 
+PLANT = Path(__file__).resolve().parent.parent / "examples" / "bottling-line" / "plant.yaml"
+
 LINE = {
     "name": "press line",
     "stations": [
@@ -145,7 +147,8 @@ def _history(folder: Path) -> Path:
     asyncio.run(write())
     settings = folder / "hub.yaml"
     settings.write_text(
-        yaml.safe_dump({"data_dir": "data", "analytics": {"kpi_files": [str(DEMO_KPI_FILE)]}}), encoding="utf-8"
+        yaml.safe_dump({"data_dir": "data", "twins": [str(PLANT)], "analytics": {"kpi_files": [str(DEMO_KPI_FILE)]}}),
+        encoding="utf-8",
     )
     return settings
 
@@ -162,8 +165,8 @@ def test_calibrate_reads_the_history_and_its_report_feeds_a_scenario(
     arguments += ["--to", "2026-03-02T09:00:00+00:00", "--process", "urn:aas-server:demo:aas:bottling-process"]
     assert main([*arguments, "-o", str(report_path)]) == EXIT_OK
     printed = capsys.readouterr().out
-    assert "filler.mtbf: " in printed
-    assert "capper.mtbf: none: 0 samples in the range, fewer than 10: no MTBF in Technical Data either" in printed
+    assert "Filler.mtbf: " in printed
+    assert "Capper.mtbf: none: 0 samples in the range, fewer than 10: no MTBF in Technical Data either" in printed
     assert history.stat().st_mtime_ns == before  # read-only
     report = yaml.safe_load(report_path.read_text(encoding="utf-8"))
     filler = report["stations"][0]
@@ -173,6 +176,7 @@ def test_calibrate_reads_the_history_and_its_report_feeds_a_scenario(
     assert 30 < filler["mttr"]["mean"] < 120
     assert {"family", "ks_statistic", "ks_p_value", "candidates"} <= filler["mtbf"].keys()
     assert filler["cycle_time"]["mean"] == pytest.approx(0.3, rel=0.01)
+    assert filler["ideal_cycle_time"] == pytest.approx(0.3)  # the twin's Technical Data: 12,000 bottles/h
 
     demo_line = Path(__file__).resolve().parent.parent / "examples" / "bottling-line" / "line.yaml"
     (tmp_path / "line.yaml").write_text(demo_line.read_text(encoding="utf-8"), encoding="utf-8")
@@ -213,4 +217,4 @@ def test_the_demo_compares_the_baseline_with_filler_plus_10_percent(capsys: pyte
     rows = {line.split()[0]: line.split() for line in printed.splitlines() if line.startswith("  ") and "[" in line}
     assert rows["throughput"][-1] in {"yes", "no"}
     # the faster filler waits for the capper (blocked), which is certain, not a matter of chance
-    assert rows["stations.filler.blocked"][-1] == "yes"
+    assert rows["stations.Filler.blocked"][-1] == "yes"

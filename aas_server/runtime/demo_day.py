@@ -97,7 +97,7 @@ class DemoDay:
         return value
 
     def station_records(
-        self, names: Sequence[tuple[str, str]] = (("filler", FILLER), ("capper", CAPPER))
+        self, names: Sequence[tuple[str, str]] = (("Filler", FILLER), ("Capper", CAPPER))
     ) -> list[StationRecord]:
         """The calibration input of each asset, in flow order: state spans and produced increments in seconds."""
         records = []
@@ -220,7 +220,7 @@ def validate_against_demo_day(
     report = calibrate(day.station_records(), start=day.window.start.timestamp(), end=day.window.end.timestamp())
     horizon = (day.window.end - day.window.start).total_seconds()
     process = report.process_data(
-        [{"name": "conveyor", "capacity": DEMO_BUFFER}],
+        [{"name": "FillerToCapper", "capacity": DEMO_BUFFER}],
         {"horizon": horizon, "replications": replications, "seed": seed},
         "bottling (calibrated from a demo day)",
     )

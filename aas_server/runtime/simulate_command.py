@@ -16,22 +16,26 @@ Bad input raises ``SimulationError`` or ``ConfigurationError`` as ``file: path: 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from basyx.aas import model
 
 from aas_server.analytics.states import MachineStateModel, Sample, SignalRef, StateRecorder
 from aas_server.config import HubSettings, SimulationSettings, load_yaml
 from aas_server.errors import ConfigurationError
 from aas_server.model.events import Quality
 from aas_server.persistence.history import HistoryDatabase
+from aas_server.runtime.hub import load_model_files
 from aas_server.runtime.kpi import load_kpi_file
 from aas_server.simulation.calibration import CalibrationReport, StationRecord, calibrate
 from aas_server.simulation.description import LineDescription, SimulationError, apply_overrides, parse_line
@@ -186,10 +190,12 @@ def print_result(result: ScenarioResult, out: TextIO | None = None) -> None:
 def print_comparison(
     comparison: Mapping[str, Difference], figures: Sequence[str] | None = None, out: TextIO | None = None
 ) -> None:
-    """``candidate - baseline`` of each figure with Welch's 95 % interval and whether it is significant."""
+    """``candidate - baseline`` of each figure with its 95 % interval and whether it is significant."""
     names = list(figures) if figures is not None else [name for name in _LINE_FIGURES if name in comparison]
+    width = max([12, *(len(name) for name in names)])
     print(
-        f"  {'figure':<26} {'baseline':>10} {'candidate':>10} {'difference':>11}  95 % interval          significant",
+        f"  {'figure':<{width}} {'baseline':>10} {'candidate':>10} {'difference':>11}  "
+        f"{'95 % interval':<22} significant",
         file=out or sys.stdout,
     )
     for name in names:
@@ -197,7 +203,7 @@ def print_comparison(
         scale = max(abs(item.baseline), abs(item.candidate))
         interval = f"[{_number(item.low, '+', scale)}, {_number(item.high, '+', scale)}]"
         print(
-            f"  {name:<26} {_number(item.baseline):>10} {_number(item.candidate):>10} "
+            f"  {name:<{width}} {_number(item.baseline):>10} {_number(item.candidate):>10} "
             f"{_number(item.difference, '+', scale):>11}  {interval:<22} "
             f"{'yes' if item.significant else 'no'}",
             file=out or sys.stdout,
@@ -269,6 +275,47 @@ async def station_record(
     )
 
 
+TECHNICAL_KEYS = ("CycleTime", "NominalSpeed", "NominalCapacity", "MTBF", "MTTR", "ScrapRate")
+
+
+def _numbers(elements: Any) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for element in elements:
+        if isinstance(element, model.SubmodelElementCollection):
+            found.update(_numbers(element.value))
+        elif (
+            isinstance(element, model.Property)
+            and element.id_short in TECHNICAL_KEYS
+            and isinstance(element.value, int | float)
+            and not isinstance(element.value, bool)
+        ):
+            found[str(element.id_short)] = float(element.value)
+    return found
+
+
+def technical_data(identifiables: Sequence[model.Identifiable], shell_id: str) -> tuple[str | None, dict[str, float]]:
+    """The shell's idShort and the numbers of its Technical Data the calibration falls back to (IDTA 02003).
+
+    ``NominalCapacity`` (parts per hour) counts as ``NominalSpeed`` when that is missing.
+    """
+    by_id = {identifiable.id: identifiable for identifiable in identifiables}
+    shell = by_id.get(shell_id)
+    if not isinstance(shell, model.AssetAdministrationShell):
+        return None, {}
+    values: dict[str, float] = {}
+    for reference in shell.submodel:
+        submodel = by_id.get(reference.key[-1].value) if reference.key else None
+        if not isinstance(submodel, model.Submodel):
+            continue
+        semantic = "".join(key.value for key in submodel.semantic_id.key) if submodel.semantic_id else ""
+        if submodel.id_short == "TechnicalData" or "TechnicalData" in semantic:
+            values.update(_numbers(submodel.submodel_element))
+    capacity = values.pop("NominalCapacity", None)
+    if capacity is not None and "NominalSpeed" not in values:
+        values["NominalSpeed"] = capacity
+    return shell.id_short, values
+
+
 def _stations(settings: HubSettings, process: str | None) -> list[tuple[str, MachineStateModel]]:
     models: dict[str, MachineStateModel] = {}
     rollups: dict[str, list[str]] = {}
@@ -287,7 +334,7 @@ def _stations(settings: HubSettings, process: str | None) -> list[tuple[str, Mac
             raise ConfigurationError(f"--process: {process!r} has parts that are no KPI assets: {', '.join(missing)}")
     else:
         raise ConfigurationError(f"--process: {process!r} is not the shell of a roll-up in the KPI files")
-    return [(asset.rstrip("/").rsplit(":", 1)[-1].rsplit("/", 1)[-1], models[asset]) for asset in assets]
+    return [(asset, models[asset]) for asset in assets]
 
 
 async def calibrate_from_history(
@@ -300,12 +347,20 @@ async def calibrate_from_history(
     path = settings.history_path
     if not path.is_file():
         raise ConfigurationError(f"{path}: no history database (is history recording on in the settings?)")
+    identifiables = await asyncio.to_thread(load_model_files, settings.twins) if settings.twins else []
     records = []
     async with ReadOnlyHistory(path) as database:
-        for name, model in stations:
-            records.append(await station_record(database, model, name, start, end))
+        for asset, machine in stations:
+            id_short, technical = technical_data(identifiables, asset)
+            name = id_short or asset.rstrip("/").rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+            record = await station_record(database, machine, name, start, end)
+            if "CycleTime" in technical or "NominalSpeed" in technical:
+                record = replace(record, technical_data=technical)
+            else:
+                record = replace(record, technical_data={**record.technical_data, **technical})
+            records.append(record)
     report = calibrate(records, min_samples=min_samples, start=start.timestamp(), end=end.timestamp())
-    return report, [model.asset for _, model in stations]
+    return report, [asset for asset, _ in stations]
 
 
 def report_document(report: CalibrationReport, assets: Sequence[str], start: datetime, end: datetime) -> dict[str, Any]:
@@ -358,7 +413,7 @@ def demo(workers: int, hours: float | None, replications: int | None, out: TextI
     if replications is not None:
         run["replications"] = replications
     base = apply_overrides(base, run) if run else base
-    candidate = apply_overrides(base, {"stations[filler].speed_factor": 1.1}).model_copy(
+    candidate = apply_overrides(base, {"stations[Filler].speed_factor": 1.1}).model_copy(
         update={"name": "filler +10 %"}
     )
     print(
@@ -377,10 +432,10 @@ def demo(workers: int, hours: float | None, replications: int | None, out: TextI
             "throughput",
             "oee",
             "availability",
-            "stations.filler.down",
-            "stations.filler.blocked",
-            "stations.capper.starved",
-            "buffers.conveyor.mean_level",
+            "stations.Filler.down",
+            "stations.Filler.blocked",
+            "stations.Capper.starved",
+            "buffers.FillerToCapper.mean_level",
         ],
         out,
     )
