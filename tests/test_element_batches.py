@@ -208,3 +208,26 @@ async def test_element_batches_can_be_switched_off_one_commit_per_change(tmp_pat
         (loaded,) = await repository.load_identifiables()
     assert isinstance(loaded, model.Submodel)
     assert values_of(loaded) == ["v0", "v1", "v2"]
+
+
+async def test_a_client_that_goes_away_does_not_stop_its_change_or_the_batch(tmp_path: Path) -> None:
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        store = TwinStore(journal=repository)
+        await store.create(three_properties())
+        lock = store.change_lock(SUBMODEL)
+        await lock.acquire()
+        try:
+            gone = asyncio.ensure_future(store.replace_element(SUBMODEL, "P0", model.Property("P0", str, "a")))
+            staying = asyncio.ensure_future(store.replace_element(SUBMODEL, "P1", model.Property("P1", str, "b")))
+            await wait_until(lambda: len(store._element_queues.get(SUBMODEL, ())) == 2, what="both queued")
+            gone.cancel()
+        finally:
+            lock.release()
+        await staying
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await wait_until(lambda: SUBMODEL not in store._element_drains, what="the batch done")
+        assert values_of(store.submodel(SUBMODEL)) == ["a", "b", "0"]
+        (loaded,) = await repository.load_identifiables()
+    assert isinstance(loaded, model.Submodel)
+    assert values_of(loaded) == ["a", "b", "0"]
