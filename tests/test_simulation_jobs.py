@@ -110,3 +110,18 @@ async def test_a_job_cancelled_before_it_started_frees_its_slot(tmp_path: Path) 
         assert cancelled.finished is not None
         again = await hub.simulations.submit(PROCESS, [ScenarioRequest(horizon=300, replications=2)], "tester")
         assert (await hub.simulations.wait(again.id)).state.value == "done"
+
+
+async def test_stopping_the_hub_cancels_running_jobs_and_stops_the_workers(tmp_path: Path) -> None:
+    async with Hub(simulation_settings(tmp_path / "data")) as hub:
+        view = await hub.simulations.submit(PROCESS, [ScenarioRequest(horizon=8 * 3600, replications=40)], "tester")
+        await wait_until(
+            lambda: hub.simulations.job(view.id).state.value == "running" and bool(multiprocessing.active_children()),
+            within=30.0,
+            what="the job running in workers",
+        )
+        service = hub.simulations
+    ended = service.job(view.id)
+    assert ended.state.value == "cancelled"
+    assert ended.error == "the hub stopped"
+    assert multiprocessing.active_children() == [], "no worker process outlives the hub"
