@@ -341,8 +341,9 @@ class PredictiveService(BusService):
                 self._watch.setdefault((signal.submodel_id, signal.id_short_path), []).append(config.name)
         for rul in wear:
             self._watch.setdefault((rul.signal.submodel_id, rul.signal.id_short_path), []).append(rul.name)
+        configs = {config.name: config for config in detectors}
         self._users: dict[tuple[str, str], list[tuple[str, int | None]]] = {
-            key: [(name, _position(detectors, name, key)) for name in names] for key, names in self._watch.items()
+            key: [(name, _position(configs.get(name), key)) for name in names] for key, names in self._watch.items()
         }
         """element -> (detector or wear signal name, the element's position in the detector's group or None)."""
         self._save_interval = save_interval
@@ -482,12 +483,11 @@ class PredictiveService(BusService):
                     _LOG.error("predictive result %s.%s not written to %s: %s", name, element, submodel_id, error)
 
 
-def _position(detectors: Iterable[DetectorConfig], name: str, key: tuple[str, str]) -> int | None:
-    """Where element ``key`` sits in detector ``name``'s group of signals; None for a wear signal."""
-    for config in detectors:
-        if config.name == name:
-            return [(signal.submodel_id, signal.id_short_path) for signal in config.signals].index(key)
-    return None
+def _position(config: DetectorConfig | None, key: tuple[str, str]) -> int | None:
+    """Where element ``key`` sits in a detector's group of signals; None for a wear signal (no detector)."""
+    if config is None:
+        return None
+    return [(signal.submodel_id, signal.id_short_path) for signal in config.signals].index(key)
 
 
 async def start_predictive(stack: AsyncExitStack, settings: HubSettings, store: TwinStore) -> PredictiveService | None:
