@@ -11,6 +11,7 @@ from asyncua import Client, ua
 from asyncua.common.node import Node
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
+from basyx.aas import model
 
 from aas_server.config import AccessRule, HubSettings
 from aas_server.opcua.node_ids import shell_node_id
@@ -97,3 +98,31 @@ async def test_an_operator_without_the_simulate_right_is_refused(
             result: Any = await simulate(client, namespace, '{"horizon": 60}')
             assert result.StatusCode.value == StatusCodes.BadUserAccessDenied
         assert hub.simulations.jobs() == []
+
+
+async def test_a_process_shell_created_while_running_gets_simulate(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    async with Hub(with_opcua(simulation_settings(tmp_path / "data"))) as hub:
+        projection = hub.opcua
+        assert projection is not None
+        namespace = projection.namespace_index
+        shell_id = "urn:aas-server:test:aas:second-process"
+        shell = model.AssetAdministrationShell(
+            model.AssetInformation(global_asset_id="urn:aas-server:test:asset:second-process"),
+            shell_id,
+            id_short="SecondProcess",
+            extension=[model.Extension("CompositionLevel", str, "process")],
+        )
+        async with opcua_session(projection.endpoint_url, opcua_client_certificate, "operator", "demo-operator") as c:
+            method = opcua_node(c, simulate_node_id(shell_id), namespace)
+
+            async def browse_name() -> str | None:
+                try:
+                    return str((await method.read_browse_name()).Name)
+                except UaStatusCodeError:
+                    return None
+
+            assert await browse_name() is None
+            await hub.store.create(shell)
+            assert await eventually(browse_name, lambda name: name == "Simulate", within=5.0) == "Simulate"

@@ -231,15 +231,19 @@ class OpcUaProjection(Service):
             assert self._server is not None
             self._alarm_conditions = AlarmConditions(self._server, self._alarms, self.namespace_index)
             await self._alarm_conditions.start()
+        simulate: SimulateMethods | None = None
         if self._simulations is not None:
             assert self._server is not None
-            await SimulateMethods(self._server, self._simulations, self._store, self.namespace_index).start()
+            simulate = SimulateMethods(self._server, self._simulations, self._store, self.namespace_index)
+            await simulate.start()
         apply_model_change: ModelChangeHandler = self._address_space.apply
         resynchronize: Resynchronizer = self._address_space.resynchronize
         if self._projection_history is not None:
             apply_model_change, resynchronize = self._projection_history.following(apply_model_change, resynchronize)
         if self._alarm_conditions is not None:
             apply_model_change, resynchronize = self._alarm_conditions.following(apply_model_change, resynchronize)
+        if simulate is not None:
+            apply_model_change, resynchronize = simulate.following(apply_model_change, resynchronize)
         sync = StoreSync(
             self._subscription,
             self._address_space.value_nodes,

@@ -12,8 +12,8 @@ and, with access control, the operation ``simulate`` on the shell; else ``BadUse
 input argument's diagnostic info (``AdditionalInfo``); ``simulation.max_jobs`` reached is
 ``BadTooManyOperations``; an unknown shell ``BadNodeIdUnknown``.
 
-Left out: a Method on shells created after start (they get it at the next start), and job status or
-cancel Methods (REST has them).
+Shells created (or whose object is re-created) while the server runs get it after the model change.
+Left out: job status or cancel Methods (REST has them).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from aas_server.errors import HubError, InvalidRequestError
 from aas_server.opcua.node_ids import shell_node_id
 from aas_server.opcua.processor import HubServer, calling_user
 from aas_server.opcua.projection import DISPLAY_LOCALE
+from aas_server.opcua.sync import ModelChangeHandler, Resynchronizer
 from aas_server.opcua_common.status import status, status_code_for_error
 from aas_server.simulation.jobs import SimulationJobs, parse_scenario
-from aas_server.store.twin_store import TwinStore
+from aas_server.store.twin_store import ModelChanged, TwinStore
 
 _LOG = logging.getLogger(__name__)
 
@@ -78,40 +79,58 @@ class SimulateMethods:
         return ua.NodeId(ua.String(identifier), ua.Int16(self._namespace_index))
 
     async def start(self) -> None:
-        for shell in self._store.shells():
-            if not is_process_shell(shell):
-                continue
-            parent = self._server.get_node(self._node(shell_node_id(shell.id)))
-            node_id = self._node(simulate_node_id(shell.id))
-            scenario = ua.Argument()
-            scenario.Name = "Scenario"
-            scenario.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
-            scenario.ValueRank = -1
-            scenario.Description = ua.LocalizedText(
-                "The scenario as JSON: name, overrides by parameter path, horizon..."
-            )
-            job = ua.Argument()
-            job.Name = "JobId"
-            job.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
-            job.ValueRank = -1
-            job.Description = ua.LocalizedText("The job, at GET /simulations/{JobId}")
-            method = await parent.add_method(
-                node_id,
-                ua.QualifiedName(METHOD_NAME, ua.UInt16(self._namespace_index)),
-                self._simulate,
-                [scenario],
-                [job],
-            )
-            # Every display name of the hub carries its locale (DISPLAY_LOCALE); asyncua's
-            # add_method leaves the method's and its argument properties' without one.
-            for node in (method, *await method.get_children()):
-                name = (await node.read_browse_name()).Name
-                await node.write_attribute(
-                    ua.AttributeIds.DisplayName,
-                    ua.DataValue(ua.Variant(ua.LocalizedText(name, DISPLAY_LOCALE))),
-                )
-            self._shells[node_id] = shell.id
+        await self.sync()
         _LOG.info("OPC UA: Simulate on %d process shells", len(self._shells))
+
+    def following(
+        self, apply_model_change: ModelChangeHandler, resynchronize: Resynchronizer
+    ) -> tuple[ModelChangeHandler, Resynchronizer]:
+        """The store sync's handlers, each adding ``Simulate`` to process shells that came (or came back) after."""
+
+        async def apply(change: ModelChanged) -> None:
+            await apply_model_change(change)
+            await self.sync()
+
+        async def resynchronize_all() -> None:
+            await resynchronize()
+            await self.sync()
+
+        return apply, resynchronize_all
+
+    async def sync(self) -> None:
+        """A ``Simulate`` Method on every process shell's object that lacks one (new, or its object re-created)."""
+        address_space = self._server.iserver.aspace
+        wanted = {shell.id: shell for shell in self._store.shells() if is_process_shell(shell)}
+        self._shells = {node: shell_id for node, shell_id in self._shells.items() if shell_id in wanted}
+        for shell_id in wanted:
+            parent_id = self._node(shell_node_id(shell_id))
+            node_id = self._node(simulate_node_id(shell_id))
+            if parent_id not in address_space or node_id in address_space:
+                continue
+            await self._add_method(parent_id, node_id)
+            self._shells[node_id] = shell_id
+
+    async def _add_method(self, parent_id: ua.NodeId, node_id: ua.NodeId) -> None:
+        scenario = ua.Argument()
+        scenario.Name = "Scenario"
+        scenario.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
+        scenario.ValueRank = -1
+        scenario.Description = ua.LocalizedText("The scenario as JSON: name, overrides, horizon...")
+        job = ua.Argument()
+        job.Name = "JobId"
+        job.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
+        job.ValueRank = -1
+        job.Description = ua.LocalizedText("The job, at GET /simulations/{JobId}")
+        name = ua.QualifiedName(METHOD_NAME, ua.UInt16(self._namespace_index))
+        method = await self._server.get_node(parent_id).add_method(node_id, name, self._simulate, [scenario], [job])
+        # Every display name of the hub carries its locale (DISPLAY_LOCALE); asyncua's
+        # add_method leaves the method's and its argument properties' without one.
+        for node in (method, *await method.get_children()):
+            browse_name = (await node.read_browse_name()).Name
+            await node.write_attribute(
+                ua.AttributeIds.DisplayName,
+                ua.DataValue(ua.Variant(ua.LocalizedText(browse_name, DISPLAY_LOCALE))),
+            )
 
     def _may_simulate(self, user: Any, shell_id: str) -> bool:
         if user is None or not bool(getattr(user, "may_write_values", False)):
