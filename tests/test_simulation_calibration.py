@@ -10,6 +10,8 @@ from aas_server.simulation.calibration import (
     StationRecord,
     calibrate,
     cycle_times,
+    failure_samples,
+    repair_samples,
     repair_times,
     times_to_failure,
 )
@@ -55,6 +57,9 @@ def test_samples_are_taken_from_complete_episodes_only() -> None:
     assert repair_times(periods) == [25.0, 25.0]
     # running time between the episodes (idle does not age the machine); the stretch before the first is censored
     assert times_to_failure(periods) == [130.0, 100.0]
+    # the running time after the last failure and the repair under way at the start are lower bounds: censored
+    assert failure_samples(periods) == ([130.0, 100.0], [100.0])
+    assert repair_samples(periods) == ([25.0, 25.0], [10.0])
     # 0 parts while running ends a run; an increment spanning a failure is no cycle
     counts = [(11.0, 5), (12.0, 5), (13.0, 0), (14.0, 5), (15.0, 5), (151.0, 5), (180.0, 5), (181.0, 10)]
     assert cycle_times(periods, counts, min_parts=10) == [0.2, 0.1]
@@ -66,6 +71,7 @@ def test_a_recorded_history_gives_back_its_distributions_with_goodness_of_fit() 
     station = report.stations[0]
     assert station.mtbf.source == "history"
     assert station.mtbf.samples == 299
+    assert station.mtbf.censored == 2  # the running time before the first failure and after the last
     assert station.mtbf.family == "weibull"
     assert station.mtbf.distribution is not None
     assert station.mtbf.distribution["shape"] == pytest.approx(2.0, rel=0.15)

@@ -8,10 +8,10 @@ scrap increments, and its Technical Data. Samples:
 
 * **time to failure** (MTBF): the ``running`` time between the end of one down episode (a maximal
   run of ``down``) and the start of the next; failures come by operating time, as in the model.
-  The stretch before the first and after the last failure is censored and left out, and so is a
-  stretch with ``unknown`` time in it;
-* **time to repair** (MTTR): the length of each down episode that does not touch either end of
-  the record;
+  The running time before the first failure and after the last one are right-censored samples
+  (the time to failure was at least that long); a stretch with ``unknown`` time in it is left out;
+* **time to repair** (MTTR): the length of each down episode; one that touches either end of the
+  record is right-censored;
 * **cycle time**: counters are polled, not read per part, so a sample is the time per part over
   consecutive increments, each wholly inside one ``running`` span and with parts in it, gathered
   until at least ``min_parts`` parts (the counter's rounding then moves a sample by at most
@@ -21,15 +21,16 @@ scrap increments, and its Technical Data. Samples:
 * **scrap rate**: scrapped / produced parts, when a scrap counter is recorded.
 
 Each sample set is fitted by maximum likelihood (``scipy.stats``: exponential, lognormal, Weibull,
-gamma with location 0, and normal) and the family with the lowest AIC is taken; each candidate's
-Kolmogorov–Smirnov statistic and p-value are reported. The p-values are optimistic, since the
+gamma with location 0, and normal; censored samples through ``scipy.stats.CensoredData``) and the
+family with the lowest AIC is taken; each candidate's Kolmogorov–Smirnov statistic and p-value
+(over the complete samples) are reported. The p-values are optimistic, since the
 parameters come from the same sample (Lilliefors); read them as a ranking and a warning sign, not
 as a test at their nominal level. A parameter with fewer than ``min_samples`` samples falls back to
 the Technical Data (``CycleTime`` s or ``NominalSpeed`` parts/h; ``MTBF``, ``MTTR`` s as
 exponential; ``ScrapRate``), and the report says so and why.
 
-Left out: censored-data fits (the censored stretches are dropped, which biases MTBF down when the
-record holds few failures), time-dependent failures, per-reason failure modes.
+Left out: time-dependent failures, per-reason failure modes, left truncation (a censored first
+stretch is taken as if the machine had been new at the start of the record).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class FittedParameter:
     sample_mean: float | None = None
     candidates: list[Candidate] = field(default_factory=list)
     fallback: str | None = None
+    censored: int = 0
+    """Right-censored samples that entered the fit beside the ``samples`` complete ones."""
 
     @property
     def mean(self) -> float | None:
@@ -106,6 +109,8 @@ class FittedParameter:
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {"samples": self.samples, "source": self.source}
+        if self.censored:
+            document["censored_samples"] = self.censored
         if self.distribution is not None:
             document["distribution"] = self.distribution
             document["mean"] = _round(self.mean)
@@ -227,27 +232,49 @@ def _episodes(periods: Sequence[StateSpan]) -> list[tuple[int, int]]:
     return found
 
 
+def repair_samples(periods: Sequence[StateSpan]) -> tuple[list[float], list[float]]:
+    """Lengths of the down episodes: ``(complete, censored)``; an episode touching an end of the record is censored."""
+    complete: list[float] = []
+    censored: list[float] = []
+    for first, last in _episodes(periods):
+        length = periods[last][1] - periods[first][0]
+        if length <= 0:
+            continue
+        (complete if first > 0 and last < len(periods) - 1 else censored).append(length)
+    return complete, censored
+
+
 def repair_times(periods: Sequence[StateSpan]) -> list[float]:
     """The length of each down episode that neither starts the record nor runs to its end."""
-    return [
-        periods[last][1] - periods[first][0]
-        for first, last in _episodes(periods)
-        if first > 0 and last < len(periods) - 1 and periods[last][1] > periods[first][0]
-    ]
+    return repair_samples(periods)[0]
+
+
+def failure_samples(periods: Sequence[StateSpan]) -> tuple[list[float], list[float]]:
+    """``running`` time to each failure: ``(complete, censored)``.
+
+    Complete: between consecutive down episodes. Censored: before the first episode and after the last
+    (or the whole record without one). Stretches with ``unknown`` time in them are left out.
+    """
+    episodes = _episodes(periods)
+    bounds = [-1, *(index for episode in episodes for index in episode), len(periods)]
+    complete: list[float] = []
+    censored: list[float] = []
+    for position in range(0, len(bounds), 2):
+        begin, finish = bounds[position] + 1, bounds[position + 1]
+        between = periods[begin:finish]
+        if any(state == "unknown" for _, _, state in between):
+            continue
+        running = math.fsum(end - start for start, end, state in between if state == "running")
+        if running <= 0:
+            continue
+        is_complete = 0 < position < len(bounds) - 2
+        (complete if is_complete else censored).append(running)
+    return complete, censored
 
 
 def times_to_failure(periods: Sequence[StateSpan]) -> list[float]:
     """The ``running`` time between consecutive down episodes (stretches with ``unknown`` time left out)."""
-    episodes = _episodes(periods)
-    found: list[float] = []
-    for (_, previous_last), (next_first, _) in itertools.pairwise(episodes):
-        between = periods[previous_last + 1 : next_first]
-        if any(state == "unknown" for _, _, state in between):
-            continue
-        running = math.fsum(end - start for start, end, state in between if state == "running")
-        if running > 0:
-            found.append(running)
-    return found
+    return failure_samples(periods)[0]
 
 
 def cycle_times(periods: Sequence[StateSpan], counts: Sequence[Increment], min_parts: int = MIN_PARTS) -> list[float]:
@@ -277,34 +304,41 @@ def cycle_times(periods: Sequence[StateSpan], counts: Sequence[Increment], min_p
 # --- fitting -------------------------------------------------------------------------------------
 
 
-def fit_candidates(samples: Sequence[float], families: Sequence[str] = FAMILIES) -> list[Candidate]:
-    """Each family fitted to ``samples`` by maximum likelihood, best (lowest AIC) first."""
+def fit_candidates(
+    samples: Sequence[float], families: Sequence[str] = FAMILIES, censored: Sequence[float] = ()
+) -> list[Candidate]:
+    """Each family fitted by maximum likelihood to ``samples`` and the right-censored ``censored``, best AIC first.
+
+    The KS figures compare the complete ``samples`` with the fitted distribution.
+    """
     import numpy as np
     from scipy import stats
 
     data = np.asarray(samples, dtype=float)
+    right = np.asarray(censored, dtype=float)
+    fitted: Any = stats.CensoredData(uncensored=data, right=right) if len(right) else data
     candidates: list[Candidate] = []
     for family in families:
         if family == "exponential":
-            _, scale = stats.expon.fit(data, floc=0)
+            _, scale = stats.expon.fit(fitted, floc=0)
             frozen, parameters, count = stats.expon(scale=scale), {"mean": scale}, 1
         elif family == "lognormal":
-            shape, _, scale = stats.lognorm.fit(data, floc=0)
+            shape, _, scale = stats.lognorm.fit(fitted, floc=0)
             mean = scale * math.exp(shape**2 / 2)
             std = mean * math.sqrt(math.expm1(shape**2))
             frozen, parameters, count = stats.lognorm(shape, scale=scale), {"mean": mean, "std": std}, 2
         elif family == "weibull":
-            shape, _, scale = stats.weibull_min.fit(data, floc=0)
+            shape, _, scale = stats.weibull_min.fit(fitted, floc=0)
             frozen, parameters, count = stats.weibull_min(shape, scale=scale), {"shape": shape, "scale": scale}, 2
         elif family == "gamma":
-            shape, _, scale = stats.gamma.fit(data, floc=0)
+            shape, _, scale = stats.gamma.fit(fitted, floc=0)
             frozen, parameters, count = stats.gamma(shape, scale=scale), {"shape": shape, "scale": scale}, 2
         elif family == "normal":
-            mean, std = stats.norm.fit(data)
+            mean, std = stats.norm.fit(fitted)
             frozen, parameters, count = stats.norm(mean, std), {"mean": mean, "std": std}, 2
         else:
             raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-        log_likelihood = float(np.sum(frozen.logpdf(data)))
+        log_likelihood = float(np.sum(frozen.logpdf(data)) + np.sum(frozen.logsf(right)))
         if not math.isfinite(log_likelihood) or not all(math.isfinite(value) for value in parameters.values()):
             continue
         test = stats.kstest(data, frozen.cdf)
@@ -328,9 +362,11 @@ def fit_parameter(
     fallback_text: str,
     min_samples: int = MIN_SAMPLES,
     families: Sequence[str] = FAMILIES,
+    censored: Sequence[float] = (),
 ) -> FittedParameter:
-    """The best fit of ``samples``, or ``fallback`` (from Technical Data) when there are too few of them."""
+    """The best fit of ``samples`` (and right-``censored`` ones), or ``fallback`` (Technical Data) with too few."""
     positive = [value for value in samples if value > 0]
+    right = [value for value in censored if value > 0]
     sample_mean = math.fsum(positive) / len(positive) if positive else None
     if len(positive) < min_samples:
         reason = f"{len(positive)} samples in the range, fewer than {min_samples}"
@@ -348,7 +384,7 @@ def fit_parameter(
             family="constant",
             sample_mean=sample_mean,
         )
-    candidates = fit_candidates(positive, families)
+    candidates = fit_candidates(positive, families, right)
     best = candidates[0]
     return FittedParameter(
         parameter,
@@ -360,6 +396,7 @@ def fit_parameter(
         ks_p_value=best.ks_p_value,
         sample_mean=sample_mean,
         candidates=candidates,
+        censored=len(right),
     )
 
 
@@ -390,7 +427,7 @@ def calibrate_station(
             "cycle_time", cycle_times(periods, counts, min_parts), cycle_fallback, cycle_text, min_samples
         )
     }
-    for key, samples in (("mtbf", times_to_failure(periods)), ("mttr", repair_times(periods))):
+    for key, (samples, censored) in (("mtbf", failure_samples(periods)), ("mttr", repair_samples(periods))):
         value = _technical(record, key.upper())
         fallback = {"kind": "exponential", "mean": value} if value is not None else None
         text = (
@@ -398,7 +435,7 @@ def calibrate_station(
             if value is not None
             else f"no {key.upper()} in Technical Data either"
         )
-        fitted[key] = fit_parameter(key, samples, fallback, text, min_samples)
+        fitted[key] = fit_parameter(key, samples, fallback, text, min_samples, censored=censored)
     if (fitted["mtbf"].distribution is None) != (fitted["mttr"].distribution is None):
         # one of the pair alone cannot make failures: the station goes without them, and says so
         for key in ("mtbf", "mttr"):
