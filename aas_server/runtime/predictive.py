@@ -350,6 +350,9 @@ class PredictiveService(BusService):
         self._save_due = 0.0
         self._dirty: set[str] = set()
         self._value_types: dict[tuple[str, str], Any] = {}
+        self._written: dict[tuple[str, str], Any] = {}
+        """The last value written to each result element: an unchanged one is not written again (the store
+        would drop it, after coercing it and building its change)."""
 
     async def start(self) -> None:
         kept = await self._database.load()
@@ -460,25 +463,30 @@ class PredictiveService(BusService):
                     "RemainingUsefulLifeUpper": result.upper.total_seconds() if result.upper is not None else None,
                     "AlertAfterExceedingRemainingUsableLife.MaintenanceRequired": result.remaining <= timedelta(0),
                 }
-        values["LastUpdate"] = result.time.isoformat()
+        values["LastUpdate"] = result.time  # an xs:dateTime as it is: no text to write and parse again
+        now = utc_now()
+        written = self._written
         for submodel_id in self._targets.get(name, []):
             for element, value in values.items():
                 if value is None:
                     continue
                 path = f"{name}.{element}"
+                key = (submodel_id, path)
+                if key in written and written[key] == value:
+                    continue
                 try:
-                    value_type = self._value_types.get((submodel_id, path))
+                    value_type = self._value_types.get(key)
                     if value_type is None:
                         target = self.store.element(submodel_id, path)
                         assert isinstance(target, model.Property)
-                        value_type = self._value_types[(submodel_id, path)] = target.value_type
+                        value_type = self._value_types[key] = target.value_type
                     native = typed_values.coerce(value_type, value)
-                    now = utc_now()
                     self.store.apply(
                         ValueChanged(
                             submodel_id, path, native, result.time, Quality.GOOD, QualityReason.NONE, now, _ORIGIN
                         )
                     )
+                    written[key] = value
                 except Exception as error:
                     _LOG.error("predictive result %s.%s not written to %s: %s", name, element, submodel_id, error)
 
