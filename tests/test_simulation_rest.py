@@ -222,6 +222,17 @@ async def test_jobs_beyond_max_jobs_are_429_a_job_can_be_cancelled_and_viewers_m
         assert cancelled["state"] == "cancelled"
         assert cancelled["completedReplications"] < 40
         assert "results" not in cancelled
+        async with http.get(url, params={"state": "cancelled"}, headers=OPERATOR) as response:
+            assert response.status == 200, await response.text()
+            listed = (await response.json())["result"]
+        assert [job["id"] for job in listed] == [cancelled["id"]]
+        assert "results" not in listed[0]
+        async with http.get(url, params={"state": "done"}, headers=OPERATOR) as response:
+            assert (await response.json())["result"] == []
+        async with http.get(url, params={"state": "sleeping"}, headers=OPERATOR) as response:
+            assert response.status == 400
+        async with http.get(url, headers=VIEWER) as response:
+            assert response.status == 403, "no rule lets a viewer simulate, so it may not list jobs either"
         # the slot is free again
         status, body, location = await post(http, url, {"shell": PROCESS, "horizon": 600, "replications": 2})
         assert status == 202, body

@@ -229,6 +229,7 @@ ROUTE_ACCESS: Mapping[str, RouteAccess] = {
     "alarms.unshelve_alarm": _route(AccessOperation.ACKNOWLEDGE, TargetKind.ALARM),
     # simulations (api/simulations.py): every route is `simulate` on the process shell
     "simulations.post_simulation": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
+    "simulations.get_simulations": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
     "simulations.get_simulation": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
     "simulations.delete_simulation": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),
     "simulations.compare_simulations": _route(AccessOperation.SIMULATE, TargetKind.SIMULATION),

@@ -9,6 +9,8 @@ Routes (under each API prefix, beside ``/alarms``), present when the hub runs si
   job and the job's JSON. A parameter path that does not exist, an impossible value or a horizon beyond
   ``simulation.max_horizon`` is a ``400`` Result naming the path; ``simulation.max_jobs`` jobs queued or
   running make it ``429``.
+- ``GET /simulations``: the jobs of the shells the caller may simulate, oldest first, without their
+  results; filters ``shell`` (base64url) and ``state``; paged with ``limit`` and ``cursor``.
 - ``GET /simulations/{jobId}``: the job: ``state`` (``queued``, ``running``, ``done``, ``failed``,
   ``cancelled``), progress, ``error``, and once done ``results`` (line figures, stations, buffers,
   bottleneck, each with its confidence interval, and the time series) and ``resultsSubmodels``.
@@ -29,11 +31,13 @@ from aiohttp import web
 
 from aas_server.api.auth import ACCESS_KEY
 from aas_server.api.context import MAX_BODY_KEY, SIMULATIONS_KEY
+from aas_server.api.paging import page_positions, parse_page_request
 from aas_server.api.routing import RouteTable
-from aas_server.api.serialization import json_response
+from aas_server.api.serialization import decode_identifier, json_response
+from aas_server.config import AccessOperation
 from aas_server.errors import InvalidRequestError
 from aas_server.simulation.description import SimulationError
-from aas_server.simulation.jobs import JobView, ScenarioRequest, SimulationJobs, parse_scenario
+from aas_server.simulation.jobs import JobState, JobView, ScenarioRequest, SimulationJobs, parse_scenario
 
 routes = RouteTable()
 
@@ -82,6 +86,30 @@ async def post_simulation(request: web.Request) -> web.Response:
     shell = _shell(data)
     scenario = parse_scenario({key: value for key, value in data.items() if key != "shell"})
     return _created(request, await _jobs(request).submit(shell, [scenario], _user(request)))
+
+
+@routes.get("/simulations")
+async def get_simulations(request: web.Request) -> web.Response:
+    """The jobs the caller may simulate (their shells), filtered by ``shell`` and ``state``; paged; no results."""
+    query = request.query
+    paging = parse_page_request(query)
+    shell = decode_identifier(query["shell"], "shell") if "shell" in query else None
+    state = query.get("state")
+    states = [each.value for each in JobState]
+    if state is not None and state not in states:
+        raise InvalidRequestError(f"query parameter state={state!r} is not one of {', '.join(states)}")
+    access = request.get(ACCESS_KEY)
+    selected: list[JobView] = []
+    for view in _jobs(request).jobs():
+        if (shell is not None and view.shell != shell) or (state is not None and view.state.value != state):
+            continue
+        if access is not None:
+            target = access.model.shell_target(view.shell)
+            if not access.model.policy.decide(access.roles, AccessOperation.SIMULATE, target).allowed:
+                continue
+        selected.append(view)
+    page = page_positions(selected, paging, lambda view: view.id)
+    return json_response(page.to_json(lambda view: view.to_json(results=False)))
 
 
 @routes.get("/simulations/{jobId}")

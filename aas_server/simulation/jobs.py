@@ -11,7 +11,8 @@ Contract:
   ``errors.CapacityError`` when ``max_jobs`` jobs are queued or running) and returns the queued job.
   Two scenarios make a comparison job: both run with their own seeds, and the results hold the Welch
   comparison of candidate against baseline.
-* ``job(job_id)`` is the job's current view; unknown ids raise ``NotFoundError``.
+* ``job(job_id)`` is the job's current view; unknown ids raise ``NotFoundError``; ``jobs()`` every job in
+  the table, oldest first.
 * ``cancel(job_id, user)`` stops a queued or running job between replications; a finished job is
   left as it is (the view says how it ended).
 * ``compare(baseline_id, candidate_id)`` compares two finished jobs of one scenario each
@@ -114,8 +115,8 @@ class JobView:
     comparison: Mapping[str, Difference] | None = None
     results_submodels: tuple[str, ...] = field(default_factory=tuple)
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON of the job: status, progress, and the results and comparison when done."""
+    def to_json(self, results: bool = True) -> dict[str, Any]:
+        """The JSON of the job: status, progress, and (with ``results``) the results and comparison when done."""
         data: dict[str, Any] = {
             "id": self.id,
             "shell": self.shell,
@@ -130,10 +131,11 @@ class JobView:
         }
         if self.error is not None:
             data["error"] = self.error
-        if self.results:
-            data["results"] = [result_json(result) for result in self.results]
+        if self.results_submodels:
             data["resultsSubmodels"] = list(self.results_submodels)
-        if self.comparison is not None:
+        if self.results and results:
+            data["results"] = [result_json(result) for result in self.results]
+        if self.comparison is not None and results:
             data["comparison"] = comparison_json(self.comparison)
         return data
 
@@ -202,6 +204,8 @@ class SimulationJobs(Protocol):
     async def submit(self, shell_id: str, scenarios: Sequence[ScenarioRequest], user: str) -> JobView: ...
 
     def job(self, job_id: str) -> JobView: ...
+
+    def jobs(self) -> list[JobView]: ...
 
     async def cancel(self, job_id: str, user: str) -> JobView: ...
 
