@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from basyx.aas import model
 
@@ -239,6 +240,15 @@ async def test_jobs_beyond_max_jobs_are_429_a_job_can_be_cancelled_and_viewers_m
         assert (await finished(http, origin_of(hub.rest_url or "", location)))["state"] == "done"
         async with http.get(f"{url}/no-such-job", headers=OPERATOR) as response:
             assert response.status == 404
+    # starting and cancelling jobs and the refusals are audited; polling a job is not
+    records = [orjson.loads(line) for line in (tmp_path / "data" / "audit.log").read_bytes().splitlines()]
+    simulations = [record for record in records if "/simulations" in record["path"]]
+    started = [record for record in simulations if record["method"] == "POST" and record["status"] == 202]
+    assert len(started) == 2
+    assert all(record["operation"] == "simulate" and record["principal"] == "demo-operator" for record in started)
+    assert any(record["method"] == "DELETE" and record["status"] == 200 for record in simulations)
+    assert any(record["principal"] == "viewer" and record["status"] == 403 for record in simulations)
+    assert not [record for record in simulations if record["method"] == "GET" and record["status"] == 200]
 
 
 async def test_two_scenarios_are_compared_with_welch_intervals(tmp_path: Path) -> None:

@@ -376,8 +376,8 @@ def access_middleware(control: AccessControl) -> Middleware:
                 403, "Forbidden", f"{principal.name!r} may not {checked.operation.value} {checked.target}"
             )
         request[ACCESS_KEY] = RequestAccess(principal, checked.operation, model_of_store)
-        if checked.operation in (_READ, _EXPORT):
-            return await handler(request)
+        if checked.operation in (_READ, _EXPORT) or (route.kind is TargetKind.SIMULATION and request.method == "GET"):
+            return await handler(request)  # reads (polling a simulation job too) are not audited; denials are
         return await run_audited(request, handler, principal, checked.operation, checked.target)
 
     return middleware
