@@ -335,7 +335,8 @@ class SimulationService:
         shell = self._store.shell(shell_id)
         for submodel in _TwinReader(self._store).submodels_of(shell):
             if _semantic(submodel) == SIMULATION_MODELS_SEMANTIC_ID:
-                return line_from_submodel(submodel, **self._limits()), submodel.id
+                # the stored run parameters are defaults a scenario may lower; the limits apply to the scenario
+                return line_from_submodel(submodel), submodel.id
         data = process_data(self._store, shell_id, self.settings.buffer_capacity)
         limits = self._limits()
         data["run"]["horizon"] = min(data["run"]["horizon"], self.settings.max_horizon)
