@@ -57,7 +57,9 @@ def test_samples_are_taken_from_complete_episodes_only() -> None:
     assert repair_times(periods) == [25.0, 25.0]
     # running time between the episodes (idle does not age the machine); the stretch before the first is censored
     assert times_to_failure(periods) == [130.0, 100.0]
-    # the running time after the last failure and the repair under way at the start are lower bounds: censored
+    assert failure_samples([(0.0, 50.0, "running"), (50.0, 60.0, "down"), (60.0, 90.0, "running")]) == ([50.0], [30.0])
+    # the running time after the last failure and the repair under way at the start are lower bounds: censored;
+    # (the running time before the first failure is complete: a failure was seen)
     assert failure_samples(periods) == ([130.0, 100.0], [100.0])
     assert repair_samples(periods) == ([25.0, 25.0], [10.0])
     # 0 parts while running ends a run; an increment spanning a failure is no cycle
@@ -70,8 +72,8 @@ def test_a_recorded_history_gives_back_its_distributions_with_goodness_of_fit() 
     report = calibrate([record])
     station = report.stations[0]
     assert station.mtbf.source == "history"
-    assert station.mtbf.samples == 299
-    assert station.mtbf.censored == 2  # the running time before the first failure and after the last
+    assert station.mtbf.samples == 300
+    assert station.mtbf.censored == 1  # the running time after the last failure
     assert station.mtbf.family == "weibull"
     assert station.mtbf.distribution is not None
     assert station.mtbf.distribution["shape"] == pytest.approx(2.0, rel=0.15)
@@ -84,7 +86,7 @@ def test_a_recorded_history_gives_back_its_distributions_with_goodness_of_fit() 
     assert sorted(families) == ["exponential", "gamma", "lognormal", "normal", "weibull"]
     document = report.to_dict()["stations"][0]
     assert document["mtbf"]["family"] == "weibull"
-    assert document["mtbf"]["samples"] == 299
+    assert document["mtbf"]["samples"] == 300
     assert {"ks_statistic", "ks_p_value", "candidates", "distribution"} <= document["mtbf"].keys()
 
 

@@ -8,8 +8,11 @@ scrap increments, and its Technical Data. Samples:
 
 * **time to failure** (MTBF): the ``running`` time between the end of one down episode (a maximal
   run of ``down``) and the start of the next; failures come by operating time, as in the model.
-  The running time before the first failure and after the last one are right-censored samples
-  (the time to failure was at least that long); a stretch with ``unknown`` time in it is left out;
+  The running time before the first failure counts as a complete sample (a failure was seen; exact
+  for exponential times and for a record that starts at a repair or an installation), the running
+  time after the last one is right-censored (the time to failure was at least that long), and a
+  stretch with ``unknown`` time in it is left out. The exponential fit is then the total running
+  time over the number of failures: the hub's ISO 22400 MTBF (APT / FE);
 * **time to repair** (MTTR): the length of each down episode; one that touches either end of the
   record is right-censored;
 * **cycle time**: counters are polled, not read per part, so a sample is the time per part over
@@ -29,8 +32,8 @@ as a test at their nominal level. A parameter with fewer than ``min_samples`` sa
 the Technical Data (``CycleTime`` s or ``NominalSpeed`` parts/h; ``MTBF``, ``MTTR`` s as
 exponential; ``ScrapRate``), and the report says so and why.
 
-Left out: time-dependent failures, per-reason failure modes, left truncation (a censored first
-stretch is taken as if the machine had been new at the start of the record).
+Left out: time-dependent failures, per-reason failure modes, left truncation (the first stretch is
+taken as if the machine had been new, or just repaired, at the start of the record).
 """
 
 from __future__ import annotations
@@ -252,8 +255,8 @@ def repair_times(periods: Sequence[StateSpan]) -> list[float]:
 def failure_samples(periods: Sequence[StateSpan]) -> tuple[list[float], list[float]]:
     """``running`` time to each failure: ``(complete, censored)``.
 
-    Complete: between consecutive down episodes. Censored: before the first episode and after the last
-    (or the whole record without one). Stretches with ``unknown`` time in them are left out.
+    Complete: up to each down episode. Censored: after the last one (or the whole record without one).
+    Stretches with ``unknown`` time in them are left out.
     """
     episodes = _episodes(periods)
     bounds = [-1, *(index for episode in episodes for index in episode), len(periods)]
@@ -267,13 +270,13 @@ def failure_samples(periods: Sequence[StateSpan]) -> tuple[list[float], list[flo
         running = math.fsum(end - start for start, end, state in between if state == "running")
         if running <= 0:
             continue
-        is_complete = 0 < position < len(bounds) - 2
+        is_complete = position < len(bounds) - 2
         (complete if is_complete else censored).append(running)
     return complete, censored
 
 
 def times_to_failure(periods: Sequence[StateSpan]) -> list[float]:
-    """The ``running`` time between consecutive down episodes (stretches with ``unknown`` time left out)."""
+    """The complete ``running`` times to failure (see ``failure_samples``)."""
     return failure_samples(periods)[0]
 
 
