@@ -456,8 +456,9 @@ def _simulate(arguments: argparse.Namespace) -> int:
             command.demo(arguments.workers, arguments.hours, arguments.replications)
             return EXIT_OK
         if arguments.simulate_command == "run":
-            limits = load_settings(arguments.config).simulation if arguments.config else SimulationSettings()
-            output = command.run_scenario_file(arguments.scenario, limits, arguments.workers)
+            hub = load_settings(arguments.config) if arguments.config else None
+            limits = hub.simulation if hub is not None else SimulationSettings()
+            output = command.run_scenario_file(arguments.scenario, limits, arguments.workers, hub)
             results = output["_results"]
             if "baseline" in results:
                 command.print_result(results["baseline"])

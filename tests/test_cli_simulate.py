@@ -218,3 +218,32 @@ def test_the_demo_compares_the_baseline_with_filler_plus_10_percent(capsys: pyte
     assert rows["throughput"][-1] in {"yes", "no"}
     # the faster filler waits for the capper (blocked), which is certain, not a matter of chance
     assert rows["stations.Filler.blocked"][-1] == "yes"
+
+
+def test_a_scenario_runs_on_the_line_the_hub_builds_from_a_process_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = tmp_path / "hub.yaml"
+    settings.write_text(yaml.safe_dump({"twins": [str(PLANT)]}), encoding="utf-8")
+    scenario = tmp_path / "scenario.yaml"
+    document = {
+        "process": "urn:aas-server:demo:aas:bottling-process",
+        "name": "capper -10 %",
+        "overrides": {"stations[Capper].speed_factor": 0.9},
+        "horizon": 600,
+        "replications": 2,
+        "compare_to_baseline": True,
+    }
+    scenario.write_text(yaml.safe_dump(document), encoding="utf-8")
+    output = tmp_path / "results.json"
+    assert main(["simulate", "run", str(scenario), "--config", str(settings), "-o", str(output)]) == EXIT_OK
+    results = json.loads(output.read_text(encoding="utf-8"))
+    # the twin's Technical Data: 12,000 bottles/h for filler and capper (no failures offline: no KPIs)
+    assert results["baseline"]["line"]["throughput"]["mean"] == pytest.approx(12000, rel=0.01)
+    assert results["result"]["line"]["throughput"]["mean"] == pytest.approx(10800, rel=0.01)
+    assert results["result"]["bottleneck"] == "Capper"
+    assert main(["simulate", "run", str(scenario)]) == EXIT_INVALID
+    assert "scenario.yaml: process: needs --config" in capsys.readouterr().err
+    scenario.write_text(yaml.safe_dump({**document, "process": "urn:nothing"}), encoding="utf-8")
+    assert main(["simulate", "run", str(scenario), "--config", str(settings)]) == EXIT_INVALID
+    assert "scenario.yaml: process: no shell 'urn:nothing' in the settings' twins" in capsys.readouterr().err

@@ -32,19 +32,22 @@ from basyx.aas import model
 
 from aas_server.analytics.states import MachineStateModel, Sample, SignalRef, StateRecorder
 from aas_server.config import HubSettings, SimulationSettings, load_yaml
-from aas_server.errors import ConfigurationError
+from aas_server.errors import ConfigurationError, NotFoundError
 from aas_server.model.events import Quality
 from aas_server.persistence.history import HistoryDatabase
 from aas_server.runtime.hub import load_model_files
 from aas_server.runtime.kpi import load_kpi_file
+from aas_server.runtime.simulation import process_data
 from aas_server.simulation.calibration import CalibrationReport, StationRecord, calibrate
 from aas_server.simulation.description import LineDescription, SimulationError, apply_overrides, parse_line
 from aas_server.simulation.jobs import RUN_PARAMETERS, comparison_json, parse_scenario, result_json
 from aas_server.simulation.runner import run_scenario
 from aas_server.simulation.statistics import Difference, ScenarioResult, compare
+from aas_server.simulation.twin import line_from_twin
 from aas_server.store.history import RawQuery
+from aas_server.store.twin_store import TwinStore
 
-SCENARIO_FILE_KEYS = ("line", "report", "compare_to_baseline")
+SCENARIO_FILE_KEYS = ("line", "process", "report", "compare_to_baseline")
 """Keys of a scenario file beside the REST scenario's (``name``, ``overrides``, run parameters)."""
 PAGE = 10_000
 
@@ -98,22 +101,52 @@ def calibrated_overrides(document: Any, where: str) -> dict[str, Any]:
     return overrides
 
 
-def run_scenario_file(path: Path, settings: SimulationSettings, workers: int) -> dict[str, Any]:
-    """Run a scenario file; the results (and comparison) as JSON, the plain result objects under ``_results``."""
+def line_of_process(path: Path, shell_id: Any, hub: HubSettings | None) -> LineDescription:
+    """The line the hub builds from a process shell of the settings' twins (offline: no live values, no KPIs)."""
+    if not isinstance(shell_id, str):
+        raise SimulationError(f"{path}: process: must be a shell id")
+    if hub is None:
+        raise SimulationError(f"{path}: process: needs --config (the settings whose twins hold the shell)")
+    store = TwinStore()
+    store.add_all(load_model_files(hub.twins))
+    try:
+        data = process_data(store, shell_id, hub.simulation.buffer_capacity)
+    except NotFoundError:
+        raise SimulationError(f"{path}: process: no shell {shell_id!r} in the settings' twins") from None
+    except SimulationError as error:
+        raise SimulationError(f"{path}: process: {error}") from None
+    try:
+        return line_from_twin(data)
+    except SimulationError as error:
+        raise SimulationError(f"{path}: process: {error}") from None
+
+
+def run_scenario_file(
+    path: Path, settings: SimulationSettings, workers: int, hub: HubSettings | None = None
+) -> dict[str, Any]:
+    """Run a scenario file; the results (and comparison) as JSON, the plain result objects under ``_results``.
+
+    The line is the ``line`` file's, or that of the ``process`` shell in ``hub``'s twins.
+    """
     data = load_yaml(path)
     if not isinstance(data, Mapping):
         raise SimulationError(f"{path}: a scenario must be a mapping")
     document = dict(data)
     extra = {key: document.pop(key) for key in SCENARIO_FILE_KEYS if key in document}
-    if "line" not in extra:
-        raise SimulationError(f"{path}: line: is required (a line description file, relative to the scenario)")
-    if not isinstance(extra["line"], str):
+    if ("line" in extra) == ("process" in extra):
+        raise SimulationError(
+            f"{path}: line: give a line description file (relative to the scenario) or a process shell id, not both"
+        )
+    if "line" in extra and not isinstance(extra["line"], str):
         raise SimulationError(f"{path}: line: must be a file name")
     try:
         scenario = parse_scenario(document)
     except SimulationError as error:
         raise SimulationError(f"{path}: {error}") from None
-    base = load_line(path.parent / extra["line"])
+    if "line" in extra:
+        base = load_line(path.parent / extra["line"])
+    else:
+        base = line_of_process(path, extra["process"], hub)
     if isinstance(extra.get("report"), str):
         report_path = path.parent / extra["report"]
         try:
