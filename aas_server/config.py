@@ -364,6 +364,9 @@ class SimulationSettings(_Strict):
     """Seconds of simulated time a scenario may ask for at most."""
     max_replications: Annotated[int, Field(ge=1, le=10_000)] = 100
     """Replications a scenario may ask for at most."""
+    max_events: Annotated[int, Field(ge=1000, le=1_000_000_000)] = 20_000_000
+    """Simulated events (station cycles, failures, arrivals) one replication may run at most: a line whose
+    means would need more is refused (400), a replication that reaches it fails its job."""
     workers: Annotated[int, Field(ge=1, le=256)] = 2
     """Worker processes of the hub's one replication pool (started on the first job)."""
     worker_niceness: Annotated[int, Field(ge=0, le=19)] = 10

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -280,7 +281,12 @@ class SimulationService:
         self._writer = ResultsWriter(store)
         self._outbox = outbox
         self._repository_id = repository_id
-        self._replicate = replicate
+        # the configured bound on a replication's events goes with each call (a partial pickles to the workers)
+        self._replicate = (
+            functools.partial(run_replication, max_events=settings.max_events)
+            if replicate is run_replication
+            else replicate
+        )
         self._pool: ProcessPoolExecutor | None = None
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._active = 0
@@ -328,7 +334,11 @@ class SimulationService:
     # -- lines ------------------------------------------------------------------------------------------
 
     def _limits(self) -> dict[str, Any]:
-        return {"max_horizon": self.settings.max_horizon, "max_replications": self.settings.max_replications}
+        return {
+            "max_horizon": self.settings.max_horizon,
+            "max_replications": self.settings.max_replications,
+            "max_events": self.settings.max_events,
+        }
 
     async def base_line(self, shell_id: str) -> tuple[LineDescription, str]:
         """The line of a process shell and the id of its Simulation Models submodel (made from the twin if missing)."""

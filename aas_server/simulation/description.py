@@ -17,15 +17,30 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from aas_server.errors import InvalidRequestError
+from aas_server.exchange.repairs import AASD_130_VIOLATION
 
 DEFAULT_MAX_HORIZON = 30 * 24 * 3600.0
 """Seconds: the longest horizon accepted when the caller configures none (30 days)."""
 DEFAULT_MAX_REPLICATIONS = 1000
 MAX_SERIES_POINTS = 10_000
 """The most time-series intervals a replication records (a bound on its memory)."""
+DEFAULT_MAX_EVENTS = 20_000_000
+"""The most simulated events (station cycles, failures, arrivals) a replication may run (``simulation.max_events``):
+a line whose means would need more is refused, and ``model.run_replication`` stops a replication that reaches it."""
+
+
+def _aas_text(value: str) -> str:
+    """Names go into the results submodel: refuse characters AASd-130 forbids (they would break every XML export)."""
+    forbidden = AASD_130_VIOLATION.search(value)
+    if forbidden is not None:
+        raise ValueError(f"holds U+{ord(forbidden.group()):04X}, which AASd-130 does not allow")
+    return value
+
+
+AasText = Annotated[str, AfterValidator(_aas_text)]
 
 
 class SimulationError(InvalidRequestError):
@@ -123,7 +138,7 @@ class Station(_Strict):
     ``cycle_time``) is the rated cycle that OEE performance is measured against.
     """
 
-    name: str = Field(min_length=1)
+    name: AasText = Field(min_length=1)
     cycle_time: Distribution
     speed_factor: float = Field(default=1.0, gt=0)
     mtbf: Distribution | None = None
@@ -169,7 +184,7 @@ class LineDescription(_Strict):
     own random streams derived from ``seed``.
     """
 
-    name: str = "line"
+    name: AasText = "line"
     stations: list[Station] = Field(min_length=1)
     buffers: list[Buffer] = Field(default_factory=list)
     arrivals: Arrivals | None = None
@@ -201,7 +216,45 @@ class LineDescription(_Strict):
         max_replications = int(context.get("max_replications", DEFAULT_MAX_REPLICATIONS))
         if self.replications > max_replications:
             raise ValueError(f"replications: must be <= {max_replications} (the configured maximum)")
+        self._bounded_work(int(context.get("max_events", DEFAULT_MAX_EVENTS)))
         return self
+
+    def _bounded_work(self, max_events: int) -> None:
+        """Refuse a line whose means need more than ``max_events`` events in one replication, naming the main cause.
+
+        A tiny cycle time or a huge speed factor would otherwise make a replication that never ends (a cancel
+        stops a job only between replications). Heavy tails that pass this check are stopped at run time.
+        """
+        causes: list[tuple[float, str, str]] = []
+
+        def mean(distribution: Any) -> float:
+            try:
+                return float(distribution.mean)
+            except OverflowError:  # a Weibull shape near 0: Γ(1 + 1/k) overflows, the times are all but infinite
+                return math.inf
+
+        for index, station in enumerate(self.stations):
+            cycle = mean(station.cycle_time)
+            causes.append(
+                (
+                    station.speed_factor / cycle,
+                    f"stations[{index}].cycle_time",
+                    f"{cycle:g} s at speed factor {station.speed_factor:g}",
+                )
+            )
+            if station.mtbf is not None:
+                failure = mean(station.mtbf)
+                causes.append((1 / failure, f"stations[{index}].mtbf", f"a mean of {failure:g} s"))
+        if self.arrivals is not None:
+            interarrival = mean(self.arrivals.interarrival)
+            causes.append((1 / interarrival, "arrivals.interarrival", f"a mean of {interarrival:g} s"))
+        events = math.fsum(each[0] for each in causes) * self.horizon
+        if events > max_events:
+            _, path, what = max(causes)
+            raise ValueError(
+                f"{path}: {what} needs about {events:.3g} events over the horizon, more than the {max_events} "
+                "events a replication may simulate (simulation.max_events)"
+            )
 
     @property
     def interval(self) -> float:
@@ -259,11 +312,12 @@ def parse_line(
     *,
     max_horizon: float = DEFAULT_MAX_HORIZON,
     max_replications: int = DEFAULT_MAX_REPLICATIONS,
+    max_events: int = DEFAULT_MAX_EVENTS,
 ) -> LineDescription:
     """Validate plain data into a line description, or raise ``SimulationError`` naming every bad parameter path."""
     try:
         return LineDescription.model_validate(
-            data, context={"max_horizon": max_horizon, "max_replications": max_replications}
+            data, context={"max_horizon": max_horizon, "max_replications": max_replications, "max_events": max_events}
         )
     except ValidationError as error:
         raise SimulationError("; ".join(_message(item) for item in error.errors())) from None
@@ -318,6 +372,7 @@ def apply_overrides(
     *,
     max_horizon: float = DEFAULT_MAX_HORIZON,
     max_replications: int = DEFAULT_MAX_REPLICATIONS,
+    max_events: int = DEFAULT_MAX_EVENTS,
 ) -> LineDescription:
     """The base description with each parameter path in ``overrides`` set to its value, validated again.
 
@@ -326,7 +381,7 @@ def apply_overrides(
     document = copy.deepcopy(base.model_dump(mode="python"))
     for path, value in overrides.items():
         _set(document, path, value)
-    return parse_line(document, max_horizon=max_horizon, max_replications=max_replications)
+    return parse_line(document, max_horizon=max_horizon, max_replications=max_replications, max_events=max_events)
 
 
 class Scenario(_Strict):

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aas_server.simulation.description import SimulationError
+from aas_server.simulation.description import AasText, SimulationError
 from aas_server.simulation.statistics import Difference, Estimate, ScenarioResult
 
 RUN_PARAMETERS = ("horizon", "warmup", "replications", "seed", "series_interval", "confidence")
@@ -46,7 +46,7 @@ class ScenarioRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(default="scenario", min_length=1, max_length=200)
+    name: AasText = Field(default="scenario", min_length=1, max_length=200)
     overrides: dict[str, Any] = Field(default_factory=dict)
     horizon: float | None = None
     warmup: float | None = None
@@ -77,7 +77,9 @@ def parse_scenario(data: object, where: str = "") -> ScenarioRequest:
             path = ".".join(str(part) for part in item["loc"])
             if where:
                 path = f"{where}.{path}"
-            reason = "is not a parameter" if item["type"] == "extra_forbidden" else item["msg"]
+            reason = (
+                "is not a parameter" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+            )
             problems.append(f"{path}: {reason}")
         raise SimulationError("; ".join(problems)) from None
 

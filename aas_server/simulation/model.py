@@ -24,6 +24,7 @@ import numpy as np
 import simpy
 
 from aas_server.simulation.description import (
+    DEFAULT_MAX_EVENTS,
     Constant,
     Empirical,
     Exponential,
@@ -31,6 +32,7 @@ from aas_server.simulation.description import (
     LineDescription,
     Lognormal,
     Normal,
+    SimulationError,
     Station,
     Weibull,
 )
@@ -159,9 +161,25 @@ class ReplicationResult:
     series_times: list[float] = field(default_factory=list)
 
 
-def run_replication(description: LineDescription, index: int) -> ReplicationResult:
-    """Simulate replication ``index`` of the line; the same (description, index) always gives the same result."""
+def run_replication(
+    description: LineDescription, index: int, max_events: int = DEFAULT_MAX_EVENTS
+) -> ReplicationResult:
+    """Simulate replication ``index`` of the line; the same (description, index) always gives the same result.
+
+    ``SimulationError`` when it would run more than ``max_events`` station cycles, failures and arrivals (heavy
+    tails can pass the check on the means): a replication cannot be stopped from outside once it runs.
+    """
     seed = description.seed
+    budget = [max_events]
+
+    def spend(where: str) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SimulationError(
+                f"{where}: replication {index} needs more than the {max_events} events a replication may "
+                f"simulate (simulation.max_events); stopped at {environment.now:g} s of {description.horizon:g} s"
+            )
+
     environment = simpy.Environment()
     window = _Window(description.warmup, description.horizon)
     interval = description.interval
@@ -190,6 +208,7 @@ def run_replication(description: LineDescription, index: int) -> ReplicationResu
         assert input_level is not None
         interarrival = _Sampler(description.arrivals.interarrival, _stream(seed, index, _ARRIVALS, 0))
         while True:
+            spend("arrivals.interarrival")
             yield environment.timeout(interarrival())
             if input_queue.level >= input_queue.capacity:
                 if environment.now >= window.start:
@@ -216,6 +235,7 @@ def run_replication(description: LineDescription, index: int) -> ReplicationResu
                 yield upstream.get(1)
                 upstream_level.change(environment.now, -1)
             clock.enter(environment.now, "working")
+            spend(f"stations[{position}].cycle_time")
             remaining = cycle()
             while remaining > 0:
                 if time_to_failure <= remaining:
@@ -224,6 +244,7 @@ def run_replication(description: LineDescription, index: int) -> ReplicationResu
                     assert failure is not None
                     assert repair is not None
                     clock.enter(environment.now, "down")
+                    spend(f"stations[{position}].mtbf")
                     yield environment.timeout(repair())
                     clock.enter(environment.now, "working")
                     time_to_failure = failure()

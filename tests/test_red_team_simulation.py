@@ -1,0 +1,91 @@
+"""Red team of the what-if simulations (issue 14) on a real hub on loopback: an attacker with and without the
+``simulate`` right, a SCADA engineer over OPC UA, and an integrator exporting and re-importing the results.
+
+Each test is a finding (``docs/security.md``, rows S3...): it failed before its fix."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from aas_server.config import AccessRule
+from aas_server.runtime.hub import Hub
+from tests.test_simulation_rest import OPERATOR, PROCESS, _b64, finished, origin_of, post, simulation_settings
+
+
+async def test_a_scenario_that_would_never_end_is_refused_and_cannot_hold_the_workers(tmp_path: Path) -> None:
+    """A cycle of 1e-300 s (or a speed factor of 1e300) once made a replication that never ended: a cancel could
+    not stop it (replications stop only between them), so the workers stayed busy and every later job hung."""
+    settings = simulation_settings(tmp_path / "data", max_jobs=4, max_events=200_000)
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        runaway = {"stations[Filler].speed_factor": 1e300}
+        status, body, _ = await post(http, url, {"shell": PROCESS, "horizon": 600, "overrides": runaway})
+        assert status == 400, body
+        text = body["messages"][0]["text"]
+        assert text.startswith("stations[0].cycle_time: "), text
+        assert "more than the 200000 events a replication may simulate" in text
+        status, body, _ = await post(
+            http,
+            url,
+            {"shell": PROCESS, "overrides": {"arrivals": {"interarrival": {"kind": "constant", "value": 1e-9}}}},
+        )
+        assert status == 400, body
+        assert body["messages"][0]["text"].startswith("arrivals.interarrival: "), body
+
+        # a gamma of shape 1e-9 passes the check on the means (0.3 s) but draws almost only 0 s cycles: the
+        # replication stops at the bound and the job fails with the reason, instead of running on for ever
+        gamma = {"kind": "gamma", "shape": 1e-9, "scale": 3e8}
+        heavy = {"stations[Filler].cycle_time": gamma, "stations[Capper].cycle_time": gamma}
+        started = time.monotonic()
+        status, body, location = await post(
+            http, url, {"shell": PROCESS, "horizon": 600, "replications": 2, "overrides": heavy}
+        )
+        assert status == 202, body
+        job = await finished(http, origin_of(url, location), within=60.0)
+        assert job["state"] == "failed", job
+        assert "more than the 200000 events a replication may simulate" in job["error"]
+        assert time.monotonic() - started < 60
+
+        # the workers are free: an ordinary job runs to its end
+        status, body, location = await post(http, url, {"shell": PROCESS, "horizon": 600, "replications": 2})
+        assert status == 202, body
+        assert (await finished(http, origin_of(url, location), within=60.0))["state"] == "done"
+
+
+def _export_rules(settings: Any) -> Any:
+    rules = [*settings.security.rules, AccessRule(roles=["operator"], operations=["export"])]  # type: ignore[list-item]
+    return settings.model_copy(update={"security": settings.security.model_copy(update={"rules": rules})})
+
+
+async def test_names_that_aas_cannot_hold_are_refused_and_cannot_brick_the_export(tmp_path: Path) -> None:
+    """A scenario name with NUL, or a station renamed with ESC, went into the results submodel (``Name``,
+    ``Bottleneck``) and made every XML or AASX export holding it a 500 (AASd-130)."""
+    async with Hub(_export_rules(simulation_settings(tmp_path / "data"))) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        short = {"shell": PROCESS, "horizon": 60, "replications": 1}
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"name": "\x00evil"}, "name: "),
+            ({"overrides": {"stations[Filler].name": "F\x1bx"}}, "stations[0].name: "),
+            ({"overrides": {"name": "line\x07"}}, "name: "),
+        ]
+        for scenario, where in cases:
+            status, body, _ = await post(http, url, {**short, **scenario})
+            assert status == 400, (scenario, body)
+            text = body["messages"][0]["text"]
+            assert text.startswith(where), (scenario, text)
+            assert "AASd-130" in text, (scenario, text)
+        assert hub.simulations.jobs() == []
+
+        status, body, location = await post(http, url, {**short, "name": "tab\tand ünïcode"})
+        assert status == 202, body
+        job = await finished(http, origin_of(url, location))
+        assert job["state"] == "done", job
+        (results_id,) = job["resultsSubmodels"]
+        query = f"{hub.rest_url}/serialization?submodelIds={_b64(results_id)}&includeConceptDescriptions=false"
+        async with http.get(query, headers={**OPERATOR, "Accept": "application/xml"}) as response:
+            assert response.status == 200, await response.text()
+            assert "tab\tand ünïcode" in await response.text()
