@@ -89,3 +89,22 @@ async def test_names_that_aas_cannot_hold_are_refused_and_cannot_brick_the_expor
         async with http.get(query, headers={**OPERATOR, "Accept": "application/xml"}) as response:
             assert response.status == 200, await response.text()
             assert "tab\tand ünïcode" in await response.text()
+
+
+async def test_station_names_that_give_the_same_id_short_still_give_results(tmp_path: Path) -> None:
+    """Stations renamed ``A b`` and ``A_b`` ran every replication, then the job failed writing its results (two
+    collections ``A_b``: AASd-022) with a traceback in the log; now the second is ``A_b_2``."""
+    async with Hub(simulation_settings(tmp_path / "data")) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        names = {"stations[Filler].name": "A b", "stations[Capper].name": "A_b"}
+        body = {"shell": PROCESS, "horizon": 60, "replications": 1, "overrides": names}
+        status, job, location = await post(http, url, body)
+        assert status == 202, job
+        job = await finished(http, origin_of(url, location))
+        assert job["state"] == "done", job
+        assert set(job["results"][0]["stations"]) == {"A b", "A_b"}
+        (results_id,) = job["resultsSubmodels"]
+        async with http.get(f"{hub.rest_url}/submodels/{_b64(results_id)}/$value", headers=OPERATOR) as response:
+            assert response.status == 200
+            value = await response.json()
+        assert set(value["Result"]["Stations"]) == {"A_b", "A_b_2"}

@@ -57,6 +57,21 @@ def id_short_of(name: str) -> str:
     return text if text[:1].isalpha() else f"N_{text}"
 
 
+def _unique_id_shorts(names: Sequence[str]) -> list[str]:
+    """``id_short_of`` each name, numbered where two give the same one (``A b``, ``A_b``: ``A_b``, ``A_b_2``)."""
+    taken: set[str] = set()
+    found = []
+    for name in names:
+        base = id_short_of(name)[:110]
+        candidate, number = base, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{base}_{number}"
+        taken.add(candidate)
+        found.append(candidate)
+    return found
+
+
 def _property(id_short: str, value: Any, value_type: Any = float) -> model.Property:
     return model.Property(id_short, value_type, value, semantic_id=global_reference(_SEMANTIC.format(id_short)))
 
@@ -105,20 +120,29 @@ def _scenario_results(
         )
     line = [_estimate(name, estimates[key]) for key, name in LINE_FIGURES.items() if key in estimates]
     stations = []
-    for station in description["stations"]:
+    names = [station["name"] for station in description["stations"]]
+    for name_of_station, id_short in zip(names, _unique_id_shorts(names), strict=True):
         figures = [
-            _estimate(name, estimates[f"stations.{station['name']}.{key}"])
+            _estimate(name, estimates[f"stations.{name_of_station}.{key}"])
             for key, name in STATION_FIGURES.items()
-            if f"stations.{station['name']}.{key}" in estimates
+            if f"stations.{name_of_station}.{key}" in estimates
         ]
-        stations.append(_collection(id_short_of(station["name"]), figures))
-    buffers = []
-    for key, estimate in estimates.items():
-        if key.startswith("buffers.") and key.endswith(".mean_level"):
-            name = key.removeprefix("buffers.").removesuffix(".mean_level")
-            buffers.append(_collection(id_short_of(name), [_estimate("MeanLevel", estimate)]))
+        stations.append(_collection(id_short, figures))
+    levels = [
+        (key.removeprefix("buffers.").removesuffix(".mean_level"), estimate)
+        for key, estimate in estimates.items()
+        if key.startswith("buffers.") and key.endswith(".mean_level")
+    ]
+    buffers = [
+        _collection(id_short, [_estimate("MeanLevel", estimate)])
+        for (_, estimate), id_short in zip(levels, _unique_id_shorts([name for name, _ in levels]), strict=True)
+    ]
     series = [_property("Times", json.dumps(result.series_times), str)]
-    series += [_property(id_short_of(name), json.dumps(values), str) for name, values in result.series.items()]
+    series_names = list(result.series)
+    series += [
+        _property(id_short, json.dumps(result.series[name]), str)
+        for name, id_short in zip(series_names, _unique_id_shorts(["Times", *series_names])[1:], strict=True)
+    ]
     return [
         _collection("Scenario", scenario_elements),
         _collection("Line", line),
