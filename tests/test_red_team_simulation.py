@@ -108,3 +108,33 @@ async def test_station_names_that_give_the_same_id_short_still_give_results(tmp_
             assert response.status == 200
             value = await response.json()
         assert set(value["Result"]["Stations"]) == {"A_b", "A_b_2"}
+
+
+async def test_a_simulation_never_replaces_a_submodel_it_did_not_write(tmp_path: Path) -> None:
+    """A submodel someone created at ``<process shell>/simulation-models`` (not the shell's, no Simulation Models
+    semanticId) was silently replaced by the line at the next job: a simulation overwrote a live submodel."""
+    settings = simulation_settings(tmp_path / "data")
+    rules = [*settings.security.rules, AccessRule(roles=["operator"], operations=["create"])]  # type: ignore[list-item]
+    settings = settings.model_copy(update={"security": settings.security.model_copy(update={"rules": rules})})
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        squatted = f"{PROCESS}/simulation-models"
+        live = {
+            "modelType": "Submodel",
+            "id": squatted,
+            "idShort": "LiveReadings",
+            "submodelElements": [
+                {"modelType": "Property", "idShort": "Pressure", "valueType": "xs:double", "value": "4.2"}
+            ],
+        }
+        async with http.post(f"{hub.rest_url}/submodels", json=live, headers=OPERATOR) as response:
+            assert response.status == 201, await response.text()
+        status, body, _ = await post(
+            http, f"{hub.rest_url}/simulations", {"shell": PROCESS, "horizon": 60, "replications": 1}
+        )
+        assert status == 409, body
+        assert squatted in body["messages"][0]["text"]
+        kept = hub.store.submodel(squatted)
+        assert kept.id_short == "LiveReadings"
+        assert kept.get_referable("Pressure").value == 4.2  # type: ignore[attr-defined]
+        assert hub.simulations.jobs() == []
+        assert not any(reference.key[-1].value == squatted for reference in hub.store.shell(PROCESS).submodel)

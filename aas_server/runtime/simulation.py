@@ -44,7 +44,7 @@ import orjson
 from basyx.aas import model
 
 from aas_server.config import HubSettings, SimulationSettings
-from aas_server.errors import CapacityError, InvalidRequestError, NotFoundError, PersistenceError
+from aas_server.errors import CapacityError, ConflictError, InvalidRequestError, NotFoundError, PersistenceError
 from aas_server.model.events import utc_now
 from aas_server.simulation.description import LineDescription, SimulationError, apply_overrides
 from aas_server.simulation.jobs import JobState, JobView, ScenarioRequest, comparison_json
@@ -225,11 +225,19 @@ class ResultsWriter:
 
     async def put(self, shell_id: str, submodel: model.Submodel) -> None:
         self._check_own(shell_id, submodel.id)
+        shell = self._store.shell(shell_id)
         try:
-            self._store.submodel(submodel.id)
+            existing = self._store.submodel(submodel.id)
         except NotFoundError:
             await self._store.create(submodel)
         else:
+            # the id alone does not make it ours: someone may have created a submodel there
+            referenced = any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel)
+            if not referenced or _semantic(existing) != _semantic(submodel):
+                raise ConflictError(
+                    f"submodel {submodel.id!r} exists and is not a simulation submodel of shell {shell_id!r}; "
+                    "a simulation replaces only its own submodels (delete or rename that one)"
+                )
             await self._store.replace(submodel)
         shell = self._store.shell(shell_id)
         if not any(reference.key and reference.key[-1].value == submodel.id for reference in shell.submodel):
@@ -480,7 +488,7 @@ class SimulationService:
         except BrokenProcessPool as error:
             reason = f"a worker process ended unexpectedly ({error or 'BrokenProcessPool'}); the pool was replaced"
             self._update(job, state=JobState.FAILED, error=reason)
-        except (SimulationError, PersistenceError, NotFoundError) as error:
+        except (SimulationError, PersistenceError, NotFoundError, ConflictError) as error:
             self._update(job, state=JobState.FAILED, error=str(error))
         except Exception as error:  # a failed replication: the job fails with its reason, the hub goes on
             _LOG.exception("simulation job %s failed", job.view.id)
