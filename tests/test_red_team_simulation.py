@@ -138,3 +138,35 @@ async def test_a_simulation_never_replaces_a_submodel_it_did_not_write(tmp_path:
         assert kept.get_referable("Pressure").value == 4.2  # type: ignore[attr-defined]
         assert hub.simulations.jobs() == []
         assert not any(reference.key[-1].value == squatted for reference in hub.store.shell(PROCESS).submodel)
+
+
+async def test_a_job_cannot_hold_a_large_body_so_kept_jobs_bound_the_memory(tmp_path: Path) -> None:
+    """A scenario of 10 MiB (2.4 million empirical values, or a million-character parameter path) was kept with
+    its job, its line and its results submodel: about 150 MB of hub memory per job, times ``kept_jobs`` (100)."""
+    async with Hub(simulation_settings(tmp_path / "data")) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        short = {"shell": PROCESS, "horizon": 60, "replications": 1}
+        many = {"kind": "empirical", "values": [0.3] * 10_001}
+        station = {"name": "S", "cycle_time": {"kind": "constant", "value": 1e6}}
+        stations = [{**station, "name": f"S{index}"} for index in range(1001)]
+        buffers = [{"capacity": 1}] * 1000
+        long_path = "stations[" + "0" * 1_000_000 + "].speed_factor"
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"overrides": {"stations[Filler].cycle_time": many}}, "stations[0].cycle_time.values: "),
+            ({"overrides": {"stations": stations, "buffers": buffers}}, "stations: "),
+            ({"overrides": {f"stations[{'0' * n}].speed_factor": 1.0 for n in range(1, 1002)}}, "overrides: "),
+            ({"overrides": {long_path: 1.1}}, "overrides: "),
+        ]
+        for scenario, where in cases:
+            status, body, _ = await post(http, url, {**short, **scenario})
+            assert status == 400, (where, body)
+            text = body["messages"][0]["text"]
+            assert text.startswith(where), text
+            assert len(text) < 1000, "the message does not echo the body"
+        assert hub.simulations.jobs() == []
+        # within the bounds a job runs as ever
+        status, body, location = await post(
+            http, url, {**short, "overrides": {"stations[Filler].cycle_time": {**many, "values": [0.3] * 10_000}}}
+        )
+        assert status == 202, body
+        assert (await finished(http, origin_of(url, location)))["state"] == "done"

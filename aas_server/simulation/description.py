@@ -27,6 +27,9 @@ DEFAULT_MAX_HORIZON = 30 * 24 * 3600.0
 DEFAULT_MAX_REPLICATIONS = 1000
 MAX_SERIES_POINTS = 10_000
 """The most time-series intervals a replication records (a bound on its memory)."""
+MAX_EMPIRICAL_VALUES = 10_000
+MAX_STATIONS = 1000
+"""Bounds on what one line holds: a job keeps its line and its results submodel (``kept_jobs`` of them)."""
 DEFAULT_MAX_EVENTS = 20_000_000
 """The most simulated events (station cycles, failures, arrivals) a replication may run (``simulation.max_events``):
 a line whose means would need more is refused, and ``model.run_replication`` stops a replication that reaches it."""
@@ -89,7 +92,7 @@ class Empirical(_Strict):
     """Drawn uniformly from recorded values (each > 0)."""
 
     kind: Literal["empirical"] = "empirical"
-    values: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
+    values: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=MAX_EMPIRICAL_VALUES)
 
     @property
     def mean(self) -> float:
@@ -185,7 +188,7 @@ class LineDescription(_Strict):
     """
 
     name: AasText = "line"
-    stations: list[Station] = Field(min_length=1)
+    stations: list[Station] = Field(min_length=1, max_length=MAX_STATIONS)
     buffers: list[Buffer] = Field(default_factory=list)
     arrivals: Arrivals | None = None
     horizon: float = Field(gt=0)
@@ -272,6 +275,7 @@ _MESSAGES = {
     "less_than": "must be < {lt}",
     "less_than_equal": "must be <= {le}",
     "too_short": "needs at least {min_length} item(s)",
+    "too_long": "has more than {max_length} items",
     "missing": "is required",
     "extra_forbidden": "is not a parameter",
 }

@@ -28,11 +28,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aas_server.simulation.description import AasText, SimulationError
 from aas_server.simulation.statistics import Difference, Estimate, ScenarioResult
 
+MAX_OVERRIDES = 1000
+MAX_PATH_LENGTH = 500
+"""Bounds on a scenario's overrides: a job keeps its scenario (``kept_jobs`` of them)."""
 RUN_PARAMETERS = ("horizon", "warmup", "replications", "seed", "series_interval", "confidence")
 """Run parameters a scenario may give beside its overrides; they are overrides of the same paths."""
 
@@ -54,6 +57,16 @@ class ScenarioRequest(BaseModel):
     seed: int | None = None
     series_interval: float | None = None
     confidence: float | None = None
+
+    @field_validator("overrides")
+    @classmethod
+    def _bounded(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        if len(overrides) > MAX_OVERRIDES:
+            raise ValueError(f"at most {MAX_OVERRIDES} parameter paths, got {len(overrides)}")
+        for path in overrides:
+            if len(path) > MAX_PATH_LENGTH:
+                raise ValueError(f"a parameter path is longer than {MAX_PATH_LENGTH} characters ({path[:40]}...)")
+        return overrides
 
     def all_overrides(self) -> dict[str, Any]:
         """The overrides with the run parameters given beside them."""
