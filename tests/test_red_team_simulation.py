@@ -5,13 +5,15 @@ Each test is a finding (``docs/security.md``, rows S3...): it failed before its 
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from aas_server.config import AccessRule
+from aas_server.config import AccessRule, ApiKeySettings
 from aas_server.runtime.hub import Hub
 from tests.test_simulation_rest import OPERATOR, PROCESS, _b64, finished, origin_of, post, simulation_settings
 
@@ -170,3 +172,28 @@ async def test_a_job_cannot_hold_a_large_body_so_kept_jobs_bound_the_memory(tmp_
         )
         assert status == 202, body
         assert (await finished(http, origin_of(url, location)))["state"] == "done"
+
+
+async def test_a_caller_cannot_cancel_a_job_another_user_started(tmp_path: Path) -> None:
+    """Every caller allowed to simulate on the shell could cancel any job there, so one engineer could stop
+    another's long run; now only its starter (or a role that may simulate everywhere) may."""
+    settings = simulation_settings(tmp_path / "data", max_jobs=2)
+    second = "operator-2-" + secrets.token_hex(8)
+    key = ApiKeySettings(name="bob", roles=["operator"], sha256=hashlib.sha256(second.encode()).hexdigest())
+    api_keys = [*settings.security.api_keys, key]
+    settings = settings.model_copy(update={"security": settings.security.model_copy(update={"api_keys": api_keys})})
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        status, body, location = await post(http, url, {"shell": PROCESS, "horizon": 8 * 3600, "replications": 40})
+        assert status == 202, body
+        job_url = origin_of(url, location)
+        async with http.delete(job_url, headers={"X-API-Key": second}) as response:
+            assert response.status == 403, await response.text()
+            text = (await response.json())["messages"][0]["text"]
+        assert "demo-operator" in text
+        assert hub.simulations.job(body["id"]).state.value in ("queued", "running")
+        async with http.get(job_url, headers={"X-API-Key": second}) as response:
+            assert response.status == 200, "reading a job on a shell one may simulate stays allowed"
+        async with http.delete(job_url, headers=OPERATOR) as response:
+            assert response.status == 200
+            assert (await response.json())["state"] == "cancelled"

@@ -35,7 +35,7 @@ from aas_server.api.paging import page_positions, parse_page_request
 from aas_server.api.routing import RouteTable
 from aas_server.api.serialization import decode_identifier, json_response
 from aas_server.config import AccessOperation
-from aas_server.errors import InvalidRequestError
+from aas_server.errors import AccessDeniedError, InvalidRequestError
 from aas_server.simulation.description import SimulationError
 from aas_server.simulation.jobs import JobState, JobView, ScenarioRequest, SimulationJobs, parse_scenario
 
@@ -120,8 +120,20 @@ async def get_simulation(request: web.Request) -> web.Response:
 
 @routes.delete("/simulations/{jobId}")
 async def delete_simulation(request: web.Request) -> web.Response:
-    """Cancel a queued or running job (between replications); the job as it ended."""
-    view = await _jobs(request).cancel(request.match_info["jobId"], _user(request))
+    """Cancel a queued or running job (between replications); the job as it ended.
+
+    Only its starter may, or a caller whose rules allow ``simulate`` everywhere: another user with ``simulate`` on
+    the shell may read the job but not stop it."""
+    jobs = _jobs(request)
+    job_id = request.match_info["jobId"]
+    started_by = jobs.job(job_id).user
+    access = request.get(ACCESS_KEY)
+    if access is not None and started_by != _user(request) and not access.unrestricted(AccessOperation.SIMULATE):
+        raise AccessDeniedError(
+            f"simulation job {job_id!r} was started by {started_by!r}; only that user, or a role that may simulate "
+            "everywhere, may cancel it"
+        )
+    view = await jobs.cancel(job_id, _user(request))
     return json_response(view.to_json())
 
 
