@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from asyncua import ua
 
 from aas_server.config import AccessRule, ApiKeySettings
+from aas_server.opcua.simulations import simulate_node_id
 from aas_server.runtime.hub import Hub
+from tests.support import ClientCertificate, value_of
+from tests.test_end_to_end import opcua_node, opcua_session
+from tests.test_simulation_opcua import with_opcua
 from tests.test_simulation_rest import OPERATOR, PROCESS, _b64, finished, origin_of, post, simulation_settings
 
 
@@ -197,3 +202,24 @@ async def test_a_caller_cannot_cancel_a_job_another_user_started(tmp_path: Path)
         async with http.delete(job_url, headers=OPERATOR) as response:
             assert response.status == 200
             assert (await response.json())["state"] == "cancelled"
+
+
+async def test_the_simulate_method_is_user_executable_only_for_who_may_simulate(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    """A SCADA client shows a Method as callable by its ``UserExecutable``: it said True to a viewer and to an
+    operator without the ``simulate`` right, whose calls are then refused (``BadUserAccessDenied``)."""
+    for operator_may_simulate in (True, False):
+        settings = with_opcua(simulation_settings(tmp_path / f"data-{operator_may_simulate}"), operator_may_simulate)
+        async with Hub(settings) as hub:
+            projection = hub.opcua
+            assert projection is not None
+            for user, password, expected in (
+                ("operator", "demo-operator", operator_may_simulate),
+                ("viewer", "demo-viewer", False),
+            ):
+                async with opcua_session(projection.endpoint_url, opcua_client_certificate, user, password) as client:
+                    method = opcua_node(client, simulate_node_id(PROCESS), projection.namespace_index)
+                    executable = value_of(await method.read_attribute(ua.AttributeIds.UserExecutable))
+                    assert executable is expected, (user, operator_may_simulate)
+                    assert value_of(await method.read_attribute(ua.AttributeIds.Executable)) is True

@@ -30,6 +30,7 @@ from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
 from aas_server.config import AccessOperation
+from aas_server.opcua.node_ids import shell_node_id
 from aas_server.opcua.status import status
 from aas_server.security.access import AccessControl
 from aas_server.security.audit import AuditRecord
@@ -37,6 +38,9 @@ from aas_server.security.credentials import Principal
 from aas_server.security.rules import Decision
 from aas_server.security.scopes import ModelAccess, ScopeKind
 from aas_server.store.twin_store import TwinStore
+
+_SIMULATE_SUFFIX = "/$simulate"
+"""The node id suffix of a process shell's ``Simulate`` Method (``opcua.simulations.simulate_node_id``)."""
 
 _CURRENT_WRITE = ua.AccessLevel.CurrentWrite.mask
 _SHELL_MARK = "$shell"
@@ -178,7 +182,14 @@ class SessionAccess:
             return value
         writing = item.AttributeId == ua.AttributeIds.UserAccessLevel
         operation = AccessOperation.WRITE_VALUE if writing else AccessOperation.INVOKE
-        decision = self.decide(self.principal(user).roles, operation, item.NodeId)
+        node_id = item.NodeId
+        identifier = node_id.Identifier
+        if not writing and isinstance(identifier, str) and identifier.endswith(_SIMULATE_SUFFIX):
+            # a process shell's Simulate Method (opcua/simulations.py) is the operation simulate on its shell
+            operation = AccessOperation.SIMULATE
+            shell = shell_node_id(identifier.removesuffix(_SIMULATE_SUFFIX))
+            node_id = ua.NodeId(ua.String(shell), ua.Int16(node_id.NamespaceIndex))
+        decision = self.decide(self.principal(user).roles, operation, node_id)
         if decision is None or (decision.allowed and bool(getattr(user, "may_write_values", False))):
             return value
         restricted = (
