@@ -15,9 +15,11 @@ import aiohttp
 from asyncua import ua
 
 from aas_server.config import AccessRule, ApiKeySettings
+from aas_server.opcua.node_ids import shell_node_id
 from aas_server.opcua.simulations import simulate_node_id
 from aas_server.runtime.hub import Hub
-from tests.support import ClientCertificate, value_of
+from tests.node_opcua import NodeOpcua
+from tests.support import CLIENT_URI, ClientCertificate, value_of
 from tests.test_end_to_end import opcua_node, opcua_session
 from tests.test_simulation_opcua import with_opcua
 from tests.test_simulation_rest import OPERATOR, PROCESS, _b64, finished, origin_of, post, simulation_settings
@@ -223,3 +225,67 @@ async def test_the_simulate_method_is_user_executable_only_for_who_may_simulate(
                     executable = value_of(await method.read_attribute(ua.AttributeIds.UserExecutable))
                     assert executable is expected, (user, operator_may_simulate)
                     assert value_of(await method.read_attribute(ua.AttributeIds.Executable)) is True
+
+
+async def test_node_opcua_browses_reads_and_calls_simulate_as_asyncua_does(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate, node_opcua: NodeOpcua
+) -> None:
+    """The SCADA engineer's independent stack: the Method, its argument properties and a call, as node-opcua sees
+    them (a malformed Argument structure or an unexpected status would show here first)."""
+    data_dir = tmp_path / "data"
+    async with Hub(with_opcua(simulation_settings(data_dir))) as hub:
+        projection = hub.opcua
+        assert projection is not None
+
+        def node(identifier: str) -> str:
+            return f"ns={projection.namespace_index};s={identifier}"
+
+        shell, method = node(shell_node_id(PROCESS)), node(simulate_node_id(PROCESS))
+
+        def plan(user: dict[str, str], steps: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "endpoint": projection.endpoint_url,
+                "securityPolicy": "Basic256Sha256",
+                "securityMode": "SignAndEncrypt",
+                "applicationUri": CLIENT_URI,
+                "certificateFile": str(opcua_client_certificate.certificate),
+                "privateKeyFile": str(opcua_client_certificate.private_key),
+                "pkiDir": str(tmp_path / "pki"),
+                "user": user,
+                "steps": steps,
+            }
+
+        def call(scenario: Any, data_type: str = "String") -> dict[str, Any]:
+            arguments = [{"dataType": data_type, "value": scenario}]
+            return {"op": "call", "objectId": shell, "methodId": method, "inputArguments": arguments}
+
+        operator = {"name": "operator", "password": "demo-operator"}
+        steps = [
+            {"op": "browse", "nodeId": shell},
+            {"op": "browse", "nodeId": method},
+            {"op": "read", "nodeId": method, "attribute": "UserExecutable"},
+            call('{"name": "node-opcua", "horizon": 60, "replications": 1}'),
+            call('{"overrides": {"stations[Filler].speed_factor": -1}}'),
+            call(7, "Int32"),
+        ]
+        outcome = await node_opcua.run("session", plan(operator, steps))
+        assert outcome["error"] is None, outcome
+        browsed, children, executable, good, bad, wrong_type = outcome["steps"]
+        assert {"browseName": "2:Simulate", "nodeId": method, "displayName": "Simulate"} in browsed["references"]
+        names = {reference["browseName"] for reference in children["references"]}
+        assert {"InputArguments", "OutputArguments"} <= names, children
+        assert executable["value"] is True
+        assert good["status"] == "Good", good
+        (job_id,) = good["outputs"]
+        assert hub.simulations.job(job_id).user == "operator"
+        assert bad["status"] == "BadInvalidArgument"
+        assert "stations[0].speed_factor: must be > 0" in bad["diagnostics"][0]
+        assert wrong_type["status"] == "BadInvalidArgument"
+
+        viewer = {"name": "viewer", "password": "demo-viewer"}
+        steps = [{"op": "read", "nodeId": method, "attribute": "UserExecutable"}, call("{}")]
+        outcome = await node_opcua.run("session", plan(viewer, steps))
+        executable, refused = outcome["steps"]
+        assert executable["value"] is False
+        assert refused["status"] == "BadUserAccessDenied"
+        assert len(hub.simulations.jobs()) == 1

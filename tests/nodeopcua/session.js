@@ -5,7 +5,8 @@
 //        pretendNoneEndpoint: true to send CreateSession over a None channel (see the function),
 //        steps: [{op: "getEndpoints"} | {op: "browse", nodeId} | {op: "translate", start, path}
 //                | {op: "read", nodeId, attribute?} | {op: "write", nodeId, dataType, value}
-//                | {op: "subscribe", nodeId, until?, timeoutMs?}]}
+//                | {op: "subscribe", nodeId, until?, timeoutMs?}
+//                | {op: "call", objectId, methodId, inputArguments: [{dataType, value}]}]}
 // Lines: {"event": "connected"}, {"event": "session"}, {"event": "subscribed", nodeId} (the test may now change the
 // value), and last {"done": true, "connected", "session", "error", "steps": [...]}. Errors are OPC UA status names.
 "use strict";
@@ -94,6 +95,21 @@ async function step(session, item) {
                 value: { value: { dataType: DataType[item.dataType], value: item.value } },
             });
             return { status: status.name };
+        }
+        case "call": {
+            const result = await session.call({
+                objectId: item.objectId,
+                methodId: item.methodId,
+                inputArguments: (item.inputArguments || []).map((argument) => ({
+                    dataType: DataType[argument.dataType],
+                    value: argument.value,
+                })),
+            });
+            return {
+                status: result.statusCode.name,
+                outputs: (result.outputArguments || []).map((variant) => plain(variant.value)),
+                diagnostics: (result.inputArgumentDiagnosticInfos || []).map((info) => (info ? info.additionalInfo : null)),
+            };
         }
         case "subscribe":
             return await subscribe(session, item);
