@@ -160,8 +160,8 @@ async def test_a_job_cannot_hold_a_large_body_so_kept_jobs_bound_the_memory(tmp_
         short = {"shell": PROCESS, "horizon": 60, "replications": 1}
         many = {"kind": "empirical", "values": [0.3] * 10_001}
         station = {"name": "S", "cycle_time": {"kind": "constant", "value": 1e6}}
-        stations = [{**station, "name": f"S{index}"} for index in range(1001)]
-        buffers = [{"capacity": 1}] * 1000
+        stations = [{**station, "name": f"S{index}"} for index in range(101)]
+        buffers = [{"capacity": 1}] * 100
         long_path = "stations[" + "0" * 1_000_000 + "].speed_factor"
         cases: list[tuple[dict[str, Any], str]] = [
             ({"overrides": {"stations[Filler].cycle_time": many}}, "stations[0].cycle_time.values: "),
@@ -332,3 +332,26 @@ async def test_results_and_the_simulation_model_go_out_and_come_back_in_every_ex
             assert file_check_failures(environment_json(submodels)) == [], name
             comparison = back[compared["resultsSubmodels"][0]].get_referable("Comparison")  # type: ignore[attr-defined]
             assert comparison.get_referable("Throughput").get_referable("Significant").value in (True, False)
+
+
+async def test_the_time_series_of_a_long_line_cannot_fill_the_hubs_memory(tmp_path: Path) -> None:
+    """10,000 intervals were allowed per series whatever the line: a line of many stations with a short
+    ``series_interval`` recorded a buffer-level series per buffer, and one job of 10 replications of 1,000
+    stations took the hub from 0.2 to 5 GB. Now a replication records at most 20,000 series values in all."""
+    async with Hub(simulation_settings(tmp_path / "data")) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        stations = [{"name": f"S{index}", "cycle_time": {"kind": "constant", "value": 1e5}} for index in range(100)]
+        line = {"stations": stations, "buffers": [{"capacity": 1}] * 99}
+        body = {"shell": PROCESS, "horizon": 28800, "replications": 2, "overrides": line}
+        status, answer, _ = await post(http, url, {**body, "series_interval": 2.88})
+        assert status == 400, answer
+        assert answer["messages"][0]["text"] == "series_interval: must be >= 144 (at most 200 intervals)"
+        assert hub.simulations.jobs() == []
+        status, answer, location = await post(http, url, {**body, "series_interval": 144})
+        assert status == 202, answer
+        job = await finished(http, origin_of(url, location))
+        assert job["state"] == "done", job
+        assert len(job["results"][0]["series"]["times"]) == 200
+        # the demo's two stations keep their 10,000 intervals
+        status, answer, _ = await post(http, url, {"shell": PROCESS, "horizon": 28800, "series_interval": 2.88})
+        assert status == 202, answer

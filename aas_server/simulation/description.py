@@ -27,8 +27,10 @@ DEFAULT_MAX_HORIZON = 30 * 24 * 3600.0
 DEFAULT_MAX_REPLICATIONS = 1000
 MAX_SERIES_POINTS = 10_000
 """The most time-series intervals a replication records (a bound on its memory)."""
+MAX_SERIES_VALUES = 2 * MAX_SERIES_POINTS
+"""The most time-series values a replication records in all: the throughput and one level series per buffer."""
 MAX_EMPIRICAL_VALUES = 10_000
-MAX_STATIONS = 1000
+MAX_STATIONS = 100
 """Bounds on what one line holds: a job keeps its line and its results submodel (``kept_jobs`` of them)."""
 DEFAULT_MAX_EVENTS = 20_000_000
 """The most simulated events (station cycles, failures, arrivals) a replication may run (``simulation.max_events``):
@@ -209,9 +211,10 @@ class LineDescription(_Strict):
             raise ValueError("stations: station names must be unique")
         if self.warmup >= self.horizon:
             raise ValueError(f"warmup: must be < horizon ({self.horizon:g})")
-        shortest = (self.horizon - self.warmup) / MAX_SERIES_POINTS
+        intervals = min(MAX_SERIES_POINTS, MAX_SERIES_VALUES // len(self.stations))  # len(buffers) + 1 series
+        shortest = (self.horizon - self.warmup) / intervals
         if self.series_interval is not None and self.series_interval < shortest:
-            raise ValueError(f"series_interval: must be >= {shortest:g} (at most {MAX_SERIES_POINTS} intervals)")
+            raise ValueError(f"series_interval: must be >= {shortest:g} (at most {intervals} intervals)")
         context = info.context if isinstance(info.context, Mapping) else {}
         max_horizon = float(context.get("max_horizon", DEFAULT_MAX_HORIZON))
         if self.horizon > max_horizon:
