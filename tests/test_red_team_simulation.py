@@ -352,6 +352,9 @@ async def test_the_time_series_of_a_long_line_cannot_fill_the_hubs_memory(tmp_pa
         job = await finished(http, origin_of(url, location))
         assert job["state"] == "done", job
         assert len(job["results"][0]["series"]["times"]) == 200
+        assert len(job["results"][0]["series"]["buffers.S0->S1.level"]) == 200
+        # the job table keeps the mean series, not every replication's
+        assert all(not each.series for each in hub.simulations.job(job["id"]).results[0].replications)
         # the demo's two stations keep their 10,000 intervals
         status, answer, _ = await post(http, url, {"shell": PROCESS, "horizon": 28800, "series_interval": 2.88})
         assert status == 202, answer

@@ -510,7 +510,12 @@ class SimulationService:
             for description, each in zip(descriptions, replications, strict=True)
         ]
         comparison = compare(results[0], results[1], descriptions[0].confidence) if len(results) == 2 else None
-        return results, comparison
+        # a kept job needs each replication's figures (paired comparisons), not its time series (the means are kept)
+        kept = [
+            replace(result, replications=[replace(each, series={}, series_times=[]) for each in result.replications])
+            for result in results
+        ]
+        return kept, comparison
 
     async def _replications(self, job: _Job, description: LineDescription) -> list[ReplicationResult]:
         """Every replication of ``description`` on the pool, at most ``workers`` of this job at a time."""
