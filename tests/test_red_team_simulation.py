@@ -16,13 +16,14 @@ from asyncua import ua
 
 from aas_server.config import AccessRule, ApiKeySettings
 from aas_server.exchange.package import read_package
-from aas_server.opcua.node_ids import shell_node_id
+from aas_server.opcua.node_ids import node_id_for, shell_node_id, submodel_node_id
 from aas_server.opcua.simulations import simulate_node_id
 from aas_server.runtime.hub import Hub
+from aas_server.simulation.jobs import JobView
 from aas_server.simulation.submodel import line_from_submodel
 from tests.conformance.dataset import environment_json, file_check_failures
 from tests.node_opcua import NodeOpcua
-from tests.support import CLIENT_URI, ClientCertificate, value_of
+from tests.support import CLIENT_URI, ClientCertificate, eventually, value_of
 from tests.test_end_to_end import opcua_node, opcua_session
 from tests.test_simulation_opcua import with_opcua
 from tests.test_simulation_rest import OPERATOR, PROCESS, _b64, finished, origin_of, post, simulation_settings
@@ -285,6 +286,26 @@ async def test_node_opcua_browses_reads_and_calls_simulate_as_asyncua_does(
         assert "stations[0].speed_factor: must be > 0" in bad["diagnostics"][0]
         assert wrong_type["status"] == "BadInvalidArgument"
 
+        # the results submodel the job wrote is browsable and readable, bounds of one replication included
+        done = await eventually(lambda: _view(hub, job_id), lambda view: view.state.finished, within=60.0)
+        assert done.state.value == "done", done.error
+        (results_id,) = done.results_submodels
+        line = "Result.Line.Throughput"
+        steps = [
+            {"op": "browse", "nodeId": node(submodel_node_id(results_id))},
+            {"op": "read", "nodeId": node(node_id_for(results_id, f"{line}.Mean"))},
+            {"op": "read", "nodeId": node(node_id_for(results_id, f"{line}.Low"))},
+        ]
+        outcome = await node_opcua.run("session", plan(operator, steps))
+        assert outcome["error"] is None, outcome
+        browsed, mean, low = outcome["steps"]
+        assert browsed["status"] == "Good"
+        assert {"Job", "Result"} <= {reference["displayName"] for reference in browsed["references"]}, browsed
+        assert mean["status"] == "Good"
+        assert mean["value"] == done.results[0].estimates["throughput"].mean
+        # one replication has no bound: a Property without value, which OPC UA shows as docs/opcua.md says
+        assert low["status"] == "BadWaitingForInitialData", low
+
         viewer = {"name": "viewer", "password": "demo-viewer"}
         steps = [{"op": "read", "nodeId": method, "attribute": "UserExecutable"}, call("{}")]
         outcome = await node_opcua.run("session", plan(viewer, steps))
@@ -358,3 +379,7 @@ async def test_the_time_series_of_a_long_line_cannot_fill_the_hubs_memory(tmp_pa
         # the demo's two stations keep their 10,000 intervals
         status, answer, _ = await post(http, url, {"shell": PROCESS, "horizon": 28800, "series_interval": 2.88})
         assert status == 202, answer
+
+
+async def _view(hub: Hub, job_id: str) -> JobView:
+    return hub.simulations.job(job_id)
