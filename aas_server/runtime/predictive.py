@@ -348,6 +348,9 @@ class PredictiveService(BusService):
         """element -> (detector or wear signal name, the element's position in the detector's group or None)."""
         self._save_interval = save_interval
         self._save_due = 0.0
+        self._failing: set[str] = set()
+        self._failing_writes: set[tuple[str, str]] = set()
+        """Detectors and estimators whose update is failing: their failure was logged once."""
         self._dirty: set[str] = set()
         self._value_types: dict[tuple[str, str], Any] = {}
         self._written: dict[tuple[str, str], Any] = {}
@@ -414,8 +417,18 @@ class PredictiveService(BusService):
                         else:
                             result = detectors[name].update_at(position, number, time, good)
                     except Exception:
-                        _LOG.exception("predictive %s failed on %s %s", name, event.submodel_id, event.id_short_path)
+                        if name not in self._failing:  # logged once, and its recovery once
+                            self._failing.add(name)
+                            _LOG.exception(
+                                "predictive %s failed on %s %s; further failures are not logged until it recovers",
+                                name,
+                                event.submodel_id,
+                                event.id_short_path,
+                            )
                         continue
+                    if name in self._failing:
+                        self._failing.discard(name)
+                        _LOG.info("predictive %s works again", name)
                     dirty.add(name)
                     if result is not None:
                         results[name] = result
@@ -487,8 +500,13 @@ class PredictiveService(BusService):
                         )
                     )
                     written[key] = value
+                    if key in self._failing_writes:
+                        self._failing_writes.discard(key)
+                        _LOG.info("predictive result %s.%s is written to %s again", name, element, submodel_id)
                 except Exception as error:
-                    _LOG.error("predictive result %s.%s not written to %s: %s", name, element, submodel_id, error)
+                    if key not in self._failing_writes:  # logged once, and its recovery once
+                        self._failing_writes.add(key)
+                        _LOG.error("predictive result %s.%s not written to %s: %s", name, element, submodel_id, error)
 
 
 def _position(config: DetectorConfig | None, key: tuple[str, str]) -> int | None:
