@@ -383,3 +383,21 @@ async def test_the_time_series_of_a_long_line_cannot_fill_the_hubs_memory(tmp_pa
 
 async def _view(hub: Hub, job_id: str) -> JobView:
     return hub.simulations.job(job_id)
+
+
+async def test_the_simulate_arguments_carry_their_locale_like_every_text_of_the_hub(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    """The Method's display names said ``en`` but its arguments' descriptions had no locale, so a SCADA client
+    that picks texts by locale showed none."""
+    async with Hub(with_opcua(simulation_settings(tmp_path / "data"))) as hub:
+        projection = hub.opcua
+        assert projection is not None
+        async with opcua_session(
+            projection.endpoint_url, opcua_client_certificate, "operator", "demo-operator"
+        ) as client:
+            method = opcua_node(client, simulate_node_id(PROCESS), projection.namespace_index)
+            for child in await method.get_children():
+                (argument,) = await child.read_value()
+                assert argument.Description.Locale == "en", (argument.Name, argument.Description)
+                assert argument.Description.Text

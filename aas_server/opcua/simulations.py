@@ -115,12 +115,12 @@ class SimulateMethods:
         scenario.Name = "Scenario"
         scenario.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
         scenario.ValueRank = -1
-        scenario.Description = ua.LocalizedText("The scenario as JSON: name, overrides, horizon...")
+        scenario.Description = ua.LocalizedText("The scenario as JSON: name, overrides, horizon...", DISPLAY_LOCALE)
         job = ua.Argument()
         job.Name = "JobId"
         job.DataType = ua.NodeId(ua.Int32(ua.ObjectIds.String))
         job.ValueRank = -1
-        job.Description = ua.LocalizedText("The job, at GET /simulations/{JobId}")
+        job.Description = ua.LocalizedText("The job, at GET /simulations/{JobId}", DISPLAY_LOCALE)
         name = ua.QualifiedName(METHOD_NAME, ua.UInt16(self._namespace_index))
         method = await self._server.get_node(parent_id).add_method(node_id, name, self._simulate, [scenario], [job])
         # Every display name of the hub carries its locale (DISPLAY_LOCALE); asyncua's
