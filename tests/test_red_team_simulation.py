@@ -6,6 +6,7 @@ Each test is a finding (``docs/security.md``, rows S3...): it failed before its 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import secrets
 import time
 from pathlib import Path
@@ -26,7 +27,16 @@ from tests.node_opcua import NodeOpcua
 from tests.support import CLIENT_URI, ClientCertificate, eventually, value_of
 from tests.test_end_to_end import opcua_node, opcua_session
 from tests.test_simulation_opcua import with_opcua
-from tests.test_simulation_rest import OPERATOR, PROCESS, _b64, finished, origin_of, post, simulation_settings
+from tests.test_simulation_rest import (
+    OPERATOR,
+    PROCESS,
+    _b64,
+    finished,
+    job_state,
+    origin_of,
+    post,
+    simulation_settings,
+)
 
 
 async def test_a_scenario_that_would_never_end_is_refused_and_cannot_hold_the_workers(tmp_path: Path) -> None:
@@ -401,3 +411,22 @@ async def test_the_simulate_arguments_carry_their_locale_like_every_text_of_the_
                 (argument,) = await child.read_value()
                 assert argument.Description.Locale == "en", (argument.Name, argument.Description)
                 assert argument.Description.Text
+
+
+async def test_the_hub_stops_promptly_while_a_long_replication_runs(tmp_path: Path) -> None:
+    """Stopping the hub waited for every replication already in a worker to end: with a long one (here about a
+    minute and a half, up to ``max_events`` in general) ``systemctl stop`` hung and ran into its kill timeout."""
+    settings = simulation_settings(tmp_path / "data", workers=1)
+    fast = {"stations[Filler].speed_factor": 30, "stations[Capper].speed_factor": 30}
+    body = {"shell": PROCESS, "horizon": 8 * 3600, "replications": 2, "overrides": fast}
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        status, answer, location = await post(http, f"{hub.rest_url}/simulations", body)
+        assert status == 202, answer
+        await eventually(
+            lambda: job_state(http, origin_of(hub.rest_url or "", location)), lambda job: job["state"] == "running"
+        )
+        workers = [child for child in multiprocessing.active_children() if "SpawnProcess" in child.name]
+        assert workers, "the job's worker runs"
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 15
+    assert not any(worker.is_alive() for worker in workers)

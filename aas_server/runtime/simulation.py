@@ -319,6 +319,11 @@ class SimulationService:
         await asyncio.gather(*tasks, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
+            # A replication in a worker cannot be interrupted and may run up to ``max_events``: stop the workers
+            # rather than wait. The pool has no public way to do so before Python 3.14 (``terminate_workers``).
+            processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+            for process in list(processes.values()):
+                process.terminate()
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     def _current_pool(self) -> ProcessPoolExecutor:
