@@ -30,6 +30,11 @@ class MappingError(ConfigurationError):
     """A device mapping file is invalid (schema, cross-references or non-invertible write chain)."""
 
 
+class DatabaseSchemaError(ConfigurationError):
+    """A database file this hub cannot use: its schema version is newer than the code knows, or it is not
+    a database of the hub at all. The file is left untouched; ``location`` names it."""
+
+
 class NotFoundError(HubError):
     """An identifiable or submodel element that was asked for does not exist."""
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from aas_server.persistence.migrations import Migration, Schema, sql_statements
 from aas_server.persistence.side_database import SideDatabase
 
 _SCHEMA = """
@@ -25,11 +26,16 @@ CREATE TABLE IF NOT EXISTS alarms (
 ) WITHOUT ROWID;
 """
 
+ALARM_SCHEMA: Schema[sqlite3.Connection] = Schema(
+    "alarm", (Migration(1, "the alarm states of releases before schema versions", sql_statements(_SCHEMA)),)
+)
+"""The versions of the alarm database (``persistence.migrations``); append, never edit, a released one."""
+
 
 class AlarmDatabase(SideDatabase):
     """The kept alarm states. ``async with AlarmDatabase(path)`` opens and closes it."""
 
-    schema = _SCHEMA
+    schema = ALARM_SCHEMA
     label = "alarm"
 
     async def load(self) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aas_server.model.events import Quality, QualityReason
+from aas_server.persistence.migrations import Migration, Schema, sql_statements
 from aas_server.persistence.worker_database import WorkerDatabase, open_private
 from aas_server.store.history import (
     Aggregate,
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
+HISTORY_SCHEMA: Schema[sqlite3.Connection] = Schema(
+    "history", (Migration(1, "the history of releases before schema versions", sql_statements(_SCHEMA)),)
+)
+"""The versions of the history database (``persistence.migrations``); append, never edit, a released one."""
+
 _NUMERIC = "CASE WHEN typeof(value) IN ('integer', 'real') THEN value END"
 _USABLE = "quality != 'bad' AND value IS NOT NULL"
 
@@ -109,7 +115,7 @@ class HistoryDatabase(WorkerDatabase):
 
     def _open(self) -> None:
         # a batch touches one index page per series: keep them cached (64 MiB) instead of re-reading them
-        connection = open_private(self.path, _SCHEMA, synchronous="NORMAL", pragmas=("cache_size=-65536",))
+        connection = open_private(self.path, HISTORY_SCHEMA, synchronous="NORMAL", pragmas=("cache_size=-65536",))
         self._connection = connection
         self._series = {
             (submodel_id, path): (identifier, value_type)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from aas_server.persistence.migrations import Migration, Schema, sql_statements
 from aas_server.persistence.side_database import SideDatabase
 
 _SCHEMA = """
@@ -21,11 +22,16 @@ CREATE TABLE IF NOT EXISTS predictive_states (
 ) WITHOUT ROWID;
 """
 
+PREDICTIVE_SCHEMA: Schema[sqlite3.Connection] = Schema(
+    "predictive", (Migration(1, "the predictive states of releases before schema versions", sql_statements(_SCHEMA)),)
+)
+"""The versions of the predictive database (``persistence.migrations``); append, never edit, a released one."""
+
 
 class PredictiveDatabase(SideDatabase):
     """The kept detector and RUL states. ``async with PredictiveDatabase(path)`` opens and closes it."""
 
-    schema = _SCHEMA
+    schema = PREDICTIVE_SCHEMA
     label = "predictive"
 
     async def load(self) -> dict[tuple[str, str], bytes]:

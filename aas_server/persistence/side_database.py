@@ -16,15 +16,16 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 from aas_server.errors import PersistenceError
+from aas_server.persistence.migrations import Schema
 from aas_server.persistence.worker_database import open_private
 
 _T = TypeVar("_T")
 
 
 class SideDatabase:
-    """``async with`` opens the file (creating ``schema``) and closes it; ``_run`` calls work on its thread."""
+    """``async with`` opens the file (migrating it to ``schema``) and closes it; ``_run`` calls work on its thread."""
 
-    schema: ClassVar[str]
+    schema: ClassVar[Schema[sqlite3.Connection]]
     label: ClassVar[str]
     """What the file holds, for messages and the thread name: ``alarm``, ``predictive``."""
 

@@ -47,6 +47,7 @@ from aas_server.exchange.roundtrip import DECODE_ERRORS, JsonEncoder, roundtrip_
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.persistence.group_commit import GroupCommitter, Settle, Unit
+from aas_server.persistence.migrations import Migration, Schema, sql_statements
 from aas_server.persistence.worker_database import WorkerDatabase, open_private
 from aas_server.store.files import Attachment, StoredPackage
 from aas_server.store.outbox import OutboundEvent, OutboxOverflow, PendingEvent, pending_event
@@ -100,6 +101,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     sequenced INTEGER NOT NULL
 );
 """
+
+MODEL_SCHEMA: Schema[sqlite3.Connection] = Schema(
+    "model", (Migration(1, "the model database of releases before schema versions", sql_statements(_SCHEMA)),)
+)
+"""The versions of the model database (``persistence.migrations``); append, never edit, a released one."""
 
 _KINDS: dict[type[model.Identifiable], str] = {
     model.AssetAdministrationShell: "shell",
@@ -209,7 +215,7 @@ class SqliteRepository(WorkerDatabase):
             raise self._failure(error) from error
 
     def _open(self) -> None:
-        connection = open_private(self.path, _SCHEMA, synchronous="FULL", pragmas=("foreign_keys=ON",))
+        connection = open_private(self.path, MODEL_SCHEMA, synchronous="FULL", pragmas=("foreign_keys=ON",))
         (self._outbox_size,) = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()
         self._connection = connection
 

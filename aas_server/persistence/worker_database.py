@@ -12,24 +12,34 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aas_server.errors import PersistenceError
+from aas_server.persistence.migrations import Schema, check_sqlite, migrate_sqlite
 from aas_server.persistence.permissions import private_database
 
 _T = TypeVar("_T")
 
 
-def open_private(path: Path, schema: str, *, synchronous: str, pragmas: Sequence[str] = ()) -> sqlite3.Connection:
+def open_private(
+    path: Path, schema: Schema[sqlite3.Connection], *, synchronous: str, pragmas: Sequence[str] = ()
+) -> sqlite3.Connection:
     """Open the SQLite database ``path`` (created ``0600``) for the one thread that will use it.
 
-    Autocommit mode (transactions are explicit), WAL, ``synchronous`` (``FULL``, ``NORMAL``), then the
-    further ``pragmas`` (``foreign_keys=ON``) and the ``schema`` script.
+    The schema version is checked first (``DatabaseSchemaError`` for a file newer than the code, nothing
+    written); then autocommit mode (transactions are explicit), WAL, ``synchronous`` (``FULL``,
+    ``NORMAL``), the further ``pragmas`` (``foreign_keys=ON``) and the ``schema`` migrations the file
+    lacks, in one transaction (``migrations.migrate_sqlite``).
     """
     private_database(path)
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(f"PRAGMA synchronous={synchronous}")
-    for pragma in pragmas:
-        connection.execute(f"PRAGMA {pragma}")
-    connection.executescript(schema)
+    try:
+        check_sqlite(connection, path, schema)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+        for pragma in pragmas:
+            connection.execute(f"PRAGMA {pragma}")
+        migrate_sqlite(connection, path, schema)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
