@@ -30,6 +30,7 @@ from tests.test_simulation_opcua import with_opcua
 from tests.test_simulation_rest import (
     OPERATOR,
     PROCESS,
+    VIEWER,
     _b64,
     finished,
     job_state,
@@ -430,3 +431,48 @@ async def test_the_hub_stops_promptly_while_a_long_replication_runs(tmp_path: Pa
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 15
     assert not any(worker.is_alive() for worker in workers)
+
+
+async def test_what_the_attacker_tried_and_was_already_refused(tmp_path: Path) -> None:
+    """Paths outside the line, values JSON cannot hold, bodies that are no object, comparisons of jobs that are not
+    done, and a role without ``simulate``: each a 4xx naming the place, and no job (kept as a regression net)."""
+    settings = simulation_settings(tmp_path / "data", max_jobs=1)
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/simulations"
+        for path, reason in (
+            ("__class__", "__class__: no such parameter"),
+            ("stations[Filler].__dict__", "stations[Filler].__dict__: no such parameter"),
+            ("../submodels", "../submodels: not a parameter path"),
+            ("stations[../x].speed_factor", "stations[../x].speed_factor: not a parameter path"),
+            ("OperationalData.Speed", "OperationalData.Speed: no such parameter"),
+        ):
+            status, body, _ = await post(http, url, {"shell": PROCESS, "overrides": {path: 1.0}})
+            assert (status, body["messages"][0]["text"]) == (400, reason)
+        for raw, reason in (
+            (b"[1, 2]", "the body must be a JSON object"),
+            (b'{"shell": "x", "horizon": NaN}', "the body is not JSON"),
+            (b'{"shell": "x", "horizon": Infinity}', "the body is not JSON"),
+            (b'{"shell": "x", "overrides": ' + b"[" * 2000 + b"]" * 2000 + b"}", "the body is not JSON"),
+        ):
+            headers = {**OPERATOR, "Content-Type": "application/json"}
+            async with http.post(url, data=raw, headers=headers) as response:
+                assert response.status == 400, raw[:40]
+                assert (await response.json())["messages"][0]["text"].startswith(reason)
+        status, body, location = await post(http, url, {"shell": PROCESS, "horizon": 8 * 3600, "replications": 40})
+        assert status == 202, body
+        running = body["id"]
+        status, body, _ = await post(http, f"{url}/$compare", {"baseline": running, "candidate": running})
+        assert status == 400
+        assert "is running" in body["messages"][0]["text"] or "is queued" in body["messages"][0]["text"]
+        status, body, _ = await post(http, f"{url}/$compare", {"baseline": "unknown", "candidate": running})
+        assert status == 404
+        async with http.delete(origin_of(url, location), headers=OPERATOR) as response:
+            assert (await response.json())["state"] == "cancelled"
+        status, body, _ = await post(http, f"{url}/$compare", {"baseline": running, "candidate": running})
+        assert status == 400
+        assert "is cancelled" in body["messages"][0]["text"]
+        async with http.get(url, headers=VIEWER) as response:
+            assert response.status == 403, "a role without simulate lists no job"
+        async with http.get(origin_of(url, location), headers=VIEWER) as response:
+            assert response.status == 403
+        assert [view.id for view in hub.simulations.jobs()] == [running]
