@@ -336,7 +336,8 @@ async def test_device_bound_elements_cannot_be_removed_by_model_changes() -> Non
         "Motor",
         model.SubmodelElementCollection("Motor", value=[model.Property("Temperature", float, 1.0)]),
     )
-    assert _value(store.element(SUBMODEL_ID, "Motor.Temperature")) == 1.0
+    # the device owns a bound Property's value: the replacement keeps the live one (W2, docs/security.md)
+    assert _value(store.element(SUBMODEL_ID, "Motor.Temperature")) == 20.5
 
 
 async def test_annotations_of_a_relationship_can_be_added_and_deleted() -> None:

@@ -33,7 +33,9 @@ Left out: OPC UA method points produce no samples and take no writes (they are c
 
 from __future__ import annotations
 
+import decimal
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,7 @@ _LOG = logging.getLogger(__name__)
 _BAD = Quality.BAD
 _DECODE_ERROR = QualityReason.DECODE_ERROR
 _OUT_OF_RANGE = QualityReason.OUT_OF_RANGE
+_SENSOR_FAILURE = QualityReason.SENSOR_FAILURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,13 @@ def _whole_range_fits(chain: Chain, value_type: values.ValueType | None) -> bool
     return True
 
 
+def _is_non_finite(value: Any) -> bool:
+    """Whether ``value`` is a NaN or an infinity (a float, or a Decimal, which xs:decimal cannot hold at all)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, decimal.Decimal) and not value.is_finite()
+
+
 def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | None = None) -> SampleHandler:
     """The whole read path of one point with everything it needs bound: the engine's per-sample code."""
     chain, decode, read = plan.chain, plan.decode, plan.read
@@ -108,6 +118,7 @@ def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | No
     value_type, coerce, point_name = plan.value_type, values.coerce, plan.point.name
     whole_range_fits = _whole_range_fits(chain, value_type)
     new_int = int.__new__
+    non_finite = _is_non_finite
     if server_clock is None:
         server_clock = [None, None]
 
@@ -134,6 +145,8 @@ def _sample_handler(plan: _Plan, state: PointState, server_clock: list[Any] | No
                     value = new_int(value_type, value)
                 else:
                     value = coerce(value_type, value)
+                    if non_finite(value):  # the text "NaN" or "INF" flags a failed sensor as the float does
+                        value, quality, reason = None, _BAD, _SENSOR_FAILURE
             except TypeMismatchError as error:
                 _LOG.debug("point %s: %s", point_name, error)
                 value, quality, reason = None, _BAD, _OUT_OF_RANGE

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 import enum
 import gc
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -387,6 +388,8 @@ class TwinStore:
         new: dict[str, ValueState] = {}
         for path, element in properties:
             state = old.get(path)
+            if state is not None and state.element is not element and (submodel_id, path) in self._bindings:
+                element.value = state.value  # a device value that arrived while the model change was journaled
             if state is None or state.value != element.value:
                 state = ValueState(None, now, now, Quality.GOOD)
             state.element = element
@@ -566,6 +569,10 @@ class TwinStore:
             )
         value_type = element.value_type
         typed = values.coerce(value_type, value)
+        if isinstance(typed, decimal.Decimal) and not typed.is_finite():
+            raise TypeMismatchError(
+                f"{value!r} is not an xs:decimal: its value space has no NaN or infinity (XSD 1.1 Part 2, 3.3.3)"
+            )
         key = (submodel_id, id_short_path)
         binding = self._bindings.get(key)
         if binding is not None and not binding.writable:
@@ -678,6 +685,8 @@ class TwinStore:
         return sorted(result)
 
     def _check_bindings_survive(self, submodel: model.Submodel) -> None:
+        """Refuse a ``submodel`` whose device-bound Properties are gone or changed valueType; give those it
+        holds anew the live values (W2 in ``docs/security.md``)."""
         for path in self._bound_paths(submodel.id):
             binding = self._bindings[(submodel.id, path)]
             try:
@@ -690,6 +699,11 @@ class TwinStore:
                     f"{path!r} in {submodel.id!r} is bound to {binding.source}; it must stay a Property "
                     f"of valueType {values.xsd_name(value_type)} (change the mapping first)"
                 )
+            state = self.state(submodel.id, path)
+            if state is not None and state.element is not element:
+                # the device owns the value: a model change keeps the live one (a new value goes through
+                # write_value, which reaches the device), or an offline sensor would show a client's number as good
+                element.value = state.value
 
     def _changes_state(self, submodel_id: str, id_short_path: str, value: Any) -> bool:
         """Whether a good ``value`` differs in value or quality from what the Property shows now."""
@@ -965,12 +979,16 @@ class TwinStore:
         Returns the changes that were stored, in order; every other change's future has its error.
         """
         applied: list[tuple[_QueuedChange, _AppliedChange]] = []
+        # answered only once the batch is stored: a refusal may rest on an earlier change of the batch
+        # that a failed commit undoes (a POST refused as a duplicate of a POST that did not fit on the disk)
+        refused: list[tuple[_QueuedChange, Exception]] = []
+        properties: list[tuple[str, model.Property]] | None = None
         try:
             for change in batch:
                 try:
                     outcome = change.apply()
                 except Exception as error:  # refused: nothing of it was applied
-                    change.future.set_exception(error)
+                    refused.append((change, error))
                     continue
                 applied.append((change, outcome))
                 if self.outbox_encoder is not None and self.journal is not None:
@@ -978,22 +996,22 @@ class TwinStore:
                     outcome.events = (
                         await asyncio.to_thread(outcome.outbound) if is_large(outcome.element) else outcome.outbound()
                     )
-            if not applied:
-                return []
-            submodel = self.submodel(submodel_id)
-            properties = await _properties_off_loop(submodel)
-            events = [event for _, outcome in applied for event in outcome.events]
-            await self._save(submodel, lambda: events)
+            if applied:
+                submodel = self.submodel(submodel_id)
+                properties = await _properties_off_loop(submodel)
+                events = [event for _, outcome in applied for event in outcome.events]
+                await self._save(submodel, lambda: events)
         except BaseException as error:
             for _, outcome in reversed(applied):
                 outcome.undo()
-            if len(applied) > 1 and not isinstance(error, asyncio.CancelledError):
-                # as the group committer does: each alone, so that only a change that cannot be stored fails
+            if len(batch) > 1 and not isinstance(error, asyncio.CancelledError):
+                # as the group committer does: each alone, in order, refused ones too (their refusal may have
+                # rested on an undone change), so that only a change that cannot be stored fails
                 stored: list[tuple[_QueuedChange, _AppliedChange]] = []
-                for change, _ in applied:
+                for change in batch:
                     stored += await self._commit_element_changes(submodel_id, [change])
                 return stored
-            for change, _ in applied:
+            for change, _ in [*applied, *refused]:
                 if change.future.done():
                     continue
                 if isinstance(error, asyncio.CancelledError):
@@ -1003,7 +1021,10 @@ class TwinStore:
             if isinstance(error, Exception):
                 return []
             raise
-        assert properties is not None
+        for change, refusal in refused:
+            change.future.set_exception(refusal)
+        if properties is None:
+            return []
         self._set_states(submodel_id, properties)
         self._touch(submodel_id)
         return applied

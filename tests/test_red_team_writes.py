@@ -1,0 +1,287 @@
+"""Red team of issue 12's element batches and typed-once sample path (findings W1-W3 of ``docs/security.md``).
+
+Each test is an attack that worked before its fix:
+
+- W1: a change refused in a batch because of an earlier change of the same batch stayed refused
+  when that earlier change was undone (it did not fit on the disk): the client was told an element
+  exists that is not stored.
+- W2: a model change (PUT of an element, of its collection or of the submodel) gave a device-bound
+  Property the body's value with GOOD quality, without the device: a read-only sensor that is offline
+  showed a client's made-up reading as good, and the document kept it over a restart.
+- W3: a device point without normalisation publishing the text ``"NaN"`` or ``"Infinity"`` put a
+  GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
+  ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
+  xs:decimal through ``$value``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from basyx.aas import model
+from basyx.aas.model import datatypes
+
+from aas_server.config import HistorySettings, HubSettings, OpcUaSettings, RestSettings, SecuritySettings
+from aas_server.devices.modbus_server import ModbusDeviceServer
+from aas_server.errors import StorageFullError
+from aas_server.mapping import codecs
+from aas_server.mapping.engine import MappingEngine
+from aas_server.mapping.schema import DataType, Table, parse_mapping
+from aas_server.model.events import Quality, QualityReason, RawSample
+from aas_server.persistence.sqlite import SqliteRepository
+from aas_server.runtime.hub import Hub
+from aas_server.store.twin_store import TwinStore
+from tests.support import wait_until
+
+SUBMODEL = "urn:test:red-team-writes:sm"
+
+
+def b64(identifier: str) -> str:
+    return base64.urlsafe_b64encode(identifier.encode()).decode().rstrip("=")
+
+
+# --- W1: a refusal decided against a change of the batch that was later undone ---------------------
+
+
+async def _as_one_batch(store: TwinStore, writes: list[Any]) -> list[BaseException | None]:
+    """Run ``writes`` (coroutines) as one batch: the submodel's lock is held until all of them are queued."""
+    lock = store.change_lock(SUBMODEL)
+    await lock.acquire()
+    try:
+        tasks = [asyncio.ensure_future(write) for write in writes]
+        await wait_until(lambda: len(store._element_queues.get(SUBMODEL, ())) == len(writes), what="all queued")
+    finally:
+        lock.release()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return [result if isinstance(result, BaseException) else None for result in results]
+
+
+def id_shorts(submodel: model.Submodel) -> dict[str, object]:
+    return {
+        str(element.id_short): element.value
+        for element in submodel.submodel_element
+        if isinstance(element, model.Property)
+    }
+
+
+async def test_w1_a_post_refused_because_of_an_undone_post_of_its_batch_is_tried_again(tmp_path: Path) -> None:
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        store = TwinStore(journal=repository)
+        await store.create(model.Submodel(SUBMODEL, id_short="Batch", submodel_element=[model.Property("P", str, "0")]))
+        await repository.set_size_limit(0)  # the database may not grow: a full disk
+        errors = await _as_one_batch(
+            store,
+            [
+                store.create_element(SUBMODEL, None, model.Property("X", str, "x" * 200_000)),  # does not fit
+                store.create_element(SUBMODEL, None, model.Property("X", str, "small")),  # 409 behind the first
+            ],
+        )
+        assert isinstance(errors[0], StorageFullError)
+        # the second client's answer matches what is stored: its X was created, not refused as existing
+        assert errors[1] is None, f"refused against a change that was undone: {errors[1]!r}"
+        assert id_shorts(store.submodel(SUBMODEL)) == {"P": "0", "X": "small"}
+        (loaded,) = await repository.load_identifiables()
+    assert isinstance(loaded, model.Submodel)
+    assert id_shorts(loaded) == {"P": "0", "X": "small"}
+
+
+# --- W2: a model change must not give a device-bound Property a value the device did not give ---------
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "assetAdministrationShells": [],
+        "submodels": [
+            {
+                "modelType": "Submodel",
+                "id": SUBMODEL,
+                "idShort": "Line",
+                "submodelElements": [
+                    {"modelType": "Property", "idShort": "Temperature", "valueType": "xs:float", "value": "0"},
+                    {
+                        "modelType": "SubmodelElementCollection",
+                        "idShort": "Drive",
+                        "value": [{"modelType": "Property", "idShort": "Speed", "valueType": "xs:int", "value": "0"}],
+                    },
+                    {"modelType": "Property", "idShort": "Ratio", "valueType": "xs:decimal", "value": "1.5"},
+                ],
+            }
+        ],
+        "conceptDescriptions": [],
+    }
+
+
+def mapping_document(port: int) -> dict[str, Any]:
+    device = {
+        "name": "plc",
+        "protocol": "modbus-tcp",
+        "host": "127.0.0.1",
+        "port": port,
+        "addressing": "zero-based",
+        "timeout": 0.5,
+        "retries": 0,
+        "reconnect_backoff": {"initial": 0.05, "maximum": 0.2},
+    }
+
+    def point(name: str, path: str, address: int, data_type: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "device": "plc",
+            "table": "holding_register",
+            "address": address,
+            "data_type": data_type,
+            "target": {"submodel": SUBMODEL, "path": path},
+            "poll_interval": 0.05,
+            **extra,
+        }
+
+    return {
+        "devices": [device],
+        "points": [
+            point("Temperature", "Temperature", 0, "float32"),
+            point("Speed", "Drive.Speed", 2, "uint16", access="read-write"),
+        ],
+    }
+
+
+@dataclass
+class Plant:
+    hub: Hub
+    http: aiohttp.ClientSession
+    device: ModbusDeviceServer
+    settings: HubSettings
+
+    def url(self, suffix: str = "") -> str:
+        return f"{self.hub.rest_url}/submodels/{b64(SUBMODEL)}{suffix}"
+
+    async def value(self, id_short_path: str) -> Any:
+        async with self.http.get(self.url(f"/submodel-elements/{id_short_path}/$value")) as response:
+            assert response.status == 200, await response.text()
+            return (await response.json())[id_short_path.rsplit(".", 1)[-1]]
+
+
+@pytest.fixture
+async def plant(tmp_path: Path) -> AsyncIterator[Plant]:
+    async with ModbusDeviceServer() as device:
+        twin = tmp_path / "line.json"
+        twin.write_text(json.dumps(environment()))
+        mapping = tmp_path / "line-mapping.yaml"
+        mapping.write_text(yaml.safe_dump(mapping_document(device.port)))
+        device.set_registers(Table.HOLDING_REGISTER, 0, list(codecs.encode(DataType.FLOAT32, 21.5)))
+        device.set_registers(Table.HOLDING_REGISTER, 2, [40])
+        settings = HubSettings(
+            data_dir=tmp_path / "data",
+            twins=[twin],
+            mappings=[mapping],
+            rest=RestSettings(port=0),
+            opcua=OpcUaSettings(enabled=False),
+            history=HistorySettings(enabled=False),
+            security=SecuritySettings(enabled=False),
+        )
+        async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+            await wait_until(
+                lambda: all(
+                    (state := hub.store.state(SUBMODEL, path)) is not None and state.quality is Quality.GOOD
+                    for path in ("Temperature", "Drive.Speed")
+                ),
+                within=5.0,
+                what="first reads of the device",
+            )
+            yield Plant(hub, http, device, settings)
+
+
+async def _device_gone(plant: Plant) -> None:
+    await plant.device.stop()
+    await wait_until(
+        lambda: all(
+            (state := plant.hub.store.state(SUBMODEL, path)) is not None and state.quality is Quality.BAD
+            for path in ("Temperature", "Drive.Speed")
+        ),
+        within=5.0,
+        what="the device's values turning bad",
+    )
+
+
+async def test_w2_a_put_of_an_offline_sensors_property_does_not_fake_a_good_reading(plant: Plant) -> None:
+    await _device_gone(plant)
+    fake = {"modelType": "Property", "idShort": "Temperature", "valueType": "xs:float", "value": "999"}
+    async with plant.http.put(plant.url("/submodel-elements/Temperature"), json=fake) as response:
+        assert response.status == 204, await response.text()
+    state = plant.hub.store.state(SUBMODEL, "Temperature")
+    assert state is not None
+    assert (state.value, state.quality, state.reason) == (21.5, Quality.BAD, QualityReason.NO_COMMUNICATION)
+    assert await plant.value("Temperature") == 21.5
+
+
+async def test_w2_a_put_of_a_collection_or_the_submodel_keeps_the_devices_values(plant: Plant) -> None:
+    await _device_gone(plant)
+    drive = {
+        "modelType": "SubmodelElementCollection",
+        "idShort": "Drive",
+        "description": [{"language": "en", "text": "changed"}],
+        "value": [{"modelType": "Property", "idShort": "Speed", "valueType": "xs:int", "value": "7"}],
+    }
+    async with plant.http.put(plant.url("/submodel-elements/Drive"), json=drive) as response:
+        assert response.status == 204, await response.text()
+    async with plant.http.get(plant.url()) as response:
+        submodel = await response.json()
+    for element in submodel["submodelElements"]:
+        if element["idShort"] == "Temperature":
+            element["value"] = "-5"
+    async with plant.http.put(plant.url(), json=submodel) as response:
+        assert response.status == 204, await response.text()
+    for path, value in (("Temperature", 21.5), ("Drive.Speed", 40)):
+        state = plant.hub.store.state(SUBMODEL, path)
+        assert state is not None
+        assert (state.value, state.quality) == (value, Quality.BAD), path
+        assert await plant.value(path) == value
+    assert plant.device.get_registers(Table.HOLDING_REGISTER, 2, 1) == (40,)  # no client value reached the device
+
+
+async def test_w2_the_kept_value_is_what_the_document_holds_after_a_restart(plant: Plant, tmp_path: Path) -> None:
+    await _device_gone(plant)
+    fake = {"modelType": "Property", "idShort": "Temperature", "valueType": "xs:float", "value": "999"}
+    async with plant.http.put(plant.url("/submodel-elements/Temperature"), json=fake) as response:
+        assert response.status == 204, await response.text()
+    async with SqliteRepository(plant.settings.data_dir / "hub.sqlite") as repository:
+        stored = {item.id: item for item in await repository.load_identifiables()}
+    submodel = stored[SUBMODEL]
+    assert isinstance(submodel, model.Submodel)
+    assert id_shorts(submodel)["Temperature"] == 21.5
+
+
+# --- W3: non-finite values into xs:decimal and xs:double ---------------------------------------------
+
+
+def _engine(value_type: Any) -> MappingEngine:
+    document = {
+        "devices": [{"name": "broker", "protocol": "mqtt", "host": "127.0.0.1", "port": 1883}],
+        "points": [{"name": "P", "device": "broker", "topic": "line/p", "target": {"submodel": SUBMODEL, "path": "P"}}],
+    }
+    return MappingEngine(parse_mapping(document, "red.yaml"), {"P": value_type})
+
+
+@pytest.mark.parametrize("value_type", [datatypes.Decimal, datatypes.Double, datatypes.Float])
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-INF", "INF", float("nan"), float("-inf")])
+def test_w3_a_non_finite_device_value_is_a_sensor_failure_for_every_floating_type(value_type: Any, raw: Any) -> None:
+    change = _engine(value_type).on_sample(RawSample("broker", "P", raw, datetime(2026, 1, 1, tzinfo=UTC)))
+    assert change is not None
+    assert (change.value, change.quality, change.reason) == (None, Quality.BAD, QualityReason.SENSOR_FAILURE)
+
+
+@pytest.mark.parametrize("body", ["NaN", "Infinity", "-INF"])
+async def test_w3_a_client_cannot_write_a_non_finite_xs_decimal(plant: Plant, body: str) -> None:
+    async with plant.http.patch(plant.url("/submodel-elements/Ratio/$value"), json=body) as response:
+        assert response.status == 400, await response.text()
+        assert "xs:decimal" in await response.text()
+    assert await plant.value("Ratio") == 1.5
