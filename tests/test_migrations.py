@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from basyx.aas import model
 
+from aas_server.cli import EXIT_INVALID, main
 from aas_server.errors import DatabaseSchemaError, PersistenceError
 from aas_server.model.events import Quality, QualityReason, ValueChanged
 from aas_server.persistence.alarms import ALARM_SCHEMA, AlarmDatabase
@@ -30,6 +31,7 @@ from aas_server.persistence.migrations import Migration, Schema, sql_statements
 from aas_server.persistence.predictive import PREDICTIVE_SCHEMA, PredictiveDatabase
 from aas_server.persistence.sqlite import MODEL_SCHEMA, SqliteRepository
 from aas_server.persistence.worker_database import open_private
+from aas_server.runtime.demo_day import DEMO_KPI_FILE
 from aas_server.store.outbox import OutboundEvent
 
 # The exact CREATE statements of the releases before schema versions (aas_server/persistence/*.py),
@@ -337,6 +339,23 @@ def test_the_hub_and_its_commands_refuse_a_newer_model_file_with_exit_2(tmp_path
     assert "Traceback" not in result.stderr
     assert f"{database}: the model database has schema version {MODEL_SCHEMA.latest + 5}" in result.stderr
     assert database.read_bytes() == before
+
+
+def test_calibration_refuses_a_newer_history_file_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "data" / "history.sqlite"
+    history.parent.mkdir()
+    asyncio.run(_fill_history(history))
+    _set_version(history, HISTORY_SCHEMA.latest + 1)
+    before = history.read_bytes()
+    settings = tmp_path / "hub.yaml"
+    settings.write_text(f"data_dir: data\nanalytics: {{kpi_files: [{DEMO_KPI_FILE}]}}\n", encoding="utf-8")
+    times = ["--from", "2026-03-02T05:00:00Z", "--to", "2026-03-02T09:00:00Z"]
+    assert main(["simulate", "calibrate", "--config", str(settings), *times]) == EXIT_INVALID
+    refused = capsys.readouterr().err
+    assert f"{history}: the history database has schema version {HISTORY_SCHEMA.latest + 1}" in refused
+    assert history.read_bytes() == before
 
 
 def _failing_step(connection: sqlite3.Connection) -> None:

@@ -34,7 +34,8 @@ from aas_server.analytics.states import MachineStateModel, Sample, SignalRef, St
 from aas_server.config import HubSettings, SimulationSettings, load_yaml
 from aas_server.errors import ConfigurationError, NotFoundError
 from aas_server.model.events import Quality
-from aas_server.persistence.history import HistoryDatabase
+from aas_server.persistence.history import HISTORY_SCHEMA, HistoryDatabase
+from aas_server.persistence.migrations import check_sqlite
 from aas_server.runtime.hub import load_model_files
 from aas_server.runtime.kpi import load_kpi_file
 from aas_server.runtime.simulation import process_data
@@ -252,6 +253,11 @@ class ReadOnlyHistory(HistoryDatabase):
     def _open(self) -> None:
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
         connection = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            check_sqlite(connection, self.path, HISTORY_SCHEMA)  # a newer file's rows may mean something else
+        except BaseException:
+            connection.close()
+            raise
         self._connection = connection
         self._series = {
             (submodel_id, path): (identifier, value_type)
