@@ -8,6 +8,9 @@ Each test is an attack that worked before its fix:
 - W2: a model change (PUT of an element, of its collection or of the submodel) gave a device-bound
   Property the body's value with GOOD quality, without the device: a read-only sensor that is offline
   showed a client's made-up reading as good, and the document kept it over a restart.
+- W4: a GET while an element change was being journaled cached the changed body under the
+  submodel's current content version; when the commit then failed and the change was undone, that
+  body (never stored) was served from the cache until the next change.
 - W3: a device point without normalisation publishing the text ``"NaN"`` or ``"Infinity"`` put a
   GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
   ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
@@ -19,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +43,7 @@ from aas_server.mapping import codecs
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import DataType, Table, parse_mapping
 from aas_server.model.events import Quality, QualityReason, RawSample
+from aas_server.persistence.group_commit import Settle
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.runtime.hub import Hub
 from aas_server.store.twin_store import TwinStore
@@ -285,3 +291,57 @@ async def test_w3_a_client_cannot_write_a_non_finite_xs_decimal(plant: Plant, bo
         assert response.status == 400, await response.text()
         assert "xs:decimal" in await response.text()
     assert await plant.value("Ratio") == 1.5
+
+
+# --- W4: a body read while a change was journaled must not outlive the change's undoing ------------
+
+
+async def test_w4_a_body_read_during_a_failing_commit_is_not_served_after_the_change_is_undone(tmp_path: Path) -> None:
+    settings = HubSettings(
+        data_dir=tmp_path / "data",
+        rest=RestSettings(port=0),
+        opcua=OpcUaSettings(enabled=False),
+        history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
+    )
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}"
+        submodel = {
+            "modelType": "Submodel",
+            "id": SUBMODEL,
+            "idShort": "Cached",
+            "submodelElements": [{"modelType": "Property", "idShort": "P", "valueType": "xs:string", "value": "0"}],
+        }
+        async with http.post(f"{hub.rest_url}/submodels", json=submodel) as response:
+            assert response.status == 201, await response.text()
+        repository = hub.repository
+        await repository.set_size_limit(0)  # the change below cannot be stored
+        holding, release = threading.Event(), threading.Event()
+
+        def hold(database: sqlite3.Connection) -> Settle | None:
+            holding.set()
+            release.wait(10)
+            return None
+
+        holder = asyncio.ensure_future(repository.committer.submit(hold))
+        await wait_until(holding.is_set, what="the database thread held")
+        big = {"modelType": "Property", "idShort": "P", "valueType": "xs:string", "value": "x" * 200_000}
+        put = asyncio.ensure_future(http.put(f"{url}/submodel-elements/P", json=big))
+        await wait_until(lambda: len(repository.committer._queue) == 1, what="the PUT being journaled")
+        for form in ("", "/$value", "/$metadata", "?level=core"):  # read meanwhile: the bodies are cached
+            async with http.get(url + form) as response:
+                assert response.status == 200
+        release.set()
+        await holder
+        async with await put as response:
+            assert response.status == 507, await response.text()
+        assert hub.store.element(SUBMODEL, "P").value == "0"  # type: ignore[attr-defined]
+        async with http.get(url) as response:
+            body = await response.json()
+        async with http.get(f"{url}/$value") as response:
+            value_only = await response.json()
+        async with http.get(f"{url}/submodel-elements/P") as response:
+            element = await response.json()
+    assert body["submodelElements"][0]["value"] == "0", "a body of an undone change was served"
+    assert value_only == {"P": "0"}, "a body of an undone change was served"
+    assert element["value"] == "0"

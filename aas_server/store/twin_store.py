@@ -1004,6 +1004,10 @@ class TwinStore:
         except BaseException as error:
             for _, outcome in reversed(applied):
                 outcome.undo()
+            if applied:
+                # a body read and cached (by content version) while the batch was journaled shows it: a new
+                # version, so that it is never served once the batch is undone
+                self._touch(submodel_id)
             if len(batch) > 1 and not isinstance(error, asyncio.CancelledError):
                 # as the group committer does: each alone, in order, refused ones too (their refusal may have
                 # rested on an undone change), so that only a change that cannot be stored fails
