@@ -26,7 +26,8 @@ audited and announced (the state in memory is right; it is kept at the next tran
 With ``analytics.alarm_submodels`` each shell whose submodels hold watched elements gets an
 ``Alarms`` submodel (id ``<shell id>/alarms``, created or replaced at start and referenced from the
 shell): one BasicEventElement per rule, ``observed`` the rule's element, direction output, state on,
-``messageTopic`` the alarm's MQTT topic (without the transition), description the rule's message.
+``messageTopic`` the alarm's MQTT topic (without the transition; left out when longer than Part 1's 255
+characters), description the rule's message; idShorts are cut to 128 characters and kept unique.
 
 Left out: the alarm state inside the AAS model (the BasicEventElements describe the events; the
 current state is on REST ``/alarms``, OPC UA and MQTT), rules files changed while running (read at start).
@@ -117,13 +118,20 @@ def alarm_topic(repository_id: str, rule: AnyRule) -> str:
     )
 
 
+_ID_SHORT_LENGTH = 128
+"""Part 1 ``NameType``: an idShort has at most 128 characters (a rule name up to 256)."""
+_MESSAGE_TOPIC_LENGTH = 255
+"""Part 1 ``MessageTopicType``: a messageTopic has at most 255 characters."""
+
+
 def _id_short(name: str, taken: set[str]) -> str:
     text = re.sub(r"[^A-Za-z0-9_]", "_", name)
     if not text[:1].isalpha():
         text = "Alarm_" + text
-    candidate, number = text, 2
+    candidate, number = text[:_ID_SHORT_LENGTH], 2
     while candidate in taken:
-        candidate, number = f"{text}_{number}", number + 1
+        suffix = f"_{number}"
+        candidate, number = text[: _ID_SHORT_LENGTH - len(suffix)] + suffix, number + 1
     taken.add(candidate)
     return candidate
 
@@ -140,13 +148,14 @@ def alarm_submodels(store: TwinStore, rules: Sequence[AnyRule], repository_id: s
         elements: list[model.SubmodelElement] = []
         for rule in watched:
             observed = model.ModelReference.from_referable(store.element(rule.element.submodel, rule.element.path))
+            topic = alarm_topic(repository_id, rule)
             elements.append(
                 model.BasicEventElement(
                     _id_short(rule.name, taken),
                     observed,
                     model.Direction.OUTPUT,
                     model.StateOfEvent.ON,
-                    message_topic=alarm_topic(repository_id, rule),
+                    message_topic=topic if len(topic) <= _MESSAGE_TOPIC_LENGTH else None,
                     description=model.MultiLanguageTextType({"en": rule.message[:1023]}),
                     display_name=model.MultiLanguageNameType({"en": rule.name[:64]}),
                 )
