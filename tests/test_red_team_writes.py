@@ -11,6 +11,8 @@ Each test is an attack that worked before its fix:
 - W4: a GET while an element change was being journaled cached the changed body under the
   submodel's current content version; when the commit then failed and the change was undone, that
   body (never stored) was served from the cache until the next change.
+- W5: deleting an earlier item of a SubmodelElementList shifted a device-bound item's index: the
+  device's values then went silently into the item that moved into the bound index.
 - W3: a device point without normalisation publishing the text ``"NaN"`` or ``"Infinity"`` put a
   GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
   ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
@@ -38,15 +40,15 @@ from basyx.aas.model import datatypes
 
 from aas_server.config import HistorySettings, HubSettings, OpcUaSettings, RestSettings, SecuritySettings
 from aas_server.devices.modbus_server import ModbusDeviceServer
-from aas_server.errors import StorageFullError
+from aas_server.errors import ConflictError, StorageFullError
 from aas_server.mapping import codecs
 from aas_server.mapping.engine import MappingEngine
 from aas_server.mapping.schema import DataType, Table, parse_mapping
-from aas_server.model.events import Quality, QualityReason, RawSample
+from aas_server.model.events import Quality, QualityReason, RawSample, ValueChanged, utc_now
 from aas_server.persistence.group_commit import Settle
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.runtime.hub import Hub
-from aas_server.store.twin_store import TwinStore
+from aas_server.store.twin_store import ElementBinding, TwinStore
 from tests.support import wait_until
 
 SUBMODEL = "urn:test:red-team-writes:sm"
@@ -345,3 +347,30 @@ async def test_w4_a_body_read_during_a_failing_commit_is_not_served_after_the_ch
     assert body["submodelElements"][0]["value"] == "0", "a body of an undone change was served"
     assert value_only == {"P": "0"}, "a body of an undone change was served"
     assert element["value"] == "0"
+
+
+# --- W5: a list item's device binding must not slide onto another item ------------------------------
+
+
+async def test_w5_deleting_an_item_before_a_bound_list_item_is_refused_not_a_silent_rebinding(tmp_path: Path) -> None:
+    async with SqliteRepository(tmp_path / "hub.sqlite") as repository:
+        store = TwinStore(journal=repository)
+        readings = model.SubmodelElementList(
+            "Readings",
+            model.Property,
+            value=[model.Property(None, datatypes.Int, value) for value in (1, 2, 3)],
+            value_type_list_element=datatypes.Int,
+        )
+        await store.create(model.Submodel(SUBMODEL, id_short="Line", submodel_element=[readings]))
+        store.bind(SUBMODEL, "Readings[1]", ElementBinding("device:plc", writable=False))
+        with pytest.raises(ConflictError, match=r"Readings\[1\]"):
+            await store.delete_element(SUBMODEL, "Readings[0]")
+        now = utc_now()
+        store.apply(ValueChanged(SUBMODEL, "Readings[1]", datatypes.Int(99), now, Quality.GOOD, QualityReason.NONE, now))
+        # the device's value went to the item it is bound to; the others kept theirs, in memory and on disk
+        assert [item.value for item in readings.value] == [1, 99, 3]
+        (loaded,) = await repository.load_identifiables()
+    assert isinstance(loaded, model.Submodel)
+    (stored,) = loaded.submodel_element
+    assert isinstance(stored, model.SubmodelElementList)
+    assert [item.value for item in stored.value] == [1, 2, 3]

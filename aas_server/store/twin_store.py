@@ -281,6 +281,17 @@ async def _properties_off_loop(identifiable: model.Identifiable) -> list[tuple[s
     return _properties(identifiable)
 
 
+def _is_within(element: model.Referable, submodel: model.Submodel) -> bool:
+    """Whether ``element`` is still part of ``submodel`` (its parents lead to it)."""
+    node: model.Referable | None = element
+    while node is not None:
+        if node is submodel:
+            return True
+        parent = node.parent
+        node = parent if isinstance(parent, model.Referable) else None
+    return False
+
+
 def _restore_children(children: model.NamespaceSet[Any], items: list[Any]) -> None:
     children.clear()
     for item in items:
@@ -700,7 +711,12 @@ class TwinStore:
                     f"of valueType {values.xsd_name(value_type)} (change the mapping first)"
                 )
             state = self.state(submodel.id, path)
-            if state is not None and state.element is not element:
+            if state is not None and state.element is not None and state.element is not element:
+                if _is_within(state.element, submodel):  # moved, as by the deletion of an earlier list item
+                    raise ConflictError(
+                        f"{path!r} in {submodel.id!r} is bound to {binding.source}; the change would move it and "
+                        "give its device values to another element (change the mapping first)"
+                    )
                 # the device owns the value: a model change keeps the live one (a new value goes through
                 # write_value, which reaches the device), or an offline sensor would show a client's number as good
                 element.value = state.value
