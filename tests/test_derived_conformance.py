@@ -16,6 +16,7 @@ regex engine of ``jsonschema_rs`` refuses; it is given the same set of character
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -33,6 +34,7 @@ from basyx.aas.adapter.xml import read_aas_xml_file
 from aas_server.config import HubSettings
 from aas_server.runtime.hub import Hub
 from tests.conformance.dataset import _failures, environment_json, file_check_failures
+from tests.conformance.engine import run_suite, suites_for
 from tests.conformance.fuzzing import bundled_schema
 from tests.conformance.server import ENGINE_API, serve
 from tests.support import eventually
@@ -209,6 +211,17 @@ async def test_the_demos_derived_submodels_pass_the_checks_and_come_back_unchang
 
         await eventually(json_download, _ready, within=60)
         downloads = {kind: await download(http, rest_url, kind) for kind in FORMATS}
+
+        # the Part 2 service suites, mounted on the live hub's process shell and on one submodel of each kind
+        served = [submodel["id"] for submodel in json.loads(downloads["json"])["submodels"]]
+        chosen = [next(each for each in served if each.endswith(ending)) for ending in DERIVED]
+        chosen.append(next(each for each in served if "/simulation-results/" in each))
+        for submodel_id in chosen:
+            suites = suites_for(PROCESS, submodel_id)
+            for name in ("submodel-service", "aas-service") if submodel_id == chosen[0] else ("submodel-service",):
+                report = await asyncio.to_thread(run_suite, rest_url, suites[name])
+                assert report.passed, f"{submodel_id}: {report.summary()}"
+                assert report.positive_total > 0, report.summary()
 
     environment = json.loads(downloads["json"])
     derived = sorted(
