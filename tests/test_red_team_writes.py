@@ -366,7 +366,9 @@ async def test_w5_deleting_an_item_before_a_bound_list_item_is_refused_not_a_sil
         with pytest.raises(ConflictError, match=r"Readings\[1\]"):
             await store.delete_element(SUBMODEL, "Readings[0]")
         now = utc_now()
-        sample = ValueChanged(SUBMODEL, "Readings[1]", datatypes.Int(99), now, Quality.GOOD, QualityReason.NONE, now)
+        sample = ValueChanged(
+            SUBMODEL, "Readings[1]", int.__new__(datatypes.Int, 99), now, Quality.GOOD, QualityReason.NONE, now
+        )
         store.apply(sample)
         # the device's value went to the item it is bound to; the others kept theirs, in memory and on disk
         assert [item.value for item in readings.value] == [1, 99, 3]
