@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import jsonschema_rs
+import pytest
 from aas_test_engines import file
 from aiohttp import FormData
 from basyx.aas import model
@@ -32,6 +33,7 @@ from basyx.aas.adapter.json import read_aas_json_file
 from basyx.aas.adapter.xml import read_aas_xml_file
 
 from aas_server.config import HubSettings
+from aas_server.errors import ConfigurationError
 from aas_server.runtime.hub import Hub
 from tests.conformance.dataset import _failures, environment_json, file_check_failures
 from tests.conformance.engine import run_suite, suites_for
@@ -291,3 +293,19 @@ async def test_an_alarm_rule_with_a_long_name_gives_a_conformant_alarms_submodel
     assert all(len(element.get("messageTopic", "")) <= 255 for element in alarms["submodelElements"])
     assert file_check_failures({"submodels": [alarms]}) == []
     assert schema_errors({"submodels": [alarms]}) == []
+
+
+async def test_a_wear_signal_named_with_a_trailing_hyphen_is_refused_with_its_place(tmp_path: Path) -> None:
+    """``FillerMotorWear-`` passed the name check, then basyx refused it as an idShort (AASd-002: no trailing
+    hyphen) while the PredictiveMaintenance submodel was built, so the hub failed to start with a bare ValueError."""
+    settings = settings_for(tmp_path / "data")
+    wear = {**settings.analytics.predictive.wear[0], "name": "FillerMotorWear-"}
+    predictive = settings.analytics.predictive.model_copy(update={"wear": [wear]})
+    settings = settings.model_copy(
+        update={"analytics": settings.analytics.model_copy(update={"predictive": predictive})}
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"analytics\.predictive\.wear\[0\]\.name: 'FillerMotorWear-' .*idShort"
+    ):
+        async with Hub(settings):
+            pass

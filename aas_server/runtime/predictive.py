@@ -129,7 +129,8 @@ def parse_predictive(settings: HubSettings, store: TwinStore | None) -> tuple[li
 
 
 def _id_short(name: str) -> str | None:
-    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,127}", name) else None
+    # AASd-002: up to 128 characters, a letter first, no hyphen last
+    return name if re.fullmatch(r"[A-Za-z](?:[A-Za-z0-9_-]{0,126}[A-Za-z0-9_])?", name) else None
 
 
 def _signal_problem(store: TwinStore, signal: SignalRef) -> str | None:
