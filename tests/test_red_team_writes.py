@@ -13,6 +13,8 @@ Each test is an attack that worked before its fix:
   body (never stored) was served from the cache until the next change.
 - W5: deleting an earlier item of a SubmodelElementList shifted a device-bound item's index: the
   device's values then went silently into the item that moved into the bound index.
+- W6: xs:float took any double (1e300): a client write or a device sample was accepted, after which
+  every OPC UA read of the node was BadInternalError (a Float variant cannot hold it).
 - W3: a device point without normalisation publishing the text ``"NaN"`` or ``"Infinity"`` put a
   GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
   ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
@@ -377,3 +379,27 @@ async def test_w5_deleting_an_item_before_a_bound_list_item_is_refused_not_a_sil
     (stored,) = loaded.submodel_element
     assert isinstance(stored, model.SubmodelElementList)
     assert [item.value for item in stored.value] == [1, 2, 3]
+
+
+# --- W6: xs:float is single precision -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [1e300, -3.5e38, "1e39"])
+def test_w6_a_device_value_beyond_single_precision_is_out_of_range_for_an_xs_float(raw: Any) -> None:
+    change = _engine(datatypes.Float).on_sample(RawSample("broker", "P", raw, datetime(2026, 1, 1, tzinfo=UTC)))
+    assert change is not None
+    assert (change.value, change.quality, change.reason) == (None, Quality.BAD, QualityReason.OUT_OF_RANGE)
+    largest = _engine(datatypes.Float).on_sample(RawSample("broker", "P", 3.4e38, datetime(2026, 1, 1, tzinfo=UTC)))
+    assert largest is not None
+    assert (largest.value, largest.quality) == (3.4e38, Quality.GOOD)
+
+
+async def test_w6_a_client_cannot_write_beyond_single_precision_into_an_xs_float(plant: Plant) -> None:
+    element = {"modelType": "Property", "idShort": "Limit", "valueType": "xs:float", "value": "1"}
+    async with plant.http.post(plant.url("/submodel-elements"), json=element) as response:
+        assert response.status == 201, await response.text()
+    for body in (1e300, "1e39", -3.5e38):
+        async with plant.http.patch(plant.url("/submodel-elements/Limit/$value"), json=body) as response:
+            assert response.status == 400, await response.text()
+            assert "xs:float" in await response.text()
+    assert await plant.value("Limit") == 1.0

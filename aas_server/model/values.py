@@ -56,6 +56,17 @@ def is_numeric(value_type: ValueType) -> bool:
     return issubclass(value_type, (int, float, decimal.Decimal)) and value_type is not bool
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _single_precision(result: Any, value: Any) -> Any:
+    """``result`` unless it is an xs:float beyond single precision (basyx's ``Float`` is a double; an OPC UA
+    Float, IEEE 754 binary32, cannot hold it and the node would read ``BadInternalError``)."""
+    if result.__class__ is datatypes.Float and math.isfinite(result) and abs(result) > _FLOAT32_MAX:
+        raise TypeMismatchError(f"{value!r} is out of range for xs:float (single precision, |x| <= 3.4028235e+38)")
+    return result
+
+
 def coerce(value_type: ValueType, value: Any) -> Any:
     """Turn ``value`` (JSON value, OPC UA value or XSD string) into an instance of ``value_type``.
 
@@ -64,7 +75,7 @@ def coerce(value_type: ValueType, value: Any) -> Any:
     name = xsd_name(value_type)
     try:
         if isinstance(value, str) and value_type is not str and not issubclass(value_type, str):
-            return datatypes.from_xsd(value, value_type)
+            return _single_precision(datatypes.from_xsd(value, value_type), value)
         if value_type is bool:
             if isinstance(value, bool):
                 return value
@@ -76,7 +87,7 @@ def coerce(value_type: ValueType, value: Any) -> Any:
                 result = value_type(value)
                 if math.isinf(result) and not math.isinf(float(value)):
                     raise TypeMismatchError(f"{value!r} is out of range for {name}")
-                return result
+                return _single_precision(result, value)
             raise TypeMismatchError(f"{value!r} is not an {name}")
         if issubclass(value_type, decimal.Decimal):
             if isinstance(value, int | float | decimal.Decimal):
