@@ -34,6 +34,7 @@ from basyx.aas.adapter.xml import read_aas_xml_file
 
 from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError
+from aas_server.model.timeseries import RecordedVariable, plan_time_series
 from aas_server.runtime.hub import Hub
 from tests.conformance.dataset import _failures, environment_json, file_check_failures
 from tests.conformance.engine import run_suite, suites_for
@@ -309,3 +310,32 @@ async def test_a_wear_signal_named_with_a_trailing_hyphen_is_refused_with_its_pl
     ):
         async with Hub(settings):
             pass
+
+
+def test_time_series_of_deeply_nested_and_long_named_properties_stay_within_part_1_bounds() -> None:
+    """A recorded Property two collections of 100-character idShorts deep, in a submodel whose id has 1,500
+    characters: its record Property's idShort (the path with ``_``) may hold 128 characters at most and its
+    texts 1,023, or basyx refuses to build the Time Series submodel and the hub cannot start with history."""
+    inner_name, outer_name = "I" * 100, "O" * 100
+    properties = [model.Property(f"Speed{number}", model.datatypes.Double, 1.5) for number in (1, 2)]
+    inner = model.SubmodelElementCollection(inner_name, properties)
+    submodel = model.Submodel("urn:example:sm:" + "s" * 1500, id_short="Deep", submodel_element=[
+        model.SubmodelElementCollection(outer_name, [inner])
+    ])  # fmt: skip
+    shell = model.AssetAdministrationShell(
+        model.AssetInformation(global_asset_id="urn:example:asset:deep"),
+        "urn:example:aas:deep",
+        id_short="Deep",
+        submodel={model.ModelReference.from_referable(submodel)},
+    )
+    variables = [
+        RecordedVariable(submodel.id, f"{outer_name}.{inner_name}.{each.id_short}", each) for each in properties
+    ]
+    (placement,) = plan_time_series([shell], [submodel], variables, "http://127.0.0.1:8081/api/v3.0")
+    environment = environment_json([shell, submodel, placement.submodel])
+    record = placement.submodel.get_referable("Metadata").get_referable("Record")  # type: ignore[attr-defined]
+    names = [element.id_short for element in record.value]
+    assert len(set(names)) == 3
+    assert all(len(name) <= 128 for name in names)
+    assert file_check_failures(environment) == []
+    assert schema_errors(environment) == []

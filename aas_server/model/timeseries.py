@@ -78,9 +78,15 @@ def history_path(submodel_id: str, id_short_path: str) -> str:
     return f"/submodels/{encoded}/submodel-elements/{urllib.parse.quote(id_short_path, safe='.')}/history"
 
 
+_ID_SHORT_LENGTH = 128
+"""Part 1 ``NameType``: an idShort has at most 128 characters (a path of nested idShorts may have more)."""
+_TEXT_LENGTH = 1023
+"""Part 1 ``MultiLanguageTextType``: a text has at most 1,023 characters (a submodel id up to 2,000)."""
+
+
 def _id_short(text: str) -> str:
     candidate = _ID_SHORT_INVALID.sub("_", text).strip("_") or "Value"
-    return candidate if candidate[0].isalpha() else f"V{candidate}"
+    return (candidate if candidate[0].isalpha() else f"V{candidate}")[:_ID_SHORT_LENGTH]
 
 
 def variable_id_shorts(variables: Sequence[RecordedVariable], submodel_id_shorts: dict[str, str]) -> list[str]:
@@ -95,14 +101,15 @@ def variable_id_shorts(variables: Sequence[RecordedVariable], submodel_id_shorts
             name = _id_short(f"{submodel_id_shorts.get(variable.submodel_id, 'Submodel')}_{name}")
         unique, number = name, 2
         while unique in taken:
-            unique, number = f"{name}_{number}", number + 1
+            suffix = f"_{number}"
+            unique, number = name[: _ID_SHORT_LENGTH - len(suffix)] + suffix, number + 1
         taken.add(unique)
         result.append(unique)
     return result
 
 
 def _text(text: str) -> model.MultiLanguageTextType:
-    return model.MultiLanguageTextType({"en": text})
+    return model.MultiLanguageTextType({"en": text[:_TEXT_LENGTH]})
 
 
 def _string(id_short: str, value: str, semantic_id: str) -> model.Property:
