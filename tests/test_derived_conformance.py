@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError
 from aas_server.model.timeseries import RecordedVariable, plan_time_series
 from aas_server.runtime.hub import Hub
+from aas_server.runtime.kpi import kpi_submodel
 from tests.conformance.dataset import _failures, environment_json, file_check_failures
 from tests.conformance.engine import run_suite, suites_for
 from tests.conformance.fuzzing import bundled_schema
@@ -339,3 +341,38 @@ def test_time_series_of_deeply_nested_and_long_named_properties_stay_within_part
     assert all(len(name) <= 128 for name in names)
     assert file_check_failures(environment) == []
     assert schema_errors(environment) == []
+
+
+async def test_kpis_of_nan_and_infinity_keep_their_xsd_forms_through_every_format_and_a_fresh_hub() -> None:
+    """A KPI is NaN (0/0: no planned time) or infinite (an MTBF without failures): xs:double spells them ``NaN``,
+    ``INF`` and ``-INF``. Served, downloaded in each format, uploaded into a fresh hub and downloaded again, the
+    values must keep those forms and pass the file check."""
+    submodel = kpi_submodel("urn:example:aas:line", with_state=True)
+    window = submodel.get_referable("CurrentShift")
+    special = {"Availability": math.nan, "MTBF": math.inf, "MTTR": -math.inf}
+    for id_short, value in special.items():
+        element = window.get_referable(id_short)  # type: ignore[attr-defined]
+        element.value = value
+    expected = {id_short: model.datatypes.xsd_repr(value) for id_short, value in special.items()}
+    assert expected == {"Availability": "NaN", "MTBF": "INF", "MTTR": "-INF"}
+
+    def forms(environment: dict[str, Any]) -> dict[str, Any]:
+        (served,) = [each for each in environment["submodels"] if each["id"] == submodel.id]
+        (collection,) = [each for each in served["submodelElements"] if each["idShort"] == "CurrentShift"]
+        return {each["idShort"]: each.get("value") for each in collection["value"] if each["idShort"] in special}
+
+    async with serve([submodel]) as origin, aiohttp.ClientSession() as http:
+        downloads = {kind: await download(http, origin + ENGINE_API, kind) for kind in FORMATS}
+    assert forms(json.loads(downloads["json"])) == expected
+    for kind, data in downloads.items():
+        assert engine_failures(data, kind) == [], kind
+        assert forms(environment_json(strict_read(data, kind))) == expected, kind
+    async with serve([]) as origin, aiohttp.ClientSession() as http:
+        form = FormData()
+        form.add_field("fileName", "kpi.aasx")
+        form.add_field("file", downloads["aasx"], filename="kpi.aasx", content_type=AASX)
+        async with http.post(f"{origin}{ENGINE_API}/packages", data=form) as response:
+            assert response.status == 201, await response.text()
+        for kind in FORMATS:
+            again = environment_json(strict_read(await download(http, origin + ENGINE_API, kind), kind))
+            assert forms(again) == expected, kind
