@@ -43,7 +43,7 @@ from aas_server.config import HubSettings
 from aas_server.errors import ConfigurationError, NotFoundError
 from aas_server.model import paths
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
-from aas_server.model.units import UNITS_BY_CODE
+from aas_server.model.units import UNITS_BY_CODE, EngineeringUnit
 from aas_server.runtime.analytics import install_alarm_submodels
 from aas_server.runtime.bus_service import BusService
 from aas_server.store.bus import Subscription
@@ -96,6 +96,14 @@ _TYPES: dict[str, Any] = {
 
 
 _SECONDS = {"MTBF", "MTTR", "ActualProductionTime", "ActualDowntime"}
+_RATIOS = {"Availability", "Performance", "QualityRatio", "OEE", "Coverage"}
+"""Ratios (1.0 is 100 %): OPC UA shows them with the dimensionless unit ``one`` (UNECE C62)."""
+
+
+def _unit_of(id_short: str) -> EngineeringUnit | None:
+    if id_short in _SECONDS:
+        return UNITS_BY_CODE["SEC"]
+    return UNITS_BY_CODE["C62"] if id_short in _RATIOS else None
 
 
 class KpiRollup(BaseModel):
@@ -292,7 +300,7 @@ class KpiService(BusService):
         for _, submodel in placed:
             for path, element in paths.walk(submodel):
                 if isinstance(element, model.Property) and self.store.binding(submodel.id, path) is None:
-                    unit = UNITS_BY_CODE["SEC"] if element.id_short in _SECONDS else None
+                    unit = _unit_of(element.id_short)
                     self.store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False, unit=unit))
         now = self.clock()
         self.recorders = [StateRecorder(item, now) for item in self.models]

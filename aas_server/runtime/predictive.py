@@ -64,6 +64,7 @@ from aas_server.errors import ConfigurationError, NotFoundError, PersistenceErro
 from aas_server.model import paths
 from aas_server.model import values as typed_values
 from aas_server.model.events import Quality, QualityReason, ValueChanged, utc_now
+from aas_server.model.units import UNITS_BY_CODE
 from aas_server.persistence.predictive import PredictiveDatabase
 from aas_server.runtime.bus_service import BusService
 from aas_server.runtime.submodels import install_submodel
@@ -86,6 +87,8 @@ _ELEMENT_SEMANTIC_IDS = {
 }
 RUL_PATH = "RemainingUsefulLifetime.DurationValue"
 """Where a wear signal's remaining useful life (s) is, below its collection: a rule on ``<name>.`` + this alarms."""
+_SECONDS_PATHS = (f".{RUL_PATH}", ".RemainingUsefulLifeLower", ".RemainingUsefulLifeUpper")
+"""Results in seconds, shown with their unit on OPC UA (``EngineeringUnits``)."""
 _NUMERIC = (model.datatypes.Double, model.datatypes.Float, model.datatypes.Decimal, model.datatypes.Integer)
 _ORIGIN = "predictive"
 SOURCE = "predictive"
@@ -531,7 +534,8 @@ async def start_predictive(stack: AsyncExitStack, settings: HubSettings, store: 
     for _, submodel in placed:
         for path, element in paths.walk(submodel):
             if isinstance(element, model.Property) and store.binding(submodel.id, path) is None:
-                store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False))
+                unit = UNITS_BY_CODE["SEC"] if path.endswith(_SECONDS_PATHS) else None
+                store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False, unit=unit))
     targets: dict[str, list[str]] = {}
     for _, submodel in placed:
         for element in submodel.submodel_element:

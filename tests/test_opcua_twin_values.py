@@ -1,0 +1,162 @@
+"""A SCADA engineer's look at the hub's derived twin values over OPC UA (issue 13), asyncua client.
+
+On the live demo hub (examples/bottling-line/hub.yaml): the KPI and predictive-maintenance
+variables carry numeric DataTypes (Double, DateTime for times), EngineeringUnits where a unit is
+known (ratios as ``one``, MTBF/MTTR and the remaining useful life in seconds), are read-only (a
+write is refused), read Bad with no value while unknown instead of a fake 0, carry the ``en``
+locale on their names, and a subscription sees a KPI change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.ua.status_codes import StatusCodes
+
+from aas_server.config import HubSettings
+from aas_server.model.units import UNITS_BY_CODE
+from aas_server.opcua.node_ids import node_id_for
+from aas_server.opcua.projection import engineering_units_information
+from aas_server.runtime.hub import Hub
+from tests.support import ClientCertificate, eventually, status_of, wait_until
+from tests.test_demo_kpi_faults import FILLER_KPI, demo_settings_without_breaks
+from tests.test_end_to_end import opcua_node, opcua_session
+
+PREDICTIVE = "urn:aas-server:demo:aas:filler-motor/predictive-maintenance"
+WEAR = "FillerMotorWear"
+SECONDS = engineering_units_information(UNITS_BY_CODE["SEC"])
+RATIO = engineering_units_information(UNITS_BY_CODE["C62"])
+KPI_UNITS = {
+    "OEE": RATIO,
+    "Availability": RATIO,
+    "Performance": RATIO,
+    "QualityRatio": RATIO,
+    "MTBF": SECONDS,
+    "MTTR": SECONDS,
+}
+RUL_PATHS = (
+    f"{WEAR}.RemainingUsefulLifetime.DurationValue",
+    f"{WEAR}.RemainingUsefulLifeLower",
+    f"{WEAR}.RemainingUsefulLifeUpper",
+)
+TIME_PATHS = (f"{WEAR}.LastUpdate", f"{WEAR}.RemainingUsfulLifeDateTime")
+
+
+def _settings(tmp_path: Path) -> HubSettings:
+    base = demo_settings_without_breaks(tmp_path)
+    return base.model_copy(
+        update={
+            "opcua": base.opcua.model_copy(update={"enabled": True}),
+            "analytics": base.analytics.model_copy(update={"kpi_interval": 3600.0}),
+        }
+    )
+
+
+async def _engineering_units(client: Client, node_id: str, namespace: int) -> Any:
+    node = opcua_node(client, node_id, namespace)
+    child = await node.get_child(ua.QualifiedName("EngineeringUnits", 0))
+    return await child.read_value()
+
+
+async def test_kpi_and_rul_values_are_typed_read_only_with_units_and_bad_while_unknown(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    async with Hub(_settings(tmp_path)) as hub:
+        assert hub.opcua is not None
+        namespace, url = hub.opcua.namespace_index, hub.opcua.endpoint_url
+        async with opcua_session(url, opcua_client_certificate, "operator", "demo-operator") as client:
+            for window in ("LastHour", "Last24Hours", "CurrentShift"):
+                for name, unit in KPI_UNITS.items():
+                    node_id = node_id_for(FILLER_KPI, f"{window}.{name}")
+                    node = opcua_node(client, node_id, namespace)
+                    assert await node.read_data_type() == ua.NodeId(ua.Int32(ua.ObjectIds.Double)), node_id
+                    information = await _engineering_units(client, node_id, namespace)
+                    assert (information.UnitId, information.DisplayName.Text) == (
+                        unit.UnitId,
+                        unit.DisplayName.Text,
+                    ), node_id
+            for path in RUL_PATHS:
+                node_id = node_id_for(PREDICTIVE, path)
+                node = opcua_node(client, node_id, namespace)
+                assert await node.read_data_type() == ua.NodeId(ua.Int32(ua.ObjectIds.Double)), node_id
+                information = await _engineering_units(client, node_id, namespace)
+                assert information.UnitId == SECONDS.UnitId, node_id
+                # nothing known yet: Bad with no value, not a fake 0
+                data = await node.read_data_value(raise_on_bad_status=False)
+                assert status_of(data) & 0x80000000, (node_id, data.StatusCode)
+                assert data.Value is None or data.Value.Value is None, node_id
+            for path in TIME_PATHS:
+                node = opcua_node(client, node_id_for(PREDICTIVE, path), namespace)
+                assert await node.read_data_type() == ua.NodeId(ua.Int32(ua.ObjectIds.DateTime)), path
+
+            # the OEE of the last 24 h needs a whole day of data: Bad, no value
+            oee = opcua_node(client, node_id_for(FILLER_KPI, "Last24Hours.OEE"), namespace)
+            data = await oee.read_data_value(raise_on_bad_status=False)
+            assert status_of(data) & 0x80000000
+            assert data.Value is None or data.Value.Value is None
+            assert data.SourceTimestamp is not None
+
+            for node_id in (
+                node_id_for(FILLER_KPI, "LastHour.OEE"),
+                node_id_for(FILLER_KPI, "LastHour.MTBF"),
+                node_id_for(PREDICTIVE, RUL_PATHS[0]),
+            ):
+                node = opcua_node(client, node_id, namespace)
+                access = await node.read_attribute(ua.AttributeIds.UserAccessLevel)
+                assert access.Value is not None
+                assert not access.Value.Value & ua.AccessLevel.CurrentWrite.mask, node_id
+                browse_name = await node.read_browse_name()
+                display_name = await node.read_display_name()
+                assert (browse_name.NamespaceIndex, display_name.Locale) == (namespace, "en"), node_id
+                results = await client.uaclient.write_attributes(
+                    [node.nodeid], [ua.DataValue(ua.Variant(0.5, ua.VariantType.Double))], ua.AttributeIds.Value
+                )
+                assert results[0].value in (StatusCodes.BadNotWritable, StatusCodes.BadUserAccessDenied), node_id
+        # the refused writes changed nothing
+        state = hub.store.state(FILLER_KPI, "LastHour.OEE")
+        assert state is None or state.value != 0.5
+
+
+class _Changes:
+    def __init__(self) -> None:
+        self.values: list[ua.DataValue] = []
+
+    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
+        self.values.append(data.monitored_item.Value)
+
+
+async def test_a_subscription_sees_the_kpis_change_with_good_status_and_source_time(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    async with Hub(_settings(tmp_path)) as hub:
+        assert hub.opcua is not None
+        assert hub.kpis is not None
+        kpis = hub.kpis
+        namespace, url = hub.opcua.namespace_index, hub.opcua.endpoint_url
+        async with opcua_session(url, opcua_client_certificate, "viewer", "demo-viewer") as client:
+            changes = _Changes()
+            subscription = await client.create_subscription(50, changes)
+            node = opcua_node(client, node_id_for(FILLER_KPI, "LastHour.ActualProductionTime"), namespace)
+            await subscription.subscribe_data_change(node)
+            await wait_until(lambda: len(changes.values) >= 1, within=5, what="the initial value")
+            first = changes.values[-1]
+            await wait_until(lambda: len(kpis.recorders[0].increments) >= 2, within=15, what="bottles counted")
+            await asyncio.sleep(0)
+            kpis.update()
+            state = hub.store.state(FILLER_KPI, "LastHour.ActualProductionTime")
+            assert state is not None
+            last = await eventually(
+                lambda: asyncio.sleep(0, changes.values[-1]),
+                lambda value: value.Value.Value == state.value,
+                within=5,
+            )
+            assert status_of(last) == StatusCodes.Good
+            assert last.SourceTimestamp == state.source_time
+            assert first.SourceTimestamp is not None
+            assert last.SourceTimestamp > first.SourceTimestamp
+            assert last.Value.Value > 0
+            await subscription.delete()
