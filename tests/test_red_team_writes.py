@@ -15,6 +15,8 @@ Each test is an attack that worked before its fix:
   device's values then went silently into the item that moved into the bound index.
 - W6: xs:float took any double (1e300): a client write or a device sample was accepted, after which
   every OPC UA read of the node was BadInternalError (a Float variant cannot hold it).
+- W7: a POST (or a PUT creating an element) whose element a later change of the same batch deleted
+  was answered 404 although it was stored and announced: the answer body was read back by path.
 - W3: a device point without normalisation publishing the text ``"NaN"`` or ``"Infinity"`` put a
   GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
   ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
@@ -50,7 +52,7 @@ from aas_server.model.events import Quality, QualityReason, RawSample, ValueChan
 from aas_server.persistence.group_commit import Settle
 from aas_server.persistence.sqlite import SqliteRepository
 from aas_server.runtime.hub import Hub
-from aas_server.store.twin_store import ElementBinding, TwinStore
+from aas_server.store.twin_store import ElementBinding, ModelChanged, TwinStore
 from tests.support import wait_until
 
 SUBMODEL = "urn:test:red-team-writes:sm"
@@ -403,3 +405,113 @@ async def test_w6_a_client_cannot_write_beyond_single_precision_into_an_xs_float
             assert response.status == 400, await response.text()
             assert "xs:float" in await response.text()
     assert await plant.value("Limit") == 1.0
+
+
+# --- an integrator's storm: mixed element changes, value writes and a full disk -----------------------
+
+
+async def test_a_storm_of_mixed_changes_on_a_full_disk_leaves_memory_the_disk_and_the_bus_in_step(
+    tmp_path: Path,
+) -> None:
+    settings = HubSettings(
+        data_dir=tmp_path / "data",
+        rest=RestSettings(port=0),
+        opcua=OpcUaSettings(enabled=False),
+        history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
+    )
+
+    def prop(id_short: str, value: str) -> dict[str, Any]:
+        return {"modelType": "Property", "idShort": id_short, "valueType": "xs:string", "value": value}
+
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}"
+        submodel = {
+            "modelType": "Submodel",
+            "id": SUBMODEL,
+            "idShort": "Storm",
+            "submodelElements": [prop(f"E{n}", "0") for n in range(8)],
+        }
+        async with http.post(f"{hub.rest_url}/submodels", json=submodel) as response:
+            assert response.status == 201, await response.text()
+        await hub.repository.set_size_limit(0)  # small changes fit in the pages there are, big ones do not
+        announced = hub.store.bus.subscribe("storm")
+        statuses: list[int] = []
+
+        async def client(number: int) -> None:
+            for step in range(12):
+                name = f"E{(number + step) % 8}"
+                kind = (number * 7 + step) % 5
+                if kind == 0:
+                    request = http.put(f"{url}/submodel-elements/{name}", json=prop(name, f"{number}.{step}"))
+                elif kind == 1:
+                    request = http.delete(f"{url}/submodel-elements/{name}")
+                elif kind == 2:
+                    request = http.post(f"{url}/submodel-elements", json=prop(name, f"new {number}.{step}"))
+                elif kind == 3:
+                    request = http.patch(f"{url}/submodel-elements/{name}/$value", json=f"v {number}.{step}")
+                else:  # does not fit on the disk
+                    request = http.put(f"{url}/submodel-elements/{name}", json=prop(name, "x" * 100_000))
+                async with request as response:
+                    assert response.status in (200, 201, 204, 404, 409, 507), await response.text()
+                    statuses.append(response.status if kind != 3 else -response.status)
+
+        await asyncio.gather(*(client(number) for number in range(12)))
+        model_changes = sum(1 for status in statuses if status in (201, 204))
+        assert 507 in statuses
+        await wait_until(lambda: announced.qsize() >= model_changes, what="every acknowledged model change announced")
+        changes = [event for event in announced.get_nowait_all() if isinstance(event, ModelChanged)]
+        assert len(changes) == model_changes, "the bus saw other changes than those acknowledged"
+        async with http.get(f"{url}/$value") as response:
+            before = await response.json()
+    async with (
+        Hub(settings) as hub,
+        aiohttp.ClientSession() as http,
+        http.get(f"{hub.rest_url}/submodels/{b64(SUBMODEL)}/$value") as response,
+    ):
+        assert await response.json() == before
+
+
+# --- W7: the answer to a create is the element created, even if a later change removed it --------------
+
+
+@pytest.mark.parametrize("method", ["post", "put"])
+async def test_w7_a_create_followed_in_its_batch_by_a_delete_is_answered_201(tmp_path: Path, method: str) -> None:
+    settings = HubSettings(
+        data_dir=tmp_path / "data",
+        rest=RestSettings(port=0),
+        opcua=OpcUaSettings(enabled=False),
+        history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
+    )
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}"
+        submodel = {"modelType": "Submodel", "id": SUBMODEL, "idShort": "Created", "submodelElements": []}
+        async with http.post(f"{hub.rest_url}/submodels", json=submodel) as response:
+            assert response.status == 201, await response.text()
+        announced = hub.store.bus.subscribe("created")
+        element = {"modelType": "Property", "idShort": "X", "valueType": "xs:string", "value": "mine"}
+        lock = hub.store.change_lock(SUBMODEL)
+        await lock.acquire()
+        try:
+            create = asyncio.ensure_future(
+                http.post(f"{url}/submodel-elements", json=element)
+                if method == "post"
+                else http.put(f"{url}/submodel-elements/X", json=element)
+            )
+            await wait_until(lambda: len(hub.store._element_queues.get(SUBMODEL, ())) == 1, what="the create queued")
+            delete = asyncio.ensure_future(http.delete(f"{url}/submodel-elements/X"))
+            await wait_until(lambda: len(hub.store._element_queues.get(SUBMODEL, ())) == 2, what="the delete queued")
+        finally:
+            lock.release()
+        async with await create as response:
+            created = (response.status, await response.json())
+        async with await delete as response:
+            deleted = response.status
+        await wait_until(lambda: announced.qsize() >= 2, what="both announced")
+        kinds = [event.kind.value for event in announced.get_nowait_all() if isinstance(event, ModelChanged)]
+    assert deleted == 204
+    assert kinds == ["created", "deleted"]
+    # the creator is told what it created (and stored): 201 with its element, not 404
+    assert created[0] == 201
+    assert {key: created[1][key] for key in element} == element

@@ -39,7 +39,6 @@ from aas_server.api.operations import OperationsBusyError, Outcome, parse_durati
 from aas_server.api.resources import cached_body, created, element_path_of, no_content, submodel_id_of
 from aas_server.api.routing import RouteTable
 from aas_server.api.serialization import (
-    Modifiers,
     accept_json,
     bytes_response,
     dumps,
@@ -55,6 +54,7 @@ from aas_server.api.serialization import (
 from aas_server.api.submodels import (
     apply_value_plan,
     check_metadata_body,
+    created_element_body,
     element_body,
     element_id_short,
     element_paths,
@@ -172,7 +172,7 @@ async def put_submodel_element(request: web.Request) -> web.Response:
                 f"the idShort in the body ({element.id_short!r}) differs from the path's ({last!r})"
             ) from None
         new_path = await store.create_element(submodel_id, parent, element)
-        return created(request, element_body(request, submodel_id, new_path, Modifiers()), request.path)
+        return created(request, created_element_body(request, submodel_id, new_path, element), request.path)
     await store.replace_element(submodel_id, path, element)
     return no_content()
 
@@ -199,7 +199,7 @@ async def post_submodel_element_by_path(request: web.Request) -> web.Response:
     await check_file_values(request, submodel_id, new_element_path(store, submodel_id, path, element), element)
     new_path = await store.create_element(submodel_id, path, element)
     location = f"{_elements_base(request)}/{new_path}"
-    return created(request, element_body(request, submodel_id, new_path, Modifiers()), location)
+    return created(request, created_element_body(request, submodel_id, new_path, element), location)
 
 
 @routes.delete(ELEMENT)

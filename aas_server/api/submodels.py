@@ -62,7 +62,7 @@ from aas_server.api.serialization import (
     to_json_object,
 )
 from aas_server.api.value_only import ValuePlan, plan_value_update
-from aas_server.errors import InvalidRequestError
+from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.model import paths
 from aas_server.store.twin_store import LARGE_ELEMENT_COUNT, TwinStore, collector_paused, is_large
 
@@ -104,6 +104,17 @@ def element_body(request: web.Request, submodel_id: str, path: str, modifiers: M
         ("element", path, modifiers.key),
         lambda: dumps(to_json_object(store.element(submodel_id, path), modifiers), modifiers),
     )
+
+
+def created_element_body(request: web.Request, submodel_id: str, path: str, element: model.SubmodelElement) -> bytes:
+    """The answer to a create: the element at ``path``, or, when a later change of its batch already removed or
+    replaced it there, the element this request created and stored (W7 in ``docs/security.md``)."""
+    try:
+        if store_of(request).element(submodel_id, path) is element:
+            return element_body(request, submodel_id, path, Modifiers())
+    except NotFoundError:
+        pass
+    return dumps(to_json_object(element, Modifiers()), Modifiers())
 
 
 def element_value_body(request: web.Request, submodel_id: str, path: str, modifiers: Modifiers) -> bytes:
@@ -564,4 +575,4 @@ async def post_submodel_element(request: web.Request) -> web.Response:
     await check_file_values(request, submodel_id, str(element.id_short), element)
     path = await store.create_element(submodel_id, None, element)
     location = f"{request.path.rstrip('/')}/{path}"
-    return created(request, element_body(request, submodel_id, path, Modifiers()), location)
+    return created(request, created_element_body(request, submodel_id, path, element), location)
