@@ -160,3 +160,29 @@ async def test_a_subscription_sees_the_kpis_change_with_good_status_and_source_t
             assert last.SourceTimestamp > first.SourceTimestamp
             assert last.Value.Value > 0
             await subscription.delete()
+
+
+FIXED_PATHS = {
+    f"{WEAR}.RemainingUsefulLifetime.IndicationType": "time",
+    f"{WEAR}.RemainingUsefulLifetime.EngineeringUnit": "s",
+    f"{WEAR}.PredictionModelInformation.ModelType": "data-driven methods",
+    f"{WEAR}.ListRULBoundaryConditions[0].BoundaryValueRange": 7.1,
+}
+
+
+async def test_the_fixed_descriptions_of_a_prediction_read_good_before_the_first_estimate(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    async with Hub(_settings(tmp_path)) as hub:
+        assert hub.opcua is not None
+        namespace, url = hub.opcua.namespace_index, hub.opcua.endpoint_url
+        async with opcua_session(url, opcua_client_certificate, "viewer", "demo-viewer") as client:
+            for path, value in FIXED_PATHS.items():
+                node = opcua_node(client, node_id_for(PREDICTIVE, path), namespace)
+                data = await node.read_data_value(raise_on_bad_status=False)
+                assert data.Value is not None
+                assert (data.Value.Value, status_of(data)) == (value, StatusCodes.Good), path
+            # a result stays Bad until estimated
+            node = opcua_node(client, node_id_for(PREDICTIVE, RUL_PATHS[0]), namespace)
+            data = await node.read_data_value(raise_on_bad_status=False)
+            assert status_of(data) & 0x80000000

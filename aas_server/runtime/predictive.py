@@ -536,6 +536,9 @@ async def start_predictive(stack: AsyncExitStack, settings: HubSettings, store: 
             if isinstance(element, model.Property) and store.binding(submodel.id, path) is None:
                 unit = UNITS_BY_CODE["SEC"] if path.endswith(_SECONDS_PATHS) else None
                 store.bind(submodel.id, path, ElementBinding(SOURCE, writable=False, unit=unit))
+                if element.value is not None:  # a fixed description, not a result: known, so Good
+                    now = utc_now()
+                    store.apply(ValueChanged(submodel.id, path, element.value, now, server_time=now, origin=_ORIGIN))
     targets: dict[str, list[str]] = {}
     for _, submodel in placed:
         for element in submodel.submodel_element:
