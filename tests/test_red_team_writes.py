@@ -62,6 +62,17 @@ def b64(identifier: str) -> str:
     return base64.urlsafe_b64encode(identifier.encode()).decode().rstrip("=")
 
 
+def bare_settings(tmp_path: Path) -> HubSettings:
+    """A hub without OPC UA, history or access control, storing in ``tmp_path``."""
+    return HubSettings(
+        data_dir=tmp_path / "data",
+        rest=RestSettings(port=0),
+        opcua=OpcUaSettings(enabled=False),
+        history=HistorySettings(enabled=False),
+        security=SecuritySettings(enabled=False),
+    )
+
+
 # --- W1: a refusal decided against a change of the batch that was later undone ---------------------
 
 
@@ -303,13 +314,7 @@ async def test_w3_a_client_cannot_write_a_non_finite_xs_decimal(plant: Plant, bo
 
 
 async def test_w4_a_body_read_during_a_failing_commit_is_not_served_after_the_change_is_undone(tmp_path: Path) -> None:
-    settings = HubSettings(
-        data_dir=tmp_path / "data",
-        rest=RestSettings(port=0),
-        opcua=OpcUaSettings(enabled=False),
-        history=HistorySettings(enabled=False),
-        security=SecuritySettings(enabled=False),
-    )
+    settings = bare_settings(tmp_path)
     async with Hub(settings) as hub, aiohttp.ClientSession() as http:
         url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}"
         submodel = {
@@ -413,13 +418,7 @@ async def test_w6_a_client_cannot_write_beyond_single_precision_into_an_xs_float
 async def test_a_storm_of_mixed_changes_on_a_full_disk_leaves_memory_the_disk_and_the_bus_in_step(
     tmp_path: Path,
 ) -> None:
-    settings = HubSettings(
-        data_dir=tmp_path / "data",
-        rest=RestSettings(port=0),
-        opcua=OpcUaSettings(enabled=False),
-        history=HistorySettings(enabled=False),
-        security=SecuritySettings(enabled=False),
-    )
+    settings = bare_settings(tmp_path)
 
     def prop(id_short: str, value: str) -> dict[str, Any]:
         return {"modelType": "Property", "idShort": id_short, "valueType": "xs:string", "value": value}
@@ -477,13 +476,7 @@ async def test_a_storm_of_mixed_changes_on_a_full_disk_leaves_memory_the_disk_an
 
 @pytest.mark.parametrize("method", ["post", "put"])
 async def test_w7_a_create_followed_in_its_batch_by_a_delete_is_answered_201(tmp_path: Path, method: str) -> None:
-    settings = HubSettings(
-        data_dir=tmp_path / "data",
-        rest=RestSettings(port=0),
-        opcua=OpcUaSettings(enabled=False),
-        history=HistorySettings(enabled=False),
-        security=SecuritySettings(enabled=False),
-    )
+    settings = bare_settings(tmp_path)
     async with Hub(settings) as hub, aiohttp.ClientSession() as http:
         url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}"
         submodel = {"modelType": "Submodel", "id": SUBMODEL, "idShort": "Created", "submodelElements": []}
