@@ -13,6 +13,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.ua.status_codes import StatusCodes
@@ -22,9 +23,11 @@ from aas_server.model.units import UNITS_BY_CODE
 from aas_server.opcua.node_ids import node_id_for
 from aas_server.opcua.projection import engineering_units_information
 from aas_server.runtime.hub import Hub
-from tests.support import ClientCertificate, eventually, status_of, wait_until
+from tests.node_opcua import NodeOpcua
+from tests.support import CLIENT_URI, ClientCertificate, eventually, status_of, wait_until
 from tests.test_demo_kpi_faults import FILLER_KPI, demo_settings_without_breaks
 from tests.test_end_to_end import opcua_node, opcua_session
+from tests.test_opcua_alarms import _call, _field, _subscribe
 
 PREDICTIVE = "urn:aas-server:demo:aas:filler-motor/predictive-maintenance"
 WEAR = "FillerMotorWear"
@@ -186,3 +189,101 @@ async def test_the_fixed_descriptions_of_a_prediction_read_good_before_the_first
             node = opcua_node(client, node_id_for(PREDICTIVE, RUL_PATHS[0]), namespace)
             data = await node.read_data_value(raise_on_bad_status=False)
             assert status_of(data) & 0x80000000
+
+
+FILLER = "urn:aas-server:demo:sm:filler:operational-data"
+
+
+def _with_jam(settings: HubSettings) -> HubSettings:
+    """The same hub started again with the filler still jammed (the simulator plays the fault from its start)."""
+    return settings.model_copy(update={"simulator": settings.simulator.model_copy(update={"faults": ["jam"]})})
+
+
+async def test_an_alarm_acknowledged_from_node_opcua_shows_its_comment_on_rest_and_stays_acknowledged_after_a_restart(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate, node_opcua: NodeOpcua
+) -> None:
+    settings = _settings(tmp_path)
+    async with Hub(settings) as hub:
+        assert hub.opcua is not None
+        assert hub.simulator is not None
+        plan = {
+            "endpoint": hub.opcua.endpoint_url,
+            "securityPolicy": "Basic256Sha256",
+            "securityMode": "SignAndEncrypt",
+            "applicationUri": CLIENT_URI,
+            "certificateFile": str(opcua_client_certificate.certificate),
+            "privateKeyFile": str(opcua_client_certificate.private_key),
+            "pkiDir": str(tmp_path / "pki"),
+            "user": {"name": "operator", "password": "demo-operator"},
+            "condition": "filler-fault",
+            "comment": "jam cleared by the night shift",
+            "timeoutMs": 20000,
+        }
+        async with node_opcua.start("alarms", plan) as script:
+            await script.wait_for("subscribed")
+            hub.simulator.inject_fault("jam")
+            acknowledged = await script.wait_for("acknowledged")
+            assert acknowledged["status"] == "Good", acknowledged
+            seen = await script.wait_for("alarm")
+        assert (seen["conditionName"], seen["sourceName"], seen["severity"]) == ("filler-fault", "FaultCode", 700)
+        assert seen["message"] == "The filler reports fault code 17"
+        async with aiohttp.ClientSession() as http:
+
+            async def listed() -> dict[str, Any]:
+                async with http.get(f"{hub.rest_url}/alarms") as response:
+                    assert response.status == 200, await response.text()
+                    return {alarm["id"]: alarm for alarm in (await response.json())["result"]}
+
+            alarms = await eventually(listed, lambda found: found["filler-fault"]["acknowledged"], within=10)
+        assert alarms["filler-fault"]["comment"] == "jam cleared by the night shift"
+        assert alarms["filler-fault"]["active"] is True
+
+    async with Hub(_with_jam(settings)) as hub:
+        assert hub.opcua is not None
+        namespace = hub.opcua.namespace_index
+        async with opcua_session(hub.opcua.endpoint_url, opcua_client_certificate, "viewer", "demo-viewer") as client:
+            subscription, refreshed = await _subscribe(client)
+            refresh = await _call(
+                client,
+                ua.NodeId(ua.Int32(ua.ObjectIds.ConditionType)),
+                ua.ObjectIds.ConditionType_ConditionRefresh,
+                ua.Variant(subscription.subscription_id, ua.VariantType.UInt32),
+            )
+            assert refresh.StatusCode.is_good()
+            end = ua.NodeId(ua.Int32(ua.ObjectIds.RefreshEndEventType))
+            await refreshed.wait_for(lambda event: event.EventType == end)
+            replayed = {event.ConditionName: event for event in refreshed.received if _field(event, "ConditionName")}
+            fault = replayed["filler-fault"]
+            assert (_field(fault, "ActiveState/Id"), _field(fault, "AckedState/Id")) == (True, True)
+            assert fault.Retain is True
+            assert fault.Severity == 700
+            assert fault.SourceName == "FaultCode"
+            assert fault.SourceNode == ua.NodeId(ua.String(node_id_for(FILLER, "FaultCode")), ua.Int16(namespace))
+            assert fault.Message.Text == "The filler reports fault code 17"
+            assert fault.Comment.Text == "jam cleared by the night shift"
+            # the alarm's source is a node a client can read: the fault code itself
+            source = await client.get_node(fault.SourceNode).read_value()
+            assert source == 17
+            # a client that reads the condition object (not only its events) sees the same state
+            condition = client.get_node(fault.NodeId)
+            readable = {}
+            for name in ("ConditionName", "Message", "Severity", "Retain"):
+                child = await condition.get_child(ua.QualifiedName(name, 0))
+                readable[name] = await child.read_value()
+                display_name = await child.read_display_name()
+                assert display_name.Locale == "en", name
+            assert readable["ConditionName"] == "filler-fault"
+            assert readable["Message"].Text == "The filler reports fault code 17"
+            assert (readable["Severity"], readable["Retain"]) == (700, True)
+
+            # the jam is cleared: inactive and acknowledged, so no longer retained, in the event and on the node
+            assert hub.simulator is not None
+            hub.simulator.clear_faults()
+            cleared = await refreshed.wait_for(
+                lambda event: (
+                    _field(event, "ConditionName") == "filler-fault" and _field(event, "ActiveState/Id") is False
+                )
+            )
+            assert (_field(cleared, "AckedState/Id"), cleared.Retain) == (True, False)
+            retain = await condition.get_child(ua.QualifiedName("Retain", 0))
+            assert await eventually(retain.read_value, lambda value: value is False, within=5) is False

@@ -273,6 +273,10 @@ class AlarmConditions:
                     TypeDefinition=_node(ObjectIds.ShelvedStateMachineType),
                 )
             )
+            items.extend(
+                _property_item(condition.node_id, name, variant)
+                for name, variant in _condition_properties(condition.name, alarm.message, alarm.state)
+            )
             methods = [_ACKNOWLEDGE, _ADD_COMMENT] + ([_CONFIRM] if rule.confirm else [])
             links = [(condition.node_id, ObjectIds.HasComponent, _node(method)) for method in methods]
             links.extend(
@@ -405,9 +409,17 @@ class AlarmConditions:
         while True:
             condition, event, subscription_id, monitored_item = await self._queue.get()
             try:
+                if condition is not None and subscription_id is None:
+                    await self._show_state(condition, event)
                 await self._send(condition, event, subscription_id, monitored_item)
             except Exception:
                 _LOG.exception("OPC UA alarm event of %s not delivered", getattr(condition, "name", "-"))
+
+    async def _show_state(self, condition: _Condition, event: Any) -> None:
+        """The condition node's own properties follow its events (for clients that read rather than subscribe)."""
+        for name in _STATE_PROPERTIES:
+            variant = ua.Variant(getattr(event, name), _STATE_PROPERTIES[name])
+            await self._server.write_attribute_value(_property_node_id(condition.node_id, name), ua.DataValue(variant))
 
     async def _send(
         self, condition: _Condition | None, event: Any, subscription_id: int | None, monitored_item: int | None
@@ -597,6 +609,46 @@ class AlarmConditions:
         event.Time = event.ReceiveTime = datetime.now(UTC)
         event.Message = _text("ConditionRefresh")
         return event
+
+
+_STATE_PROPERTIES = {
+    "Message": ua.VariantType.LocalizedText,
+    "Severity": ua.VariantType.UInt16,
+    "Retain": ua.VariantType.Boolean,
+}
+"""Properties of a condition node that change with its events (``ConditionName`` is fixed)."""
+
+
+def _property_node_id(condition: ua.NodeId, name: str) -> ua.NodeId:
+    return _node(f"{cast(str, condition.Identifier)}${name}", condition.NamespaceIndex)
+
+
+def _condition_properties(name: str, message: str | None, state: AlarmState) -> list[tuple[str, ua.Variant]]:
+    return [
+        ("ConditionName", ua.Variant(name, ua.VariantType.String)),
+        ("Message", ua.Variant(_text(message), ua.VariantType.LocalizedText)),
+        ("Severity", ua.Variant(state.severity, ua.VariantType.UInt16)),
+        ("Retain", ua.Variant(state.retain, ua.VariantType.Boolean)),
+    ]
+
+
+def _property_item(condition: ua.NodeId, name: str, value: ua.Variant) -> ua.AddNodesItem:
+    """A read-only property of a condition node (OPC 10000-9 §5.5.2: ConditionType's own properties)."""
+    attributes = ua.VariableAttributes()
+    attributes.DisplayName = _text(name)
+    attributes.Value = value
+    attributes.DataType = _node(value.VariantType.value)
+    attributes.ValueRank = -1
+    attributes.AccessLevel = attributes.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+    return ua.AddNodesItem(
+        ParentNodeId=condition,
+        ReferenceTypeId=_node(ObjectIds.HasProperty),
+        RequestedNewNodeId=_property_node_id(condition, name),
+        BrowseName=ua.QualifiedName(name, 0),
+        NodeClass=ua.NodeClass.Variable,
+        NodeAttributes=attributes,
+        TypeDefinition=_node(ObjectIds.PropertyType),
+    )
 
 
 def _result(code: int, argument_codes: Sequence[int] = ()) -> ua.CallMethodResult:
