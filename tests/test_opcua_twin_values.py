@@ -20,6 +20,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from aas_server.config import HubSettings
 from aas_server.model.units import UNITS_BY_CODE
+from aas_server.opcua.alarms import condition_node_id
 from aas_server.opcua.node_ids import node_id_for
 from aas_server.opcua.projection import engineering_units_information
 from aas_server.runtime.hub import Hub
@@ -287,3 +288,50 @@ async def test_an_alarm_acknowledged_from_node_opcua_shows_its_comment_on_rest_a
             assert (_field(cleared, "AckedState/Id"), cleared.Retain) == (True, False)
             retain = await condition.get_child(ua.QualifiedName("Retain", 0))
             assert await eventually(retain.read_value, lambda value: value is False, within=5) is False
+
+
+async def test_a_scada_client_disables_and_enables_a_condition_with_the_standard_methods(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate
+) -> None:
+    async with Hub(_with_jam(_settings(tmp_path))) as hub, aiohttp.ClientSession() as http:
+        assert hub.opcua is not None
+        url = hub.opcua.endpoint_url
+        async with (
+            opcua_session(url, opcua_client_certificate, "operator", "demo-operator") as client,
+            opcua_session(url, opcua_client_certificate, "viewer", "demo-viewer") as viewer,
+        ):
+            _, events = await _subscribe(client)
+            condition = ua.NodeId(
+                ua.String(condition_node_id(FILLER, "FaultCode", "filler-fault")), ua.Int16(hub.opcua.namespace_index)
+            )
+            methods = {
+                (await child.read_browse_name()).Name for child in await client.get_node(condition).get_methods()
+            }
+            assert {"Enable", "Disable"} <= methods
+
+            refused = await _call(viewer, condition, ua.ObjectIds.ConditionType_Disable)
+            assert refused.StatusCode.value == StatusCodes.BadUserAccessDenied
+
+            disabled = await _call(client, condition, ua.ObjectIds.ConditionType_Disable)
+            assert disabled.StatusCode.is_good(), disabled.StatusCode
+            event = await events.wait_for(
+                lambda event: (
+                    _field(event, "ConditionName") == "filler-fault" and _field(event, "EnabledState/Id") is False
+                )
+            )
+            assert event.Retain is False
+            again = await _call(client, condition, ua.ObjectIds.ConditionType_Disable)
+            assert again.StatusCode.value == StatusCodes.BadConditionAlreadyDisabled
+            async with http.get(f"{hub.rest_url}/alarms") as response:
+                listed = {alarm["id"]: alarm for alarm in (await response.json())["result"]}
+            assert listed["filler-fault"]["enabled"] is False
+
+            count = len(events.received)
+            enabled = await _call(client, condition, ua.ObjectIds.ConditionType_Enable)
+            assert enabled.StatusCode.is_good(), enabled.StatusCode
+            # still jammed: enabled again, the alarm is active at once
+            active = await events.wait_for(
+                lambda event: _field(event, "ConditionName") == "filler-fault" and _field(event, "ActiveState/Id"),
+                since=count,
+            )
+            assert (_field(active, "EnabledState/Id"), active.Retain) == (True, True)

@@ -32,11 +32,14 @@ running projection:
   ``...$alarm:<name>$ShelvingState``) with ``Unshelve()``, ``OneShotShelve()`` and
   ``TimedShelve(ShelvingTime)`` (milliseconds), under the same rights as Acknowledge.
 
-Left out: condition state variables on the condition node (a Read of ``ActiveState`` there gives
-nothing: the state is in the events, and on REST), branches, Enable/Disable (the alarm source has no
-such action), ``NonExclusiveLimitAlarmType``. A model change that re-creates an element's node is
-followed by :meth:`AlarmConditions.relink` (the condition node itself stays); a condition whose
-element is deleted stays, with its events naming the gone node.
+  ``Enable()`` and ``Disable()`` (no arguments) enable and disable the alarm, with the same rights.
+* **Properties.** The condition node has ``ConditionName``, ``Message``, ``Severity`` and ``Retain``
+  (read-only, ``...$alarm:<name>$<property>``), kept in step with its events.
+
+Left out: the two-state variables (``ActiveState``, ``AckedState``...) on the condition node (the
+state is in the events, and on REST), branches, ``NonExclusiveLimitAlarmType``. A model change that
+re-creates an element's node is followed by :meth:`AlarmConditions.relink` (the condition node
+itself stays); a condition whose element is deleted stays, with its events naming the gone node.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ _LIMIT_STATE_IDS = {
 _ACKNOWLEDGE = ObjectIds.AcknowledgeableConditionType_Acknowledge
 _CONFIRM = ObjectIds.AcknowledgeableConditionType_Confirm
 _ADD_COMMENT = ObjectIds.ConditionType_AddComment
+_ENABLE = ObjectIds.ConditionType_Enable
+_DISABLE = ObjectIds.ConditionType_Disable
 _UNSHELVE = ObjectIds.ShelvedStateMachineType_Unshelve
 _ONE_SHOT_SHELVE = ObjectIds.ShelvedStateMachineType_OneShotShelve
 _TIMED_SHELVE = ObjectIds.ShelvedStateMachineType_TimedShelve
@@ -183,6 +188,8 @@ class AlarmConditions:
             (_ACKNOWLEDGE, self._acknowledge),
             (_CONFIRM, self._confirm),
             (_ADD_COMMENT, self._add_comment),
+            (_ENABLE, self._enable),
+            (_DISABLE, self._disable),
             (_UNSHELVE, self._unshelve),
             (_ONE_SHOT_SHELVE, self._one_shot_shelve),
             (_TIMED_SHELVE, self._timed_shelve),
@@ -277,7 +284,7 @@ class AlarmConditions:
                 _property_item(condition.node_id, name, variant)
                 for name, variant in _condition_properties(condition.name, alarm.message, alarm.state)
             )
-            methods = [_ACKNOWLEDGE, _ADD_COMMENT] + ([_CONFIRM] if rule.confirm else [])
+            methods = [_ENABLE, _DISABLE, _ACKNOWLEDGE, _ADD_COMMENT] + ([_CONFIRM] if rule.confirm else [])
             links = [(condition.node_id, ObjectIds.HasComponent, _node(method)) for method in methods]
             links.extend(
                 (condition.shelving, ObjectIds.HasComponent, _node(method))
@@ -453,6 +460,27 @@ class AlarmConditions:
 
     async def _add_comment(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
         return await self._operator_action(object_id, arguments, "add_comment")
+
+    async def _enable(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
+        return await self._enabling(object_id, arguments, enable=True)
+
+    async def _disable(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
+        return await self._enabling(object_id, arguments, enable=False)
+
+    async def _enabling(
+        self, object_id: ua.NodeId, arguments: Sequence[ua.Variant], *, enable: bool
+    ) -> ua.CallMethodResult:
+        """``Enable()``/``Disable()`` (OPC 10000-9 §5.5.4, 5.5.5): no arguments, the rights of Acknowledge."""
+        if arguments:
+            return _result(StatusCodes.BadTooManyArguments)
+
+        async def act(alarm: str, user: str) -> None:
+            if enable:
+                await self._source.enable(alarm, user, None)
+            else:
+                await self._source.disable(alarm, user, None)
+
+        return await self._run_action(self._by_node.get(object_id), [], "enable" if enable else "disable", act)
 
     async def _unshelve(self, object_id: ua.NodeId, *arguments: ua.Variant) -> ua.CallMethodResult:
         return await self._shelving_action(object_id, arguments, Shelving.UNSHELVED)

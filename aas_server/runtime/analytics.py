@@ -271,6 +271,15 @@ class AlarmService(BusService):
     async def unshelve(self, alarm_id: str, user: str, comment: str | None) -> AlarmTransition:
         return await self._operate(lambda now: self.engine.unshelve(alarm_id, user, now, comment))
 
+    async def disable(self, alarm_id: str, user: str, comment: str | None) -> AlarmTransition:
+        return await self._operate(lambda now: self.engine.disable(alarm_id, user, now, comment))
+
+    async def enable(self, alarm_id: str, user: str, comment: str | None) -> list[AlarmTransition]:
+        async with self._lock:
+            transitions = self.engine.enable(alarm_id, user, utc_now(), comment)
+            await self._commit(transitions)
+        return transitions
+
     # -- running ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
