@@ -17,6 +17,9 @@ Each test is an attack that worked before its fix:
   every OPC UA read of the node was BadInternalError (a Float variant cannot hold it).
 - W7: a POST (or a PUT creating an element) whose element a later change of the same batch deleted
   was answered 404 although it was stored and announced: the answer body was read back by path.
+- W8: a PUT or POST of an element with an idShort into a SubmodelElementList (AASd-120 forbids one)
+  was answered 204/201 and shown with its idShort, but the stored document drops it: after a restart
+  the element had none, so memory and disk disagreed.
 - W3: a device point without normalisation publishing the text ``"NaN"`` or ``"Infinity"`` put a
   GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
   ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
@@ -508,3 +511,49 @@ async def test_w7_a_create_followed_in_its_batch_by_a_delete_is_answered_201(tmp
     # the creator is told what it created (and stored): 201 with its element, not 404
     assert created[0] == 201
     assert {key: created[1][key] for key in element} == element
+
+
+# --- W8: AASd-120, no idShort inside a SubmodelElementList --------------------------------------------
+
+
+async def test_w8_an_id_short_inside_a_list_is_refused_so_memory_and_disk_agree(tmp_path: Path) -> None:
+    settings = bare_settings(tmp_path)
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}"
+        item = {"modelType": "Property", "valueType": "xs:int", "value": "1"}
+        submodel = {
+            "modelType": "Submodel",
+            "id": SUBMODEL,
+            "idShort": "Lists",
+            "submodelElements": [
+                {
+                    "modelType": "SubmodelElementList",
+                    "idShort": "L",
+                    "typeValueListElement": "Property",
+                    "valueTypeListElement": "xs:int",
+                    "value": [item],
+                }
+            ],
+        }
+        async with http.post(f"{hub.rest_url}/submodels", json=submodel) as response:
+            assert response.status == 201, await response.text()
+        named = {**item, "idShort": "X", "value": "5"}
+        async with http.put(f"{url}/submodel-elements/L[0]", json=named) as response:
+            assert response.status == 400, await response.text()
+            assert "AASd-120" in await response.text()
+        async with http.post(f"{url}/submodel-elements/L", json=named) as response:
+            assert response.status == 400, await response.text()
+            assert "AASd-120" in await response.text()
+        async with http.put(f"{url}/submodel-elements/L[0]", json={**item, "value": "7"}) as response:
+            assert response.status == 204, await response.text()
+        async with http.get(f"{url}/submodel-elements/L") as response:
+            before = await response.json()
+    async with (
+        Hub(settings) as hub,
+        aiohttp.ClientSession() as http,
+        http.get(f"{hub.rest_url}/submodels/{b64(SUBMODEL)}/submodel-elements/L") as response,
+    ):
+        after = await response.json()
+    assert before == after
+    assert [entry.get("idShort") for entry in after["value"]] == [None]
+    assert after["value"][0]["value"] == "7"

@@ -251,6 +251,20 @@ def _check_annotation(container: object, element: model.SubmodelElement) -> None
         )
 
 
+def _check_list_item(container: object, element: model.SubmodelElement) -> None:
+    """Items of a SubmodelElementList have no idShort (AASd-120): the stored document would drop it."""
+    id_short = element.id_short
+    # basyx names an item without one generated_submodel_list_hack_<uuid>
+    if (
+        isinstance(container, model.SubmodelElementList)
+        and id_short is not None
+        and not id_short.startswith("generated_submodel_list_hack_")
+    ):
+        raise InvalidRequestError(
+            f"an element in a SubmodelElementList has no idShort (Constraint AASd-120); got {element.id_short!r}"
+        )
+
+
 def _check_roundtrips(identifiables: list[model.Identifiable]) -> None:
     for identifiable in identifiables:
         check_roundtrip(identifiable)
@@ -1056,6 +1070,7 @@ class TwinStore:
             submodel = self.submodel(submodel_id)
             container = self._container(submodel, parent_path)
             _check_annotation(container, element)
+            _check_list_item(container, element)
             children = _children_set(container)
             if not isinstance(container, model.SubmodelElementList):
                 if element.id_short is None:
@@ -1084,6 +1099,7 @@ class TwinStore:
             if not isinstance(container, _CONTAINER_TYPES):
                 raise InvalidRequestError(f"{id_short_path!r} cannot be changed on its own; change its parent")
             _check_annotation(container, element)
+            _check_list_item(container, element)
             if not isinstance(container, model.SubmodelElementList) and element.id_short != old.id_short:
                 raise InvalidRequestError(
                     f"the idShort in the body ({element.id_short!r}) differs from the path's ({old.id_short!r})"
