@@ -1,10 +1,14 @@
-"""A SCADA engineer's look at the hub's derived twin values over OPC UA (issue 13), asyncua client.
+"""A SCADA engineer's look at the hub's derived twin values over OPC UA (issue 13).
 
-On the live demo hub (examples/bottling-line/hub.yaml): the KPI and predictive-maintenance
-variables carry numeric DataTypes (Double, DateTime for times), EngineeringUnits where a unit is
-known (ratios as ``one``, MTBF/MTTR and the remaining useful life in seconds), are read-only (a
-write is refused), read Bad with no value while unknown instead of a fake 0, carry the ``en``
-locale on their names, and a subscription sees a KPI change.
+On the live demo hub (examples/bottling-line/hub.yaml), with asyncua and node-opcua: the KPI and
+predictive-maintenance variables carry numeric DataTypes (Double, DateTime for times),
+EngineeringUnits where a unit is known (ratios as ``one``, MTBF/MTTR and the remaining useful life
+in seconds), are read-only (a write is ``BadNotWritable`` even for an operator), read Bad with no
+value while unknown instead of a fake 0 (and Good for fixed descriptions), carry the ``en`` locale
+on their names, and a subscription sees a KPI change. Alarms: an acknowledgement from node-opcua
+shows its comment on REST and survives a restart in ConditionRefresh; SourceNode, SourceName,
+Severity, Message and Retain are right in the events and readable on the condition node; Enable and
+Disable work. The findings and fixes are listed in docs/opcua.md.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ async def test_kpi_and_rul_values_are_typed_read_only_with_units_and_bad_while_u
                 results = await client.uaclient.write_attributes(
                     [node.nodeid], [ua.DataValue(ua.Variant(0.5, ua.VariantType.Double))], ua.AttributeIds.Value
                 )
-                assert results[0].value in (StatusCodes.BadNotWritable, StatusCodes.BadUserAccessDenied), node_id
+                assert results[0].value == StatusCodes.BadNotWritable, node_id
         # the refused writes changed nothing
         state = hub.store.state(FILLER_KPI, "LastHour.OEE")
         assert state is None or state.value != 0.5
