@@ -37,15 +37,27 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 import yaml
+from asyncua import ua
+from asyncua.client.client import Client
 from basyx.aas import model
 from basyx.aas.model import datatypes
+from pydantic import SecretStr
 
-from aas_server.config import HistorySettings, HubSettings, OpcUaSettings, RestSettings, SecuritySettings
+from aas_server.config import (
+    HistorySettings,
+    HubSettings,
+    OpcUaSettings,
+    RestSettings,
+    Role,
+    SecurityPolicyName,
+    SecuritySettings,
+    UserSettings,
+)
 from aas_server.devices.modbus_server import ModbusDeviceServer
 from aas_server.errors import ConflictError, StorageFullError
 from aas_server.mapping import codecs
@@ -557,3 +569,50 @@ async def test_w8_an_id_short_inside_a_list_is_refused_so_memory_and_disk_agree(
     assert before == after
     assert [entry.get("idShort") for entry in after["value"]] == [None]
     assert after["value"][0]["value"] == "7"
+
+
+# --- OPC UA writes racing a batch of REST element changes of the same submodel -------------------------
+
+
+async def test_opc_ua_writes_racing_rest_element_batches_are_answered_as_stored(tmp_path: Path) -> None:
+    operator = UserSettings(name="olga", password=SecretStr("operator-secret"), role=Role.OPERATOR)
+    settings = bare_settings(tmp_path).model_copy(
+        update={"opcua": OpcUaSettings(port=0, security_policies=[SecurityPolicyName.NONE], users=[operator])}
+    )
+    elements = [{"modelType": "Property", "idShort": f"P{n}", "valueType": "xs:int", "value": "0"} for n in range(4)]
+    submodel = {"modelType": "Submodel", "id": SUBMODEL, "idShort": "Race", "submodelElements": elements}
+    async with Hub(settings) as hub, aiohttp.ClientSession() as http:
+        async with http.post(f"{hub.rest_url}/submodels", json=submodel) as response:
+            assert response.status == 201, await response.text()
+        url = f"{hub.rest_url}/submodels/{b64(SUBMODEL)}/submodel-elements"
+        assert hub.opcua_url is not None
+        client = Client(hub.opcua_url, timeout=5)
+        client.set_user(operator.name)
+        client.set_password(operator.password.get_secret_value())
+        async with client:
+            namespace = await client.get_namespace_index(settings.opcua.namespace_uri)
+
+            async def opc_ua_writer() -> None:
+                for value in range(1, 31):
+                    node = client.get_node(ua.NodeId(cast(Any, f"{SUBMODEL}/P0"), cast(Any, namespace)))
+                    await node.write_value(ua.DataValue(ua.Variant(value, ua.VariantType.Int32)))
+
+            async def rest_client(number: int) -> None:
+                for value in range(1, 11):
+                    name = f"P{1 + number % 3}"
+                    body = {"modelType": "Property", "idShort": name, "valueType": "xs:int", "value": str(value)}
+                    async with http.put(f"{url}/{name}", json=body) as response:
+                        assert response.status == 204, await response.text()
+
+            await asyncio.gather(opc_ua_writer(), *(rest_client(number) for number in range(6)))
+            node = client.get_node(ua.NodeId(cast(Any, f"{SUBMODEL}/P0"), cast(Any, namespace)))
+            assert await node.read_value() == 30
+        async with http.get(f"{hub.rest_url}/submodels/{b64(SUBMODEL)}/$value") as response:
+            before = await response.json()
+    assert before == {"P0": 30, "P1": 10, "P2": 10, "P3": 10}
+    async with (
+        Hub(settings) as hub,
+        aiohttp.ClientSession() as http,
+        http.get(f"{hub.rest_url}/submodels/{b64(SUBMODEL)}/$value") as response,
+    ):
+        assert await response.json() == before
