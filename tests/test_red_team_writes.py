@@ -24,6 +24,10 @@ Each test is an attack that worked before its fix:
   GOOD non-finite value into an xs:decimal (which has none) or an xs:double Property, where the float
   ``nan`` of the same device is flagged BAD, SENSOR_FAILURE; a client could write ``"NaN"`` into an
   xs:decimal through ``$value``.
+
+Two integrator checks found nothing beyond W7 and stay as regressions: a storm of mixed element
+changes on a full disk (memory, disk and the change bus in step) and OPC UA writes racing batches of
+REST PUTs of the same submodel (every answer as stored, also after a restart).
 """
 
 from __future__ import annotations
