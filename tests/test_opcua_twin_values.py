@@ -339,3 +339,53 @@ async def test_a_scada_client_disables_and_enables_a_condition_with_the_standard
                 since=count,
             )
             assert (_field(active, "EnabledState/Id"), active.Retain) == (True, True)
+
+
+async def test_node_opcua_reads_kpi_and_rul_types_units_and_status_and_may_not_write_them(
+    tmp_path: Path, opcua_client_certificate: ClientCertificate, node_opcua: NodeOpcua
+) -> None:
+    async with Hub(_settings(tmp_path)) as hub:
+        assert hub.opcua is not None
+        namespace = hub.opcua.namespace_index
+
+        def node(identifier: str) -> str:
+            return f"ns={namespace};s={identifier}"
+
+        oee, mtbf = node_id_for(FILLER_KPI, "Last24Hours.OEE"), node_id_for(FILLER_KPI, "LastHour.MTBF")
+        rul, update = node_id_for(PREDICTIVE, RUL_PATHS[0]), node_id_for(PREDICTIVE, TIME_PATHS[0])
+        steps: list[dict[str, Any]] = [
+            {"op": "read", "nodeId": node(oee), "attribute": "DataType"},
+            {"op": "read", "nodeId": node(oee)},
+            {"op": "read", "nodeId": node(f"{oee}$EngineeringUnits")},
+            {"op": "read", "nodeId": node(f"{mtbf}$EngineeringUnits")},
+            {"op": "read", "nodeId": node(f"{rul}$EngineeringUnits")},
+            {"op": "read", "nodeId": node(update), "attribute": "DataType"},
+            {"op": "read", "nodeId": node(oee), "attribute": "DisplayName"},
+            {"op": "write", "nodeId": node(oee), "dataType": "Double", "value": 0.99},
+        ]
+        plan = {
+            "endpoint": hub.opcua.endpoint_url,
+            "securityPolicy": "Basic256Sha256",
+            "securityMode": "SignAndEncrypt",
+            "applicationUri": CLIENT_URI,
+            "certificateFile": str(opcua_client_certificate.certificate),
+            "privateKeyFile": str(opcua_client_certificate.private_key),
+            "pkiDir": str(tmp_path / "pki"),
+            "user": {"name": "operator", "password": "demo-operator"},
+            "steps": steps,
+        }
+        async with node_opcua.start("session", plan) as script:
+            outcome = await script.result()
+    assert outcome["error"] is None, outcome
+    data_type, unknown, ratio, seconds, rul_unit, time_type, display_name, written = outcome["steps"]
+    assert data_type["value"] == "ns=0;i=11"  # Double
+    assert (unknown["status"], unknown["value"]) == ("BadWaitingForInitialData", None)
+    assert unknown["sourceTimestamp"] is not None
+    for information, unit_id, symbol in ((ratio, 4404786, "1"), (seconds, 5457219, "s"), (rul_unit, 5457219, "s")):
+        assert information["status"] == "Good"
+        assert f": {unit_id}\n" in information["value"]
+        # the unit's texts carry their locale like every other text of the hub
+        assert f"locale=en text={symbol}\n" in information["value"], information["value"]
+    assert time_type["value"] == "ns=0;i=13"  # DateTime
+    assert display_name["value"] == "locale=en text=OEE"
+    assert written["status"] == "BadNotWritable"

@@ -751,8 +751,8 @@ def engineering_units_information(unit: EngineeringUnit) -> ua.EUInformation:
     return ua.EUInformation(
         NamespaceUri=UNECE_UNITS_NAMESPACE,
         UnitId=unit.unit_id,
-        DisplayName=ua.LocalizedText(unit.symbol),
-        Description=ua.LocalizedText(unit.description),
+        DisplayName=ua.LocalizedText(unit.symbol, DISPLAY_LOCALE),
+        Description=ua.LocalizedText(unit.description, DISPLAY_LOCALE),
     )
 
 
