@@ -41,8 +41,9 @@ async def run_sh(script: str, rest_url: str) -> str:
     base = rest_url.removesuffix("/api/v3.0")
     process = await asyncio.create_subprocess_exec(
         "bash",
-        "-euo",
-        "pipefail",
+        # no pipefail: the README pipes listings into `head`, which closes the pipe early and makes
+        # `python3 -m json.tool` exit 32 (EPIPE) although the user saw exactly what was printed
+        "-eu",
         "-c",
         script.replace(README_URL, base),
         stdout=asyncio.subprocess.PIPE,
