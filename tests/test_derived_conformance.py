@@ -4,7 +4,8 @@ A demo hub (``examples/bottling-line/hub.yaml``) with its KPIs, PredictiveMainte
 Alarms (BasicEventElements), time series, the IDTA 02005 Simulation Models submodel and the results
 of one finished simulation job is downloaded through ``/serialization`` as JSON, XML and AASX. Each
 download must pass the IDTA ``aas-test-engines`` file check (meta-model, lexical forms of values,
-constraints), validate against the Part 1 schemas in ``/work/shared/reference`` (``part1.yaml``),
+constraints), validate against the Part 1 schemas (``aas-specs-api/part1.yaml`` in ``$AAS_REFERENCE_DIR``,
+default ``../shared/reference``),
 be read by basyx's own readers in strict mode, keep every model reference resolvable, and come back
 unchanged from a fresh hub it is uploaded into (``POST /packages``).
 
