@@ -450,9 +450,9 @@ async def test_what_the_attacker_tried_and_was_already_refused(tmp_path: Path) -
             assert (status, body["messages"][0]["text"]) == (400, reason)
         for raw, reason in (
             (b"[1, 2]", "the body must be a JSON object"),
-            (b'{"shell": "x", "horizon": NaN}', "the body is not JSON"),
-            (b'{"shell": "x", "horizon": Infinity}', "the body is not JSON"),
-            (b'{"shell": "x", "overrides": ' + b"[" * 2000 + b"]" * 2000 + b"}", "the body is not JSON"),
+            (b'{"shell": "x", "horizon": NaN}', "malformed JSON body"),
+            (b'{"shell": "x", "horizon": Infinity}', "malformed JSON body"),
+            (b'{"shell": "x", "overrides": ' + b"[" * 2000 + b"]" * 2000 + b"}", "malformed JSON body"),
         ):
             headers = {**OPERATOR, "Content-Type": "application/json"}
             async with http.post(url, data=raw, headers=headers) as response:

@@ -20,16 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from aas_server.analytics.alarms import Alarm, AlarmTransition, Shelving
 from aas_server.analytics.source import AlarmSource
 from aas_server.api.auth import ACCESS_KEY
-from aas_server.api.context import ALARMS_KEY, MAX_BODY_KEY, store_of
+from aas_server.api.context import ALARMS_KEY, store_of
 from aas_server.api.paging import PageRequest, page_positions, parse_page_request
 from aas_server.api.routing import RouteTable
-from aas_server.api.serialization import decode_identifier, json_response
+from aas_server.api.serialization import decode_identifier, json_response, read_json_object
 from aas_server.config import AccessOperation
 from aas_server.errors import InvalidRequestError, NotFoundError
 from aas_server.security.scopes import ScopeKind
@@ -120,17 +119,9 @@ async def get_alarms(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if len(raw) > request.app[MAX_BODY_KEY]:
-        raise InvalidRequestError("the body is too large")
-    if not raw.strip():
+    if not (await request.read()).strip():  # aiohttp keeps the body: read_json_object reads it again from memory
         return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequestError(f"the body is not JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the body must be a JSON object")
+    data = await read_json_object(request, "alarm action")
     unknown = set(data) - {"comment", "duration"}
     if unknown:
         raise InvalidRequestError(f"unknown body members: {', '.join(sorted(unknown))}")

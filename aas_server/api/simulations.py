@@ -26,14 +26,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from aas_server.api.auth import ACCESS_KEY
-from aas_server.api.context import MAX_BODY_KEY, SIMULATIONS_KEY
+from aas_server.api.context import SIMULATIONS_KEY
 from aas_server.api.paging import page_positions, parse_page_request
 from aas_server.api.routing import RouteTable
-from aas_server.api.serialization import decode_identifier, json_response
+from aas_server.api.serialization import decode_identifier, json_response, read_json_object
 from aas_server.config import AccessOperation
 from aas_server.errors import AccessDeniedError, InvalidRequestError
 from aas_server.simulation.description import SimulationError
@@ -49,20 +48,6 @@ def _jobs(request: web.Request) -> SimulationJobs:
 def _user(request: web.Request) -> str:
     access = request.get(ACCESS_KEY)
     return access.principal.name if access is not None else "anonymous"
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (``400`` otherwise); also used by the access check."""
-    raw = await request.read()
-    if len(raw) > request.app[MAX_BODY_KEY]:
-        raise InvalidRequestError("the body is too large")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequestError(f"the body is not JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    return data
 
 
 def _shell(data: dict[str, Any]) -> str:
@@ -82,7 +67,7 @@ def _created(request: web.Request, view: JobView) -> web.Response:
 @routes.post("/simulations")
 async def post_simulation(request: web.Request) -> web.Response:
     """Queue a scenario of a process shell; ``202`` with the job's ``Location``."""
-    data = await read_json_object(request)
+    data = await read_json_object(request, "scenario")
     shell = _shell(data)
     scenario = parse_scenario({key: value for key, value in data.items() if key != "shell"})
     return _created(request, await _jobs(request).submit(shell, [scenario], _user(request)))
@@ -140,7 +125,7 @@ async def delete_simulation(request: web.Request) -> web.Response:
 @routes.post("/simulations/$compare")
 async def compare_simulations(request: web.Request) -> web.Response:
     """Compare two finished jobs (``200``), or run two scenarios as one comparison job (``202``)."""
-    data = await read_json_object(request)
+    data = await read_json_object(request, "comparison")
     unknown = set(data) - {"shell", "baseline", "candidate"}
     if unknown:
         raise SimulationError(f"{', '.join(sorted(unknown))}: is not a member of a comparison")
